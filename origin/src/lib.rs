@@ -1,1 +1,15 @@
-//! placeholder
+//! The origin role's own logic: turning an artist's HLS rendition into a signed, versioned
+//! manifest.
+//!
+//! Entry point: [`ingest_rendition`], which checks a folder, streams its files through a
+//! [`BlobSink`] (the node's content-addressed store) and returns the manifest; [`publish_version`]
+//! decides whether that is a new version or the one already published. The node signs and
+//! commits it. Plugins (royalty, ledger, label) will live here too.
+
+mod error;
+mod ingest;
+mod publish;
+
+pub use error::IngestError;
+pub use ingest::{ingest_rendition, BlobSink, ImportedBlob, IngestRequest, MAX_SEGMENT_BYTES};
+pub use publish::{publish_version, PublishDecision};

@@ -1,0 +1,280 @@
+//! Validated runtime configuration types.
+//!
+//! Values of these types are produced by [`load`](crate::load) /
+//! [`from_toml_str`](crate::from_toml_str) (or [`ConfigFile::validate`](crate::ConfigFile::validate))
+//! and satisfy every rule documented on the file types; consumers do not need to re-check them.
+//! All fields are public so tests can build or tweak a `Config` directly.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+/// The fully validated node configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// What this node does.
+    pub role: Role,
+    /// Directory for persistent state, as given in the file (may be relative).
+    pub data_dir: PathBuf,
+    /// Free-text region label (non-empty).
+    pub region: String,
+    /// Geographic position, if configured.
+    pub location: Option<GeoPoint>,
+    /// Bind addresses.
+    pub listen: Listen,
+    /// Cluster membership settings.
+    pub cluster: Cluster,
+    /// Trusted keys.
+    pub trust: Trust,
+    /// Cache tier sizes.
+    pub cache: Cache,
+    /// Upstream parents.
+    pub upstream: Upstream,
+    /// Geo-IP settings.
+    pub geo: Geo,
+    /// Satellite broadcast settings.
+    pub satellite: Satellite,
+    /// Enabled plugins (only ever non-empty for [`Role::Origin`]).
+    pub plugins: Plugins,
+    /// Viewer-plane limits.
+    pub http: HttpLimits,
+}
+
+/// Node role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// Ingests and signs content; the root of distribution.
+    Origin,
+    /// Serves viewers from cache, pulling from parents.
+    Edge,
+    /// Peer-to-peer mesh node.
+    Mesh,
+    /// Pushes content over a one-way satellite link.
+    SatelliteUplink,
+}
+
+impl Role {
+    /// All roles, in documentation order.
+    pub const ALL: [Role; 4] = [Role::Origin, Role::Edge, Role::Mesh, Role::SatelliteUplink];
+
+    /// The config-file spelling: `"origin"`, `"edge"`, `"mesh"` or `"satellite-uplink"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Origin => "origin",
+            Role::Edge => "edge",
+            Role::Mesh => "mesh",
+            Role::SatelliteUplink => "satellite-uplink",
+        }
+    }
+
+    /// Whether the node serves the viewer HTTP plane in normal operation
+    /// (false only for [`Role::SatelliteUplink`]).
+    pub fn serves_viewers_in_normal_mode(self) -> bool {
+        !matches!(self, Role::SatelliteUplink)
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Role {
+    type Err = ParseRoleError;
+
+    /// Exact, case-sensitive match on [`Role::as_str`] spellings.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Role::ALL
+            .into_iter()
+            .find(|r| r.as_str() == s)
+            .ok_or_else(|| ParseRoleError {
+                given: s.to_owned(),
+            })
+    }
+}
+
+/// Error from [`Role::from_str`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParseRoleError {
+    /// The rejected input.
+    pub given: String,
+}
+
+impl fmt::Display for ParseRoleError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "unknown role `{}`; expected one of `origin`, `edge`, `mesh`, `satellite-uplink`",
+            self.given
+        )
+    }
+}
+
+impl std::error::Error for ParseRoleError {}
+
+/// A geographic position in degrees (`lat` in `[-90, 90]`, `lon` in `[-180, 180]`, both finite).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GeoPoint {
+    /// Latitude in degrees.
+    pub lat: f64,
+    /// Longitude in degrees.
+    pub lon: f64,
+}
+
+/// Bind addresses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listen {
+    /// Viewer plane, TCP.
+    pub http: SocketAddr,
+    /// Node data plane, UDP (QUIC).
+    pub quic: SocketAddr,
+    /// libp2p multiaddr (starts with `/`, no empty segments); parsed by the networking crate.
+    pub p2p: String,
+    /// Mesh data plane, UDP (iroh).
+    pub iroh: SocketAddr,
+}
+
+/// Cluster membership and failure detection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cluster {
+    /// Bootstrap multiaddrs, each ending in `/p2p/<peer id>`.
+    pub bootstrap: Vec<String>,
+    /// Heartbeat period (at least 50 ms).
+    pub heartbeat_interval: Duration,
+    /// Missed heartbeats before a peer is suspected (>= 1).
+    pub suspect_after_missed: u32,
+    /// Missed heartbeats before a peer is dead (> `suspect_after_missed`).
+    pub dead_after_missed: u32,
+}
+
+/// Trusted ed25519 public keys (raw 32-byte encodings, not yet checked to be valid points).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Trust {
+    /// Publisher keys.
+    pub publishers: Vec<[u8; 32]>,
+    /// Operator keys.
+    pub operators: Vec<[u8; 32]>,
+}
+
+/// Cache tier sizes in bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cache {
+    /// RAM tier capacity (`memory_mb` × 2^20); 0 disables the RAM tier.
+    pub memory_bytes: u64,
+    /// Disk tier capacity (`disk_gb` × 2^30, rounded to the nearest byte); always > 0.
+    pub disk_bytes: u64,
+}
+
+/// Upstream parents.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upstream {
+    /// Parents in configured order.
+    pub parents: Vec<Parent>,
+}
+
+/// One upstream parent: `"ip:port"` or `"<peer id>@ip:port"`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Parent {
+    /// Expected libp2p peer id, if given (ASCII alphanumeric, not otherwise checked).
+    pub peer_id: Option<String>,
+    /// Address of the parent's data plane.
+    pub addr: SocketAddr,
+}
+
+impl fmt::Display for Parent {
+    /// Formats back into the config-file syntax.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.peer_id {
+            Some(id) => write!(f, "{id}@{}", self.addr),
+            None => write!(f, "{}", self.addr),
+        }
+    }
+}
+
+/// Geo-IP settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Geo {
+    /// MaxMind database path, if configured (not checked for existence here).
+    pub database: Option<PathBuf>,
+    /// Trusted reverse proxies (a bare IP became a /32 or /128 network).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+}
+
+/// Satellite broadcast settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Satellite {
+    /// Destination of the broadcast (always `Some` for [`Role::SatelliteUplink`]).
+    pub uplink: Option<SocketAddr>,
+    /// Uplink bandwidth, kbit/s (>= 8).
+    pub rate_kbps: u32,
+    /// Repair (FEC) overhead in percent (0..=400).
+    pub repair_overhead_percent: u32,
+    /// Local address to receive a broadcast on.
+    pub downlink: Option<SocketAddr>,
+}
+
+/// Enabled plugins and their free-form settings. Both are `None` unless the role is origin.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Plugins {
+    /// `[plugins.royalty]` contents, if enabled.
+    pub royalty: Option<toml::Table>,
+    /// `[plugins.ledger]` contents, if enabled.
+    pub ledger: Option<toml::Table>,
+}
+
+/// Viewer-plane limits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpLimits {
+    /// Maximum simultaneous viewer connections (>= 1).
+    pub max_connections: usize,
+    /// Time allowed for request headers to arrive (>= 1 ms).
+    pub header_read_timeout: Duration,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn role_round_trips() {
+        for role in Role::ALL {
+            assert_eq!(role.as_str().parse::<Role>().unwrap(), role);
+            assert_eq!(role.to_string(), role.as_str());
+        }
+        assert_eq!(Role::SatelliteUplink.as_str(), "satellite-uplink");
+    }
+
+    #[test]
+    fn role_parse_rejects_other_spellings() {
+        for bad in ["", "Edge", "satellite_uplink", "satellite", " edge"] {
+            let err = bad.parse::<Role>().unwrap_err();
+            assert_eq!(err.given, bad);
+            assert!(err.to_string().contains("satellite-uplink"), "{err}");
+        }
+    }
+
+    #[test]
+    fn only_satellite_uplink_skips_viewers() {
+        assert!(Role::Origin.serves_viewers_in_normal_mode());
+        assert!(Role::Edge.serves_viewers_in_normal_mode());
+        assert!(Role::Mesh.serves_viewers_in_normal_mode());
+        assert!(!Role::SatelliteUplink.serves_viewers_in_normal_mode());
+    }
+
+    #[test]
+    fn parent_display_matches_file_syntax() {
+        let p = Parent {
+            peer_id: Some("12D3KooWabc".into()),
+            addr: "[::1]:4433".parse().unwrap(),
+        };
+        assert_eq!(p.to_string(), "12D3KooWabc@[::1]:4433");
+        let p = Parent {
+            peer_id: None,
+            addr: "10.0.0.1:4433".parse().unwrap(),
+        };
+        assert_eq!(p.to_string(), "10.0.0.1:4433");
+    }
+}

@@ -1,0 +1,451 @@
+//! Semantic validation: [`ConfigFile`] → [`Config`].
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::error::ConfigError;
+use crate::file::{
+    CacheSection, ClusterSection, ConfigFile, GeoSection, HttpSection, ListenSection,
+    LocationSection, PluginsSection, SatelliteSection, TrustSection, UpstreamSection,
+};
+use crate::runtime::{
+    Cache, Cluster, Config, Geo, GeoPoint, HttpLimits, Listen, Parent, Plugins, Role, Satellite,
+    Trust, Upstream,
+};
+
+const MIB: u64 = 1 << 20;
+const GIB: f64 = (1u64 << 30) as f64;
+
+/// Minimum `cluster.heartbeat_interval_ms`.
+const MIN_HEARTBEAT_MS: u64 = 50;
+/// Minimum `satellite.rate_kbps`.
+const MIN_RATE_KBPS: u32 = 8;
+/// Maximum `satellite.repair_overhead_percent`.
+const MAX_REPAIR_PERCENT: u32 = 400;
+
+type Result<T> = std::result::Result<T, ConfigError>;
+
+/// Carries the file name so each check can build a [`ConfigError::Field`].
+struct Ctx<'a> {
+    file: &'a Path,
+}
+
+impl Ctx<'_> {
+    fn err(&self, field: impl Into<String>, problem: impl Into<String>) -> ConfigError {
+        ConfigError::field_error(self.file, field, problem)
+    }
+}
+
+impl ConfigFile {
+    /// Checks every rule and converts to the runtime [`Config`]. `file` is only used in error
+    /// messages. Stops at the first problem, checking fields in file order.
+    pub fn validate(self, file: &Path) -> Result<Config> {
+        let cx = Ctx { file };
+        let role: Role = self
+            .role
+            .parse()
+            .map_err(|e| cx.err("role", format!("{e}")))?;
+        if self.data_dir.as_os_str().is_empty() {
+            return Err(cx.err("data_dir", "must not be empty"));
+        }
+        if self.region.trim().is_empty() {
+            return Err(cx.err("region", "must not be empty"));
+        }
+        let location = self.location.map(|l| location(&cx, l)).transpose()?;
+        let listen = listen(&cx, self.listen)?;
+        let cluster = cluster(&cx, self.cluster)?;
+        let trust = trust(&cx, self.trust)?;
+        let cache = cache(&cx, self.cache)?;
+        let upstream = upstream(&cx, self.upstream)?;
+        let geo = geo(&cx, self.geo)?;
+        let satellite = satellite(&cx, self.satellite, role)?;
+        let plugins = plugins(&cx, self.plugins, role)?;
+        let http = http(&cx, self.http)?;
+        Ok(Config {
+            role,
+            data_dir: self.data_dir,
+            region: self.region,
+            location,
+            listen,
+            cluster,
+            trust,
+            cache,
+            upstream,
+            geo,
+            satellite,
+            plugins,
+            http,
+        })
+    }
+}
+
+fn location(cx: &Ctx<'_>, l: LocationSection) -> Result<GeoPoint> {
+    if !(l.lat.is_finite() && (-90.0..=90.0).contains(&l.lat)) {
+        return Err(cx.err(
+            "location.lat",
+            format!("{} is out of range; expected degrees in [-90, 90]", l.lat),
+        ));
+    }
+    if !(l.lon.is_finite() && (-180.0..=180.0).contains(&l.lon)) {
+        return Err(cx.err(
+            "location.lon",
+            format!("{} is out of range; expected degrees in [-180, 180]", l.lon),
+        ));
+    }
+    Ok(GeoPoint {
+        lat: l.lat,
+        lon: l.lon,
+    })
+}
+
+fn socket_addr(cx: &Ctx<'_>, field: &str, s: &str) -> Result<SocketAddr> {
+    s.parse().map_err(|_| {
+        cx.err(
+            field,
+            format!(
+                "`{s}` is not a socket address; expected ip:port such as \"0.0.0.0:8080\" or \"[::]:8080\""
+            ),
+        )
+    })
+}
+
+/// Two UDP sockets would collide if they use the same non-zero port on overlapping addresses.
+fn udp_overlap(a: SocketAddr, b: SocketAddr) -> bool {
+    a.port() != 0
+        && a.port() == b.port()
+        && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
+}
+
+fn listen(cx: &Ctx<'_>, l: ListenSection) -> Result<Listen> {
+    let http = socket_addr(cx, "listen.http", &l.http)?;
+    let quic = socket_addr(cx, "listen.quic", &l.quic)?;
+    if !is_multiaddr_like(&l.p2p) {
+        return Err(cx.err(
+            "listen.p2p",
+            format!(
+                "`{}` is not a multiaddr; expected e.g. \"/ip4/0.0.0.0/tcp/4001\"",
+                l.p2p
+            ),
+        ));
+    }
+    let iroh = socket_addr(cx, "listen.iroh", &l.iroh)?;
+    if udp_overlap(quic, iroh) {
+        return Err(cx.err(
+            "listen.iroh",
+            format!(
+                "{iroh} collides with listen.quic ({quic}); both are UDP and need distinct ports"
+            ),
+        ));
+    }
+    Ok(Listen {
+        http,
+        quic,
+        p2p: l.p2p,
+        iroh,
+    })
+}
+
+/// Starts with `/`, has at least one segment, no empty segments and no whitespace.
+fn is_multiaddr_like(s: &str) -> bool {
+    match s.strip_prefix('/') {
+        Some(rest) => {
+            !rest.is_empty()
+                && !s.chars().any(char::is_whitespace)
+                && rest.split('/').all(|seg| !seg.is_empty())
+        }
+        None => false,
+    }
+}
+
+/// libp2p peer ids are base58btc or multibase (base32) text: ASCII alphanumerics.
+fn is_peer_id_like(s: &str) -> bool {
+    !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric())
+}
+
+fn cluster(cx: &Ctx<'_>, c: ClusterSection) -> Result<Cluster> {
+    for (i, addr) in c.bootstrap.iter().enumerate() {
+        let segments: Vec<&str> = addr.split('/').collect();
+        // "/ip4/1.2.3.4/tcp/1/p2p/ID" → ["", "ip4", ..., "p2p", "ID"]
+        let ok = is_multiaddr_like(addr)
+            && segments.len() >= 4
+            && segments[segments.len() - 2] == "p2p"
+            && is_peer_id_like(segments[segments.len() - 1]);
+        if !ok {
+            return Err(cx.err(
+                format!("cluster.bootstrap[{i}]"),
+                format!(
+                    "`{addr}` is not a bootstrap multiaddr; expected an address ending in \
+                     /p2p/<peer id>, e.g. \"/ip4/203.0.113.7/tcp/4001/p2p/12D3KooW...\""
+                ),
+            ));
+        }
+    }
+    if c.heartbeat_interval_ms < MIN_HEARTBEAT_MS {
+        return Err(cx.err(
+            "cluster.heartbeat_interval_ms",
+            format!(
+                "{} is too small; must be at least {MIN_HEARTBEAT_MS} (milliseconds)",
+                c.heartbeat_interval_ms
+            ),
+        ));
+    }
+    if c.suspect_after_missed < 1 {
+        return Err(cx.err("cluster.suspect_after_missed", "must be at least 1"));
+    }
+    if c.dead_after_missed <= c.suspect_after_missed {
+        return Err(cx.err(
+            "cluster.dead_after_missed",
+            format!(
+                "{} must be greater than cluster.suspect_after_missed ({})",
+                c.dead_after_missed, c.suspect_after_missed
+            ),
+        ));
+    }
+    Ok(Cluster {
+        bootstrap: c.bootstrap,
+        heartbeat_interval: Duration::from_millis(c.heartbeat_interval_ms),
+        suspect_after_missed: c.suspect_after_missed,
+        dead_after_missed: c.dead_after_missed,
+    })
+}
+
+fn public_keys(cx: &Ctx<'_>, field: &str, keys: &[String]) -> Result<Vec<[u8; 32]>> {
+    keys.iter()
+        .enumerate()
+        .map(|(i, key)| {
+            let bad = |why: String| cx.err(format!("{field}[{i}]"), why);
+            if key.len() != 64 {
+                return Err(bad(format!(
+                    "expected an ed25519 public key as 64 hex characters, got {} characters",
+                    key.chars().count()
+                )));
+            }
+            let mut out = [0u8; 32];
+            hex::decode_to_slice(key, &mut out)
+                .map_err(|e| bad(format!("`{key}` is not valid hex: {e}")))?;
+            Ok(out)
+        })
+        .collect()
+}
+
+fn trust(cx: &Ctx<'_>, t: TrustSection) -> Result<Trust> {
+    Ok(Trust {
+        publishers: public_keys(cx, "trust.publishers", &t.publishers)?,
+        operators: public_keys(cx, "trust.operators", &t.operators)?,
+    })
+}
+
+fn cache(cx: &Ctx<'_>, c: CacheSection) -> Result<Cache> {
+    let memory_bytes = c.memory_mb.checked_mul(MIB).ok_or_else(|| {
+        cx.err(
+            "cache.memory_mb",
+            format!("{} MiB does not fit in 64 bits of bytes", c.memory_mb),
+        )
+    })?;
+    if !(c.disk_gb.is_finite() && c.disk_gb > 0.0) {
+        return Err(cx.err(
+            "cache.disk_gb",
+            format!(
+                "{} is invalid; must be a number greater than 0 (GiB)",
+                c.disk_gb
+            ),
+        ));
+    }
+    let bytes = (c.disk_gb * GIB).round();
+    // u64::MAX as f64 rounds up to 2^64, so `>=` rejects everything that would saturate.
+    if bytes >= u64::MAX as f64 {
+        return Err(cx.err(
+            "cache.disk_gb",
+            format!("{} GiB does not fit in 64 bits of bytes", c.disk_gb),
+        ));
+    }
+    if bytes < 1.0 {
+        return Err(cx.err(
+            "cache.disk_gb",
+            format!(
+                "{} GiB is less than one byte; must be greater than 0",
+                c.disk_gb
+            ),
+        ));
+    }
+    Ok(Cache {
+        memory_bytes,
+        // In range (checked above), so the cast is exact for the rounded integer value.
+        disk_bytes: bytes as u64,
+    })
+}
+
+fn upstream(cx: &Ctx<'_>, u: UpstreamSection) -> Result<Upstream> {
+    let parents = u
+        .parents
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let field = format!("upstream.parents[{i}]");
+            let (peer_id, addr) = match p.split_once('@') {
+                Some((id, addr)) => {
+                    if !is_peer_id_like(id) {
+                        return Err(cx.err(
+                            field,
+                            format!("`{p}`: peer id before `@` must be a non-empty libp2p peer id"),
+                        ));
+                    }
+                    (Some(id.to_owned()), addr)
+                }
+                None => (None, p.as_str()),
+            };
+            let addr: SocketAddr = addr.parse().map_err(|_| {
+                cx.err(
+                    &field,
+                    format!("`{p}` is not a parent; expected \"ip:port\" or \"<peer id>@ip:port\""),
+                )
+            })?;
+            Ok(Parent { peer_id, addr })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Upstream { parents })
+}
+
+fn geo(cx: &Ctx<'_>, g: GeoSection) -> Result<Geo> {
+    let database = (!g.database.is_empty()).then(|| PathBuf::from(g.database));
+    let trusted_proxies = g
+        .trusted_proxies
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            s.parse::<ipnet::IpNet>()
+                .or_else(|_| s.parse::<IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| {
+                    cx.err(
+                        format!("geo.trusted_proxies[{i}]"),
+                        format!(
+                            "`{s}` is not a CIDR or IP address; expected e.g. \"10.0.0.0/8\" or \"192.0.2.1\""
+                        ),
+                    )
+                })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Geo {
+        database,
+        trusted_proxies,
+    })
+}
+
+fn udp_addr(cx: &Ctx<'_>, field: &str, s: &str) -> Result<Option<SocketAddr>> {
+    if s.is_empty() {
+        return Ok(None);
+    }
+    let rest = s.strip_prefix("udp://").ok_or_else(|| {
+        cx.err(
+            field,
+            format!("`{s}` must start with `udp://`, e.g. \"udp://203.0.113.5:5000\" (or be \"\" for none)"),
+        )
+    })?;
+    rest.parse().map(Some).map_err(|_| {
+        cx.err(
+            field,
+            format!("`{s}` is not udp://ip:port, e.g. \"udp://203.0.113.5:5000\""),
+        )
+    })
+}
+
+fn satellite(cx: &Ctx<'_>, s: SatelliteSection, role: Role) -> Result<Satellite> {
+    let uplink = udp_addr(cx, "satellite.uplink", &s.uplink)?;
+    if role == Role::SatelliteUplink && uplink.is_none() {
+        return Err(cx.err(
+            "satellite.uplink",
+            "required for role `satellite-uplink`; set e.g. uplink = \"udp://203.0.113.5:5000\"",
+        ));
+    }
+    if s.rate_kbps < MIN_RATE_KBPS {
+        return Err(cx.err(
+            "satellite.rate_kbps",
+            format!(
+                "{} is too small; must be at least {MIN_RATE_KBPS} (kbit/s)",
+                s.rate_kbps
+            ),
+        ));
+    }
+    if s.repair_overhead_percent > MAX_REPAIR_PERCENT {
+        return Err(cx.err(
+            "satellite.repair_overhead_percent",
+            format!(
+                "{} is too large; must be in 0..={MAX_REPAIR_PERCENT} (percent)",
+                s.repair_overhead_percent
+            ),
+        ));
+    }
+    let downlink = udp_addr(cx, "satellite.downlink", &s.downlink)?;
+    Ok(Satellite {
+        uplink,
+        rate_kbps: s.rate_kbps,
+        repair_overhead_percent: s.repair_overhead_percent,
+        downlink,
+    })
+}
+
+fn plugins(cx: &Ctx<'_>, p: PluginsSection, role: Role) -> Result<Plugins> {
+    if role != Role::Origin {
+        for (name, present) in [
+            ("royalty", p.royalty.is_some()),
+            ("ledger", p.ledger.is_some()),
+        ] {
+            if present {
+                return Err(cx.err(
+                    format!("plugins.{name}"),
+                    format!(
+                        "plugins are only available on role `origin` (this node is `{role}`); \
+                         remove the [plugins.{name}] table"
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(Plugins {
+        royalty: p.royalty,
+        ledger: p.ledger,
+    })
+}
+
+fn http(cx: &Ctx<'_>, h: HttpSection) -> Result<HttpLimits> {
+    if h.max_connections == 0 {
+        return Err(cx.err("http.max_connections", "must be at least 1"));
+    }
+    if h.header_read_timeout_ms == 0 {
+        return Err(cx.err(
+            "http.header_read_timeout_ms",
+            "must be at least 1 (milliseconds)",
+        ));
+    }
+    Ok(HttpLimits {
+        max_connections: h.max_connections,
+        header_read_timeout: Duration::from_millis(h.header_read_timeout_ms),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn multiaddr_shape() {
+        assert!(is_multiaddr_like("/ip4/0.0.0.0/tcp/4001"));
+        assert!(is_multiaddr_like("/ip6/::/udp/4001/quic-v1"));
+        assert!(!is_multiaddr_like("ip4/0.0.0.0/tcp/4001"));
+        assert!(!is_multiaddr_like("/"));
+        assert!(!is_multiaddr_like("/ip4//tcp/1"));
+        assert!(!is_multiaddr_like("/ip4/1.2.3.4/tcp/1/"));
+        assert!(!is_multiaddr_like("/ip4/1.2.3.4 /tcp/1"));
+    }
+
+    #[test]
+    fn udp_overlap_rules() {
+        let a = |s: &str| s.parse::<SocketAddr>().unwrap();
+        assert!(udp_overlap(a("0.0.0.0:1"), a("127.0.0.1:1")));
+        assert!(udp_overlap(a("10.0.0.1:1"), a("10.0.0.1:1")));
+        assert!(!udp_overlap(a("10.0.0.1:1"), a("10.0.0.2:1")));
+        assert!(!udp_overlap(a("0.0.0.0:0"), a("0.0.0.0:0")));
+        assert!(!udp_overlap(a("0.0.0.0:1"), a("0.0.0.0:2")));
+    }
+}

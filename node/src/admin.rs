@@ -1,0 +1,181 @@
+//! The admin plane: a small JSON-over-HTTP API on `data_dir/admin.sock` (mode 0600), and the
+//! client the CLI uses to talk to it.
+//!
+//! The running daemon owns its databases (sled takes an exclusive lock); every operator command
+//! that changes or reads node state goes through this socket instead of opening the stores.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::ingest::{self, IngestOutcome};
+use crate::state::NodeState;
+use crate::viewer::{error, Body};
+
+/// File name of the admin socket inside `data_dir`.
+pub const ADMIN_SOCKET: &str = "admin.sock";
+
+/// Largest admin request body accepted.
+const MAX_ADMIN_BODY_BYTES: usize = 64 * 1024;
+
+/// `POST /admin/ingest` body.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct IngestCommand {
+    /// Content id (slug).
+    pub content_id: String,
+    /// Title.
+    pub title: String,
+    /// Artist id.
+    pub artist_id: String,
+    /// `audio` or `video`; inferred when absent.
+    pub media_kind: Option<String>,
+    /// RFC 6381 codecs string, if known.
+    pub codecs: Option<String>,
+    /// Absolute path of the rendition folder or playlist, as the daemon sees it.
+    pub source: PathBuf,
+}
+
+/// Answers one admin request.
+pub async fn handle(state: Arc<NodeState>, req: Request<Incoming>) -> Response<Body> {
+    let path = req.uri().path().to_owned();
+    match (req.method().clone(), path.as_str()) {
+        (Method::GET, "/admin/status") => json_ok(&status(&state)),
+        (Method::POST, "/admin/ingest") => {
+            let body = match read_body(req).await {
+                Ok(b) => b,
+                Err(resp) => return resp,
+            };
+            let cmd: IngestCommand = match serde_json::from_slice(&body) {
+                Ok(cmd) => cmd,
+                Err(e) => return error(StatusCode::BAD_REQUEST, &format!("ingest request: {e}")),
+            };
+            let state2 = Arc::clone(&state);
+            let result = tokio::task::spawn_blocking(move || ingest::ingest(&state2, &cmd)).await;
+            match result {
+                Ok(Ok(outcome)) => json_ok(&outcome_json(&outcome)),
+                Ok(Err(e)) => error(StatusCode::UNPROCESSABLE_ENTITY, &format!("{e:#}")),
+                Err(e) => error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    &format!("ingest task: {e}"),
+                ),
+            }
+        }
+        _ => error(StatusCode::NOT_FOUND, "no such admin route"),
+    }
+}
+
+fn outcome_json(o: &IngestOutcome) -> serde_json::Value {
+    let m = o.published.manifest();
+    json!({
+        "content_id": m.content_id,
+        "version": m.version,
+        "outcome": if o.changed { "published" } else { "unchanged" },
+        "segments": m.segments.len(),
+        "bytes": m.total_bytes(),
+        "duration_ms": m.total_duration_ms(),
+        "manifest_hash": o.published.hash_hex,
+        "merkle_root": hex::encode(m.merkle_root),
+        "playlist": format!("/v1/content/{}/index.m3u8", m.content_id),
+    })
+}
+
+fn status(state: &NodeState) -> serde_json::Value {
+    let contents: Vec<_> = state
+        .catalog
+        .list()
+        .iter()
+        .map(|p| {
+            let m = p.manifest();
+            json!({"id": m.content_id, "version": m.version, "segments": m.segments.len(),
+                   "bytes": m.total_bytes(), "title": m.title})
+        })
+        .collect();
+    json!({
+        "self": state.self_description(),
+        "mode": state.mode_name(),
+        "members": [],
+        "contents": contents,
+    })
+}
+
+async fn read_body(req: Request<Incoming>) -> Result<Bytes, Response<Body>> {
+    match Limited::new(req.into_body(), MAX_ADMIN_BODY_BYTES)
+        .collect()
+        .await
+    {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) => Err(error(
+            StatusCode::BAD_REQUEST,
+            &format!("request body: {e}"),
+        )),
+    }
+}
+
+fn json_ok(v: &serde_json::Value) -> Response<Body> {
+    let mut body = serde_json::to_vec_pretty(v).expect("JSON values serialise");
+    body.push(b'\n');
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+/// Sends one request to the daemon's admin socket and returns the JSON answer.
+///
+/// # Errors
+/// The daemon is not running (no socket), or it answered with an error (its message is returned).
+pub async fn call(
+    socket: &Path,
+    method: Method,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> anyhow::Result<serde_json::Value> {
+    let stream = tokio::net::UnixStream::connect(socket)
+        .await
+        .with_context(|| {
+            format!(
+                "connecting to the admin socket {} (is mhc-node running with this data_dir?)",
+                socket.display()
+            )
+        })?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .context("admin socket handshake")?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let body = match body {
+        Some(v) => Bytes::from(serde_json::to_vec(&v)?),
+        None => Bytes::new(),
+    };
+    let req = Request::builder()
+        .method(method)
+        .uri(path)
+        .header(http::header::HOST, "mhc-admin")
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(Full::new(body))?;
+    let resp = sender.send_request(req).await.context("admin request")?;
+    let status = resp.status();
+    let bytes = resp.into_body().collect().await?.to_bytes();
+    let value: serde_json::Value = serde_json::from_slice(&bytes).with_context(|| {
+        format!(
+            "admin answer is not JSON: {}",
+            String::from_utf8_lossy(&bytes)
+        )
+    })?;
+    if !status.is_success() {
+        let msg = value["error"].as_str().unwrap_or("unknown error");
+        bail!("{msg}");
+    }
+    Ok(value)
+}

@@ -1,0 +1,314 @@
+//! The catalog: every verified signed manifest this node holds, persisted in sled and kept in
+//! memory ready to serve (encoded bytes, rendered playlist, header values, Merkle tree).
+//!
+//! Only manifests that verify against the trusted publishers enter it, and manifests read back
+//! from disk at start are verified again: a tampered database is refused, not served.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::{Arc, OnceLock, RwLock};
+
+use anyhow::Context;
+use bytes::Bytes;
+use ed25519_dalek::VerifyingKey;
+use http::HeaderValue;
+use mhc_manifest::{
+    render_media_playlist, Blake3Hasher, ContentId, Manifest, ManifestError, SignedManifest,
+};
+use rs_merkle::MerkleTree;
+
+/// sled tree of manifests: key `content_id ‖ 0x00 ‖ version (u64 big-endian)`, value the encoded
+/// signed manifest. Big-endian versions sort numerically, so the last key of a prefix is the
+/// latest version.
+const MANIFESTS_TREE: &str = "manifests";
+
+/// One published version, with everything the viewer plane needs precomputed.
+#[derive(Debug)]
+pub struct Published {
+    /// The verified signed manifest.
+    pub signed: SignedManifest,
+    /// Its postcard encoding (served as `application/vnd.mhc.manifest`).
+    pub encoded: Bytes,
+    /// BLAKE3 of `encoded`, hex.
+    pub hash_hex: String,
+    /// `ETag` of the manifest: its quoted hash.
+    pub etag: HeaderValue,
+    /// The HLS media playlist rendered from the manifest.
+    pub playlist: Bytes,
+    /// `ETag` of the playlist: the manifest hash with a suffix (the playlist is a function of
+    /// the manifest).
+    pub playlist_etag: HeaderValue,
+    /// `X-Mhc-Merkle-Root` value.
+    pub root_hex: HeaderValue,
+    tree: ProofTree,
+    segment_headers: Vec<OnceLock<SegmentHeaders>>,
+    init_headers: Option<SegmentHeaders>,
+}
+
+/// The Merkle tree of a manifest's segment hashes, kept so a proof costs O(log n).
+struct ProofTree(MerkleTree<Blake3Hasher>);
+
+impl std::fmt::Debug for ProofTree {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ProofTree({} leaves)", self.0.leaves_len())
+    }
+}
+
+/// Header values of one segment, computed on first use.
+#[derive(Debug, Clone)]
+pub struct SegmentHeaders {
+    /// Quoted BLAKE3 hex.
+    pub etag: HeaderValue,
+    /// BLAKE3 hex.
+    pub hash_hex: HeaderValue,
+    /// Inclusion proof hex (empty for the init segment, which the signature covers directly).
+    pub proof_hex: HeaderValue,
+    /// `i/n`.
+    pub index: HeaderValue,
+}
+
+impl Published {
+    fn new(signed: SignedManifest) -> Self {
+        let encoded = Bytes::from(signed.encode());
+        let hash_hex = hex::encode(blake3::hash(&encoded).as_bytes());
+        let manifest = &signed.manifest;
+        let leaves: Vec<[u8; 32]> = manifest.segments.iter().map(|s| s.hash).collect();
+        let tree = ProofTree(MerkleTree::<Blake3Hasher>::from_leaves(&leaves));
+        let playlist = Bytes::from(render_media_playlist(manifest));
+        let header = |s: String| HeaderValue::from_str(&s).expect("hex is a valid header value");
+        let init_headers = manifest.hls.init.as_ref().map(|init| {
+            let hex = hex::encode(init.hash);
+            SegmentHeaders {
+                etag: header(format!("\"{hex}\"")),
+                hash_hex: header(hex),
+                proof_hex: HeaderValue::from_static(""),
+                index: HeaderValue::from_static("init"),
+            }
+        });
+        Self {
+            etag: header(format!("\"{hash_hex}\"")),
+            playlist_etag: header(format!("\"{hash_hex}-m3u8\"")),
+            root_hex: header(hex::encode(manifest.merkle_root)),
+            segment_headers: (0..leaves.len()).map(|_| OnceLock::new()).collect(),
+            init_headers,
+            tree,
+            playlist,
+            hash_hex,
+            encoded,
+            signed,
+        }
+    }
+
+    /// The manifest.
+    pub fn manifest(&self) -> &Manifest {
+        &self.signed.manifest
+    }
+
+    /// Header values of segment `index` (which must be in range).
+    pub fn segment_headers(&self, index: usize) -> &SegmentHeaders {
+        self.segment_headers[index].get_or_init(|| {
+            let hash = hex::encode(self.manifest().segments[index].hash);
+            let proof = hex::encode(self.tree.0.proof(&[index]).to_bytes());
+            let header =
+                |s: String| HeaderValue::from_str(&s).expect("hex is a valid header value");
+            SegmentHeaders {
+                etag: header(format!("\"{hash}\"")),
+                hash_hex: header(hash),
+                proof_hex: header(proof),
+                index: header(format!("{index}/{}", self.segment_headers.len())),
+            }
+        })
+    }
+
+    /// Header values of the init segment, if the rendition has one.
+    pub fn init_headers(&self) -> Option<&SegmentHeaders> {
+        self.init_headers.as_ref()
+    }
+}
+
+#[derive(Debug, Default)]
+struct Versions {
+    all: BTreeMap<u64, Arc<Published>>,
+}
+
+impl Versions {
+    fn latest(&self) -> Option<&Arc<Published>> {
+        self.all.values().next_back()
+    }
+}
+
+/// Why a manifest was not admitted.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    /// Signature or publisher check failed.
+    #[error("manifest rejected: {0}")]
+    Rejected(#[from] ManifestError),
+    /// Not newer than what is held.
+    #[error("manifest {id} version {version} is not newer than the held version {held}")]
+    Stale {
+        /// Content id.
+        id: String,
+        /// Offered version.
+        version: u64,
+        /// Held version.
+        held: u64,
+    },
+    /// The database failed.
+    #[error("catalog database: {0}")]
+    Db(#[from] sled::Error),
+}
+
+/// Verified manifests, persisted and in memory.
+#[derive(Debug)]
+pub struct Catalog {
+    manifests: sled::Tree,
+    trusted: Vec<VerifyingKey>,
+    contents: RwLock<HashMap<ContentId, Versions>>,
+}
+
+impl Catalog {
+    /// Loads the catalog from `db`, re-verifying every stored manifest against `trusted`.
+    ///
+    /// # Errors
+    /// The database cannot be read.
+    pub fn open(db: &sled::Db, trusted: Vec<VerifyingKey>) -> anyhow::Result<Self> {
+        let manifests = db
+            .open_tree(MANIFESTS_TREE)
+            .context("opening manifests tree")?;
+        let mut contents: HashMap<ContentId, Versions> = HashMap::new();
+        for entry in manifests.iter() {
+            let (key, value) = entry.context("reading manifests tree")?;
+            let signed =
+                match SignedManifest::decode(&value).and_then(|s| s.verify(&trusted).map(|()| s)) {
+                    Ok(signed) => signed,
+                    Err(err) => {
+                        tracing::error!(
+                            key = %String::from_utf8_lossy(&key),
+                            error = %err,
+                            "stored manifest fails verification; not loaded"
+                        );
+                        continue;
+                    }
+                };
+            let id = signed.manifest.content_id.clone();
+            let version = signed.manifest.version;
+            contents
+                .entry(id)
+                .or_default()
+                .all
+                .insert(version, Arc::new(Published::new(signed)));
+        }
+        Ok(Self {
+            manifests,
+            trusted,
+            contents: RwLock::new(contents),
+        })
+    }
+
+    /// The publisher keys this catalog trusts.
+    pub fn trusted(&self) -> &[VerifyingKey] {
+        &self.trusted
+    }
+
+    /// Verifies and durably stores a manifest newer than any held for its id.
+    ///
+    /// The write is flushed to disk before this returns, so an acknowledged publish survives a
+    /// crash.
+    ///
+    /// # Errors
+    /// [`CatalogError`].
+    pub fn publish(&self, signed: SignedManifest) -> Result<Arc<Published>, CatalogError> {
+        signed.verify(&self.trusted)?;
+        let id = signed.manifest.content_id.clone();
+        let version = signed.manifest.version;
+        if let Some(held) = self.latest(&id) {
+            if held.manifest().version >= version {
+                return Err(CatalogError::Stale {
+                    id: id.to_string(),
+                    version,
+                    held: held.manifest().version,
+                });
+            }
+        }
+        let published = Arc::new(Published::new(signed));
+        self.manifests
+            .insert(key(&id, version), published.encoded.as_ref())?;
+        self.manifests.flush()?;
+        self.contents
+            .write()
+            .expect("catalog lock poisoned")
+            .entry(id)
+            .or_default()
+            .all
+            .insert(version, Arc::clone(&published));
+        Ok(published)
+    }
+
+    /// The latest version of a content.
+    pub fn latest(&self, id: &ContentId) -> Option<Arc<Published>> {
+        self.contents
+            .read()
+            .expect("catalog lock poisoned")
+            .get(id)
+            .and_then(|v| v.latest().cloned())
+    }
+
+    /// A given version of a content.
+    pub fn version(&self, id: &ContentId, version: u64) -> Option<Arc<Published>> {
+        self.contents
+            .read()
+            .expect("catalog lock poisoned")
+            .get(id)
+            .and_then(|v| v.all.get(&version).cloned())
+    }
+
+    /// The latest version of every content, sorted by id.
+    pub fn list(&self) -> Vec<Arc<Published>> {
+        let mut all: Vec<_> = self
+            .contents
+            .read()
+            .expect("catalog lock poisoned")
+            .values()
+            .filter_map(|v| v.latest().cloned())
+            .collect();
+        all.sort_by(|a, b| a.manifest().content_id.cmp(&b.manifest().content_id));
+        all
+    }
+
+    /// Number of content ids held.
+    pub fn len(&self) -> usize {
+        self.contents.read().expect("catalog lock poisoned").len()
+    }
+
+    /// Whether the catalog is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+fn key(id: &ContentId, version: u64) -> Vec<u8> {
+    let mut key = Vec::with_capacity(id.as_str().len() + 9);
+    key.extend_from_slice(id.as_str().as_bytes());
+    key.push(0);
+    key.extend_from_slice(&version.to_be_bytes());
+    key
+}
+
+/// Opens the node's sled database under `data_dir/db`.
+///
+/// # Errors
+/// The database cannot be opened (another process holds it: the admin socket is the way in).
+pub fn open_db(path: &Path) -> anyhow::Result<sled::Db> {
+    sled::Config::new()
+        .path(path)
+        // Catalog and plugin state are small; sled's 1 GiB default cache would only hide leaks.
+        .cache_capacity(64 * 1024 * 1024)
+        .open()
+        .with_context(|| {
+            format!(
+                "opening database {} (is another mhc-node using this data_dir? talk to it through \
+                 its admin socket instead)",
+                path.display()
+            )
+        })
+}

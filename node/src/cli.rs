@@ -1,0 +1,293 @@
+//! The command line: `run`, `demo`, `check-config`, `id`, `keygen`, `ingest`, `status`.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use http::Method;
+use serde_json::json;
+
+use crate::admin::{self, ADMIN_SOCKET};
+use crate::identity::Identity;
+use crate::{daemon, demo};
+
+/// Where `status`, `ingest` and other operator commands find the daemon when not told.
+const DEFAULT_DATA_DIR: &str = "/var/lib/mhc";
+
+/// mhc-node: the MHC distribution daemon (origin, edge, mesh, satellite-uplink).
+#[derive(Debug, Parser)]
+#[command(name = "mhc-node", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the daemon with a configuration file.
+    Run {
+        /// The TOML configuration (see `systemd/examples/`).
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Start a local try-out: an origin serving a built-in sample stream, no config needed.
+    Demo {
+        /// Port of the viewer plane on 127.0.0.1 (0 picks a free one).
+        #[arg(long, default_value_t = 8080)]
+        http_port: u16,
+    },
+    /// Load and validate a configuration file, then exit (0 when valid).
+    CheckConfig {
+        /// The TOML configuration.
+        file: PathBuf,
+    },
+    /// Print the node's peer id and public key (creating the key on first use).
+    Id {
+        #[command(flatten)]
+        target: KeyTarget,
+    },
+    /// Create a new ed25519 key file (a publisher or node key) and print its public key.
+    Keygen {
+        /// Where to write the key (mode 0600; never overwritten).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Publish an HLS rendition (a folder with one media playlist and its segments) at the
+    /// running origin.
+    Ingest {
+        /// Content id: lowercase letters, digits, `-` and `_`, up to 64.
+        #[arg(long)]
+        content_id: String,
+        /// Title.
+        #[arg(long)]
+        title: String,
+        /// Artist id (who the royalties go to).
+        #[arg(long)]
+        artist: String,
+        /// `audio` or `video` (default: inferred from the segments).
+        #[arg(long)]
+        media_kind: Option<String>,
+        /// RFC 6381 codecs, e.g. `avc1.64001f,mp4a.40.2`.
+        #[arg(long)]
+        codecs: Option<String>,
+        #[command(flatten)]
+        daemon: DaemonTarget,
+        /// The rendition folder (or its playlist file).
+        dir: PathBuf,
+    },
+    /// Show the running node's view of itself, its content and the cluster.
+    Status {
+        #[command(flatten)]
+        daemon: DaemonTarget,
+        /// Print the raw JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Which node key `id` reads.
+#[derive(Debug, Args)]
+struct KeyTarget {
+    /// The node's configuration file (its `data_dir/node.key`).
+    #[arg(long, short, conflicts_with_all = ["data_dir", "key"])]
+    config: Option<PathBuf>,
+    /// The node's data directory.
+    #[arg(long, conflicts_with = "key")]
+    data_dir: Option<PathBuf>,
+    /// A key file.
+    #[arg(long)]
+    key: Option<PathBuf>,
+}
+
+/// Which running daemon an operator command talks to.
+#[derive(Debug, Args)]
+struct DaemonTarget {
+    /// The daemon's configuration file.
+    #[arg(long, short, conflicts_with_all = ["data_dir", "admin_socket"])]
+    config: Option<PathBuf>,
+    /// The daemon's data directory.
+    #[arg(long, conflicts_with = "admin_socket")]
+    data_dir: Option<PathBuf>,
+    /// The admin socket itself.
+    #[arg(long)]
+    admin_socket: Option<PathBuf>,
+}
+
+impl DaemonTarget {
+    fn socket(&self) -> anyhow::Result<PathBuf> {
+        if let Some(s) = &self.admin_socket {
+            return Ok(s.clone());
+        }
+        if let Some(d) = &self.data_dir {
+            return Ok(d.join(ADMIN_SOCKET));
+        }
+        if let Some(c) = &self.config {
+            return Ok(mhc_config::load(c)?.data_dir.join(ADMIN_SOCKET));
+        }
+        Ok(Path::new(DEFAULT_DATA_DIR).join(ADMIN_SOCKET))
+    }
+}
+
+const NO_COMMAND: &str = "mhc-node needs to be told what to do; it does not guess a role.
+  mhc-node demo                      a local try-out with a built-in sample stream
+  mhc-node run --config FILE         run a node (examples in systemd/examples/)
+  mhc-node --help                    every command";
+
+/// Runs the parsed command line.
+///
+/// # Errors
+/// Whatever the command fails with, with context.
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let Some(command) = cli.command else {
+        eprintln!("{NO_COMMAND}");
+        return Ok(ExitCode::from(2));
+    };
+    match command {
+        Command::Run { config } => {
+            let config = mhc_config::load(&config)?;
+            runtime()?.block_on(async {
+                let node = daemon::start(config).await?;
+                daemon::sd_notify("READY=1");
+                crate::wait_for_signal().await;
+                daemon::sd_notify("STOPPING=1");
+                node.shutdown().await;
+                anyhow::Ok(())
+            })?;
+        }
+        Command::Demo { http_port } => runtime()?.block_on(demo::run(http_port))?,
+        Command::CheckConfig { file } => {
+            let config = mhc_config::load(&file)?;
+            println!(
+                "{}: ok (role {}, data_dir {})",
+                file.display(),
+                config.role,
+                config.data_dir.display()
+            );
+        }
+        Command::Id { target } => {
+            let identity = match (&target.key, &target.data_dir, &target.config) {
+                (Some(key), _, _) => Identity::load(key)?,
+                (None, Some(dir), _) => load_or_create_in(dir)?,
+                (None, None, Some(config)) => {
+                    load_or_create_in(&mhc_config::load(config)?.data_dir)?
+                }
+                (None, None, None) => load_or_create_in(Path::new(DEFAULT_DATA_DIR))?,
+            };
+            println!("peer_id: {}", identity.peer_id());
+            println!("public_key: {}", identity.public_key_hex());
+        }
+        Command::Keygen { out } => {
+            let identity = Identity::generate()?;
+            identity.write_new(&out)?;
+            println!("wrote {}", out.display());
+            println!("public_key: {}", identity.public_key_hex());
+            println!("peer_id: {}", identity.peer_id());
+        }
+        Command::Ingest {
+            content_id,
+            title,
+            artist,
+            media_kind,
+            codecs,
+            daemon,
+            dir,
+        } => {
+            let source = std::path::absolute(&dir)
+                .with_context(|| format!("resolving {}", dir.display()))?;
+            let socket = daemon.socket()?;
+            let answer = runtime()?.block_on(admin::call(
+                &socket,
+                Method::POST,
+                "/admin/ingest",
+                Some(json!({
+                    "content_id": content_id,
+                    "title": title,
+                    "artist_id": artist,
+                    "media_kind": media_kind,
+                    "codecs": codecs,
+                    "source": source,
+                })),
+            ))?;
+            println!(
+                "{} {} v{}: {} segments, {} bytes, manifest {}",
+                answer["outcome"].as_str().unwrap_or("?"),
+                answer["content_id"].as_str().unwrap_or("?"),
+                answer["version"],
+                answer["segments"],
+                answer["bytes"],
+                answer["manifest_hash"].as_str().unwrap_or("?"),
+            );
+            println!("playlist: {}", answer["playlist"].as_str().unwrap_or("?"));
+        }
+        Command::Status { daemon, json } => {
+            let socket = daemon.socket()?;
+            let answer =
+                runtime()?.block_on(admin::call(&socket, Method::GET, "/admin/status", None))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&answer)?);
+            } else {
+                print_status(&answer);
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn load_or_create_in(dir: &Path) -> anyhow::Result<Identity> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    Identity::load_or_create(dir)
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+fn print_status(v: &serde_json::Value) {
+    let me = &v["self"];
+    let s = |x: &serde_json::Value| match x {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Null => "-".into(),
+        other => other.to_string(),
+    };
+    println!("mode: {}", s(&v["mode"]));
+    println!(
+        "{:<54} {:<17} {:<10} {:<7} {:<22} {:>6}",
+        "PEER", "ROLE", "REGION", "STATE", "HTTP", "CONNS"
+    );
+    let mut rows = vec![me.clone()];
+    if let Some(members) = v["members"].as_array() {
+        rows.extend(members.iter().cloned());
+    }
+    for m in rows {
+        println!(
+            "{:<54} {:<17} {:<10} {:<7} {:<22} {:>6}",
+            s(&m["peer_id"]),
+            s(&m["role"]),
+            s(&m["region"]),
+            s(&m["state"]),
+            s(&m["addrs"]["http"]),
+            s(&m["load"]["connections_open"]),
+        );
+    }
+    if let Some(contents) = v["contents"].as_array() {
+        println!();
+        println!(
+            "{:<32} {:>7} {:>9} {:>12}  TITLE",
+            "CONTENT", "VERSION", "SEGMENTS", "BYTES"
+        );
+        for c in contents {
+            println!(
+                "{:<32} {:>7} {:>9} {:>12}  {}",
+                s(&c["id"]),
+                s(&c["version"]),
+                s(&c["segments"]),
+                s(&c["bytes"]),
+                s(&c["title"])
+            );
+        }
+    }
+}

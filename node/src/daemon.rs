@@ -1,0 +1,190 @@
+//! Starting and stopping a node: open the stores, bind the planes, serve until told to stop.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use ed25519_dalek::VerifyingKey;
+use mhc_config::{Config, Role};
+use tokio::net::{TcpListener, UnixListener};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::admin::{self, ADMIN_SOCKET};
+use crate::catalog::{open_db, Catalog};
+use crate::identity::Identity;
+use crate::metrics::Metrics;
+use crate::server;
+use crate::state::NodeState;
+use crate::store::Store;
+use crate::viewer;
+
+/// A started node. Dropping it does not stop it; call [`RunningNode::shutdown`].
+#[derive(Debug)]
+pub struct RunningNode {
+    /// Shared state (for in-process callers such as the demo and tests).
+    pub state: Arc<NodeState>,
+    /// Path of the admin socket.
+    pub admin_socket: PathBuf,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// Starts a node with `config`: identity, stores, viewer plane, admin plane.
+///
+/// # Errors
+/// The data directory, key, database or store cannot be opened; a listen address cannot be
+/// bound; another daemon already serves this data directory.
+pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
+    let data_dir = config.data_dir.clone();
+    fs::create_dir_all(&data_dir)
+        .with_context(|| format!("creating data_dir {}", data_dir.display()))?;
+    let identity = Identity::load_or_create(&data_dir)?;
+    let metrics = Arc::new(Metrics::default());
+
+    // The database first: its exclusive lock is what keeps a second daemon off this data_dir.
+    let db = open_db(&data_dir.join("db"))?;
+    let store = Arc::new(
+        Store::open(
+            &data_dir.join("blobs"),
+            config.cache.memory_bytes,
+            config.cache.disk_bytes,
+            Arc::clone(&metrics),
+        )
+        .with_context(|| format!("opening blob store in {}", data_dir.display()))?,
+    );
+    let mut trusted: Vec<VerifyingKey> = Vec::new();
+    for (i, key) in config.trust.publishers.iter().enumerate() {
+        trusted.push(
+            VerifyingKey::from_bytes(key)
+                .map_err(|e| anyhow::anyhow!("trust.publishers[{i}]: not an ed25519 key: {e}"))?,
+        );
+    }
+    if config.role == Role::Origin {
+        // A lone origin needs no trust config: it trusts what it signs itself.
+        trusted.push(identity.signing_key().verifying_key());
+    }
+    let catalog = Catalog::open(&db, trusted)?;
+
+    let listener = TcpListener::bind(config.listen.http)
+        .await
+        .with_context(|| format!("binding listen.http {}", config.listen.http))?;
+    let http_addr = listener.local_addr()?;
+
+    let admin_socket = data_dir.join(ADMIN_SOCKET);
+    let admin_listener = bind_admin_socket(&admin_socket).await?;
+
+    let max_connections = config.http.max_connections;
+    let header_read_timeout = config.http.header_read_timeout;
+    let state = Arc::new(NodeState::new(
+        config,
+        identity,
+        store,
+        catalog,
+        Arc::clone(&metrics),
+        db,
+        http_addr,
+    ));
+
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let mut tasks = Vec::new();
+    {
+        let state = Arc::clone(&state);
+        let rx = shutdown_rx.clone();
+        tasks.push(tokio::spawn(async move {
+            let handler_state = Arc::clone(&state);
+            server::serve_tcp(
+                listener,
+                max_connections,
+                header_read_timeout,
+                Arc::clone(&state.metrics),
+                rx,
+                move |req, remote| viewer::handle(Arc::clone(&handler_state), req, remote),
+            )
+            .await;
+        }));
+    }
+    {
+        let state = Arc::clone(&state);
+        tasks.push(tokio::spawn(async move {
+            server::serve_unix(admin_listener, shutdown_rx, move |req| {
+                admin::handle(Arc::clone(&state), req)
+            })
+            .await;
+        }));
+    }
+    state.set_ready(true);
+    tracing::info!(
+        peer_id = %state.identity.peer_id(),
+        role = %state.config.role,
+        http = %http_addr,
+        admin = %admin_socket.display(),
+        contents = state.catalog.len(),
+        "node ready"
+    );
+    Ok(RunningNode {
+        state,
+        admin_socket,
+        shutdown,
+        tasks,
+    })
+}
+
+/// Binds the admin socket, replacing a stale one but never a live daemon's.
+async fn bind_admin_socket(path: &std::path::Path) -> anyhow::Result<UnixListener> {
+    if path.exists() {
+        if tokio::net::UnixStream::connect(path).await.is_ok() {
+            bail!(
+                "another mhc-node is already serving {} (admin socket answers)",
+                path.display()
+            );
+        }
+        fs::remove_file(path)
+            .with_context(|| format!("removing stale admin socket {}", path.display()))?;
+    }
+    let listener = UnixListener::bind(path)
+        .with_context(|| format!("binding admin socket {}", path.display()))?;
+    // Only the daemon's user may administer it.
+    fs::set_permissions(path, fs::Permissions::from_mode(0o600))?;
+    Ok(listener)
+}
+
+impl RunningNode {
+    /// Stops accepting, drains in-flight requests, flushes the database.
+    pub async fn shutdown(self) {
+        self.state.set_ready(false);
+        let _ = self.shutdown.send(true);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+        if let Err(err) = self.state.db.flush_async().await {
+            tracing::error!(error = %err, "flushing the database at shutdown");
+        }
+        let _ = fs::remove_file(&self.admin_socket);
+        tracing::info!("node stopped");
+    }
+}
+
+/// Tells systemd (`Type=notify`) about a state change, if it is listening.
+pub fn sd_notify(state: &str) {
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    let socket = match std::os::unix::net::UnixDatagram::unbound() {
+        Ok(s) => s,
+        Err(_) => return,
+    };
+    let bytes = path.as_encoded_bytes();
+    let result = if let Some(name) = bytes.strip_prefix(b"@") {
+        use std::os::linux::net::SocketAddrExt;
+        std::os::unix::net::SocketAddr::from_abstract_name(name)
+            .and_then(|addr| socket.send_to_addr(state.as_bytes(), &addr))
+    } else {
+        socket.send_to(state.as_bytes(), PathBuf::from(path))
+    };
+    if let Err(err) = result {
+        tracing::warn!(error = %err, "sd_notify failed");
+    }
+}

@@ -1,0 +1,28 @@
+//! `mhc-node`: the distribution daemon of the MHC streaming platform, one binary for the origin,
+//! edge, mesh and satellite-uplink roles (see `ARCHITECTURE.md`).
+//!
+//! Entry point: [`daemon::start`] turns a validated [`mhc_config::Config`] into a running node
+//! (identity, store, catalog, viewer plane, admin plane); [`cli`] is the command line around it.
+
+pub mod admin;
+pub mod catalog;
+pub mod cli;
+pub mod daemon;
+pub mod demo;
+pub mod identity;
+pub mod ingest;
+pub mod metrics;
+mod server;
+pub mod state;
+pub mod store;
+pub mod viewer;
+
+/// Waits for ctrl-c or SIGTERM (systemd's stop signal).
+pub async fn wait_for_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing the SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

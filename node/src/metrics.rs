@@ -1,0 +1,294 @@
+//! Prometheus metrics, rendered in the text exposition format at `GET /metrics`.
+//!
+//! Counters are atomics (or one short lock for the labelled request counter), so recording on
+//! the hot path costs nanoseconds; rendering happens only when scraped.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// Upper bounds of the latency histogram, in seconds: from a RAM hit (well under a millisecond)
+/// to a cold disk read or an upstream fill (seconds).
+const LATENCY_BUCKETS_S: [f64; 12] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+
+/// All of a node's metrics.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    requests: Mutex<BTreeMap<(&'static str, u16), u64>>,
+    response_bytes: AtomicU64,
+    latency_buckets: [AtomicU64; LATENCY_BUCKETS_S.len()],
+    latency_count: AtomicU64,
+    latency_sum_us: AtomicU64,
+    connections_open: AtomicI64,
+    connections_total: AtomicU64,
+    store_hits: AtomicU64,
+    store_misses: AtomicU64,
+    store_corrupt: AtomicU64,
+    ingests: Mutex<BTreeMap<&'static str, u64>>,
+}
+
+/// Point-in-time values the metrics do not own (store sizes, catalog size), read at scrape.
+#[derive(Debug, Clone, Default)]
+pub struct Gauges {
+    /// Role name.
+    pub role: &'static str,
+    /// Bytes in the RAM tier.
+    pub ram_bytes: u64,
+    /// RAM tier bound.
+    pub ram_capacity_bytes: u64,
+    /// Bytes in the disk tier.
+    pub disk_bytes: u64,
+    /// Disk tier bound.
+    pub disk_capacity_bytes: u64,
+    /// Content ids published or held.
+    pub contents: u64,
+    /// Seconds since the node started.
+    pub uptime_s: f64,
+}
+
+impl Metrics {
+    /// Counts one answered viewer request.
+    pub fn record_request(
+        &self,
+        route: &'static str,
+        status: u16,
+        body_bytes: u64,
+        took: Duration,
+    ) {
+        *self
+            .requests
+            .lock()
+            .expect("metrics lock poisoned")
+            .entry((route, status))
+            .or_default() += 1;
+        self.response_bytes.fetch_add(body_bytes, Ordering::Relaxed);
+        let s = took.as_secs_f64();
+        if let Some(i) = LATENCY_BUCKETS_S.iter().position(|b| s <= *b) {
+            self.latency_buckets[i].fetch_add(1, Ordering::Relaxed);
+        }
+        self.latency_count.fetch_add(1, Ordering::Relaxed);
+        self.latency_sum_us
+            .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    /// A viewer connection opened.
+    pub fn connection_opened(&self) {
+        self.connections_open.fetch_add(1, Ordering::Relaxed);
+        self.connections_total.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A viewer connection closed.
+    pub fn connection_closed(&self) {
+        self.connections_open.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Viewer connections open now.
+    pub fn connections_open(&self) -> i64 {
+        self.connections_open.load(Ordering::Relaxed)
+    }
+
+    /// A blob was served from the RAM tier.
+    pub fn store_hit(&self) {
+        self.store_hits.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A blob had to be read from disk.
+    pub fn store_miss(&self) {
+        self.store_misses.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A blob on disk failed its hash check.
+    pub fn store_corrupt(&self) {
+        self.store_corrupt.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Blobs found corrupt so far.
+    pub fn store_corrupt_count(&self) -> u64 {
+        self.store_corrupt.load(Ordering::Relaxed)
+    }
+
+    /// Counts one ingest by outcome (`published`, `unchanged`, `failed`).
+    pub fn record_ingest(&self, outcome: &'static str) {
+        *self
+            .ingests
+            .lock()
+            .expect("metrics lock poisoned")
+            .entry(outcome)
+            .or_default() += 1;
+    }
+
+    /// Renders everything in the Prometheus text format (version 0.0.4).
+    pub fn render(&self, g: &Gauges) -> String {
+        let mut out = String::with_capacity(4096);
+        let _ = writeln!(
+            out,
+            "# HELP mhc_build_info Software version and role of this node."
+        );
+        let _ = writeln!(out, "# TYPE mhc_build_info gauge");
+        let _ = writeln!(
+            out,
+            "mhc_build_info{{version=\"{}\",role=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION"),
+            g.role
+        );
+        gauge(
+            &mut out,
+            "mhc_uptime_seconds",
+            "Seconds since the node started.",
+            g.uptime_s,
+        );
+
+        let _ = writeln!(
+            out,
+            "# HELP mhc_http_requests_total Viewer-plane requests answered, by route and status."
+        );
+        let _ = writeln!(out, "# TYPE mhc_http_requests_total counter");
+        for ((route, status), n) in self.requests.lock().expect("metrics lock poisoned").iter() {
+            let _ = writeln!(
+                out,
+                "mhc_http_requests_total{{route=\"{route}\",status=\"{status}\"}} {n}"
+            );
+        }
+        counter(
+            &mut out,
+            "mhc_http_response_body_bytes_total",
+            "Body bytes sent to viewers.",
+            self.response_bytes.load(Ordering::Relaxed),
+        );
+
+        let _ = writeln!(
+            out,
+            "# HELP mhc_http_request_duration_seconds Time from request to response headers."
+        );
+        let _ = writeln!(out, "# TYPE mhc_http_request_duration_seconds histogram");
+        let mut cumulative = 0;
+        for (bound, n) in LATENCY_BUCKETS_S.iter().zip(&self.latency_buckets) {
+            cumulative += n.load(Ordering::Relaxed);
+            let _ = writeln!(
+                out,
+                "mhc_http_request_duration_seconds_bucket{{le=\"{bound}\"}} {cumulative}"
+            );
+        }
+        let count = self.latency_count.load(Ordering::Relaxed);
+        let _ = writeln!(
+            out,
+            "mhc_http_request_duration_seconds_bucket{{le=\"+Inf\"}} {count}"
+        );
+        let _ = writeln!(
+            out,
+            "mhc_http_request_duration_seconds_sum {}",
+            self.latency_sum_us.load(Ordering::Relaxed) as f64 / 1e6
+        );
+        let _ = writeln!(out, "mhc_http_request_duration_seconds_count {count}");
+
+        gauge(
+            &mut out,
+            "mhc_http_connections_open",
+            "Viewer connections open now.",
+            self.connections_open.load(Ordering::Relaxed) as f64,
+        );
+        counter(
+            &mut out,
+            "mhc_http_connections_total",
+            "Viewer connections accepted.",
+            self.connections_total.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut out,
+            "mhc_store_hits_total",
+            "Blob reads served from the RAM tier.",
+            self.store_hits.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut out,
+            "mhc_store_misses_total",
+            "Blob reads that went to disk.",
+            self.store_misses.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut out,
+            "mhc_store_corrupt_total",
+            "Blobs whose bytes on disk failed their hash check (never served).",
+            self.store_corrupt.load(Ordering::Relaxed),
+        );
+        gauge(
+            &mut out,
+            "mhc_store_ram_bytes",
+            "Bytes in the RAM tier.",
+            g.ram_bytes as f64,
+        );
+        gauge(
+            &mut out,
+            "mhc_store_ram_capacity_bytes",
+            "Bound of the RAM tier (cache.memory_mb).",
+            g.ram_capacity_bytes as f64,
+        );
+        gauge(
+            &mut out,
+            "mhc_store_disk_bytes",
+            "Bytes in the disk tier.",
+            g.disk_bytes as f64,
+        );
+        gauge(
+            &mut out,
+            "mhc_store_disk_capacity_bytes",
+            "Bound of the disk tier (cache.disk_gb).",
+            g.disk_capacity_bytes as f64,
+        );
+        gauge(
+            &mut out,
+            "mhc_contents",
+            "Content ids this node holds a manifest for.",
+            g.contents as f64,
+        );
+        let _ = writeln!(out, "# HELP mhc_ingests_total Ingests by outcome.");
+        let _ = writeln!(out, "# TYPE mhc_ingests_total counter");
+        for (outcome, n) in self.ingests.lock().expect("metrics lock poisoned").iter() {
+            let _ = writeln!(out, "mhc_ingests_total{{outcome=\"{outcome}\"}} {n}");
+        }
+        out
+    }
+}
+
+fn counter(out: &mut String, name: &str, help: &str, value: u64) {
+    let _ = writeln!(
+        out,
+        "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
+    );
+}
+
+fn gauge(out: &mut String, name: &str, help: &str, value: f64) {
+    let _ = writeln!(
+        out,
+        "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counters_and_a_cumulative_histogram() {
+        let m = Metrics::default();
+        m.record_request("segment", 200, 100, Duration::from_micros(300));
+        m.record_request("segment", 200, 50, Duration::from_millis(3));
+        m.record_request("playlist", 404, 0, Duration::from_secs(10));
+        let text = m.render(&Gauges {
+            role: "origin",
+            ..Gauges::default()
+        });
+        assert!(text.contains("mhc_http_requests_total{route=\"segment\",status=\"200\"} 2"));
+        assert!(text.contains("mhc_http_requests_total{route=\"playlist\",status=\"404\"} 1"));
+        assert!(text.contains("mhc_http_response_body_bytes_total 150"));
+        assert!(text.contains("mhc_http_request_duration_seconds_bucket{le=\"0.0005\"} 1"));
+        assert!(text.contains("mhc_http_request_duration_seconds_bucket{le=\"0.005\"} 2"));
+        assert!(text.contains("mhc_http_request_duration_seconds_bucket{le=\"2.5\"} 2"));
+        assert!(text.contains("mhc_http_request_duration_seconds_bucket{le=\"+Inf\"} 3"));
+        assert!(text.contains("mhc_http_request_duration_seconds_count 3"));
+    }
+}

@@ -1,0 +1,117 @@
+//! What a running node shares between its planes: config, identity, store, catalog, metrics.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use mhc_config::Config;
+use serde_json::json;
+
+use crate::catalog::Catalog;
+use crate::identity::Identity;
+use crate::metrics::{Gauges, Metrics};
+use crate::store::Store;
+
+/// The shared state of one node.
+#[derive(Debug)]
+pub struct NodeState {
+    /// Validated configuration.
+    pub config: Config,
+    /// The node key.
+    pub identity: Identity,
+    /// Segment store.
+    pub store: Arc<Store>,
+    /// Verified manifests.
+    pub catalog: Catalog,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// The sled database (catalog and, later, membership, emergency state, plugin state).
+    pub db: sled::Db,
+    /// Address the viewer plane is bound to (known after bind; port 0 resolved).
+    pub http_addr: SocketAddr,
+    /// Serialises ingests so versions are assigned one at a time.
+    pub ingest_lock: Mutex<()>,
+    started: Instant,
+    ready: AtomicBool,
+}
+
+impl NodeState {
+    /// Assembles the state; the node is not ready until [`NodeState::set_ready`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        config: Config,
+        identity: Identity,
+        store: Arc<Store>,
+        catalog: Catalog,
+        metrics: Arc<Metrics>,
+        db: sled::Db,
+        http_addr: SocketAddr,
+    ) -> Self {
+        Self {
+            config,
+            identity,
+            store,
+            catalog,
+            metrics,
+            db,
+            http_addr,
+            ingest_lock: Mutex::new(()),
+            started: Instant::now(),
+            ready: AtomicBool::new(false),
+        }
+    }
+
+    /// Marks the node ready (or not) for `/readyz`.
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::SeqCst);
+    }
+
+    /// Whether `/readyz` answers 200.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst)
+    }
+
+    /// The mode the node is in. Emergency switching arrives with the emergency plane; until
+    /// then every node is in normal mode.
+    pub fn mode_name(&self) -> &'static str {
+        "normal"
+    }
+
+    /// Point-in-time gauges for `/metrics`.
+    pub fn gauges(&self) -> Gauges {
+        Gauges {
+            role: self.config.role.as_str(),
+            ram_bytes: self.store.ram().used_bytes(),
+            ram_capacity_bytes: self.store.ram().capacity_bytes(),
+            disk_bytes: self.store.disk().used_bytes(),
+            disk_capacity_bytes: self.store.disk().capacity_bytes(),
+            contents: self.catalog.len() as u64,
+            uptime_s: self.started.elapsed().as_secs_f64(),
+        }
+    }
+
+    /// This node as `/v1/cluster` and `mhc-node status` describe it.
+    pub fn self_description(&self) -> serde_json::Value {
+        let c = &self.config;
+        json!({
+            "peer_id": self.identity.peer_id().to_string(),
+            "public_key": self.identity.public_key_hex(),
+            "role": c.role.as_str(),
+            "region": c.region,
+            "location": c.location.as_ref().map(|l| json!({"lat": l.lat, "lon": l.lon})),
+            "state": "alive",
+            "mode": self.mode_name(),
+            "version": env!("CARGO_PKG_VERSION"),
+            "uptime_ms": self.started.elapsed().as_millis() as u64,
+            "addrs": { "http": self.http_addr.to_string() },
+            "load": {
+                "connections_open": self.metrics.connections_open(),
+                "ram_bytes": self.store.ram().used_bytes(),
+                "disk_bytes": self.store.disk().used_bytes(),
+                "disk_capacity_bytes": self.store.disk().capacity_bytes(),
+            },
+            "contents": self.catalog.len(),
+        })
+    }
+}

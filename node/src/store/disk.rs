@@ -1,0 +1,316 @@
+//! The disk tier: one file per blob, named by its BLAKE3 hash, under `data_dir/blobs`.
+//!
+//! Layout: `blobs/ab/ab12…(64 hex)`. A blob is written to `blobs/tmp/`, hashed while it is
+//! written, fsynced, and only then renamed to its name, so a name always holds complete bytes
+//! whose hash was checked when they arrived. Bit-rot after that is caught on read (the RAM tier
+//! re-hashes what it loads) and the file is moved to `blobs/corrupt/`.
+//!
+//! The layout is plain files on purpose: iroh-blobs' store can import them by reference
+//! (`ImportMode::TryReference`) when the mesh plane arrives, so nothing is stored twice.
+
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use mhc_manifest::Hash32;
+use mhc_origin::ImportedBlob;
+
+/// Buffer of the copy loop. 1 MiB: large enough that hashing and copying run at memory speed,
+/// small enough that many concurrent imports stay cheap.
+const COPY_BUFFER_BYTES: usize = 1024 * 1024;
+
+/// Content-addressed blob files on disk.
+#[derive(Debug)]
+pub struct DiskTier {
+    root: PathBuf,
+    tmp: PathBuf,
+    corrupt: PathBuf,
+    capacity_bytes: u64,
+    used_bytes: AtomicU64,
+}
+
+/// Whether an import found the blob already present.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Imported {
+    /// The blob was written now.
+    New,
+    /// The store already held these bytes; nothing was written.
+    Existing,
+}
+
+impl DiskTier {
+    /// Opens (creating if needed) the store at `root`, bounded to `capacity_bytes`.
+    ///
+    /// Leftover temporary files of an interrupted write are deleted: they were never named, so
+    /// nothing refers to them.
+    ///
+    /// # Errors
+    /// The folders cannot be created or listed.
+    pub fn open(root: &Path, capacity_bytes: u64) -> io::Result<Self> {
+        let tmp = root.join("tmp");
+        let corrupt = root.join("corrupt");
+        fs::create_dir_all(&tmp)?;
+        fs::create_dir_all(&corrupt)?;
+        for entry in fs::read_dir(&tmp)? {
+            let _ = fs::remove_file(entry?.path());
+        }
+        let mut used = 0u64;
+        for shard in fs::read_dir(root)? {
+            let shard = shard?;
+            let name = shard.file_name();
+            if name.len() != 2 || !shard.file_type()?.is_dir() {
+                continue;
+            }
+            for blob in fs::read_dir(shard.path())? {
+                used += blob?.metadata()?.len();
+            }
+        }
+        Ok(Self {
+            root: root.to_owned(),
+            tmp,
+            corrupt,
+            capacity_bytes,
+            used_bytes: AtomicU64::new(used),
+        })
+    }
+
+    /// Bytes held on disk.
+    pub fn used_bytes(&self) -> u64 {
+        self.used_bytes.load(Ordering::Relaxed)
+    }
+
+    /// The configured bound (`cache.disk_gb`).
+    pub fn capacity_bytes(&self) -> u64 {
+        self.capacity_bytes
+    }
+
+    fn path_of(&self, hash: &Hash32) -> PathBuf {
+        let hex = hex::encode(hash);
+        self.root.join(&hex[..2]).join(hex)
+    }
+
+    /// Whether the blob is present.
+    pub fn contains(&self, hash: &Hash32) -> bool {
+        self.path_of(hash).is_file()
+    }
+
+    /// Copies `src` into the store while hashing it; at most `max_bytes` are accepted.
+    ///
+    /// # Errors
+    /// Reading `src`, writing the store, a file over `max_bytes`, or a full store.
+    pub fn import_file(&self, src: &Path, max_bytes: u64) -> io::Result<(ImportedBlob, Imported)> {
+        let mut input = File::open(src)?;
+        let (tmp_path, mut out) = self.temp_file()?;
+        let result = (|| {
+            let mut hasher = blake3::Hasher::new();
+            let mut buf = vec![0u8; COPY_BUFFER_BYTES];
+            let mut size = 0u64;
+            loop {
+                let n = match input.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(e),
+                };
+                size += n as u64;
+                if size > max_bytes {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("larger than the {max_bytes}-byte limit"),
+                    ));
+                }
+                hasher.update(&buf[..n]);
+                out.write_all(&buf[..n])?;
+            }
+            Ok(ImportedBlob {
+                hash: *hasher.finalize().as_bytes(),
+                size,
+            })
+        })();
+        let blob = match result {
+            Ok(blob) => blob,
+            Err(e) => {
+                let _ = fs::remove_file(&tmp_path);
+                return Err(e);
+            }
+        };
+        let imported = self.commit(tmp_path, out, &blob)?;
+        Ok((blob, imported))
+    }
+
+    /// Stores `bytes` under `expected`, after checking that they hash to it.
+    ///
+    /// # Errors
+    /// `InvalidData` when the hash differs (nothing is written); I/O errors; a full store.
+    pub fn put_verified(&self, expected: &Hash32, bytes: &[u8]) -> io::Result<Imported> {
+        if blake3::hash(bytes).as_bytes() != expected {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "bytes do not match their expected BLAKE3 hash",
+            ));
+        }
+        let (tmp_path, mut out) = self.temp_file()?;
+        if let Err(e) = out.write_all(bytes) {
+            let _ = fs::remove_file(&tmp_path);
+            return Err(e);
+        }
+        let blob = ImportedBlob {
+            hash: *expected,
+            size: bytes.len() as u64,
+        };
+        self.commit(tmp_path, out, &blob)
+    }
+
+    fn temp_file(&self) -> io::Result<(PathBuf, File)> {
+        let mut suffix = [0u8; 8];
+        getrandom::getrandom(&mut suffix).map_err(io::Error::other)?;
+        let path = self.tmp.join(hex::encode(suffix));
+        let file = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)?;
+        Ok((path, file))
+    }
+
+    /// Makes a fully written temporary file durable and gives it its name.
+    fn commit(&self, tmp_path: PathBuf, file: File, blob: &ImportedBlob) -> io::Result<Imported> {
+        let final_path = self.path_of(&blob.hash);
+        if final_path.is_file() {
+            drop(file);
+            let _ = fs::remove_file(&tmp_path);
+            return Ok(Imported::Existing);
+        }
+        let reserved = self.used_bytes.fetch_add(blob.size, Ordering::Relaxed) + blob.size;
+        if reserved > self.capacity_bytes {
+            self.used_bytes.fetch_sub(blob.size, Ordering::Relaxed);
+            drop(file);
+            let _ = fs::remove_file(&tmp_path);
+            return Err(io::Error::new(
+                io::ErrorKind::StorageFull,
+                format!(
+                    "blob store full: {} of {} bytes used (cache.disk_gb)",
+                    reserved - blob.size,
+                    self.capacity_bytes
+                ),
+            ));
+        }
+        let result = (|| {
+            file.sync_data()?;
+            drop(file);
+            fs::create_dir_all(final_path.parent().expect("blob paths have a shard folder"))?;
+            fs::rename(&tmp_path, &final_path)
+        })();
+        if let Err(e) = result {
+            self.used_bytes.fetch_sub(blob.size, Ordering::Relaxed);
+            let _ = fs::remove_file(&tmp_path);
+            return Err(e);
+        }
+        Ok(Imported::New)
+    }
+
+    /// Makes the renames of earlier imports durable (fsync of the shard folders and the root).
+    ///
+    /// # Errors
+    /// I/O errors opening or syncing the folders.
+    pub fn sync_names(&self, hashes: &[Hash32]) -> io::Result<()> {
+        let mut shards: Vec<PathBuf> = hashes
+            .iter()
+            .filter_map(|h| self.path_of(h).parent().map(Path::to_owned))
+            .collect();
+        shards.sort();
+        shards.dedup();
+        shards.push(self.root.clone());
+        for dir in shards {
+            File::open(&dir)?.sync_all()?;
+        }
+        Ok(())
+    }
+
+    /// Reads a whole blob, or `None` if absent. The caller verifies the hash.
+    ///
+    /// # Errors
+    /// I/O errors other than absence.
+    pub fn read(&self, hash: &Hash32) -> io::Result<Option<Vec<u8>>> {
+        match fs::read(self.path_of(hash)) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Deletes a blob (rollback of a failed ingest).
+    pub fn remove(&self, hash: &Hash32) {
+        let path = self.path_of(hash);
+        if let Ok(meta) = fs::metadata(&path) {
+            if fs::remove_file(&path).is_ok() {
+                self.used_bytes.fetch_sub(meta.len(), Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Moves a blob whose bytes no longer match its name out of the way, so it is never served
+    /// and a re-ingest or refill can write good bytes under the name.
+    pub fn quarantine(&self, hash: &Hash32) {
+        let path = self.path_of(hash);
+        if let Ok(meta) = fs::metadata(&path) {
+            let dest = self.corrupt.join(hex::encode(hash));
+            if fs::rename(&path, &dest).is_ok() {
+                self.used_bytes.fetch_sub(meta.len(), Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// The file of a blob, for tests and operators that want to look at it.
+    pub fn blob_path(&self, hash: &Hash32) -> PathBuf {
+        self.path_of(hash)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn import_hashes_dedupes_and_bounds() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DiskTier::open(&dir.path().join("blobs"), 1000).unwrap();
+        let src = dir.path().join("a");
+        fs::write(&src, vec![1u8; 600]).unwrap();
+        let (blob, how) = store.import_file(&src, 10_000).unwrap();
+        assert_eq!(how, Imported::New);
+        assert_eq!(blob.hash, *blake3::hash(&[1u8; 600]).as_bytes());
+        assert_eq!(store.used_bytes(), 600);
+        let (_, how) = store.import_file(&src, 10_000).unwrap();
+        assert_eq!(how, Imported::Existing);
+        assert_eq!(store.used_bytes(), 600);
+        // Over the cap: refused, nothing left behind.
+        fs::write(&src, vec![2u8; 600]).unwrap();
+        let err = store.import_file(&src, 10_000).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::StorageFull);
+        assert_eq!(
+            fs::read_dir(dir.path().join("blobs/tmp")).unwrap().count(),
+            0
+        );
+        // Over the per-file limit.
+        assert!(store.import_file(&src, 100).is_err());
+        // Reopen counts what is there.
+        drop(store);
+        let store = DiskTier::open(&dir.path().join("blobs"), 1000).unwrap();
+        assert_eq!(store.used_bytes(), 600);
+        assert_eq!(store.read(&blob.hash).unwrap().unwrap(), vec![1u8; 600]);
+    }
+
+    #[test]
+    fn put_verified_refuses_wrong_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DiskTier::open(dir.path(), 1 << 20).unwrap();
+        let hash = *blake3::hash(b"good").as_bytes();
+        assert!(store.put_verified(&hash, b"evil").is_err());
+        assert!(!store.contains(&hash));
+        assert_eq!(store.put_verified(&hash, b"good").unwrap(), Imported::New);
+        store.quarantine(&hash);
+        assert!(!store.contains(&hash));
+        assert_eq!(store.used_bytes(), 0);
+    }
+}

@@ -1,0 +1,586 @@
+//! The viewer plane: HLS playlists, segments, manifests, routing answers and operator endpoints
+//! over HTTP/1.1 and HTTP/2 (see the "Viewer HTTP API" table of ARCHITECTURE.md).
+//!
+//! Every answer is built from memory (catalog entries and RAM-tier `Bytes`), carries CORS headers
+//! so browser players on other origins can read it, and is counted in the metrics by route and
+//! status. Malformed paths are `400`, unknown content `404`; nothing here panics on input.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use mhc_manifest::{ContentId, SegmentFormat};
+use mhc_transport::headers::{
+    ALLOW_METHODS, CACHE_IMMUTABLE, CACHE_NONE, CACHE_SHORT, CONTENT_TYPE_INIT_MP4,
+    CONTENT_TYPE_M3U8, CONTENT_TYPE_MANIFEST, CORS_ALLOW_HEADERS, CORS_EXPOSE_HEADERS,
+    CORS_MAX_AGE_S, X_MHC_CONTENT_VERSION, X_MHC_MERKLE_PROOF, X_MHC_MERKLE_ROOT,
+    X_MHC_SEGMENT_HASH, X_MHC_SEGMENT_INDEX,
+};
+use mhc_transport::{
+    content_range, if_none_match_matches, if_range_matches, parse_range, unsatisfied_range,
+    RangeOutcome,
+};
+use serde_json::json;
+
+use crate::catalog::{Published, SegmentHeaders};
+use crate::state::NodeState;
+use crate::store::StoreError;
+
+/// Response body of the viewer plane: everything is served from memory.
+pub type Body = Full<Bytes>;
+
+/// Longest request path looked at; anything longer is malformed.
+const MAX_PATH_LEN: usize = 512;
+
+/// Answers one viewer request and records it in the metrics.
+pub async fn handle<B>(
+    state: Arc<NodeState>,
+    req: Request<B>,
+    remote: SocketAddr,
+) -> Response<Body> {
+    let started = Instant::now();
+    let is_head = req.method() == Method::HEAD;
+    let (route, mut resp) = route(&state, &req, remote).await;
+    add_cors(resp.headers_mut());
+    let body_len = content_length(&resp);
+    if is_head {
+        // Same headers as GET, no body (RFC 9110 §9.3.2).
+        *resp.body_mut() = Full::new(Bytes::new());
+    }
+    let sent = if is_head { 0 } else { body_len };
+    state
+        .metrics
+        .record_request(route, resp.status().as_u16(), sent, started.elapsed());
+    resp
+}
+
+fn content_length(resp: &Response<Body>) -> u64 {
+    resp.headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+async fn route<B>(
+    state: &Arc<NodeState>,
+    req: &Request<B>,
+    remote: SocketAddr,
+) -> (&'static str, Response<Body>) {
+    let method = req.method();
+    if method == Method::OPTIONS {
+        return ("preflight", preflight());
+    }
+    if method != Method::GET && method != Method::HEAD {
+        let mut resp = error(StatusCode::METHOD_NOT_ALLOWED, "only GET, HEAD and OPTIONS");
+        resp.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static(ALLOW_METHODS));
+        return ("method_not_allowed", resp);
+    }
+    let path = req.uri().path();
+    if path.len() > MAX_PATH_LEN || !path.starts_with('/') || path.contains("//") {
+        return (
+            "malformed",
+            error(StatusCode::BAD_REQUEST, "malformed path"),
+        );
+    }
+    let query = Query::parse(req.uri().query());
+    let parts: Vec<&str> = path[1..].split('/').collect();
+    match parts.as_slice() {
+        ["healthz"] => ("healthz", text(StatusCode::OK, "ok\n", CACHE_NONE)),
+        ["readyz"] => ("readyz", readyz(state)),
+        ["metrics"] => ("metrics", metrics(state)),
+        ["v1", "content"] => ("content_list", content_list(state)),
+        ["v1", "cluster"] => ("cluster", cluster(state)),
+        ["v1", "content", id, rest @ ..] => {
+            let (route, published) = match content_route(rest) {
+                Some(route) => (route, lookup(state, id, &query)),
+                None => {
+                    return (
+                        "malformed",
+                        error(StatusCode::NOT_FOUND, "no such resource"),
+                    )
+                }
+            };
+            let published = match published {
+                Ok(p) => p,
+                Err(refusal) => return (route, refusal.into_response()),
+            };
+            let resp = match rest {
+                ["manifest"] => manifest(&published, req.headers(), &query),
+                ["index.m3u8"] => playlist(&published, req.headers(), &query),
+                ["init.mp4"] => init_segment(state, &published, req.headers()).await,
+                ["seg", file] => segment(state, &published, file, req.headers()).await,
+                _ => unreachable!("content_route accepted only these shapes"),
+            };
+            (route, resp)
+        }
+        ["play", id] => ("play", play(state, id)),
+        ["v1", "route", id] => ("route", route_answer(state, id, remote)),
+        _ => (
+            "not_found",
+            error(StatusCode::NOT_FOUND, "no such resource"),
+        ),
+    }
+}
+
+fn content_route(rest: &[&str]) -> Option<&'static str> {
+    Some(match rest {
+        ["manifest"] => "manifest",
+        ["index.m3u8"] => "playlist",
+        ["init.mp4"] => "init",
+        ["seg", _] => "segment",
+        _ => return None,
+    })
+}
+
+/// The query parameters the viewer plane understands.
+#[derive(Debug, Default)]
+struct Query {
+    /// `v=N`: a specific manifest version (segment URLs in playlists carry it, so a player keeps
+    /// the bytes of the version it started with even if a new one is published meanwhile).
+    version: Option<Result<u64, ()>>,
+    /// `format=json` on the manifest.
+    json: bool,
+}
+
+impl Query {
+    fn parse(query: Option<&str>) -> Self {
+        let mut q = Query::default();
+        for pair in query.unwrap_or_default().split('&') {
+            match pair.split_once('=') {
+                Some(("v", v)) => {
+                    q.version = Some(v.parse::<u64>().ok().filter(|v| *v > 0).ok_or(()))
+                }
+                Some(("format", "json")) => q.json = true,
+                _ => {}
+            }
+        }
+        q
+    }
+}
+
+/// The published version a content URL names, or why there is none.
+fn lookup(state: &NodeState, id: &str, query: &Query) -> Result<Arc<Published>, Refusal> {
+    let id = ContentId::new(id.to_string()).map_err(|e| {
+        Refusal(
+            StatusCode::BAD_REQUEST,
+            format!("malformed content id: {e}"),
+        )
+    })?;
+    let found = match query.version {
+        None => state.catalog.latest(&id),
+        Some(Ok(v)) => state.catalog.version(&id, v),
+        Some(Err(())) => {
+            return Err(Refusal(
+                StatusCode::BAD_REQUEST,
+                "malformed version: v must be a positive integer".into(),
+            ))
+        }
+    };
+    found.ok_or_else(|| Refusal(StatusCode::NOT_FOUND, format!("unknown content {id}")))
+}
+
+/// An error answer not yet rendered.
+#[derive(Debug)]
+struct Refusal(StatusCode, String);
+
+impl Refusal {
+    fn into_response(self) -> Response<Body> {
+        error(self.0, &self.1)
+    }
+}
+
+/// `Cache-Control` for documents: immutable when the URL names a version, short otherwise.
+fn doc_cache(query: &Query) -> &'static str {
+    if query.version.is_some() {
+        CACHE_IMMUTABLE
+    } else {
+        CACHE_SHORT
+    }
+}
+
+fn manifest(p: &Published, req: &HeaderMap, query: &Query) -> Response<Body> {
+    if query.json {
+        let value = json!({
+            "manifest_hash": p.hash_hex,
+            "manifest": p.signed.manifest,
+            "signature": hex::encode(p.signed.signature),
+        });
+        let body = serde_json::to_vec_pretty(&value).expect("manifest serialises to JSON");
+        return full(
+            StatusCode::OK,
+            "application/json",
+            Bytes::from(body),
+            doc_cache(query),
+        );
+    }
+    if not_modified(req, &p.etag) {
+        return not_modified_response(&p.etag, doc_cache(query));
+    }
+    let mut resp = full(
+        StatusCode::OK,
+        CONTENT_TYPE_MANIFEST,
+        p.encoded.clone(),
+        doc_cache(query),
+    );
+    resp.headers_mut().insert(header::ETAG, p.etag.clone());
+    resp
+}
+
+fn playlist(p: &Published, req: &HeaderMap, query: &Query) -> Response<Body> {
+    if not_modified(req, &p.playlist_etag) {
+        return not_modified_response(&p.playlist_etag, doc_cache(query));
+    }
+    let mut resp = full(
+        StatusCode::OK,
+        CONTENT_TYPE_M3U8,
+        p.playlist.clone(),
+        doc_cache(query),
+    );
+    let h = resp.headers_mut();
+    h.insert(header::ETAG, p.playlist_etag.clone());
+    h.insert(X_MHC_MERKLE_ROOT, p.root_hex.clone());
+    h.insert(X_MHC_CONTENT_VERSION, version_header(p));
+    resp
+}
+
+fn version_header(p: &Published) -> HeaderValue {
+    HeaderValue::from(p.manifest().version)
+}
+
+async fn init_segment(state: &Arc<NodeState>, p: &Published, req: &HeaderMap) -> Response<Body> {
+    let (Some(init), Some(headers)) = (&p.manifest().hls.init, p.init_headers()) else {
+        return error(StatusCode::NOT_FOUND, "this rendition has no init segment");
+    };
+    let hash = init.hash;
+    blob_response(state, p, &hash, headers, CONTENT_TYPE_INIT_MP4, req).await
+}
+
+async fn segment(
+    state: &Arc<NodeState>,
+    p: &Published,
+    file: &str,
+    req: &HeaderMap,
+) -> Response<Body> {
+    let Some((index, ext)) = file.split_once('.') else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "segment names are {index}.{extension}",
+        );
+    };
+    if index.is_empty() || index.len() > 9 || !index.bytes().all(|b| b.is_ascii_digit()) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "segment index must be a decimal number",
+        );
+    }
+    let index: usize = index.parse().expect("checked digits");
+    let format = p.manifest().hls.segment_format;
+    if SegmentFormat::from_extension(ext) != Some(format) {
+        return error(
+            StatusCode::NOT_FOUND,
+            &format!("this rendition's segments are .{}", format.extension()),
+        );
+    }
+    let Some(info) = p.manifest().segments.get(index) else {
+        return error(
+            StatusCode::NOT_FOUND,
+            &format!(
+                "segment {index} does not exist (the content has {})",
+                p.manifest().segments.len()
+            ),
+        );
+    };
+    let hash = info.hash;
+    let headers = p.segment_headers(index);
+    blob_response(state, p, &hash, headers, format.content_type(), req).await
+}
+
+/// A segment or init segment: conditional request, store read, range.
+async fn blob_response(
+    state: &Arc<NodeState>,
+    p: &Published,
+    hash: &[u8; 32],
+    h: &SegmentHeaders,
+    content_type: &'static str,
+    req: &HeaderMap,
+) -> Response<Body> {
+    if not_modified(req, &h.etag) {
+        return not_modified_response(&h.etag, CACHE_IMMUTABLE);
+    }
+    let bytes = match state.store.get(hash).await {
+        Ok(bytes) => bytes,
+        Err(err @ StoreError::Corrupt(_)) => {
+            return error(StatusCode::INTERNAL_SERVER_ERROR, &err.to_string())
+        }
+        Err(err) => {
+            tracing::error!(error = %err, "segment listed in a manifest is not readable");
+            return error(StatusCode::INTERNAL_SERVER_ERROR, &err.to_string());
+        }
+    };
+    let len = bytes.len() as u64;
+    let range = match req.get(header::RANGE).and_then(|v| v.to_str().ok()) {
+        None => RangeOutcome::Full,
+        Some(range) => {
+            let honour = match req.get(header::IF_RANGE).and_then(|v| v.to_str().ok()) {
+                None => true,
+                Some(if_range) => if_range_matches(if_range, h.etag.to_str().unwrap_or_default()),
+            };
+            if honour {
+                parse_range(range, len)
+            } else {
+                RangeOutcome::Full
+            }
+        }
+    };
+    let mut resp = match range {
+        RangeOutcome::Full => full(StatusCode::OK, content_type, bytes, CACHE_IMMUTABLE),
+        RangeOutcome::Partial(r) => {
+            let part = bytes.slice(r.start as usize..r.end as usize);
+            let mut resp = full(
+                StatusCode::PARTIAL_CONTENT,
+                content_type,
+                part,
+                CACHE_IMMUTABLE,
+            );
+            resp.headers_mut().insert(
+                header::CONTENT_RANGE,
+                HeaderValue::from_str(&content_range(&r, len)).expect("digits"),
+            );
+            resp
+        }
+        RangeOutcome::Unsatisfiable => {
+            let mut resp = full(
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                "text/plain; charset=utf-8",
+                Bytes::new(),
+                CACHE_NONE,
+            );
+            resp.headers_mut().insert(
+                header::CONTENT_RANGE,
+                HeaderValue::from_str(&unsatisfied_range(len)).expect("digits"),
+            );
+            return resp;
+        }
+    };
+    let headers = resp.headers_mut();
+    headers.insert(header::ETAG, h.etag.clone());
+    headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    headers.insert(X_MHC_SEGMENT_HASH, h.hash_hex.clone());
+    headers.insert(X_MHC_MERKLE_ROOT, p.root_hex.clone());
+    headers.insert(X_MHC_MERKLE_PROOF, h.proof_hex.clone());
+    headers.insert(X_MHC_SEGMENT_INDEX, h.index.clone());
+    headers.insert(X_MHC_CONTENT_VERSION, version_header(p));
+    resp
+}
+
+fn not_modified(req: &HeaderMap, etag: &HeaderValue) -> bool {
+    req.get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| if_none_match_matches(v, etag.to_str().unwrap_or_default()))
+}
+
+fn not_modified_response(etag: &HeaderValue, cache: &'static str) -> Response<Body> {
+    let mut resp = Response::new(Full::new(Bytes::new()));
+    *resp.status_mut() = StatusCode::NOT_MODIFIED;
+    let h = resp.headers_mut();
+    h.insert(header::ETAG, etag.clone());
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
+    resp
+}
+
+fn content_list(state: &NodeState) -> Response<Body> {
+    let items: Vec<_> = state
+        .catalog
+        .list()
+        .iter()
+        .map(|p| {
+            let m = p.manifest();
+            json!({
+                "id": m.content_id,
+                "version": m.version,
+                "title": m.title,
+                "artist_id": m.artist_id,
+                "media_kind": m.media_kind,
+                "segment_format": m.hls.segment_format,
+                "segments": m.segments.len(),
+                "duration_ms": m.total_duration_ms(),
+                "bytes": m.total_bytes(),
+                "manifest_hash": p.hash_hex,
+                "playlist": format!("/v1/content/{}/index.m3u8", m.content_id),
+            })
+        })
+        .collect();
+    json_response(StatusCode::OK, &json!({ "content": items }), CACHE_SHORT)
+}
+
+fn play(state: &NodeState, id: &str) -> Response<Body> {
+    let id = match ContentId::new(id) {
+        Ok(id) => id,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                &format!("malformed content id: {e}"),
+            )
+        }
+    };
+    if state.catalog.latest(&id).is_none() {
+        return error(StatusCode::NOT_FOUND, &format!("unknown content {id}"));
+    }
+    let mut resp = Response::new(Full::new(Bytes::new()));
+    *resp.status_mut() = StatusCode::FOUND;
+    let h = resp.headers_mut();
+    h.insert(
+        header::LOCATION,
+        HeaderValue::from_str(&format!("/v1/content/{id}/index.m3u8")).expect("slug is ASCII"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static(CACHE_NONE));
+    resp
+}
+
+fn route_answer(state: &NodeState, id: &str, remote: SocketAddr) -> Response<Body> {
+    let id = match ContentId::new(id) {
+        Ok(id) => id,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                &format!("malformed content id: {e}"),
+            )
+        }
+    };
+    let holds = state.catalog.latest(&id).is_some();
+    if !holds {
+        return error(StatusCode::NOT_FOUND, &format!("unknown content {id}"));
+    }
+    let body = json!({
+        "content_id": id,
+        "client": {
+            "address": remote.ip().to_string(),
+            "address_source": "connection peer",
+            "location": null,
+            "location_source": "none: no geo database is configured on this node",
+        },
+        "mode": state.mode_name(),
+        "candidates": [{
+            "peer_id": state.identity.peer_id().to_string(),
+            "role": state.config.role.as_str(),
+            "region": state.config.region,
+            "state": "alive",
+            "playlist": format!("/v1/content/{id}/index.m3u8"),
+            "chosen": true,
+            "reason": "this node holds the content and knows no other member",
+        }],
+    });
+    json_response(StatusCode::OK, &body, CACHE_NONE)
+}
+
+fn cluster(state: &NodeState) -> Response<Body> {
+    let body = json!({
+        "self": state.self_description(),
+        "mode": state.mode_name(),
+        "members": [],
+    });
+    json_response(StatusCode::OK, &body, CACHE_NONE)
+}
+
+fn readyz(state: &NodeState) -> Response<Body> {
+    if state.is_ready() {
+        text(StatusCode::OK, "ready\n", CACHE_NONE)
+    } else {
+        text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "starting or stopping\n",
+            CACHE_NONE,
+        )
+    }
+}
+
+fn metrics(state: &NodeState) -> Response<Body> {
+    let body = state.metrics.render(&state.gauges());
+    full(
+        StatusCode::OK,
+        "text/plain; version=0.0.4; charset=utf-8",
+        Bytes::from(body),
+        CACHE_NONE,
+    )
+}
+
+fn preflight() -> Response<Body> {
+    let mut resp = Response::new(Full::new(Bytes::new()));
+    *resp.status_mut() = StatusCode::NO_CONTENT;
+    let h = resp.headers_mut();
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static(ALLOW_METHODS),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static(CORS_ALLOW_HEADERS),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_MAX_AGE,
+        HeaderValue::from_static(CORS_MAX_AGE_S),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static(CACHE_NONE));
+    resp
+}
+
+fn add_cors(h: &mut HeaderMap) {
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_EXPOSE_HEADERS,
+        HeaderValue::from_static(CORS_EXPOSE_HEADERS),
+    );
+}
+
+fn full(
+    status: StatusCode,
+    content_type: &'static str,
+    body: Bytes,
+    cache: &'static str,
+) -> Response<Body> {
+    let len = body.len();
+    let mut resp = Response::new(Full::new(body));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
+    resp
+}
+
+fn text(status: StatusCode, body: &'static str, cache: &'static str) -> Response<Body> {
+    full(
+        status,
+        "text/plain; charset=utf-8",
+        Bytes::from_static(body.as_bytes()),
+        cache,
+    )
+}
+
+fn json_response(
+    status: StatusCode,
+    value: &serde_json::Value,
+    cache: &'static str,
+) -> Response<Body> {
+    let mut body = serde_json::to_vec_pretty(value).expect("JSON values serialise");
+    body.push(b'\n');
+    full(status, "application/json", Bytes::from(body), cache)
+}
+
+/// An error answer: JSON `{"error": "...", "status": N}`, never cached.
+pub fn error(status: StatusCode, message: &str) -> Response<Body> {
+    json_response(
+        status,
+        &json!({ "error": message, "status": status.as_u16() }),
+        CACHE_NONE,
+    )
+}
