@@ -42,6 +42,11 @@ enum Command {
         /// The TOML configuration.
         file: PathBuf,
     },
+    /// Print a complete, commented example configuration for a role.
+    ExampleConfig {
+        /// origin | edge | mesh | satellite-uplink
+        role: mhc_config::Role,
+    },
     /// Print the node's peer id and public key (creating the key on first use).
     Id {
         #[command(flatten)]
@@ -165,6 +170,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 config.data_dir.display()
             );
         }
+        Command::ExampleConfig { role } => print!("{}", mhc_config::example_config(role)),
         Command::Id { target } => {
             let identity = match (&target.key, &target.data_dir, &target.config) {
                 (Some(key), _, _) => Identity::load(key)?,

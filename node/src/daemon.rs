@@ -116,6 +116,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
         }));
     }
     state.set_ready(true);
+    write_runtime_file(&state, &admin_socket)?;
     tracing::info!(
         peer_id = %state.identity.peer_id(),
         role = %state.config.role,
@@ -130,6 +131,26 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
         shutdown,
         tasks,
     })
+}
+
+/// File in `data_dir` that says where a running node listens (ports chosen by the OS when the
+/// config says port 0), for operators' scripts and the test harness. Removed at shutdown.
+pub const RUNTIME_FILE: &str = "runtime.json";
+
+fn write_runtime_file(state: &NodeState, admin_socket: &std::path::Path) -> anyhow::Result<()> {
+    let info = serde_json::json!({
+        "pid": std::process::id(),
+        "peer_id": state.identity.peer_id().to_string(),
+        "public_key": state.identity.public_key_hex(),
+        "role": state.config.role.as_str(),
+        "http": state.http_addr.to_string(),
+        "admin_socket": admin_socket,
+    });
+    let dir = &state.config.data_dir;
+    let tmp = dir.join(format!("{RUNTIME_FILE}.tmp"));
+    fs::write(&tmp, serde_json::to_vec_pretty(&info)?)?;
+    fs::rename(&tmp, dir.join(RUNTIME_FILE)).context("writing runtime.json")?;
+    Ok(())
 }
 
 /// Binds the admin socket, replacing a stale one but never a live daemon's.
@@ -163,6 +184,7 @@ impl RunningNode {
             tracing::error!(error = %err, "flushing the database at shutdown");
         }
         let _ = fs::remove_file(&self.admin_socket);
+        let _ = fs::remove_file(self.state.config.data_dir.join(RUNTIME_FILE));
         tracing::info!("node stopped");
     }
 }

@@ -1,1 +1,452 @@
-//! placeholder
+//! Test harness for end-to-end tests: real `mhc-node` processes on loopback sockets.
+//!
+//! - [`Cluster`] owns a temporary folder and the nodes started in it; dropping it kills every
+//!   node (SIGKILL) and deletes the folder, so a failing test leaves nothing behind.
+//! - [`NodeProcess`] is one node: its config, data directory, log, addresses, and helpers to
+//!   query it over HTTP ([`NodeProcess::get`]) and to run its CLI ([`NodeProcess::cli`]).
+//! - [`http_request`] is a deliberately small HTTP/1.1 client over a `TcpStream`, so tests see
+//!   exactly the bytes and headers a player would.
+//!
+//! The binary is `target/<profile>/mhc-node` next to the test executable (cargo builds it for
+//! `cargo test --workspace`), or `$MHC_NODE_BIN`.
+
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long a node gets to write its runtime file after being started.
+const START_TIMEOUT: Duration = Duration::from_secs(20);
+/// Socket timeouts of the test client.
+const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The `mhc-node` binary under test.
+pub fn node_binary() -> PathBuf {
+    if let Some(p) = std::env::var_os("MHC_NODE_BIN") {
+        return PathBuf::from(p);
+    }
+    // target/debug/deps/<test-binary> → target/debug/mhc-node
+    let exe = std::env::current_exe().expect("test executable path");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test binary lives in target/<profile>/deps");
+    let bin = profile_dir.join("mhc-node");
+    assert!(
+        bin.is_file(),
+        "{} not found: build it first (`cargo build -p mhc-node`, or run `cargo test --workspace`)",
+        bin.display()
+    );
+    bin
+}
+
+/// The sample rendition shipped with the project (fMP4, 4 segments).
+pub fn sample_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../node/sample")
+}
+
+/// Polls `cond` every 50 ms until it holds or `timeout` passes; returns whether it held.
+pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A temporary folder with the nodes of one test.
+#[derive(Debug)]
+pub struct Cluster {
+    dir: tempfile::TempDir,
+    /// The nodes, in start order.
+    pub nodes: Vec<NodeProcess>,
+}
+
+impl Cluster {
+    /// An empty cluster in a fresh temporary folder.
+    pub fn new() -> Self {
+        Self {
+            dir: tempfile::Builder::new()
+                .prefix("mhc-test-")
+                .tempdir()
+                .expect("temporary folder"),
+            nodes: Vec::new(),
+        }
+    }
+
+    /// The cluster's folder.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Starts a node named `name` with `role`; `extra_toml` is appended to the generated config
+    /// (tables such as `[cache]` or `[trust]`). Returns its index in [`Cluster::nodes`].
+    pub fn start(&mut self, name: &str, role: &str, extra_toml: &str) -> usize {
+        let node = NodeProcess::configure(self.dir.path(), name, role, extra_toml);
+        let mut node = node;
+        node.spawn();
+        self.nodes.push(node);
+        self.nodes.len() - 1
+    }
+
+    /// The node at `i`.
+    pub fn node(&self, i: usize) -> &NodeProcess {
+        &self.nodes[i]
+    }
+
+    /// The node at `i`, mutably (to kill or restart it).
+    pub fn node_mut(&mut self, i: usize) -> &mut NodeProcess {
+        &mut self.nodes[i]
+    }
+}
+
+impl Default for Cluster {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// One `mhc-node` process and its files.
+#[derive(Debug)]
+pub struct NodeProcess {
+    /// Name given by the test.
+    pub name: String,
+    /// Its configuration file.
+    pub config_path: PathBuf,
+    /// Its data directory.
+    pub data_dir: PathBuf,
+    /// Its stderr log.
+    pub log_path: PathBuf,
+    /// Viewer-plane address, known once started.
+    pub http: Option<SocketAddr>,
+    /// Peer id, known once started.
+    pub peer_id: Option<String>,
+    child: Option<Child>,
+}
+
+impl NodeProcess {
+    fn configure(root: &Path, name: &str, role: &str, extra_toml: &str) -> Self {
+        let data_dir = root.join(name);
+        let config_path = root.join(format!("{name}.toml"));
+        let config = format!(
+            "role = \"{role}\"\n\
+             data_dir = {data_dir:?}\n\
+             region = \"test\"\n\
+             [listen]\n\
+             http = \"127.0.0.1:0\"\n\
+             quic = \"127.0.0.1:0\"\n\
+             p2p = \"/ip4/127.0.0.1/tcp/0\"\n\
+             iroh = \"127.0.0.1:0\"\n\
+             {extra_toml}\n"
+        );
+        fs::write(&config_path, config).expect("writing node config");
+        Self {
+            name: name.to_owned(),
+            log_path: root.join(format!("{name}.log")),
+            config_path,
+            data_dir,
+            http: None,
+            peer_id: None,
+            child: None,
+        }
+    }
+
+    /// Starts the process and waits until it has written `runtime.json`.
+    pub fn spawn(&mut self) {
+        assert!(self.child.is_none(), "{} is already running", self.name);
+        let runtime = self.data_dir.join("runtime.json");
+        let _ = fs::remove_file(&runtime);
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)
+            .expect("node log file");
+        let child = Command::new(node_binary())
+            .arg("run")
+            .arg("--config")
+            .arg(&self.config_path)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log handle"))
+            .stderr(log)
+            .spawn()
+            .expect("starting mhc-node");
+        self.child = Some(child);
+        let started = wait_until(START_TIMEOUT, || {
+            fs::read(&runtime)
+                .ok()
+                .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+                .is_some_and(|v| {
+                    self.http = v["http"].as_str().and_then(|a| a.parse().ok());
+                    self.peer_id = v["peer_id"].as_str().map(str::to_owned);
+                    self.http.is_some()
+                })
+                || self.exited()
+        });
+        assert!(
+            started && !self.exited(),
+            "node {} did not start; log:\n{}",
+            self.name,
+            self.log_tail()
+        );
+    }
+
+    fn exited(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().ok().flatten().is_some())
+    }
+
+    /// Kills the process with SIGKILL (no cleanup, as a crash).
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Stops the process with SIGTERM and waits for it (graceful shutdown).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(child.id().to_string())
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while Instant::now() < deadline {
+                if child.try_wait().ok().flatten().is_some() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// The last 60 lines of the node's log, for assertion messages.
+    pub fn log_tail(&self) -> String {
+        let text = fs::read_to_string(&self.log_path).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(60)..].join("\n")
+    }
+
+    /// The viewer-plane address.
+    pub fn addr(&self) -> SocketAddr {
+        self.http.expect("node started")
+    }
+
+    /// `GET path` on the viewer plane.
+    pub fn get(&self, path: &str) -> HttpResponse {
+        self.request("GET", path, &[])
+    }
+
+    /// Any request on the viewer plane.
+    pub fn request(&self, method: &str, path: &str, headers: &[(&str, &str)]) -> HttpResponse {
+        http_request(self.addr(), method, path, headers)
+            .unwrap_or_else(|e| panic!("{method} {path} on {}: {e}", self.name))
+    }
+
+    /// Runs `mhc-node <args>` against this node (the admin socket found through `--data-dir`
+    /// where the command takes it).
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(node_binary())
+            .args(args)
+            .output()
+            .expect("running mhc-node CLI")
+    }
+
+    /// `mhc-node ingest` of `dir` as `id` at this node.
+    pub fn ingest(&self, id: &str, dir: &Path) -> Output {
+        let data_dir = self.data_dir.to_str().expect("utf-8 path").to_owned();
+        let dir = dir.to_str().expect("utf-8 path").to_owned();
+        self.cli(&[
+            "ingest",
+            "--data-dir",
+            &data_dir,
+            "--content-id",
+            id,
+            "--title",
+            &format!("Title of {id}"),
+            "--artist",
+            "artist-1",
+            &dir,
+        ])
+    }
+
+    /// The value of one Prometheus sample (`name{labels}` exactly as rendered), if present.
+    pub fn metric(&self, sample: &str) -> Option<f64> {
+        let text = String::from_utf8(self.get("/metrics").body).expect("metrics are text");
+        text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+            let (name, value) = l.rsplit_once(' ')?;
+            (name == sample).then(|| value.parse().ok())?
+        })
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// An HTTP response as the test client read it.
+#[derive(Debug, Clone)]
+pub struct HttpResponse {
+    /// Status code.
+    pub status: u16,
+    /// Headers, names lowercased, in order.
+    pub headers: Vec<(String, String)>,
+    /// Body bytes (empty for HEAD).
+    pub body: Vec<u8>,
+}
+
+impl HttpResponse {
+    /// The first value of header `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        let name = name.to_ascii_lowercase();
+        self.headers
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The body as JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "body is not JSON ({e}): {}",
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+
+    /// The body as text.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// Sends one HTTP/1.1 request with `Connection: close` and reads the whole response.
+///
+/// # Errors
+/// Connection or read errors, or a response that is not HTTP/1.1.
+pub fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> std::io::Result<HttpResponse> {
+    let mut stream = TcpStream::connect_timeout(&addr, HTTP_TIMEOUT)?;
+    stream.set_read_timeout(Some(HTTP_TIMEOUT))?;
+    stream.set_write_timeout(Some(HTTP_TIMEOUT))?;
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        req.push_str(&format!("{name}: {value}\r\n"));
+    }
+    req.push_str("\r\n");
+    stream.write_all(req.as_bytes())?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw)?;
+    let bad = |m: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, m.to_owned());
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| bad("no end of headers"))?;
+    let head = std::str::from_utf8(&raw[..split]).map_err(|_| bad("headers not UTF-8"))?;
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().ok_or_else(|| bad("no status line"))?;
+    let status: u16 = status_line
+        .strip_prefix("HTTP/1.1 ")
+        .and_then(|s| s.get(..3))
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| bad(status_line))?;
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let mut body = raw[split + 4..].to_vec();
+    let chunked = headers
+        .iter()
+        .any(|(n, v)| n == "transfer-encoding" && v.contains("chunked"));
+    if chunked {
+        body = dechunk(&body).ok_or_else(|| bad("bad chunked body"))?;
+    }
+    Ok(HttpResponse {
+        status,
+        headers,
+        body,
+    })
+}
+
+fn dechunk(mut data: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    loop {
+        let line_end = data.windows(2).position(|w| w == b"\r\n")?;
+        let size =
+            usize::from_str_radix(std::str::from_utf8(&data[..line_end]).ok()?.trim(), 16).ok()?;
+        data = &data[line_end + 2..];
+        if size == 0 {
+            return Some(out);
+        }
+        out.extend_from_slice(data.get(..size)?);
+        data = data.get(size + 2..)?;
+    }
+}
+
+/// Writes a synthetic MPEG-TS-named rendition: `n` segments of `seg_len` bytes whose content
+/// depends on `seed`, and a VOD playlist. The node never parses media, so synthetic bytes test
+/// the same paths as real ones at any size.
+pub fn write_synthetic_rendition(dir: &Path, n: usize, seg_len: usize, seed: u8) {
+    fs::create_dir_all(dir).expect("rendition folder");
+    let mut playlist = String::from(
+        "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:0\n\
+         #EXT-X-PLAYLIST-TYPE:VOD\n",
+    );
+    for i in 0..n {
+        let name = format!("seg_{i:03}.ts");
+        let bytes: Vec<u8> = (0..seg_len)
+            .map(|j| {
+                (j as u8)
+                    .wrapping_mul(31)
+                    .wrapping_add(i as u8)
+                    .wrapping_add(seed)
+            })
+            .collect();
+        fs::write(dir.join(&name), bytes).expect("segment file");
+        playlist.push_str(&format!("#EXTINF:2.000000,\n{name}\n"));
+    }
+    playlist.push_str("#EXT-X-ENDLIST\n");
+    fs::write(dir.join("index.m3u8"), playlist).expect("playlist file");
+}
+
+/// Copies the shipped sample rendition into `dir`.
+pub fn copy_sample(dir: &Path) {
+    fs::create_dir_all(dir).expect("sample folder");
+    for entry in fs::read_dir(sample_dir()).expect("sample folder exists") {
+        let entry = entry.expect("sample entry");
+        let name = entry.file_name();
+        if name.to_string_lossy().ends_with(".sh") {
+            continue;
+        }
+        fs::copy(entry.path(), dir.join(name)).expect("copying sample");
+    }
+}
+
+/// Asserts that a CLI call succeeded, showing its output otherwise.
+pub fn assert_success(out: &Output, what: &str) {
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
