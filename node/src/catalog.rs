@@ -312,3 +312,119 @@ pub fn open_db(path: &Path) -> anyhow::Result<sled::Db> {
             )
         })
 }
+
+#[cfg(test)]
+mod tests {
+    use ed25519_dalek::SigningKey;
+    use mhc_manifest::{HlsParams, MediaKind, SegmentFormat, SegmentInfo};
+
+    use super::*;
+
+    fn manifest(id: &str, version: u64) -> Manifest {
+        let segments = (0..3u8)
+            .map(|i| SegmentInfo {
+                duration_ms: 2000,
+                size: 10,
+                hash: *blake3::hash(&[i; 10]).as_bytes(),
+            })
+            .collect();
+        let hls = HlsParams {
+            target_duration_s: 2,
+            segment_format: SegmentFormat::Ts,
+            codecs: None,
+            bandwidth_bps: 40,
+            average_bandwidth_bps: 40,
+            init: None,
+        };
+        Manifest::new(
+            ContentId::new(id).unwrap(),
+            version,
+            "t",
+            "a",
+            MediaKind::Video,
+            hls,
+            segments,
+        )
+        .unwrap()
+    }
+
+    fn db() -> (tempfile::TempDir, sled::Db) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = open_db(&dir.path().join("db")).unwrap();
+        (dir, db)
+    }
+
+    #[test]
+    fn only_trusted_publishers_and_newer_versions_enter() {
+        let (_dir, db) = db();
+        let ours = SigningKey::from_bytes(&[1; 32]);
+        let theirs = SigningKey::from_bytes(&[2; 32]);
+        let catalog = Catalog::open(&db, vec![ours.verifying_key()]).unwrap();
+
+        let err = catalog.publish(manifest("a", 1).sign(&theirs)).unwrap_err();
+        assert!(err.to_string().contains("not a trusted key"), "{err}");
+        assert!(catalog.latest(&ContentId::new("a").unwrap()).is_none());
+
+        let mut forged = manifest("a", 1).sign(&ours);
+        forged.manifest.title = "changed after signing".into();
+        assert!(catalog.publish(forged).is_err());
+
+        catalog.publish(manifest("a", 1).sign(&ours)).unwrap();
+        catalog.publish(manifest("a", 2).sign(&ours)).unwrap();
+        let stale = catalog.publish(manifest("a", 2).sign(&ours)).unwrap_err();
+        assert!(
+            matches!(stale, CatalogError::Stale { held: 2, .. }),
+            "{stale}"
+        );
+        let id = ContentId::new("a").unwrap();
+        assert_eq!(catalog.latest(&id).unwrap().manifest().version, 2);
+        assert_eq!(catalog.version(&id, 1).unwrap().manifest().version, 1);
+    }
+
+    #[test]
+    fn reopening_reverifies_and_skips_tampered_entries() {
+        let (_dir, db) = db();
+        let ours = SigningKey::from_bytes(&[1; 32]);
+        let catalog = Catalog::open(&db, vec![ours.verifying_key()]).unwrap();
+        catalog.publish(manifest("good", 1).sign(&ours)).unwrap();
+        catalog.publish(manifest("bad", 1).sign(&ours)).unwrap();
+        drop(catalog);
+
+        // Flip one byte of the stored "bad" manifest, as bit-rot or an attacker with disk access.
+        let tree = db.open_tree(MANIFESTS_TREE).unwrap();
+        let key = key(&ContentId::new("bad").unwrap(), 1);
+        let mut value = tree.get(&key).unwrap().unwrap().to_vec();
+        let last = value.len() - 1;
+        value[last] ^= 0x80;
+        tree.insert(&key, value).unwrap();
+
+        let catalog = Catalog::open(&db, vec![ours.verifying_key()]).unwrap();
+        assert!(catalog.latest(&ContentId::new("good").unwrap()).is_some());
+        assert!(catalog.latest(&ContentId::new("bad").unwrap()).is_none());
+
+        // A node that stops trusting the publisher stops serving its manifests.
+        let other = SigningKey::from_bytes(&[3; 32]);
+        let catalog = Catalog::open(&db, vec![other.verifying_key()]).unwrap();
+        assert!(catalog.is_empty());
+    }
+
+    #[test]
+    fn proof_headers_verify_against_the_root() {
+        let (_dir, db) = db();
+        let key = SigningKey::from_bytes(&[1; 32]);
+        let catalog = Catalog::open(&db, vec![key.verifying_key()]).unwrap();
+        let p = catalog.publish(manifest("a", 1).sign(&key)).unwrap();
+        let m = p.manifest();
+        for i in 0..3 {
+            let h = p.segment_headers(i);
+            assert!(mhc_manifest::verify_segment(
+                &m.merkle_root,
+                i,
+                3,
+                &m.segments[i].hash,
+                h.proof_hex.to_str().unwrap()
+            ));
+            assert_eq!(h.index.to_str().unwrap(), format!("{i}/3"));
+        }
+    }
+}

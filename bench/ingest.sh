@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Ingest of a 1 GiB HLS folder (512 x 2 MiB TS segments) vs `cp -r` + `sync` of the same folder,
+# one run, plus the daemon's peak RSS. Usage: bench/ingest.sh [SEGMENTS=512] [SEGMENT_BYTES=2097152]
+source "$(dirname "$0")/lib.sh"
+n=${1:-512} size=${2:-2097152}
+build_release
+work=$(mktemp -d)
+trap 'stop_origin; rm -rf "$work"' EXIT
+src=$work/src
+mkdir -p "$src"
+{
+  printf '#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:2\n#EXT-X-PLAYLIST-TYPE:VOD\n'
+  for i in $(seq 0 $((n - 1))); do
+    head -c "$size" /dev/urandom > "$src/s$i.ts"
+    printf '#EXTINF:2.000,\ns%d.ts\n' "$i"
+  done
+  printf '#EXT-X-ENDLIST\n'
+} > "$src/index.m3u8"
+sync
+total=$(du -sb "$src" | cut -f1)
+
+now() { date +%s.%N; }
+t0=$(now); cp -r "$src" "$work/copy"; sync; t1=$(now)
+cp_s=$(echo "$t1 - $t0" | bc -l)
+rm -rf "$work/copy"; sync
+
+start_origin "$work" 64 4
+rss_before=$(awk '/VmRSS/ {print $2}' /proc/$origin_pid/status)
+t0=$(now)
+"$bin" ingest --data-dir "$origin_data" --content-id big --title big --artist bench "$src" >&2
+t1=$(now)
+ingest_s=$(echo "$t1 - $t0" | bc -l)
+peak=$(awk '/VmHWM/ {print $2}' /proc/$origin_pid/status)
+printf 'folder: %d segments, %.0f MiB\n' "$n" "$(echo "$total / 1048576" | bc -l)"
+printf 'cp -r + sync : %.2f s\n' "$cp_s"
+printf 'mhc ingest   : %.2f s  (%.0f MiB/s, hashed, fsynced, signed, committed)\n' "$ingest_s" "$(echo "$total / 1048576 / $ingest_s" | bc -l)"
+printf 'ratio ingest/(cp+sync): %.2f   (target <= 1.5)\n' "$(echo "$ingest_s / $cp_s" | bc -l)"
+printf 'daemon RSS: %d kB before, peak %d kB  (target peak <= 200 MB)\n' "$rss_before" "$peak"

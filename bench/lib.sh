@@ -1,0 +1,40 @@
+# Shared helpers of the bench scripts: build the release binary, start an origin on loopback,
+# wait for it, and stop it on exit.
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+shared=${MHC_SHARED:-$root/../shared}
+bin=$root/target/release/mhc-node
+
+build_release() {
+  (cd "$root" && cargo build --release --locked -p mhc-node >&2)
+}
+
+# start_origin WORKDIR MEMORY_MB DISK_GB -> sets $origin_pid, $origin_http, $origin_data
+start_origin() {
+  local work=$1 memory_mb=$2 disk_gb=$3
+  origin_data=$work/origin
+  cat > "$work/origin.toml" <<TOML
+role = "origin"
+data_dir = "$origin_data"
+[listen]
+http = "127.0.0.1:0"
+quic = "127.0.0.1:0"
+p2p = "/ip4/127.0.0.1/tcp/0"
+iroh = "127.0.0.1:0"
+[cache]
+memory_mb = $memory_mb
+disk_gb = $disk_gb
+TOML
+  RUST_LOG=warn "$bin" run --config "$work/origin.toml" 2> "$work/origin.log" &
+  origin_pid=$!
+  for _ in $(seq 200); do
+    [ -f "$origin_data/runtime.json" ] && break
+    sleep 0.05
+  done
+  origin_http=$(sed -n 's/.*"http": "\(.*\)".*/\1/p' "$origin_data/runtime.json")
+  [ -n "$origin_http" ] || { cat "$work/origin.log" >&2; exit 1; }
+}
+
+stop_origin() {
+  [ -n "${origin_pid:-}" ] && kill "$origin_pid" 2>/dev/null && wait "$origin_pid" 2>/dev/null || true
+}
