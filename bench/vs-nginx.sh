@@ -7,6 +7,8 @@ secs=${1:-10} conns=${2:-64} count=32
 build_release
 work=$(mktemp -d)
 trap 'stop_origin; rm -rf "$work"' EXIT
+# nginx's workers run as www-data: let them read the segments.
+chmod 755 "$work"
 seg=$work/bench
 "$shared/bench/make-segments.sh" "$seg" "$count" 2097152
 # Make the folder an fMP4 rendition (.m4s segments need an init segment and #EXT-X-MAP).
