@@ -101,7 +101,7 @@ fn status(state: &NodeState) -> serde_json::Value {
     json!({
         "self": state.self_description(),
         "mode": state.mode_name(),
-        "members": [],
+        "members": state.cluster.members_json(),
         "contents": contents,
     })
 }

@@ -252,7 +252,8 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("starting the async runtime")
 }
 
-fn print_status(v: &serde_json::Value) {
+/// Prints the admin status answer as tables (members, then contents).
+pub fn print_status(v: &serde_json::Value) {
     let me = &v["self"];
     let s = |x: &serde_json::Value| match x {
         serde_json::Value::String(s) => s.clone(),

@@ -14,6 +14,8 @@ use tokio::task::JoinHandle;
 
 use crate::admin::{self, ADMIN_SOCKET};
 use crate::catalog::{open_db, Catalog};
+use crate::cluster::swarm as cluster_swarm;
+use crate::cluster::ClusterShared;
 use crate::identity::Identity;
 use crate::metrics::Metrics;
 use crate::server;
@@ -28,6 +30,8 @@ pub struct RunningNode {
     pub state: Arc<NodeState>,
     /// Path of the admin socket.
     pub admin_socket: PathBuf,
+    /// libp2p addresses, with `/p2p/<peer id>`, for other nodes' `cluster.bootstrap`.
+    pub p2p_addrs: Vec<String>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -67,6 +71,11 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
         trusted.push(identity.signing_key().verifying_key());
     }
     let catalog = Catalog::open(&db, trusted)?;
+    let incarnation = crate::cluster::next_incarnation(&db).context("advancing the incarnation")?;
+    let (cluster, cluster_commands) = ClusterShared::new(&config, &db);
+    let mut swarm =
+        cluster_swarm::build_swarm(identity.signing_key().to_bytes(), &config.listen.p2p)?;
+    let p2p_addrs = cluster_swarm::wait_listening(&mut swarm).await?;
 
     let listener = TcpListener::bind(config.listen.http)
         .await
@@ -86,6 +95,8 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
         Arc::clone(&metrics),
         db,
         http_addr,
+        cluster,
+        incarnation,
     ));
 
     let (shutdown, shutdown_rx) = watch::channel(false);
@@ -106,6 +117,13 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
             .await;
         }));
     }
+    tasks.push(tokio::spawn(cluster_swarm::run(
+        Arc::clone(&state),
+        swarm,
+        p2p_addrs.clone(),
+        cluster_commands,
+        shutdown_rx.clone(),
+    )));
     {
         let state = Arc::clone(&state);
         tasks.push(tokio::spawn(async move {
@@ -116,7 +134,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
         }));
     }
     state.set_ready(true);
-    write_runtime_file(&state, &admin_socket)?;
+    write_runtime_file(&state, &admin_socket, &p2p_addrs)?;
     tracing::info!(
         peer_id = %state.identity.peer_id(),
         role = %state.config.role,
@@ -125,7 +143,12 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
         contents = state.catalog.len(),
         "node ready"
     );
+    let peer = state.identity.peer_id();
     Ok(RunningNode {
+        p2p_addrs: p2p_addrs
+            .iter()
+            .map(|a| format!("{a}/p2p/{peer}"))
+            .collect(),
         state,
         admin_socket,
         shutdown,
@@ -137,13 +160,24 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
 /// config says port 0), for operators' scripts and the test harness. Removed at shutdown.
 pub const RUNTIME_FILE: &str = "runtime.json";
 
-fn write_runtime_file(state: &NodeState, admin_socket: &std::path::Path) -> anyhow::Result<()> {
+fn write_runtime_file(
+    state: &NodeState,
+    admin_socket: &std::path::Path,
+    p2p_addrs: &[libp2p::Multiaddr],
+) -> anyhow::Result<()> {
+    let peer = state.identity.peer_id();
+    let p2p: Vec<String> = p2p_addrs
+        .iter()
+        .map(|a| format!("{a}/p2p/{peer}"))
+        .collect();
     let info = serde_json::json!({
         "pid": std::process::id(),
         "peer_id": state.identity.peer_id().to_string(),
         "public_key": state.identity.public_key_hex(),
         "role": state.config.role.as_str(),
         "http": state.http_addr.to_string(),
+        "incarnation": state.incarnation,
+        "p2p": p2p,
         "admin_socket": admin_socket,
     });
     let dir = &state.config.data_dir;

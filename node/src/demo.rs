@@ -36,19 +36,20 @@ pub fn write_sample(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs the demo until ctrl-c or SIGTERM.
-///
-/// # Errors
-/// The node cannot start (e.g. the port is taken) or the sample cannot be ingested.
-pub async fn run(http_port: u16) -> anyhow::Result<()> {
-    let dir = tempfile::Builder::new()
-        .prefix("mhc-demo-")
-        .tempdir()
-        .context("creating the demo's temporary directory")?;
-    let data_dir = dir.path().join("origin");
-    let config_path = dir.path().join("origin.toml");
+/// The demo's config for one node: loopback only, OS-chosen ports except the origin's viewer
+/// port, one-second heartbeats.
+fn node_config(
+    dir: &Path,
+    name: &str,
+    role: &str,
+    http_port: u16,
+    bootstrap: &[String],
+) -> anyhow::Result<mhc_config::Config> {
+    let data_dir = dir.join(name);
+    let config_path = dir.join(format!("{name}.toml"));
+    let bootstrap: Vec<String> = bootstrap.iter().map(|b| format!("{b:?}")).collect();
     let text = format!(
-        "role = \"origin\"\n\
+        "role = \"{role}\"\n\
          data_dir = {data_dir:?}\n\
          region = \"local\"\n\
          location = {{ lat = 52.37, lon = 4.90 }}\n\
@@ -57,18 +58,39 @@ pub async fn run(http_port: u16) -> anyhow::Result<()> {
          quic = \"127.0.0.1:0\"\n\
          p2p = \"/ip4/127.0.0.1/tcp/0\"\n\
          iroh = \"127.0.0.1:0\"\n\
+         [cluster]\n\
+         bootstrap = [{}]\n\
          [cache]\n\
          memory_mb = 64\n\
          disk_gb = 1\n",
+        bootstrap.join(", ")
     );
     fs::write(&config_path, &text)?;
-    let config = mhc_config::from_toml_str(&text, &config_path)?;
-    let node = daemon::start(config).await?;
+    Ok(mhc_config::from_toml_str(&text, &config_path)?)
+}
+
+/// Runs the demo until ctrl-c or SIGTERM: an origin serving the sample on `http_port`, and two
+/// edges that join it over the control plane.
+///
+/// # Errors
+/// A node cannot start (e.g. the port is taken) or the sample cannot be ingested.
+pub async fn run(http_port: u16) -> anyhow::Result<()> {
+    let dir = tempfile::Builder::new()
+        .prefix("mhc-demo-")
+        .tempdir()
+        .context("creating the demo's temporary directory")?;
+    let origin =
+        daemon::start(node_config(dir.path(), "origin", "origin", http_port, &[])?).await?;
+    let mut edges = Vec::new();
+    for name in ["edge-1", "edge-2"] {
+        let config = node_config(dir.path(), name, "edge", 0, &origin.p2p_addrs)?;
+        edges.push(daemon::start(config).await?);
+    }
 
     let sample_dir = dir.path().join("sample");
     write_sample(&sample_dir)?;
     let answer = admin::call(
-        &node.admin_socket,
+        &origin.admin_socket,
         Method::POST,
         "/admin/ingest",
         Some(json!({
@@ -83,29 +105,40 @@ pub async fn run(http_port: u16) -> anyhow::Result<()> {
     .await
     .context("ingesting the sample stream")?;
 
-    let http = node.state.http_addr;
+    // Wait (briefly) until the origin sees both edges, so the table below shows the cluster.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while origin.state.cluster.counts().0 < edges.len() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let status = admin::call(&origin.admin_socket, Method::GET, "/admin/status", None).await?;
+
+    let port = origin.state.http_addr.port();
     println!(
-        "mhc demo: one origin node, data in {}",
+        "mhc demo: an origin and two edges on loopback, data in {}",
         dir.path().display()
     );
-    println!("peer id: {}", node.state.identity.peer_id());
+    crate::cli::print_status(&status);
+    println!();
     println!(
         "content: {} v{} ({} segments, manifest {})",
-        SAMPLE_ID, answer["version"], answer["segments"], answer["manifest_hash"]
-    );
-    println!("admin socket: {}", node.admin_socket.display());
-    println!(
-        "playlist: http://127.0.0.1:{}/v1/content/{SAMPLE_ID}/index.m3u8",
-        http.port()
+        SAMPLE_ID,
+        answer["version"],
+        answer["segments"],
+        answer["manifest_hash"].as_str().unwrap_or("?")
     );
     println!(
-        "try: ffmpeg -i http://127.0.0.1:{}/v1/content/{SAMPLE_ID}/index.m3u8 -c copy -f null -",
-        http.port()
+        "status: mhc-node status --admin-socket {}",
+        origin.admin_socket.display()
     );
+    println!("playlist: http://127.0.0.1:{port}/v1/content/{SAMPLE_ID}/index.m3u8");
+    println!("try: ffmpeg -i http://127.0.0.1:{port}/v1/content/{SAMPLE_ID}/index.m3u8 -c copy -f null -");
     println!("ctrl-c to stop");
 
     crate::wait_for_signal().await;
-    node.shutdown().await;
+    for edge in edges {
+        edge.shutdown().await;
+    }
+    origin.shutdown().await;
     drop(dir);
     Ok(())
 }

@@ -15,6 +15,7 @@ use mhc_origin::{
 
 use crate::admin::IngestCommand;
 use crate::catalog::Published;
+use crate::cluster::messages::ContentAnnouncement;
 use crate::state::NodeState;
 use crate::store::{DiskTier, Imported};
 
@@ -139,6 +140,15 @@ fn ingest_inner(state: &NodeState, cmd: &IngestCommand) -> anyhow::Result<Ingest
     })();
     match commit {
         Ok(published) => {
+            let m = published.manifest();
+            state.cluster.announce(ContentAnnouncement {
+                peer_id: Vec::new(),
+                id: m.content_id.to_string(),
+                version: m.version,
+                manifest_hash: published.signed.manifest_hash(),
+                publisher: m.publisher,
+                sent_at_ms: 0,
+            });
             tracing::info!(
                 content = %content_id,
                 version = published.manifest().version,

@@ -7,8 +7,10 @@
 pub mod admin;
 pub mod catalog;
 pub mod cli;
+pub mod cluster;
 pub mod daemon;
 pub mod demo;
+pub mod geo;
 pub mod identity;
 pub mod ingest;
 pub mod metrics;

@@ -29,6 +29,8 @@ pub struct Metrics {
     store_misses: AtomicU64,
     store_corrupt: AtomicU64,
     ingests: Mutex<BTreeMap<&'static str, u64>>,
+    gossip: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
+    gossip_rejected: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 /// Point-in-time values the metrics do not own (store sizes, catalog size), read at scrape.
@@ -48,6 +50,8 @@ pub struct Gauges {
     pub contents: u64,
     /// Seconds since the node started.
     pub uptime_s: f64,
+    /// Other members by state: alive, suspect, dead.
+    pub members: (usize, usize, usize),
 }
 
 impl Metrics {
@@ -118,6 +122,31 @@ impl Metrics {
             .lock()
             .expect("metrics lock poisoned")
             .entry(outcome)
+            .or_default() += 1;
+    }
+
+    /// Body bytes sent to viewers so far.
+    pub fn response_bytes(&self) -> u64 {
+        self.response_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Counts one gossip message accepted in or published out (`direction` is `in` or `out`).
+    pub fn record_gossip(&self, direction: &'static str, topic: &'static str) {
+        *self
+            .gossip
+            .lock()
+            .expect("metrics lock poisoned")
+            .entry((direction, topic))
+            .or_default() += 1;
+    }
+
+    /// Counts one gossip message rejected, by reason.
+    pub fn record_gossip_rejected(&self, reason: &'static str) {
+        *self
+            .gossip_rejected
+            .lock()
+            .expect("metrics lock poisoned")
+            .entry(reason)
             .or_default() += 1;
     }
 
@@ -249,6 +278,36 @@ impl Metrics {
         let _ = writeln!(out, "# TYPE mhc_ingests_total counter");
         for (outcome, n) in self.ingests.lock().expect("metrics lock poisoned").iter() {
             let _ = writeln!(out, "mhc_ingests_total{{outcome=\"{outcome}\"}} {n}");
+        }
+        let _ = writeln!(out, "# HELP mhc_cluster_members Other members of the cluster by state, as this node sees them.");
+        let _ = writeln!(out, "# TYPE mhc_cluster_members gauge");
+        for (state, n) in [
+            ("alive", g.members.0),
+            ("suspect", g.members.1),
+            ("dead", g.members.2),
+        ] {
+            let _ = writeln!(out, "mhc_cluster_members{{state=\"{state}\"}} {n}");
+        }
+        let _ = writeln!(out, "# HELP mhc_gossip_messages_total Control-plane messages accepted in or published out, by topic.");
+        let _ = writeln!(out, "# TYPE mhc_gossip_messages_total counter");
+        for ((direction, topic), n) in self.gossip.lock().expect("metrics lock poisoned").iter() {
+            let _ = writeln!(
+                out,
+                "mhc_gossip_messages_total{{direction=\"{direction}\",topic=\"{topic}\"}} {n}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP mhc_gossip_rejected_total Control-plane messages rejected, by reason."
+        );
+        let _ = writeln!(out, "# TYPE mhc_gossip_rejected_total counter");
+        for (reason, n) in self
+            .gossip_rejected
+            .lock()
+            .expect("metrics lock poisoned")
+            .iter()
+        {
+            let _ = writeln!(out, "mhc_gossip_rejected_total{{reason=\"{reason}\"}} {n}");
         }
         out
     }

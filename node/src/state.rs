@@ -9,6 +9,7 @@ use mhc_config::Config;
 use serde_json::json;
 
 use crate::catalog::Catalog;
+use crate::cluster::ClusterShared;
 use crate::identity::Identity;
 use crate::metrics::{Gauges, Metrics};
 use crate::store::Store;
@@ -32,6 +33,10 @@ pub struct NodeState {
     pub http_addr: SocketAddr,
     /// Serialises ingests so versions are assigned one at a time.
     pub ingest_lock: Mutex<()>,
+    /// Control plane: membership, announcements.
+    pub cluster: ClusterShared,
+    /// This run's incarnation number (grows at every start).
+    pub incarnation: u64,
     started: Instant,
     ready: AtomicBool,
 }
@@ -47,6 +52,8 @@ impl NodeState {
         metrics: Arc<Metrics>,
         db: sled::Db,
         http_addr: SocketAddr,
+        cluster: ClusterShared,
+        incarnation: u64,
     ) -> Self {
         Self {
             config,
@@ -57,6 +64,8 @@ impl NodeState {
             db,
             http_addr,
             ingest_lock: Mutex::new(()),
+            cluster,
+            incarnation,
             started: Instant::now(),
             ready: AtomicBool::new(false),
         }
@@ -88,6 +97,7 @@ impl NodeState {
             disk_capacity_bytes: self.store.disk().capacity_bytes(),
             contents: self.catalog.len() as u64,
             uptime_s: self.started.elapsed().as_secs_f64(),
+            members: self.cluster.counts(),
         }
     }
 
@@ -101,6 +111,7 @@ impl NodeState {
             "region": c.region,
             "location": c.location.as_ref().map(|l| json!({"lat": l.lat, "lon": l.lon})),
             "state": "alive",
+            "incarnation": self.incarnation,
             "mode": self.mode_name(),
             "version": env!("CARGO_PKG_VERSION"),
             "uptime_ms": self.started.elapsed().as_millis() as u64,

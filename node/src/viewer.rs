@@ -480,10 +480,25 @@ fn route_answer(state: &NodeState, id: &str, remote: SocketAddr) -> Response<Bod
 }
 
 fn cluster(state: &NodeState) -> Response<Body> {
+    let (alive, suspect, dead) = state.cluster.counts();
     let body = json!({
         "self": state.self_description(),
         "mode": state.mode_name(),
-        "members": [],
+        "counts": { "alive": alive + 1, "suspect": suspect, "dead": dead },
+        "members": state.cluster.members_json(),
+        "announced": state.cluster.known_contents().iter().take(50)
+            .map(|k| json!({
+                "id": k.id,
+                "version": k.version,
+                "manifest_hash": hex::encode(k.manifest_hash),
+                "announced_by": k.announced_by.to_string(),
+                "sent_at_ms": k.sent_at_ms,
+                "received_at_ms": k.received_at_ms,
+            }))
+            .collect::<Vec<_>>(),
+        "gossip_peers": state.cluster.peer_scores().iter()
+            .map(|(p, s)| json!({"peer_id": p.to_string(), "score": s}))
+            .collect::<Vec<_>>(),
     });
     json_response(StatusCode::OK, &body, CACHE_NONE)
 }

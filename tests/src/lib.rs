@@ -61,6 +61,69 @@ pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     }
 }
 
+/// How to start a node: role, control-plane settings, extra config, where it runs.
+#[derive(Debug, Clone)]
+pub struct NodeOptions {
+    /// Role.
+    pub role: String,
+    /// `cluster.heartbeat_interval_ms`.
+    pub heartbeat_ms: u64,
+    /// `cluster.suspect_after_missed`.
+    pub suspect_after: u32,
+    /// `cluster.dead_after_missed`.
+    pub dead_after: u32,
+    /// `cluster.bootstrap` multiaddrs.
+    pub bootstrap: Vec<String>,
+    /// Extra TOML appended to the config (other tables).
+    pub extra_toml: String,
+    /// Network namespace to run in (`ip netns exec`), if any.
+    pub netns: Option<String>,
+    /// IP address the p2p plane listens on.
+    pub p2p_ip: String,
+}
+
+impl NodeOptions {
+    /// Defaults for `role`: 300 ms heartbeats, suspect after 3, dead after 6, loopback.
+    pub fn new(role: &str) -> Self {
+        Self {
+            role: role.to_owned(),
+            heartbeat_ms: 300,
+            suspect_after: 3,
+            dead_after: 6,
+            bootstrap: Vec::new(),
+            extra_toml: String::new(),
+            netns: None,
+            p2p_ip: "127.0.0.1".into(),
+        }
+    }
+
+    /// Bootstraps from these multiaddrs.
+    pub fn bootstrap(mut self, addrs: &[String]) -> Self {
+        self.bootstrap = addrs.to_vec();
+        self
+    }
+
+    /// Appends TOML tables.
+    pub fn extra(mut self, toml: &str) -> Self {
+        self.extra_toml.push_str(toml);
+        self.extra_toml.push('\n');
+        self
+    }
+
+    /// Runs in a network namespace, p2p on `ip`.
+    pub fn in_netns(mut self, netns: &str, ip: &str) -> Self {
+        self.netns = Some(netns.to_owned());
+        self.p2p_ip = ip.to_owned();
+        self
+    }
+
+    /// Sets the heartbeat period.
+    pub fn heartbeat_ms(mut self, ms: u64) -> Self {
+        self.heartbeat_ms = ms;
+        self
+    }
+}
+
 /// A temporary folder with the nodes of one test.
 #[derive(Debug)]
 pub struct Cluster {
@@ -89,8 +152,12 @@ impl Cluster {
     /// Starts a node named `name` with `role`; `extra_toml` is appended to the generated config
     /// (tables such as `[cache]` or `[trust]`). Returns its index in [`Cluster::nodes`].
     pub fn start(&mut self, name: &str, role: &str, extra_toml: &str) -> usize {
-        let node = NodeProcess::configure(self.dir.path(), name, role, extra_toml);
-        let mut node = node;
+        self.start_with(name, NodeOptions::new(role).extra(extra_toml))
+    }
+
+    /// Starts a node with full options. Returns its index.
+    pub fn start_with(&mut self, name: &str, opts: NodeOptions) -> usize {
+        let mut node = NodeProcess::configure(self.dir.path(), name, opts);
         node.spawn();
         self.nodes.push(node);
         self.nodes.len() - 1
@@ -128,34 +195,66 @@ pub struct NodeProcess {
     pub http: Option<SocketAddr>,
     /// Peer id, known once started.
     pub peer_id: Option<String>,
+    /// libp2p addresses with `/p2p/<id>`, known once started.
+    pub p2p: Vec<String>,
+    /// Options it was configured with.
+    pub options: NodeOptions,
     child: Option<Child>,
 }
 
 impl NodeProcess {
-    fn configure(root: &Path, name: &str, role: &str, extra_toml: &str) -> Self {
+    fn configure(root: &Path, name: &str, opts: NodeOptions) -> Self {
         let data_dir = root.join(name);
         let config_path = root.join(format!("{name}.toml"));
-        let config = format!(
-            "role = \"{role}\"\n\
-             data_dir = {data_dir:?}\n\
-             region = \"test\"\n\
-             [listen]\n\
-             http = \"127.0.0.1:0\"\n\
-             quic = \"127.0.0.1:0\"\n\
-             p2p = \"/ip4/127.0.0.1/tcp/0\"\n\
-             iroh = \"127.0.0.1:0\"\n\
-             {extra_toml}\n"
-        );
-        fs::write(&config_path, config).expect("writing node config");
-        Self {
+        let node = Self {
             name: name.to_owned(),
             log_path: root.join(format!("{name}.log")),
             config_path,
             data_dir,
             http: None,
             peer_id: None,
+            p2p: Vec::new(),
+            options: opts,
             child: None,
-        }
+        };
+        node.write_config();
+        node
+    }
+
+    /// (Re)writes the config file from [`NodeProcess::options`].
+    pub fn write_config(&self) {
+        let o = &self.options;
+        let bootstrap: Vec<String> = o.bootstrap.iter().map(|b| format!("{b:?}")).collect();
+        let config = format!(
+            "role = \"{}\"\n\
+             data_dir = {:?}\n\
+             region = \"test\"\n\
+             [listen]\n\
+             http = \"127.0.0.1:0\"\n\
+             quic = \"127.0.0.1:0\"\n\
+             p2p = \"/ip4/{}/tcp/0\"\n\
+             iroh = \"127.0.0.1:0\"\n\
+             [cluster]\n\
+             heartbeat_interval_ms = {}\n\
+             suspect_after_missed = {}\n\
+             dead_after_missed = {}\n\
+             bootstrap = [{}]\n\
+             {}\n",
+            o.role,
+            self.data_dir,
+            o.p2p_ip,
+            o.heartbeat_ms,
+            o.suspect_after,
+            o.dead_after,
+            bootstrap.join(", "),
+            o.extra_toml,
+        );
+        fs::write(&self.config_path, config).expect("writing node config");
+    }
+
+    /// The heartbeat period.
+    pub fn heartbeat(&self) -> Duration {
+        Duration::from_millis(self.options.heartbeat_ms)
     }
 
     /// Starts the process and waits until it has written `runtime.json`.
@@ -168,7 +267,15 @@ impl NodeProcess {
             .append(true)
             .open(&self.log_path)
             .expect("node log file");
-        let child = Command::new(node_binary())
+        let mut command = match &self.options.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(node_binary());
+                c
+            }
+            None => Command::new(node_binary()),
+        };
+        let child = command
             .arg("run")
             .arg("--config")
             .arg(&self.config_path)
@@ -186,6 +293,14 @@ impl NodeProcess {
                 .is_some_and(|v| {
                     self.http = v["http"].as_str().and_then(|a| a.parse().ok());
                     self.peer_id = v["peer_id"].as_str().map(str::to_owned);
+                    self.p2p = v["p2p"]
+                        .as_array()
+                        .map(|a| {
+                            a.iter()
+                                .filter_map(|x| x.as_str().map(str::to_owned))
+                                .collect()
+                        })
+                        .unwrap_or_default();
                     self.http.is_some()
                 })
                 || self.exited()
@@ -236,6 +351,53 @@ impl NodeProcess {
         let text = fs::read_to_string(&self.log_path).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
         lines[lines.len().saturating_sub(60)..].join("\n")
+    }
+
+    /// The node's view of the cluster (`mhc-node status --json` over the admin socket, which
+    /// works from any network namespace), or `None` if it does not answer.
+    pub fn cluster_view(&self) -> Option<serde_json::Value> {
+        if self.options.netns.is_none() {
+            // Same namespace: the viewer plane answers faster than spawning the CLI.
+            let r = http_request(self.http?, "GET", "/v1/cluster", &[]).ok()?;
+            return (r.status == 200).then(|| serde_json::from_slice(&r.body).ok())?;
+        }
+        let data_dir = self.data_dir.to_str()?.to_owned();
+        let out = self.cli(&["status", "--json", "--data-dir", &data_dir]);
+        if !out.status.success() {
+            return None;
+        }
+        serde_json::from_slice(&out.stdout).ok()
+    }
+
+    /// State (`alive`, `suspect`, `dead`) of `peer` in this node's table, if listed.
+    pub fn member_state(&self, peer: &str) -> Option<String> {
+        let view = self.cluster_view()?;
+        view["members"]
+            .as_array()?
+            .iter()
+            .find(|m| m["peer_id"] == peer)
+            .and_then(|m| m["state"].as_str().map(str::to_owned))
+    }
+
+    /// Number of other members this node sees alive.
+    pub fn alive_members(&self) -> usize {
+        self.cluster_view()
+            .and_then(|v| {
+                v["members"]
+                    .as_array()
+                    .map(|a| a.iter().filter(|m| m["state"] == "alive").count())
+            })
+            .unwrap_or(0)
+    }
+
+    /// Whether the process is running.
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// The viewer-plane address.
@@ -450,3 +612,5 @@ pub fn assert_success(out: &Output, what: &str) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+pub mod mmdb;

@@ -1,16 +1,37 @@
 //! Wire protocols of `mhc-node`.
 //!
-//! - [`parse_range`], [`if_none_match_matches`], [`if_range_matches`]: the RFC 9110 logic of the
-//!   viewer plane, without sockets, so it is tested on its own.
+//! Viewer plane (HTTP, served by the node with hyper):
+//! - [`parse_range`], [`if_none_match_matches`], [`if_range_matches`]: the RFC 9110 logic,
+//!   without sockets, so it is tested on its own.
 //! - [`headers`]: header names and fixed values players and CDNs see.
 //!
-//! The QUIC node-to-node protocol (sans-I/O messages and the quinn socket layer) lands here next,
-//! following the same split as quinn-proto / quinn.
+//! Hierarchical data plane (node to node over QUIC, ALPN [`ALPN`]), split like quinn-proto /
+//! quinn:
+//! - Protocol, without I/O: [`Request`], [`ResponseHeader`], [`encode_request`],
+//!   [`encode_response_header`], [`FrameDecoder`] and the limits ([`MAX_REQUEST_BYTES`] …).
+//! - TLS identity: a node's ed25519 key is its certificate key, so the peer of every connection
+//!   is a libp2p `PeerId` ([`server_config`], [`client_config`], [`peer_id_of`]).
+//! - Sockets: [`QuicServer::bind`] serves requests with a [`Handler`];
+//!   [`QuicClient::connect`] gives a [`QuicConnection`] whose [`QuicConnection::request`] and
+//!   [`QuicConnection::request_streaming`] fetch manifests and segments.
 
 mod conditional;
 pub mod headers;
+mod identity;
+mod proto;
+mod quic;
 
 pub use conditional::{
     content_range, if_none_match_matches, if_range_matches, parse_range, unsatisfied_range,
     RangeOutcome,
+};
+pub use identity::{client_config, peer_id_of, server_config, IdentityError};
+pub use proto::{
+    encode_request, encode_response_header, Frame, FrameDecoder, ProtoError, Request,
+    ResponseHeader, ALPN, MAX_CONTENT_ID_BYTES, MAX_PROOF_HASHES, MAX_REQUEST_BYTES,
+    MAX_RESPONSE_HEADER_BYTES, MAX_TEXT_BYTES, PROTOCOL_VERSION,
+};
+pub use quic::{
+    ErrorOrigin, Handler, QuicClient, QuicConnection, QuicError, QuicLimits, QuicServer, Response,
+    ResponseBody,
 };
