@@ -34,6 +34,7 @@ pub struct RunningNode {
     pub p2p_addrs: Vec<String>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    control_plane: cluster_swarm::ControlPlaneThread,
 }
 
 /// Starts a node with `config`: identity, stores, viewer plane, admin plane.
@@ -73,9 +74,10 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
     let catalog = Catalog::open(&db, trusted)?;
     let incarnation = crate::cluster::next_incarnation(&db).context("advancing the incarnation")?;
     let (cluster, cluster_commands) = ClusterShared::new(&config, &db);
-    let mut swarm =
-        cluster_swarm::build_swarm(identity.signing_key().to_bytes(), &config.listen.p2p)?;
-    let p2p_addrs = cluster_swarm::wait_listening(&mut swarm).await?;
+    let (mut control_plane, p2p_addrs) = cluster_swarm::ControlPlaneThread::spawn(
+        identity.signing_key().to_bytes(),
+        config.listen.p2p.clone(),
+    )?;
 
     let listener = TcpListener::bind(config.listen.http)
         .await
@@ -117,13 +119,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
             .await;
         }));
     }
-    tasks.push(tokio::spawn(cluster_swarm::run(
-        Arc::clone(&state),
-        swarm,
-        p2p_addrs.clone(),
-        cluster_commands,
-        shutdown_rx.clone(),
-    )));
+    control_plane.start(Arc::clone(&state), cluster_commands, shutdown_rx.clone());
     {
         let state = Arc::clone(&state);
         tasks.push(tokio::spawn(async move {
@@ -153,6 +149,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
         admin_socket,
         shutdown,
         tasks,
+        control_plane,
     })
 }
 
@@ -214,6 +211,8 @@ impl RunningNode {
         for task in self.tasks {
             let _ = task.await;
         }
+        let control_plane = self.control_plane;
+        let _ = tokio::task::spawn_blocking(move || control_plane.join()).await;
         if let Err(err) = self.state.db.flush_async().await {
             tracing::error!(error = %err, "flushing the database at shutdown");
         }

@@ -27,12 +27,13 @@ pub fn node_binary() -> PathBuf {
     if let Some(p) = std::env::var_os("MHC_NODE_BIN") {
         return PathBuf::from(p);
     }
-    // target/debug/deps/<test-binary> → target/debug/mhc-node
+    // target/<profile>/deps/<test binary> or target/<profile>/<bench binary>
+    // → target/<profile>/mhc-node
     let exe = std::env::current_exe().expect("test executable path");
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("test binary lives in target/<profile>/deps");
+    let mut profile_dir = exe.parent().expect("executable has a folder");
+    if profile_dir.ends_with("deps") {
+        profile_dir = profile_dir.parent().expect("deps has a parent");
+    }
     let bin = profile_dir.join("mhc-node");
     assert!(
         bin.is_file(),

@@ -63,10 +63,17 @@ fn main() {
         if seen.iter().all(|s| *s == n - 1) {
             break;
         }
-        assert!(
-            converge_from.elapsed() < Duration::from_secs(120),
-            "no convergence: {seen:?}"
-        );
+        if converge_from.elapsed() > Duration::from_secs(120) {
+            if let Some(i) = seen.iter().position(|s| *s != n - 1) {
+                let node = c.node(i);
+                eprintln!(
+                    "node {i} view: {:?}",
+                    node.cluster_view().map(|v| v["counts"].clone())
+                );
+                eprintln!("node {i} log:\n{}", node.log_tail());
+            }
+            panic!("no convergence: {seen:?}");
+        }
         std::thread::sleep(Duration::from_millis(100));
     }
     let converged = converge_from.elapsed();
