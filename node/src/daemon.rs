@@ -16,6 +16,7 @@ use crate::admin::{self, ADMIN_SOCKET};
 use crate::catalog::{open_db, Catalog};
 use crate::cluster::swarm as cluster_swarm;
 use crate::cluster::ClusterShared;
+use crate::geo::SharedGeo;
 use crate::identity::Identity;
 use crate::metrics::Metrics;
 use crate::server;
@@ -79,6 +80,15 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
         config.listen.p2p.clone(),
     )?;
 
+    let geo = SharedGeo::new();
+    if let Some(path) = &config.geo.database {
+        // A missing or corrupt database is not fatal: routing falls back to the node's own
+        // region and says why, and the reloader picks the file up once it is fixed.
+        if let Err(err) = geo.load(path) {
+            tracing::error!(error = %err, "geo database not loaded; routing falls back to regions");
+        }
+    }
+
     let listener = TcpListener::bind(config.listen.http)
         .await
         .with_context(|| format!("binding listen.http {}", config.listen.http))?;
@@ -99,10 +109,21 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
         http_addr,
         cluster,
         incarnation,
+        geo.clone(),
     ));
+
 
     let (shutdown, shutdown_rx) = watch::channel(false);
     let mut tasks = Vec::new();
+    if let Some(path) = &state.config.geo.database {
+        // Aborted at shutdown like the other tasks' loops end: it holds only a weak handle.
+        let reloader = geo.spawn_reloader(path.clone(), crate::geo::DEFAULT_RELOAD_INTERVAL);
+        let mut rx = shutdown_rx.clone();
+        tasks.push(tokio::spawn(async move {
+            let _ = rx.changed().await;
+            reloader.abort();
+        }));
+    }
     {
         let state = Arc::clone(&state);
         let rx = shutdown_rx.clone();

@@ -10,6 +10,7 @@ use serde_json::json;
 
 use crate::catalog::Catalog;
 use crate::cluster::ClusterShared;
+use crate::geo::SharedGeo;
 use crate::identity::Identity;
 use crate::metrics::{Gauges, Metrics};
 use crate::store::Store;
@@ -37,6 +38,8 @@ pub struct NodeState {
     pub cluster: ClusterShared,
     /// This run's incarnation number (grows at every start).
     pub incarnation: u64,
+    /// The geo database (`geo.database`), reloaded when its files change; empty without one.
+    pub geo: SharedGeo,
     started: Instant,
     ready: AtomicBool,
 }
@@ -54,6 +57,7 @@ impl NodeState {
         http_addr: SocketAddr,
         cluster: ClusterShared,
         incarnation: u64,
+        geo: SharedGeo,
     ) -> Self {
         Self {
             config,
@@ -66,6 +70,7 @@ impl NodeState {
             ingest_lock: Mutex::new(()),
             cluster,
             incarnation,
+            geo,
             started: Instant::now(),
             ready: AtomicBool::new(false),
         }
