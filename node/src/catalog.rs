@@ -120,6 +120,11 @@ impl Published {
         })
     }
 
+    /// The Merkle proof of segment `index` (sibling hashes, bottom-up), O(log n).
+    pub fn proof_hashes(&self, index: usize) -> Vec<[u8; 32]> {
+        self.tree.0.proof(&[index]).proof_hashes().to_vec()
+    }
+
     /// Header values of the init segment, if the rendition has one.
     pub fn init_headers(&self) -> Option<&SegmentHeaders> {
         self.init_headers.as_ref()

@@ -16,13 +16,16 @@ use crate::admin::{self, ADMIN_SOCKET};
 use crate::catalog::{open_db, Catalog};
 use crate::cluster::swarm as cluster_swarm;
 use crate::cluster::ClusterShared;
+use crate::fill::Filler;
 use crate::geo::SharedGeo;
 use crate::identity::Identity;
 use crate::metrics::Metrics;
+use crate::quic_plane::DataPlane;
 use crate::server;
 use crate::state::NodeState;
 use crate::store::Store;
 use crate::viewer;
+use mhc_transport::{QuicLimits, QuicServer};
 
 /// A started node. Dropping it does not stop it; call [`RunningNode::shutdown`].
 #[derive(Debug)]
@@ -36,6 +39,7 @@ pub struct RunningNode {
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     control_plane: cluster_swarm::ControlPlaneThread,
+    quic_server: QuicServer,
 }
 
 /// Starts a node with `config`: identity, stores, viewer plane, admin plane.
@@ -57,6 +61,9 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
             &data_dir.join("blobs"),
             config.cache.memory_bytes,
             config.cache.disk_bytes,
+            // An origin's blobs are the published content: never evicted. Every other role
+            // caches.
+            config.role != Role::Origin,
             Arc::clone(&metrics),
         )
         .with_context(|| format!("opening blob store in {}", data_dir.display()))?,
@@ -94,6 +101,18 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
         .with_context(|| format!("binding listen.http {}", config.listen.http))?;
     let http_addr = listener.local_addr()?;
 
+    let seed = identity.signing_key().to_bytes();
+    let data_plane = DataPlane::new();
+    let quic_server = QuicServer::bind(
+        config.listen.quic,
+        seed,
+        QuicLimits::default(),
+        Arc::new(data_plane.clone()),
+    )
+    .with_context(|| format!("binding listen.quic {}", config.listen.quic))?;
+    let quic_addr = quic_server.local_addr();
+    let filler = Filler::new(quic_addr, seed).context("binding the QUIC fill client")?;
+
     let admin_socket = data_dir.join(ADMIN_SOCKET);
     let admin_listener = bind_admin_socket(&admin_socket).await?;
 
@@ -110,8 +129,10 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
         cluster,
         incarnation,
         geo.clone(),
+        filler,
+        quic_addr,
     ));
-
+    data_plane.attach(&state);
 
     let (shutdown, shutdown_rx) = watch::channel(false);
     let mut tasks = Vec::new();
@@ -171,6 +192,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
         shutdown,
         tasks,
         control_plane,
+        quic_server,
     })
 }
 
@@ -195,6 +217,7 @@ fn write_runtime_file(
         "role": state.config.role.as_str(),
         "http": state.http_addr.to_string(),
         "incarnation": state.incarnation,
+        "quic": state.quic_addr.to_string(),
         "p2p": p2p,
         "admin_socket": admin_socket,
     });
@@ -229,6 +252,7 @@ impl RunningNode {
     pub async fn shutdown(self) {
         self.state.set_ready(false);
         let _ = self.shutdown.send(true);
+        self.quic_server.shutdown().await;
         for task in self.tasks {
             let _ = task.await;
         }

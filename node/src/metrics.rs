@@ -15,6 +15,9 @@ const LATENCY_BUCKETS_S: [f64; 12] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
 ];
 
+/// Outcomes of routing decisions, in the order of `Metrics::routing_decisions`.
+const ROUTING_OUTCOMES: [&str; 3] = ["geo", "fallback", "no_candidate"];
+
 /// All of a node's metrics.
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -31,6 +34,16 @@ pub struct Metrics {
     ingests: Mutex<BTreeMap<&'static str, u64>>,
     gossip: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
     gossip_rejected: Mutex<BTreeMap<&'static str, u64>>,
+    /// Routing decisions by outcome: geo, fallback, no_candidate.
+    routing_decisions: [AtomicU64; 3],
+    quic_responses: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
+    quic_body_bytes: AtomicU64,
+    fills: AtomicU64,
+    fill_bytes: AtomicU64,
+    fill_failures: Mutex<BTreeMap<&'static str, u64>>,
+    fill_latency: [AtomicU64; LATENCY_BUCKETS_S.len()],
+    fill_latency_count: AtomicU64,
+    fill_latency_sum_us: AtomicU64,
 }
 
 /// Point-in-time values the metrics do not own (store sizes, catalog size), read at scrape.
@@ -148,6 +161,52 @@ impl Metrics {
             .expect("metrics lock poisoned")
             .entry(reason)
             .or_default() += 1;
+    }
+
+    /// Counts one answer of the QUIC data plane (`kind`: manifest/segment/init; `outcome`:
+    /// ok/not_found/busy/error) and its body bytes.
+    pub fn record_quic_response(&self, kind: &'static str, outcome: &'static str, body: u64) {
+        *self
+            .quic_responses
+            .lock()
+            .expect("metrics lock poisoned")
+            .entry((kind, outcome))
+            .or_default() += 1;
+        self.quic_body_bytes.fetch_add(body, Ordering::Relaxed);
+    }
+
+    /// Counts one verified fill from a parent.
+    pub fn record_fill(&self, bytes: u64, took: Duration) {
+        self.fills.fetch_add(1, Ordering::Relaxed);
+        self.fill_bytes.fetch_add(bytes, Ordering::Relaxed);
+        let s = took.as_secs_f64();
+        if let Some(i) = LATENCY_BUCKETS_S.iter().position(|b| s <= *b) {
+            self.fill_latency[i].fetch_add(1, Ordering::Relaxed);
+        }
+        self.fill_latency_count.fetch_add(1, Ordering::Relaxed);
+        self.fill_latency_sum_us
+            .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    /// Counts one failed fill attempt from one parent (`verification`, `unreachable`,
+    /// `bad_manifest`).
+    pub fn record_fill_failure(&self, reason: &'static str) {
+        *self
+            .fill_failures
+            .lock()
+            .expect("metrics lock poisoned")
+            .entry(reason)
+            .or_default() += 1;
+    }
+
+    /// Counts one routing decision by outcome: `geo`, `fallback` or `no_candidate` (anything
+    /// else counts as `no_candidate`).
+    pub fn record_routing_decision(&self, outcome: &'static str) {
+        let i = ROUTING_OUTCOMES
+            .iter()
+            .position(|o| *o == outcome)
+            .unwrap_or(2);
+        self.routing_decisions[i].fetch_add(1, Ordering::Relaxed);
     }
 
     /// Renders everything in the Prometheus text format (version 0.0.4).
@@ -278,6 +337,83 @@ impl Metrics {
         let _ = writeln!(out, "# TYPE mhc_ingests_total counter");
         for (outcome, n) in self.ingests.lock().expect("metrics lock poisoned").iter() {
             let _ = writeln!(out, "mhc_ingests_total{{outcome=\"{outcome}\"}} {n}");
+        }
+        let _ = writeln!(out, "# HELP mhc_quic_responses_total QUIC data-plane answers to other nodes, by request kind and outcome.");
+        let _ = writeln!(out, "# TYPE mhc_quic_responses_total counter");
+        for ((kind, outcome), n) in self
+            .quic_responses
+            .lock()
+            .expect("metrics lock poisoned")
+            .iter()
+        {
+            let _ = writeln!(
+                out,
+                "mhc_quic_responses_total{{kind=\"{kind}\",outcome=\"{outcome}\"}} {n}"
+            );
+        }
+        counter(
+            &mut out,
+            "mhc_quic_body_bytes_total",
+            "Body bytes sent to other nodes over QUIC.",
+            self.quic_body_bytes.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut out,
+            "mhc_fills_total",
+            "Segments filled from a parent and verified.",
+            self.fills.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut out,
+            "mhc_fill_bytes_total",
+            "Bytes filled from parents (verified).",
+            self.fill_bytes.load(Ordering::Relaxed),
+        );
+        let _ = writeln!(out, "# HELP mhc_fill_failures_total Failed fill attempts, by reason (verification = a parent sent bytes that do not match the signed manifest).");
+        let _ = writeln!(out, "# TYPE mhc_fill_failures_total counter");
+        for (reason, n) in self
+            .fill_failures
+            .lock()
+            .expect("metrics lock poisoned")
+            .iter()
+        {
+            let _ = writeln!(out, "mhc_fill_failures_total{{reason=\"{reason}\"}} {n}");
+        }
+        let _ = writeln!(
+            out,
+            "# HELP mhc_fill_duration_seconds Time to fill one segment from a parent."
+        );
+        let _ = writeln!(out, "# TYPE mhc_fill_duration_seconds histogram");
+        let mut cumulative = 0;
+        for (bound, n) in LATENCY_BUCKETS_S.iter().zip(&self.fill_latency) {
+            cumulative += n.load(Ordering::Relaxed);
+            let _ = writeln!(
+                out,
+                "mhc_fill_duration_seconds_bucket{{le=\"{bound}\"}} {cumulative}"
+            );
+        }
+        let count = self.fill_latency_count.load(Ordering::Relaxed);
+        let _ = writeln!(
+            out,
+            "mhc_fill_duration_seconds_bucket{{le=\"+Inf\"}} {count}"
+        );
+        let _ = writeln!(
+            out,
+            "mhc_fill_duration_seconds_sum {}",
+            self.fill_latency_sum_us.load(Ordering::Relaxed) as f64 / 1e6
+        );
+        let _ = writeln!(out, "mhc_fill_duration_seconds_count {count}");
+        let _ = writeln!(
+            out,
+            "# HELP mhc_routing_decisions_total Routing decisions (/play, /v1/route, master playlists) by outcome."
+        );
+        let _ = writeln!(out, "# TYPE mhc_routing_decisions_total counter");
+        for (outcome, n) in ROUTING_OUTCOMES.iter().zip(&self.routing_decisions) {
+            let n = n.load(Ordering::Relaxed);
+            let _ = writeln!(
+                out,
+                "mhc_routing_decisions_total{{outcome=\"{outcome}\"}} {n}"
+            );
         }
         let _ = writeln!(out, "# HELP mhc_cluster_members Other members of the cluster by state, as this node sees them.");
         let _ = writeln!(out, "# TYPE mhc_cluster_members gauge");

@@ -10,6 +10,7 @@ use serde_json::json;
 
 use crate::catalog::Catalog;
 use crate::cluster::ClusterShared;
+use crate::fill::Filler;
 use crate::geo::SharedGeo;
 use crate::identity::Identity;
 use crate::metrics::{Gauges, Metrics};
@@ -40,6 +41,10 @@ pub struct NodeState {
     pub incarnation: u64,
     /// The geo database (`geo.database`), reloaded when its files change; empty without one.
     pub geo: SharedGeo,
+    /// Fill from parents over QUIC.
+    pub filler: Filler,
+    /// Address the QUIC data plane is bound to.
+    pub quic_addr: SocketAddr,
     started: Instant,
     ready: AtomicBool,
 }
@@ -58,6 +63,8 @@ impl NodeState {
         cluster: ClusterShared,
         incarnation: u64,
         geo: SharedGeo,
+        filler: Filler,
+        quic_addr: SocketAddr,
     ) -> Self {
         Self {
             config,
@@ -71,6 +78,8 @@ impl NodeState {
             cluster,
             incarnation,
             geo,
+            filler,
+            quic_addr,
             started: Instant::now(),
             ready: AtomicBool::new(false),
         }
@@ -120,7 +129,7 @@ impl NodeState {
             "mode": self.mode_name(),
             "version": env!("CARGO_PKG_VERSION"),
             "uptime_ms": self.started.elapsed().as_millis() as u64,
-            "addrs": { "http": self.http_addr.to_string() },
+            "addrs": { "http": self.http_addr.to_string(), "quic": self.quic_addr.to_string() },
             "load": {
                 "connections_open": self.metrics.connections_open(),
                 "ram_bytes": self.store.ram().used_bytes(),

@@ -27,6 +27,9 @@ use mhc_transport::{
 use serde_json::json;
 
 use crate::catalog::{Published, SegmentHeaders};
+use crate::cluster::messages::{Load, WireMode, WireRole};
+use crate::fill::{self, FillError, Part};
+use crate::routing::{self, Depth, GeoAvailability};
 use crate::state::NodeState;
 use crate::store::StoreError;
 
@@ -96,9 +99,12 @@ async fn route<B>(
         ["metrics"] => ("metrics", metrics(state)),
         ["v1", "content"] => ("content_list", content_list(state)),
         ["v1", "cluster"] => ("cluster", cluster(state)),
+        ["v1", "content", id, "master.m3u8"] => {
+            ("master", master(state, id, req.headers(), remote))
+        }
         ["v1", "content", id, rest @ ..] => {
             let (route, published) = match content_route(rest) {
-                Some(route) => (route, lookup(state, id, &query)),
+                Some(route) => (route, resolve(state, id, &query, route).await),
                 None => {
                     return (
                         "malformed",
@@ -119,8 +125,8 @@ async fn route<B>(
             };
             (route, resp)
         }
-        ["play", id] => ("play", play(state, id)),
-        ["v1", "route", id] => ("route", route_answer(state, id, remote)),
+        ["play", id] => ("play", play(state, id, req.headers(), remote)),
+        ["v1", "route", id] => ("route", route_answer(state, id, req.headers(), remote)),
         _ => (
             "not_found",
             error(StatusCode::NOT_FOUND, "no such resource"),
@@ -164,7 +170,46 @@ impl Query {
     }
 }
 
-/// The published version a content URL names, or why there is none.
+/// The published version a content URL names; an edge (or mesh node) that lacks it, or whose
+/// copy of a "latest" document is due for a check, asks its parents first. When every parent is
+/// unreachable, what is held is served (stale but signed).
+async fn resolve(
+    state: &Arc<NodeState>,
+    id: &str,
+    query: &Query,
+    route: &'static str,
+) -> Result<Arc<Published>, Refusal> {
+    let found = lookup(state, id, query);
+    let Ok(content_id) = ContentId::new(id.to_string()) else {
+        return found;
+    };
+    let is_latest_document = query.version.is_none() && matches!(route, "manifest" | "playlist");
+    let refresh = match &found {
+        Err(Refusal(StatusCode::NOT_FOUND, _)) => !state.filler.known_missing(&content_id),
+        Ok(_) => is_latest_document && state.filler.manifest_due(&content_id),
+        Err(_) => false,
+    };
+    if !refresh || state.config.role == mhc_config::Role::Origin {
+        return found;
+    }
+    match fill::refresh_manifest(state, &content_id, None).await {
+        Ok(()) => lookup(state, id, query),
+        Err(e) => {
+            if found.is_ok() {
+                tracing::debug!(content = %content_id, error = %e, "serving the held manifest (stale)");
+            }
+            found.map_err(|refusal| match e {
+                FillError::Unavailable(reason) => Refusal(
+                    StatusCode::BAD_GATEWAY,
+                    format!("{id} is not held here and no parent could be reached: {reason}"),
+                ),
+                _ => refusal,
+            })
+        }
+    }
+}
+
+/// The published version a content URL names in this node's catalog, or why there is none.
 fn lookup(state: &NodeState, id: &str, query: &Query) -> Result<Arc<Published>, Refusal> {
     let id = ContentId::new(id.to_string()).map_err(|e| {
         Refusal(
@@ -253,17 +298,21 @@ fn version_header(p: &Published) -> HeaderValue {
     HeaderValue::from(p.manifest().version)
 }
 
-async fn init_segment(state: &Arc<NodeState>, p: &Published, req: &HeaderMap) -> Response<Body> {
+async fn init_segment(
+    state: &Arc<NodeState>,
+    p: &Arc<Published>,
+    req: &HeaderMap,
+) -> Response<Body> {
     let (Some(init), Some(headers)) = (&p.manifest().hls.init, p.init_headers()) else {
         return error(StatusCode::NOT_FOUND, "this rendition has no init segment");
     };
-    let hash = init.hash;
-    blob_response(state, p, &hash, headers, CONTENT_TYPE_INIT_MP4, req).await
+    let _ = init;
+    blob_response(state, p, Part::Init, headers, CONTENT_TYPE_INIT_MP4, req).await
 }
 
 async fn segment(
     state: &Arc<NodeState>,
-    p: &Published,
+    p: &Arc<Published>,
     file: &str,
     req: &HeaderMap,
 ) -> Response<Body> {
@@ -296,16 +345,28 @@ async fn segment(
             ),
         );
     };
-    let hash = info.hash;
+    let _ = info;
     let headers = p.segment_headers(index);
-    blob_response(state, p, &hash, headers, format.content_type(), req).await
+    let resp = blob_response(
+        state,
+        p,
+        Part::Segment(index),
+        headers,
+        format.content_type(),
+        req,
+    )
+    .await;
+    if resp.status().is_success() {
+        fill::prefetch(state, p, index);
+    }
+    resp
 }
 
 /// A segment or init segment: conditional request, store read, range.
 async fn blob_response(
     state: &Arc<NodeState>,
-    p: &Published,
-    hash: &[u8; 32],
+    p: &Arc<Published>,
+    part: Part,
     h: &SegmentHeaders,
     content_type: &'static str,
     req: &HeaderMap,
@@ -313,15 +374,31 @@ async fn blob_response(
     if not_modified(req, &h.etag) {
         return not_modified_response(&h.etag, CACHE_IMMUTABLE);
     }
-    let bytes = match state.store.get(hash).await {
+    let hash = match part {
+        Part::Init => p.manifest().hls.init.as_ref().map(|i| i.hash),
+        Part::Segment(i) => p.manifest().segments.get(i).map(|s| s.hash),
+    }
+    .expect("callers checked the part exists");
+    let bytes = match state.store.get(&hash).await {
         Ok(bytes) => bytes,
-        Err(err @ StoreError::Corrupt(_)) => {
+        Err(err @ StoreError::Corrupt(_)) if state.config.role == mhc_config::Role::Origin => {
             return error(StatusCode::INTERNAL_SERVER_ERROR, &err.to_string())
         }
-        Err(err) => {
+        Err(err) if state.config.role == mhc_config::Role::Origin => {
             tracing::error!(error = %err, "segment listed in a manifest is not readable");
             return error(StatusCode::INTERNAL_SERVER_ERROR, &err.to_string());
         }
+        // Not here (or found corrupt and moved aside): fill it, verified, from a parent.
+        Err(_) => match fill::segment(state, p, part, None).await {
+            Ok(bytes) => bytes,
+            Err(FillError::NotFound(reason)) => {
+                return error(
+                    StatusCode::NOT_FOUND,
+                    &format!("segment not found upstream: {reason}"),
+                )
+            }
+            Err(e) => return error(StatusCode::BAD_GATEWAY, &e.to_string()),
+        },
     };
     let len = bytes.len() as u64;
     let range = match req.get(header::RANGE).and_then(|v| v.to_str().ok()) {
@@ -419,64 +496,350 @@ fn content_list(state: &NodeState) -> Response<Body> {
     json_response(StatusCode::OK, &json!({ "content": items }), CACHE_SHORT)
 }
 
-fn play(state: &NodeState, id: &str) -> Response<Body> {
+/// `GET /play/{id}`: `302` to the playlist on the node [`crate::routing`] chooses for this
+/// client; `503` with `Retry-After` when no node can serve the content now.
+fn play(state: &NodeState, id: &str, headers: &HeaderMap, remote: SocketAddr) -> Response<Body> {
     let id = match ContentId::new(id) {
         Ok(id) => id,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                &format!("malformed content id: {e}"),
-            )
-        }
+        Err(e) => return malformed_id(&e),
     };
-    if state.catalog.latest(&id).is_none() {
-        return error(StatusCode::NOT_FOUND, &format!("unknown content {id}"));
-    }
+    routed(
+        state,
+        &id,
+        headers,
+        remote,
+        Depth::Best(1),
+        |route| match route.chosen() {
+            Some(c) => redirect(&playlist_url(c.http, &id)),
+            None => no_candidate(state, route),
+        },
+    )
+}
+
+/// `GET /v1/route/{id}`: the routing decision for this client, explained: the client address
+/// and where it came from, its location and the source of that, and every candidate with its
+/// distance, load, state and why it was or was not chosen. `503` (same body, `Retry-After`)
+/// when no node can serve the content now.
+fn route_answer(
+    state: &NodeState,
+    id: &str,
+    headers: &HeaderMap,
+    remote: SocketAddr,
+) -> Response<Body> {
+    let id = match ContentId::new(id) {
+        Ok(id) => id,
+        Err(e) => return malformed_id(&e),
+    };
+    routed(state, &id, headers, remote, Depth::All, |route| {
+        if route.chosen().is_none() {
+            return no_candidate(state, route);
+        }
+        json_response(StatusCode::OK, &route.to_json(), CACHE_NONE)
+    })
+}
+
+/// `GET /v1/content/{id}/master.m3u8`: an HLS master playlist listing the rendition on the best
+/// three nodes for this client as redundant streams (same `BANDWIDTH`, `AVERAGE-BANDWIDTH` and
+/// `CODECS`, different URIs), so the player fails over by itself. The attributes come from the
+/// manifest: a node that does not hold it redirects to the best node that does.
+fn master(state: &NodeState, id: &str, headers: &HeaderMap, remote: SocketAddr) -> Response<Body> {
+    let id = match ContentId::new(id) {
+        Ok(id) => id,
+        Err(e) => return malformed_id(&e),
+    };
+    let published = state.catalog.latest(&id);
+    // Without the manifest, the best node holding it is looked for: rank them all.
+    let depth = match &published {
+        Some(_) => Depth::Best(MASTER_STREAMS),
+        None => Depth::All,
+    };
+    routed(state, &id, headers, remote, depth, |route| {
+        if route.chosen().is_none() {
+            return no_candidate(state, route);
+        }
+        let Some(p) = &published else {
+            let holder = route
+                .candidates
+                .iter()
+                .find(|c| c.is_eligible() && c.holds && !c.is_self);
+            return match holder {
+                Some(h) => redirect(&format!("http://{}/v1/content/{id}/master.m3u8", h.http)),
+                None => {
+                    let mut resp = error(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        &format!(
+                            "no live node that can serve {id} holds its manifest, which the \
+                             master playlist's attributes come from"
+                        ),
+                    );
+                    resp.headers_mut()
+                        .insert(header::RETRY_AFTER, retry_after(state));
+                    resp
+                }
+            };
+        };
+        let hls = &p.manifest().hls;
+        let mut inf = format!("#EXT-X-STREAM-INF:BANDWIDTH={}", hls.bandwidth_bps.max(1));
+        if hls.average_bandwidth_bps > 0 {
+            inf.push_str(&format!(",AVERAGE-BANDWIDTH={}", hls.average_bandwidth_bps));
+        }
+        if let Some(codecs) = hls.codecs.as_deref().filter(|c| !c.contains('"')) {
+            inf.push_str(&format!(",CODECS=\"{codecs}\""));
+        }
+        let mut body = format!(
+            "#EXTM3U\n## mhc: {id} version {}, the same rendition on the best nodes for this \
+             client, best first (redundant streams)\n",
+            p.manifest().version
+        );
+        for c in routing::best(route.candidates, MASTER_STREAMS) {
+            body.push_str(&format!(
+                "## {} ({}, region {})\n{inf}\n{}\n",
+                c.peer_id,
+                c.role.as_str(),
+                c.region,
+                playlist_url(c.http, &id)
+            ));
+        }
+        full(
+            StatusCode::OK,
+            CONTENT_TYPE_M3U8,
+            Bytes::from(body),
+            CACHE_NONE,
+        )
+    })
+}
+
+/// Streams a master playlist lists (the issue asks for the best three: enough for a player to
+/// survive two node failures, few enough that all are near).
+const MASTER_STREAMS: usize = 3;
+
+fn malformed_id(e: &mhc_manifest::InvalidContentId) -> Response<Body> {
+    error(
+        StatusCode::BAD_REQUEST,
+        &format!("malformed content id: {e}"),
+    )
+}
+
+fn playlist_url(http: &str, id: &ContentId) -> String {
+    format!("http://{http}/v1/content/{id}/index.m3u8")
+}
+
+fn redirect(location: &str) -> Response<Body> {
     let mut resp = Response::new(Full::new(Bytes::new()));
     *resp.status_mut() = StatusCode::FOUND;
     let h = resp.headers_mut();
-    h.insert(
-        header::LOCATION,
-        HeaderValue::from_str(&format!("/v1/content/{id}/index.m3u8")).expect("slug is ASCII"),
-    );
+    match HeaderValue::from_str(location) {
+        Ok(v) => {
+            h.insert(header::LOCATION, v);
+        }
+        Err(_) => {
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "unrepresentable location",
+            )
+        }
+    }
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static(CACHE_NONE));
     resp
 }
 
-fn route_answer(state: &NodeState, id: &str, remote: SocketAddr) -> Response<Body> {
-    let id = match ContentId::new(id) {
-        Ok(id) => id,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                &format!("malformed content id: {e}"),
-            )
-        }
-    };
-    let holds = state.catalog.latest(&id).is_some();
-    if !holds {
-        return error(StatusCode::NOT_FOUND, &format!("unknown content {id}"));
+/// `Retry-After` of a `503` without candidates: one heartbeat period (at least a second), the
+/// soonest a returning member can be heard again.
+fn retry_after(state: &NodeState) -> HeaderValue {
+    let period = state.config.cluster.heartbeat_interval;
+    HeaderValue::from(period.as_secs_f64().ceil().max(1.0) as u64)
+}
+
+/// `503` for a decision without candidates: the full explanation, an error line and
+/// `Retry-After`.
+fn no_candidate(state: &NodeState, route: &Route<'_, '_>) -> Response<Body> {
+    let mut body = route.to_json();
+    body["error"] = json!(format!(
+        "no live node can serve {} now: every candidate is dead, suspect, or may not serve it \
+         (see candidates)",
+        route.content_id
+    ));
+    body["status"] = json!(503);
+    let mut resp = json_response(StatusCode::SERVICE_UNAVAILABLE, &body, CACHE_NONE);
+    resp.headers_mut()
+        .insert(header::RETRY_AFTER, retry_after(state));
+    resp
+}
+
+/// A routing decision and its ranked candidates, while the membership table is locked.
+struct Route<'r, 'a> {
+    content_id: &'r ContentId,
+    decision: &'r routing::Decision<'a>,
+    candidates: &'r [routing::Candidate<'a>],
+    mode: WireMode,
+}
+
+impl Route<'_, '_> {
+    fn chosen(&self) -> Option<&routing::Candidate<'_>> {
+        routing::chosen(self.candidates)
     }
-    let body = json!({
-        "content_id": id,
-        "client": {
-            "address": remote.ip().to_string(),
-            "address_source": "connection peer",
-            "location": null,
-            "location_source": "none: no geo database is configured on this node",
+
+    fn to_json(&self) -> serde_json::Value {
+        let d = self.decision;
+        let chosen = self.chosen();
+        let record = d.geo.record;
+        let candidates: Vec<_> = self
+            .candidates
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                json!({
+                    "peer_id": c.peer_id.to_string(),
+                    "self": c.is_self,
+                    "role": c.role.as_str(),
+                    "region": c.region,
+                    "location": c.location.map(|(lat, lon)| json!({"lat": lat, "lon": lon})),
+                    "distance_km": routing::round_km(c.distance_km),
+                    "state": c.state.as_str(),
+                    "last_heard_ms": c.silent_for.as_millis() as u64,
+                    "load": {
+                        "connections_open": c.load.connections,
+                        "bytes_out_per_s": c.load.bytes_out_per_s,
+                    },
+                    "holds_content": c.holds,
+                    "fills_on_demand": c.is_eligible() && c.fills_on_demand(),
+                    "eligible": c.is_eligible(),
+                    "rank": c.is_eligible().then_some(i + 1),
+                    "chosen": chosen.is_some_and(|ch| ch.peer_id == c.peer_id),
+                    "reason": c.reason(chosen, &d.basis),
+                    "playlist": playlist_url(c.http, self.content_id),
+                })
+            })
+            .collect();
+        json!({
+            "content_id": self.content_id,
+            "mode": self.mode.as_str(),
+            "outcome": d.outcome.as_str(),
+            "ranking": d.basis.to_string(),
+            "client": {
+                "address": d.client.ip.to_string(),
+                "peer": d.client.peer.to_string(),
+                "address_source": d.client.source.to_string(),
+                "location": d.geo.location().map(|(lat, lon)| json!({"lat": lat, "lon": lon})),
+                "country": record.and_then(|r| r.country).map(str::to_ascii_uppercase),
+                "continent": record.and_then(|r| r.continent).map(str::to_ascii_uppercase),
+                "city": record.and_then(|r| r.city),
+                "location_source": d.geo.source.to_string(),
+            },
+            "chosen": chosen.map(|c| json!({
+                "peer_id": c.peer_id.to_string(),
+                "playlist": playlist_url(c.http, self.content_id),
+            })),
+            "candidates": candidates,
+        })
+    }
+}
+
+/// Decides where this client should play `id` and hands the decision to `answer`, with the
+/// membership table locked (so the candidates can borrow from it; answers only format).
+/// Unknown content anywhere in the cluster is `404` and no decision.
+fn routed(
+    state: &NodeState,
+    id: &ContentId,
+    headers: &HeaderMap,
+    remote: SocketAddr,
+    depth: Depth,
+    answer: impl FnOnce(&Route<'_, '_>) -> Response<Body>,
+) -> Response<Body> {
+    let db = state.geo.current();
+    let load_error;
+    let geo = match &db {
+        Some(db) => GeoAvailability::Loaded(db),
+        None if state.config.geo.database.is_some() => {
+            load_error = state
+                .geo
+                .status()
+                .last_error
+                .unwrap_or_else(|| "not loaded yet".to_owned());
+            GeoAvailability::LoadFailed(&load_error)
+        }
+        None => GeoAvailability::NotConfigured,
+    };
+    let mode = match state.mode_name() {
+        "emergency" => WireMode::Emergency,
+        _ => WireMode::Normal,
+    };
+    let settings = routing::Settings {
+        geo,
+        trusted_proxies: &state.config.geo.trusted_proxies,
+        home_region: &state.config.region,
+        mode,
+    };
+    let self_http = self_http_addr(state, headers);
+    let peer_id = state.identity.peer_id();
+    let this = routing::Candidate::this_node(
+        &peer_id,
+        WireRole::from(state.config.role),
+        &state.config.region,
+        state.config.location.as_ref().map(|l| (l.lat, l.lon)),
+        &self_http,
+        Load {
+            connections: state.metrics.connections_open().max(0) as u32,
+            // Measured per heartbeat by the control plane, not here; 0 for this node.
+            bytes_out_per_s: 0,
+            cache_fill_permille: 0,
         },
-        "mode": state.mode_name(),
-        "candidates": [{
-            "peer_id": state.identity.peer_id().to_string(),
-            "role": state.config.role.as_str(),
-            "region": state.config.region,
-            "state": "alive",
-            "playlist": format!("/v1/content/{id}/index.m3u8"),
-            "chosen": true,
-            "reason": "this node holds the content and knows no other member",
-        }],
-    });
-    json_response(StatusCode::OK, &body, CACHE_NONE)
+        state.catalog.latest(id).is_some(),
+    );
+    let membership = state.cluster.membership.lock().expect("membership lock");
+    let mut out: Vec<routing::Candidate<'_>> = routing::take_scratch();
+    let decision = routing::decide(
+        &settings,
+        remote.ip(),
+        headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .map(HeaderValue::as_bytes),
+        this,
+        membership.members(),
+        id.as_str(),
+        Instant::now(),
+        depth,
+        &mut out,
+    );
+    let known = decision.held_anywhere
+        || state
+            .cluster
+            .known_contents()
+            .iter()
+            .any(|k| k.id == id.as_str());
+    let resp = if known {
+        state
+            .metrics
+            .record_routing_decision(decision.outcome.as_str());
+        answer(&Route {
+            content_id: id,
+            decision: &decision,
+            candidates: &out,
+            mode,
+        })
+    } else {
+        error(
+            StatusCode::NOT_FOUND,
+            &format!("unknown content {id}: no node of the cluster holds or announced it"),
+        )
+    };
+    drop(decision);
+    routing::return_scratch(out);
+    resp
+}
+
+/// This node's viewer address as other machines reach it: the bound address, or, when bound to
+/// an unspecified address, the `Host` the client used.
+fn self_http_addr(state: &NodeState, headers: &HeaderMap) -> String {
+    if !state.http_addr.ip().is_unspecified() {
+        return state.http_addr.to_string();
+    }
+    headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| h.parse::<http::uri::Authority>().ok())
+        .map_or_else(|| state.http_addr.to_string(), |a| a.to_string())
 }
 
 fn cluster(state: &NodeState) -> Response<Body> {

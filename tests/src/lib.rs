@@ -81,6 +81,10 @@ pub struct NodeOptions {
     pub netns: Option<String>,
     /// IP address the p2p plane listens on.
     pub p2p_ip: String,
+    /// Top-level `region` (default `"test"`).
+    pub region: String,
+    /// Top-level `location = { lat, lon }`, if any.
+    pub location: Option<(f64, f64)>,
 }
 
 impl NodeOptions {
@@ -95,7 +99,17 @@ impl NodeOptions {
             extra_toml: String::new(),
             netns: None,
             p2p_ip: "127.0.0.1".into(),
+            region: "test".into(),
+            location: None,
         }
+    }
+
+    /// Places the node: top-level `region` and `location` (written before any table, where
+    /// TOML wants top-level keys; `extra` cannot set them).
+    pub fn placed(mut self, region: &str, lat: f64, lon: f64) -> Self {
+        self.region = region.to_owned();
+        self.location = Some((lat, lon));
+        self
     }
 
     /// Bootstraps from these multiaddrs.
@@ -198,6 +212,10 @@ pub struct NodeProcess {
     pub peer_id: Option<String>,
     /// libp2p addresses with `/p2p/<id>`, known once started.
     pub p2p: Vec<String>,
+    /// QUIC data-plane address, known once started.
+    pub quic: Option<SocketAddr>,
+    /// ed25519 public key (hex), known once started.
+    pub public_key: Option<String>,
     /// Options it was configured with.
     pub options: NodeOptions,
     child: Option<Child>,
@@ -215,6 +233,8 @@ impl NodeProcess {
             http: None,
             peer_id: None,
             p2p: Vec::new(),
+            quic: None,
+            public_key: None,
             options: opts,
             child: None,
         };
@@ -229,7 +249,8 @@ impl NodeProcess {
         let config = format!(
             "role = \"{}\"\n\
              data_dir = {:?}\n\
-             region = \"test\"\n\
+             region = {:?}\n\
+             {}\
              [listen]\n\
              http = \"127.0.0.1:0\"\n\
              quic = \"127.0.0.1:0\"\n\
@@ -243,6 +264,10 @@ impl NodeProcess {
              {}\n",
             o.role,
             self.data_dir,
+            o.region,
+            o.location
+                .map(|(lat, lon)| format!("location = {{ lat = {lat:?}, lon = {lon:?} }}\n"))
+                .unwrap_or_default(),
             o.p2p_ip,
             o.heartbeat_ms,
             o.suspect_after,
@@ -294,6 +319,8 @@ impl NodeProcess {
                 .is_some_and(|v| {
                     self.http = v["http"].as_str().and_then(|a| a.parse().ok());
                     self.peer_id = v["peer_id"].as_str().map(str::to_owned);
+                    self.quic = v["quic"].as_str().and_then(|a| a.parse().ok());
+                    self.public_key = v["public_key"].as_str().map(str::to_owned);
                     self.p2p = v["p2p"]
                         .as_array()
                         .map(|a| {
@@ -399,6 +426,15 @@ impl NodeProcess {
     /// The process id.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
+    }
+
+    /// This node as an `upstream.parents` entry: `peerid@quic-addr`.
+    pub fn as_parent(&self) -> String {
+        format!(
+            "{}@{}",
+            self.peer_id.as_deref().expect("node started"),
+            self.quic.expect("node started")
+        )
     }
 
     /// The viewer-plane address.

@@ -331,10 +331,9 @@ fn listing_routing_cluster_and_health() {
 
     let play = node.get("/play/sample");
     assert_eq!(play.status, 302);
-    assert_eq!(
-        play.header("location"),
-        Some("/v1/content/sample/index.m3u8")
-    );
+    // Routed: an absolute URL on the chosen node (here the only one, this node).
+    let here = format!("http://{}/v1/content/sample/index.m3u8", node.addr());
+    assert_eq!(play.header("location"), Some(here.as_str()));
     assert_eq!(play.header("cache-control"), Some("no-store"));
 
     let route = node.get("/v1/route/sample").json();

@@ -730,7 +730,7 @@ fn build_heartbeat(
         location: c.location.as_ref().map(|l| (l.lat, l.lon)),
         addrs: PlaneAddrs {
             http: advertise(state.http_addr),
-            quic: advertise(c.listen.quic),
+            quic: advertise(state.quic_addr),
             iroh: advertise(c.listen.iroh),
             p2p,
         },

@@ -13,8 +13,12 @@ use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use std::sync::Mutex;
+
 use mhc_manifest::Hash32;
 use mhc_origin::ImportedBlob;
+
+use super::s3fifo::S3Fifo;
 
 /// Buffer of the copy loop. 1 MiB: large enough that hashing and copying run at memory speed,
 /// small enough that many concurrent imports stay cheap.
@@ -28,6 +32,10 @@ pub struct DiskTier {
     corrupt: PathBuf,
     capacity_bytes: u64,
     used_bytes: AtomicU64,
+    /// Eviction policy over every blob, when blobs may be evicted (a cache: edge, mesh).
+    /// `None` at an origin, whose blobs are the published content itself: a full store refuses
+    /// new bytes instead of dropping published ones.
+    evictable: Option<Mutex<S3Fifo<Hash32>>>,
 }
 
 /// Whether an import found the blob already present.
@@ -47,7 +55,7 @@ impl DiskTier {
     ///
     /// # Errors
     /// The folders cannot be created or listed.
-    pub fn open(root: &Path, capacity_bytes: u64) -> io::Result<Self> {
+    pub fn open(root: &Path, capacity_bytes: u64, evictable: bool) -> io::Result<Self> {
         let tmp = root.join("tmp");
         let corrupt = root.join("corrupt");
         fs::create_dir_all(&tmp)?;
@@ -56,6 +64,7 @@ impl DiskTier {
             let _ = fs::remove_file(entry?.path());
         }
         let mut used = 0u64;
+        let mut found: Vec<(std::time::SystemTime, Hash32, u64)> = Vec::new();
         for shard in fs::read_dir(root)? {
             let shard = shard?;
             let name = shard.file_name();
@@ -63,16 +72,39 @@ impl DiskTier {
                 continue;
             }
             for blob in fs::read_dir(shard.path())? {
-                used += blob?.metadata()?.len();
+                let blob = blob?;
+                let meta = blob.metadata()?;
+                used += meta.len();
+                let mut hash = [0u8; 32];
+                if hex::decode_to_slice(blob.file_name().as_encoded_bytes(), &mut hash).is_ok() {
+                    let when = meta.modified().unwrap_or(std::time::UNIX_EPOCH);
+                    found.push((when, hash, meta.len()));
+                }
             }
         }
-        Ok(Self {
+        let tier = Self {
             root: root.to_owned(),
             tmp,
             corrupt,
             capacity_bytes,
             used_bytes: AtomicU64::new(used),
-        })
+            evictable: evictable.then(|| Mutex::new(S3Fifo::new(capacity_bytes))),
+        };
+        if let Some(policy) = &tier.evictable {
+            // Oldest first, so after a restart the most recently written blobs are kept.
+            found.sort();
+            let mut victims = Vec::new();
+            {
+                let mut policy = policy.lock().expect("eviction lock");
+                for (_, hash, size) in found {
+                    victims.extend(policy.insert(hash, size));
+                }
+            }
+            for v in victims {
+                tier.delete_file(&v);
+            }
+        }
+        Ok(tier)
     }
 
     /// Bytes held on disk.
@@ -181,8 +213,29 @@ impl DiskTier {
             let _ = fs::remove_file(&tmp_path);
             return Ok(Imported::Existing);
         }
+        if let Some(policy) = &self.evictable {
+            let victims = policy
+                .lock()
+                .expect("eviction lock")
+                .insert(blob.hash, blob.size);
+            for victim in &victims {
+                if victim == &blob.hash {
+                    // Larger than the whole store.
+                    drop(file);
+                    let _ = fs::remove_file(&tmp_path);
+                    return Err(io::Error::new(
+                        io::ErrorKind::StorageFull,
+                        format!(
+                            "blob of {} bytes exceeds the whole store (cache.disk_gb)",
+                            blob.size
+                        ),
+                    ));
+                }
+                self.delete_file(victim);
+            }
+        }
         let reserved = self.used_bytes.fetch_add(blob.size, Ordering::Relaxed) + blob.size;
-        if reserved > self.capacity_bytes {
+        if reserved > self.capacity_bytes && self.evictable.is_none() {
             self.used_bytes.fetch_sub(blob.size, Ordering::Relaxed);
             drop(file);
             let _ = fs::remove_file(&tmp_path);
@@ -203,6 +256,7 @@ impl DiskTier {
         })();
         if let Err(e) = result {
             self.used_bytes.fetch_sub(blob.size, Ordering::Relaxed);
+            self.forget(&blob.hash);
             let _ = fs::remove_file(&tmp_path);
             return Err(e);
         }
@@ -232,6 +286,7 @@ impl DiskTier {
     /// # Errors
     /// I/O errors other than absence.
     pub fn read(&self, hash: &Hash32) -> io::Result<Option<Vec<u8>>> {
+        self.touch(hash);
         match fs::read(self.path_of(hash)) {
             Ok(bytes) => Ok(Some(bytes)),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
@@ -239,8 +294,33 @@ impl DiskTier {
         }
     }
 
+    /// Records a read of a blob (also when it was served from RAM), for eviction.
+    pub fn touch(&self, hash: &Hash32) {
+        if let Some(policy) = &self.evictable {
+            policy.lock().expect("eviction lock").access(hash);
+        }
+    }
+
+    fn forget(&self, hash: &Hash32) {
+        if let Some(policy) = &self.evictable {
+            policy.lock().expect("eviction lock").remove(hash);
+        }
+    }
+
+    /// Deletes an evicted blob's file.
+    fn delete_file(&self, hash: &Hash32) {
+        let path = self.path_of(hash);
+        if let Ok(meta) = fs::metadata(&path) {
+            if fs::remove_file(&path).is_ok() {
+                self.used_bytes.fetch_sub(meta.len(), Ordering::Relaxed);
+                tracing::debug!(blob = %hex::encode(hash), "evicted from the disk tier");
+            }
+        }
+    }
+
     /// Deletes a blob (rollback of a failed ingest).
     pub fn remove(&self, hash: &Hash32) {
+        self.forget(hash);
         let path = self.path_of(hash);
         if let Ok(meta) = fs::metadata(&path) {
             if fs::remove_file(&path).is_ok() {
@@ -252,6 +332,7 @@ impl DiskTier {
     /// Moves a blob whose bytes no longer match its name out of the way, so it is never served
     /// and a re-ingest or refill can write good bytes under the name.
     pub fn quarantine(&self, hash: &Hash32) {
+        self.forget(hash);
         let path = self.path_of(hash);
         if let Ok(meta) = fs::metadata(&path) {
             let dest = self.corrupt.join(hex::encode(hash));
@@ -272,9 +353,40 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_cache_evicts_to_stay_within_its_cap() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DiskTier::open(&dir.path().join("blobs"), 10_000, true).unwrap();
+        let mut hashes = Vec::new();
+        for i in 0..30u8 {
+            let bytes = vec![i; 1000];
+            let hash = *blake3::hash(&bytes).as_bytes();
+            store.put_verified(&hash, &bytes).unwrap();
+            hashes.push(hash);
+            assert!(
+                store.used_bytes() <= 10_000,
+                "{} after {i}",
+                store.used_bytes()
+            );
+        }
+        let present = hashes.iter().filter(|h| store.contains(h)).count();
+        assert_eq!(present as u64 * 1000, store.used_bytes());
+        assert!(present >= 9, "{present}");
+        // Reopened, it still holds what is on disk, within the cap.
+        drop(store);
+        let store = DiskTier::open(&dir.path().join("blobs"), 5_000, true).unwrap();
+        assert!(store.used_bytes() <= 5_000);
+        // Larger than the whole store: refused, nothing written.
+        let big = vec![1u8; 20_000];
+        let err = store
+            .put_verified(blake3::hash(&big).as_bytes(), &big)
+            .unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::StorageFull);
+    }
+
+    #[test]
     fn import_hashes_dedupes_and_bounds() {
         let dir = tempfile::tempdir().unwrap();
-        let store = DiskTier::open(&dir.path().join("blobs"), 1000).unwrap();
+        let store = DiskTier::open(&dir.path().join("blobs"), 1000, false).unwrap();
         let src = dir.path().join("a");
         fs::write(&src, vec![1u8; 600]).unwrap();
         let (blob, how) = store.import_file(&src, 10_000).unwrap();
@@ -296,7 +408,7 @@ mod tests {
         assert!(store.import_file(&src, 100).is_err());
         // Reopen counts what is there.
         drop(store);
-        let store = DiskTier::open(&dir.path().join("blobs"), 1000).unwrap();
+        let store = DiskTier::open(&dir.path().join("blobs"), 1000, false).unwrap();
         assert_eq!(store.used_bytes(), 600);
         assert_eq!(store.read(&blob.hash).unwrap().unwrap(), vec![1u8; 600]);
     }
@@ -304,7 +416,7 @@ mod tests {
     #[test]
     fn put_verified_refuses_wrong_bytes() {
         let dir = tempfile::tempdir().unwrap();
-        let store = DiskTier::open(dir.path(), 1 << 20).unwrap();
+        let store = DiskTier::open(dir.path(), 1 << 20, false).unwrap();
         let hash = *blake3::hash(b"good").as_bytes();
         assert!(store.put_verified(&hash, b"evil").is_err());
         assert!(!store.contains(&hash));

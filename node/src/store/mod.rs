@@ -7,6 +7,7 @@
 
 mod disk;
 mod ram;
+mod s3fifo;
 
 use std::io;
 use std::path::Path;
@@ -17,6 +18,7 @@ use mhc_manifest::Hash32;
 
 pub use disk::{DiskTier, Imported};
 pub use ram::RamTier;
+pub use s3fifo::S3Fifo;
 
 use crate::metrics::Metrics;
 
@@ -57,11 +59,12 @@ impl Store {
         blobs_dir: &Path,
         memory_bytes: u64,
         disk_bytes: u64,
+        evictable: bool,
         metrics: Arc<Metrics>,
     ) -> io::Result<Self> {
         Ok(Self {
             ram: RamTier::new(memory_bytes),
-            disk: DiskTier::open(blobs_dir, disk_bytes)?,
+            disk: DiskTier::open(blobs_dir, disk_bytes, evictable)?,
             metrics,
         })
     }
@@ -85,6 +88,7 @@ impl Store {
     /// Cancel-safe: a cancelled read leaves the store unchanged.
     pub async fn get(self: &Arc<Self>, hash: &Hash32) -> Result<Bytes, StoreError> {
         if let Some(bytes) = self.ram.get(hash) {
+            self.disk.touch(hash);
             self.metrics.store_hit();
             return Ok(bytes);
         }

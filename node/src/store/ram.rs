@@ -2,26 +2,21 @@
 //!
 //! A hit hands out a reference-counted clone, so a thousand viewers of one hot segment share one
 //! copy and no request copies bytes (hyper has no sendfile; this is how a hyper server keeps up
-//! with nginx). Eviction is CLOCK (second chance): cheap on every hit (one flag), and a blob that
-//! was read again since it last came round survives the sweep.
+//! with nginx). Eviction is S3-FIFO ([`super::S3Fifo`]): a hit costs one counter, and a scan
+//! through cold content cannot flush the hot segments.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::Mutex;
 
 use bytes::Bytes;
 use mhc_manifest::Hash32;
 
-#[derive(Debug)]
-struct Slot {
-    bytes: Bytes,
-    referenced: bool,
-}
+use super::s3fifo::S3Fifo;
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Inner {
-    slots: HashMap<Hash32, Slot>,
-    clock: VecDeque<Hash32>,
-    used_bytes: u64,
+    policy: S3Fifo<Hash32>,
+    blobs: HashMap<Hash32, Bytes>,
 }
 
 /// Bounded in-memory tier of verified blobs.
@@ -36,16 +31,19 @@ impl RamTier {
     pub fn new(capacity_bytes: u64) -> Self {
         Self {
             capacity_bytes,
-            inner: Mutex::new(Inner::default()),
+            inner: Mutex::new(Inner {
+                policy: S3Fifo::new(capacity_bytes),
+                blobs: HashMap::new(),
+            }),
         }
     }
 
-    /// The blob, if held. Marks it recently used.
+    /// The blob, if held. Counts as a read for eviction.
     pub fn get(&self, hash: &Hash32) -> Option<Bytes> {
         let mut inner = self.inner.lock().expect("ram tier lock poisoned");
-        let slot = inner.slots.get_mut(hash)?;
-        slot.referenced = true;
-        Some(slot.bytes.clone())
+        let bytes = inner.blobs.get(hash)?.clone();
+        inner.policy.access(hash);
+        Some(bytes)
     }
 
     /// Adds a verified blob, evicting others as needed. Blobs larger than a quarter of the tier
@@ -56,45 +54,22 @@ impl RamTier {
             return;
         }
         let mut inner = self.inner.lock().expect("ram tier lock poisoned");
-        if inner.slots.contains_key(&hash) {
+        if inner.blobs.contains_key(&hash) {
             return;
         }
-        while inner.used_bytes + len > self.capacity_bytes {
-            let Some(victim) = inner.clock.pop_front() else {
-                break;
-            };
-            let second_chance = match inner.slots.get_mut(&victim) {
-                Some(slot) if slot.referenced => {
-                    slot.referenced = false;
-                    true
-                }
-                Some(_) => false,
-                None => continue,
-            };
-            if second_chance {
-                inner.clock.push_back(victim);
-            } else if let Some(slot) = inner.slots.remove(&victim) {
-                inner.used_bytes -= slot.bytes.len() as u64;
-            }
+        for victim in inner.policy.insert(hash, len) {
+            inner.blobs.remove(&victim);
         }
-        inner.used_bytes += len;
-        inner.clock.push_back(hash);
-        inner.slots.insert(
-            hash,
-            Slot {
-                bytes,
-                referenced: false,
-            },
-        );
+        if inner.policy.contains(&hash) {
+            inner.blobs.insert(hash, bytes);
+        }
     }
 
     /// Drops a blob (e.g. found corrupt on disk).
     pub fn remove(&self, hash: &Hash32) {
         let mut inner = self.inner.lock().expect("ram tier lock poisoned");
-        if let Some(slot) = inner.slots.remove(hash) {
-            inner.used_bytes -= slot.bytes.len() as u64;
-            inner.clock.retain(|h| h != hash);
-        }
+        inner.policy.remove(hash);
+        inner.blobs.remove(hash);
     }
 
     /// Bytes held.
@@ -102,7 +77,8 @@ impl RamTier {
         self.inner
             .lock()
             .expect("ram tier lock poisoned")
-            .used_bytes
+            .policy
+            .used()
     }
 
     /// The configured bound.
@@ -120,13 +96,13 @@ mod tests {
     }
 
     #[test]
-    fn bounded_with_second_chance() {
+    fn bounded_and_read_blobs_survive() {
         let tier = RamTier::new(400);
         for i in 0..4 {
             tier.insert(h(i), Bytes::from(vec![i; 100]));
         }
         assert_eq!(tier.used_bytes(), 400);
-        // Touch 0: it survives the next eviction; 1 (untouched, oldest after 0) goes.
+        // Read 0: it survives the next eviction; 1 (unread, oldest after 0) goes.
         assert!(tier.get(&h(0)).is_some());
         tier.insert(h(9), Bytes::from(vec![9; 100]));
         assert_eq!(tier.used_bytes(), 400);

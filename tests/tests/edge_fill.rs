@@ -1,0 +1,312 @@
+//! The edge role on real processes: verified QUIC fill from the origin with request
+//! coalescing, serving on after the origin dies, edges as parents of edges, a hostile parent
+//! that flips a byte, and a parent whose certificate is not the peer it claims to be.
+
+use std::fs;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::future::{BoxFuture, FutureExt};
+use mhc_tests::{assert_success, copy_sample, wait_until, Cluster, NodeOptions, NodeProcess};
+use mhc_transport::{Handler, QuicClient, QuicServer, Request, Response};
+
+/// Trust the origin's key and fill from `parents` (each `peerid@addr`).
+fn edge_options(origin: &NodeProcess, parents: &[String]) -> NodeOptions {
+    let parents: Vec<String> = parents.iter().map(|p| format!("{p:?}")).collect();
+    NodeOptions::new("edge").extra(&format!(
+        "[trust]\npublishers = [\"{}\"]\n[upstream]\nparents = [{}]\n",
+        origin.public_key.as_deref().unwrap(),
+        parents.join(", ")
+    ))
+}
+
+fn origin_with_sample(c: &mut Cluster) -> usize {
+    let o = c.start("origin", "origin", "");
+    let sample = c.path().join("sample");
+    copy_sample(&sample);
+    assert_success(&c.node(o).ingest("sample", &sample), "ingest");
+    o
+}
+
+fn sample_file(c: &Cluster, i: usize) -> Vec<u8> {
+    fs::read(c.path().join(format!("sample/seg_{i:03}.m4s"))).unwrap()
+}
+
+fn quic_sent(node: &NodeProcess, kind: &str) -> f64 {
+    node.metric(&format!(
+        "mhc_quic_responses_total{{kind=\"{kind}\",outcome=\"ok\"}}"
+    ))
+    .unwrap_or(0.0)
+}
+
+#[test]
+fn edges_fill_once_serve_after_the_origin_dies_and_parent_each_other() {
+    let mut c = Cluster::new();
+    let o = origin_with_sample(&mut c);
+    let parent = c.node(o).as_parent();
+    let e1 = c.start_with("edge1", edge_options(c.node(o), &[parent]));
+
+    // 20 viewers at once, each playing the whole content through edge 1.
+    let addr = c.node(e1).addr();
+    let viewers: Vec<_> = (0..20)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let get = |p: &str| mhc_tests::http_request(addr, "GET", p, &[]).unwrap();
+                let pl = get("/v1/content/sample/index.m3u8");
+                assert_eq!(pl.status, 200, "{}", pl.text());
+                assert_eq!(get("/v1/content/sample/init.mp4").status, 200);
+                (0..4)
+                    .map(|i| get(&format!("/v1/content/sample/seg/{i}.m4s?v=1")).body)
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    for v in viewers {
+        let bodies = v.join().expect("viewer thread");
+        for (i, body) in bodies.iter().enumerate() {
+            assert_eq!(body, &sample_file(&c, i), "segment {i} through the edge");
+        }
+    }
+    // Each segment (and the init segment and manifest) left the origin exactly once.
+    let origin = c.node(o);
+    assert_eq!(quic_sent(origin, "segment"), 4.0);
+    assert_eq!(quic_sent(origin, "init"), 1.0);
+    assert_eq!(quic_sent(origin, "manifest"), 1.0);
+    assert_eq!(c.node(e1).metric("mhc_fills_total"), Some(5.0));
+
+    // The origin dies; edge 1 still serves all of it, playlist included (stale but signed).
+    c.node_mut(o).kill9();
+    std::thread::sleep(Duration::from_millis(5_500)); // past the manifest refresh interval
+    let edge = c.node(e1);
+    assert_eq!(edge.get("/v1/content/sample/index.m3u8").status, 200);
+    assert_eq!(edge.get("/v1/content/sample/manifest").status, 200);
+    for i in 0..4 {
+        assert_eq!(
+            edge.get(&format!("/v1/content/sample/seg/{i}.m4s")).body,
+            sample_file(&c, i)
+        );
+    }
+
+    // Edge 2 has edge 1 as its parent and fills from it (the origin is gone).
+    let e1_parent = c.node(e1).as_parent();
+    let origin_key = c.node(o).public_key.clone().unwrap();
+    let e2 = c.start_with(
+        "edge2",
+        NodeOptions::new("edge").extra(&format!(
+            "[trust]\npublishers = [\"{origin_key}\"]\n[upstream]\nparents = [\"{e1_parent}\"]\n"
+        )),
+    );
+    let before = quic_sent(c.node(e1), "segment");
+    let edge2 = c.node(e2);
+    let pl = edge2.get("/v1/content/sample/index.m3u8");
+    assert_eq!(pl.status, 200, "{}", pl.text());
+    for i in 0..4 {
+        let r = edge2.get(&format!("/v1/content/sample/seg/{i}.m4s"));
+        assert_eq!(r.body, sample_file(&c, i), "segment {i} through edge 2");
+        // The proof headers are the origin's, whoever served the bytes.
+        assert!(r.header("x-mhc-merkle-proof").is_some());
+    }
+    assert_eq!(quic_sent(c.node(e1), "segment") - before, 4.0);
+    // Playlists point at the edge itself (relative URIs).
+    assert!(pl.text().contains("\nseg/0.m4s?v=1\n"));
+}
+
+#[test]
+fn unknown_content_is_a_404_and_is_cached_briefly() {
+    let mut c = Cluster::new();
+    let o = origin_with_sample(&mut c);
+    let parent = c.node(o).as_parent();
+    let e = c.start_with("edge", edge_options(c.node(o), &[parent]));
+    for _ in 0..5 {
+        assert_eq!(c.node(e).get("/v1/content/nope/index.m3u8").status, 404);
+    }
+    // One upstream question, not five.
+    assert_eq!(
+        c.node(o)
+            .metric("mhc_quic_responses_total{kind=\"manifest\",outcome=\"not_found\"}"),
+        Some(1.0)
+    );
+}
+
+/// A parent that relays to the real origin but flips one byte of segment 3.
+struct FlipSegment3 {
+    origin: SocketAddr,
+    client: Arc<QuicClient>,
+}
+
+impl Handler for FlipSegment3 {
+    fn handle(&self, _peer: libp2p::PeerId, req: Request) -> BoxFuture<'static, Response> {
+        let (origin, client) = (self.origin, Arc::clone(&self.client));
+        async move {
+            let conn = client.connect(origin, None).await.unwrap();
+            let flip = matches!(req, Request::GetSegment { index: 3, .. });
+            let (header, body) = conn.request(&req, 64 << 20).await.unwrap();
+            let mut body = body.to_vec();
+            if flip {
+                body[100] ^= 0x01;
+            }
+            Response::new(header, Bytes::from(body))
+        }
+        .boxed()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hostile_parent_is_caught_and_the_viewer_gets_the_right_bytes() {
+    let mut c = Cluster::new();
+    let o = origin_with_sample(&mut c);
+    let origin_quic = c.node(o).quic.unwrap();
+    let loopback: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let hostile = QuicServer::bind(
+        loopback,
+        [66u8; 32],
+        Default::default(),
+        Arc::new(FlipSegment3 {
+            origin: origin_quic,
+            client: Arc::new(QuicClient::new(loopback, [67u8; 32]).unwrap()),
+        }),
+    )
+    .unwrap();
+    let hostile_parent = format!("{}@{}", hostile.peer_id(), hostile.local_addr());
+    // The hostile parent comes first, the honest origin second.
+    let parents = [hostile_parent, c.node(o).as_parent()];
+    let e = c.start_with("edge", edge_options(c.node(o), &parents));
+    let edge_addr = c.node(e).addr();
+    let expected: Vec<Vec<u8>> = (0..4).map(|i| sample_file(&c, i)).collect();
+
+    let bodies = tokio::task::spawn_blocking(move || {
+        (0..4)
+            .map(|i| {
+                mhc_tests::http_request(
+                    edge_addr,
+                    "GET",
+                    &format!("/v1/content/sample/seg/{i}.m4s"),
+                    &[],
+                )
+                .unwrap()
+            })
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap();
+    for (i, r) in bodies.iter().enumerate() {
+        assert_eq!(r.status, 200);
+        assert_eq!(r.body, expected[i], "segment {i}");
+    }
+    let edge = c.node(e);
+    assert_eq!(
+        edge.metric("mhc_fill_failures_total{reason=\"verification\"}"),
+        Some(1.0)
+    );
+    assert!(edge.log_tail().contains("fail verification"));
+    // Segment 3 came from the origin after the hostile parent was caught.
+    assert!(
+        c.node(o)
+            .metric("mhc_quic_responses_total{kind=\"segment\",outcome=\"ok\"}")
+            .unwrap()
+            >= 5.0
+    );
+    hostile.shutdown().await;
+}
+
+#[test]
+fn a_parent_with_the_wrong_identity_is_refused_at_the_handshake() {
+    let mut c = Cluster::new();
+    let o = origin_with_sample(&mut c);
+    let origin_quic = c.node(o).quic.unwrap();
+    // Claims to be some other peer at the origin's address: the TLS handshake fails (the
+    // certificate key is the origin's, not that peer's) and the edge moves on.
+    let impostor = format!("{}@{}", libp2p::PeerId::random(), origin_quic);
+    let parents = [impostor, c.node(o).as_parent()];
+    let e = c.start_with("edge", edge_options(c.node(o), &parents));
+    let r = c.node(e).get("/v1/content/sample/seg/0.m4s");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body, sample_file(&c, 0));
+    assert!(
+        c.node(e)
+            .metric("mhc_fill_failures_total{reason=\"unreachable\"}")
+            .unwrap()
+            >= 1.0
+    );
+}
+
+#[test]
+fn a_burst_of_1000_requests_does_not_grow_memory_without_bound() {
+    let mut c = Cluster::new();
+    let o = origin_with_sample(&mut c);
+    let parent = c.node(o).as_parent();
+    let e = c.start_with("edge", edge_options(c.node(o), &[parent]));
+    let addr = c.node(e).addr();
+    let pid = c.node(e).pid().unwrap();
+    let rss = || {
+        fs::read_to_string(format!("/proc/{pid}/status"))
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches(" kB").parse::<u64>().ok())
+            .unwrap()
+    };
+    assert_eq!(c.node(e).get("/v1/content/sample/seg/0.m4s").status, 200);
+    let before = rss();
+    let mut peak = before;
+    for _round in 0..2 {
+        let threads: Vec<_> = (0..500)
+            .map(|i| {
+                std::thread::spawn(move || {
+                    let path = format!("/v1/content/sample/seg/{}.m4s", i % 4);
+                    mhc_tests::http_request(addr, "GET", &path, &[]).map(|r| r.status)
+                })
+            })
+            .collect();
+        for t in threads {
+            assert_eq!(t.join().unwrap().unwrap(), 200);
+        }
+        peak = peak.max(rss());
+    }
+    assert!(
+        wait_until(Duration::from_secs(5), || rss() < before + 64 * 1024),
+        "edge RSS went from {before} kB to {} kB (peak {peak} kB) after 1000 requests",
+        rss()
+    );
+}
+
+#[test]
+fn filling_three_times_the_disk_cap_evicts_and_stays_within_it() {
+    let mut c = Cluster::new();
+    let o = c.start("origin", "origin", "");
+    // Three contents of 10 × 30 kB; the edge's disk holds 0.0003 GiB ≈ 322 kB, about one.
+    for (n, id) in ["a", "b", "c"].iter().enumerate() {
+        let dir = c.path().join(id);
+        mhc_tests::write_synthetic_rendition(&dir, 10, 30_000, n as u8 * 50);
+        assert_success(&c.node(o).ingest(id, &dir), "ingest");
+    }
+    let parent = c.node(o).as_parent();
+    let e = c.start_with(
+        "edge",
+        edge_options(c.node(o), &[parent]).extra("[cache]\nmemory_mb = 0\ndisk_gb = 0.0003\n"),
+    );
+    let cap = c.node(e).metric("mhc_store_disk_capacity_bytes").unwrap();
+    for id in ["a", "b", "c"] {
+        for i in 0..10 {
+            let r = c.node(e).get(&format!("/v1/content/{id}/seg/{i}.ts"));
+            assert_eq!(r.status, 200, "{id}/{i}: {}", r.text());
+            let file = fs::read(c.path().join(format!("{id}/seg_{i:03}.ts"))).unwrap();
+            assert_eq!(r.body, file);
+            let used = c.node(e).metric("mhc_store_disk_bytes").unwrap();
+            assert!(used <= cap, "{used} bytes on disk over the {cap}-byte cap");
+        }
+    }
+    // What was evicted is filled again on demand.
+    let r = c.node(e).get("/v1/content/a/seg/0.ts");
+    assert_eq!(r.status, 200);
+    assert!(c.node(e).metric("mhc_fills_total").unwrap() > 30.0);
+    let files: usize = fs::read_dir(c.node(e).data_dir.join("blobs"))
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|d| d.file_name().len() == 2)
+        .map(|d| fs::read_dir(d.path()).unwrap().count())
+        .sum();
+    assert!(files * 30_000 <= cap as usize, "{files} blobs on disk");
+}
