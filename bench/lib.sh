@@ -38,3 +38,44 @@ TOML
 stop_origin() {
   [ -n "${origin_pid:-}" ] && kill "$origin_pid" 2>/dev/null && wait "$origin_pid" 2>/dev/null || true
 }
+
+# start_edge WORKDIR NAME MEMORY_MB DISK_GB -> sets $edge_pid, $edge_http, $edge_data
+# (fills from the origin started by start_origin, trusting its key)
+start_edge() {
+  local work=$1 name=$2 memory_mb=$3 disk_gb=$4
+  edge_data=$work/$name
+  local key peer quic
+  key=$(sed -n 's/.*"public_key": "\(.*\)".*/\1/p' "$origin_data/runtime.json")
+  peer=$(sed -n 's/.*"peer_id": "\(.*\)".*/\1/p' "$origin_data/runtime.json")
+  quic=$(sed -n 's/.*"quic": "\(.*\)".*/\1/p' "$origin_data/runtime.json")
+  cat > "$work/$name.toml" <<TOML
+role = "edge"
+data_dir = "$edge_data"
+[listen]
+http = "127.0.0.1:0"
+quic = "127.0.0.1:0"
+p2p = "/ip4/127.0.0.1/tcp/0"
+iroh = "127.0.0.1:0"
+[trust]
+publishers = ["$key"]
+[upstream]
+parents = ["$peer@$quic"]
+[cache]
+memory_mb = $memory_mb
+disk_gb = $disk_gb
+TOML
+  RUST_LOG=warn "$bin" run --config "$work/$name.toml" 2> "$work/$name.log" &
+  edge_pid=$!
+  for _ in $(seq 200); do
+    [ -f "$edge_data/runtime.json" ] && break
+    sleep 0.05
+  done
+  edge_http=$(sed -n 's/.*"http": "\(.*\)".*/\1/p' "$edge_data/runtime.json")
+  [ -n "$edge_http" ] || { cat "$work/$name.log" >&2; exit 1; }
+  edge_pids="${edge_pids:-} $edge_pid"
+}
+
+stop_all() {
+  for p in ${edge_pids:-}; do kill "$p" 2>/dev/null || true; done
+  stop_origin
+}

@@ -43,6 +43,15 @@ pub struct IngestCommand {
     pub source: PathBuf,
 }
 
+/// `POST /admin/prefetch` body.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PrefetchCommand {
+    /// Content id.
+    pub content_id: String,
+    /// Blobs fetched at once (default 4).
+    pub concurrency: Option<usize>,
+}
+
 /// Answers one admin request.
 pub async fn handle(state: Arc<NodeState>, req: Request<Incoming>) -> Response<Body> {
     let path = req.uri().path().to_owned();
@@ -66,6 +75,24 @@ pub async fn handle(state: Arc<NodeState>, req: Request<Incoming>) -> Response<B
                     StatusCode::INTERNAL_SERVER_ERROR,
                     &format!("ingest task: {e}"),
                 ),
+            }
+        }
+        (Method::POST, "/admin/prefetch") => {
+            let body = match read_body(req).await {
+                Ok(b) => b,
+                Err(resp) => return resp,
+            };
+            let cmd: PrefetchCommand = match serde_json::from_slice(&body) {
+                Ok(cmd) => cmd,
+                Err(e) => return error(StatusCode::BAD_REQUEST, &format!("prefetch request: {e}")),
+            };
+            let id = match mhc_manifest::ContentId::new(cmd.content_id.clone()) {
+                Ok(id) => id,
+                Err(e) => return error(StatusCode::BAD_REQUEST, &format!("content id: {e}")),
+            };
+            match crate::fill::fill_all(&state, &id, cmd.concurrency.unwrap_or(4)).await {
+                Ok(report) => json_ok(&serde_json::to_value(report).expect("report serialises")),
+                Err(e) => error(StatusCode::BAD_GATEWAY, &e.to_string()),
             }
         }
         _ => error(StatusCode::NOT_FOUND, "no such admin route"),

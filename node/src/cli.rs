@@ -81,6 +81,16 @@ enum Command {
         /// The rendition folder (or its playlist file).
         dir: PathBuf,
     },
+    /// Fill a whole content into this node's store now (an edge or mesh node), from its parents.
+    Prefetch {
+        #[command(flatten)]
+        daemon: DaemonTarget,
+        /// Blobs fetched at once.
+        #[arg(long, default_value_t = 4)]
+        concurrency: usize,
+        /// Content id.
+        content_id: String,
+    },
     /// Show the running node's view of itself, its content and the cluster.
     Status {
         #[command(flatten)]
@@ -225,6 +235,31 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 answer["manifest_hash"].as_str().unwrap_or("?"),
             );
             println!("playlist: {}", answer["playlist"].as_str().unwrap_or("?"));
+        }
+        Command::Prefetch {
+            daemon,
+            concurrency,
+            content_id,
+        } => {
+            let socket = daemon.socket()?;
+            let answer = runtime()?.block_on(admin::call(
+                &socket,
+                Method::POST,
+                "/admin/prefetch",
+                Some(json!({ "content_id": content_id, "concurrency": concurrency })),
+            ))?;
+            let ms = answer["duration_ms"].as_u64().unwrap_or(0).max(1);
+            let bytes = answer["bytes"].as_u64().unwrap_or(0);
+            println!(
+                "{} v{}: {} blobs ({} already held), {} bytes in {} ms ({:.0} MB/s)",
+                answer["content_id"].as_str().unwrap_or("?"),
+                answer["version"],
+                answer["blobs"],
+                answer["already_held"],
+                bytes,
+                ms,
+                bytes as f64 / 1e6 / (ms as f64 / 1e3)
+            );
         }
         Command::Status { daemon, json } => {
             let socket = daemon.socket()?;

@@ -44,10 +44,12 @@ fn node_config(
     role: &str,
     http_port: u16,
     bootstrap: &[String],
+    publishers: &[String],
 ) -> anyhow::Result<mhc_config::Config> {
     let data_dir = dir.join(name);
     let config_path = dir.join(format!("{name}.toml"));
     let bootstrap: Vec<String> = bootstrap.iter().map(|b| format!("{b:?}")).collect();
+    let publishers: Vec<String> = publishers.iter().map(|p| format!("{p:?}")).collect();
     let text = format!(
         "role = \"{role}\"\n\
          data_dir = {data_dir:?}\n\
@@ -60,17 +62,20 @@ fn node_config(
          iroh = \"127.0.0.1:0\"\n\
          [cluster]\n\
          bootstrap = [{}]\n\
+         [trust]\n\
+         publishers = [{}]\n\
          [cache]\n\
          memory_mb = 64\n\
          disk_gb = 1\n",
-        bootstrap.join(", ")
+        bootstrap.join(", "),
+        publishers.join(", ")
     );
     fs::write(&config_path, &text)?;
     Ok(mhc_config::from_toml_str(&text, &config_path)?)
 }
 
-/// Runs the demo until ctrl-c or SIGTERM: an origin serving the sample on `http_port`, and two
-/// edges that join it over the control plane.
+/// Runs the demo until ctrl-c or SIGTERM: an origin serving the sample, and two edges that join
+/// it over the control plane and fill from it over QUIC; edge 1 serves viewers on `http_port`.
 ///
 /// # Errors
 /// A node cannot start (e.g. the port is taken) or the sample cannot be ingested.
@@ -80,10 +85,13 @@ pub async fn run(http_port: u16) -> anyhow::Result<()> {
         .tempdir()
         .context("creating the demo's temporary directory")?;
     let origin =
-        daemon::start(node_config(dir.path(), "origin", "origin", http_port, &[])?).await?;
+        daemon::start(node_config(dir.path(), "origin", "origin", 0, &[], &[])?).await?;
+    // The edges trust what the origin signs and find it (their parent) through the membership
+    // table: no upstream configuration.
+    let trusted = [origin.state.identity.public_key_hex()];
     let mut edges = Vec::new();
-    for name in ["edge-1", "edge-2"] {
-        let config = node_config(dir.path(), name, "edge", 0, &origin.p2p_addrs)?;
+    for (name, port) in [("edge-1", http_port), ("edge-2", 0)] {
+        let config = node_config(dir.path(), name, "edge", port, &origin.p2p_addrs, &trusted)?;
         edges.push(daemon::start(config).await?);
     }
 
@@ -112,7 +120,7 @@ pub async fn run(http_port: u16) -> anyhow::Result<()> {
     }
     let status = admin::call(&origin.admin_socket, Method::GET, "/admin/status", None).await?;
 
-    let port = origin.state.http_addr.port();
+    let port = edges[0].state.http_addr.port();
     println!(
         "mhc demo: an origin and two edges on loopback, data in {}",
         dir.path().display()
@@ -130,6 +138,11 @@ pub async fn run(http_port: u16) -> anyhow::Result<()> {
         "status: mhc-node status --admin-socket {}",
         origin.admin_socket.display()
     );
+    println!(
+        "origin: http://{}/v1/content/{SAMPLE_ID}/index.m3u8",
+        origin.state.http_addr
+    );
+    println!("edge-1 fills from the origin over QUIC and serves the playlist below:");
     println!("playlist: http://127.0.0.1:{port}/v1/content/{SAMPLE_ID}/index.m3u8");
     println!("try: ffmpeg -i http://127.0.0.1:{port}/v1/content/{SAMPLE_ID}/index.m3u8 -c copy -f null -");
     println!("ctrl-c to stop");

@@ -512,3 +512,74 @@ pub fn prefetch(state: &Arc<NodeState>, published: &Arc<Published>, index: usize
         });
     }
 }
+
+/// What [`fill_all`] did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct FillReport {
+    /// Content id.
+    pub content_id: String,
+    /// Manifest version filled.
+    pub version: u64,
+    /// Blobs in the content (segments plus init).
+    pub blobs: usize,
+    /// Blobs that were already held.
+    pub already_held: usize,
+    /// Bytes of the whole content.
+    pub bytes: u64,
+    /// Wall time, ms.
+    pub duration_ms: u64,
+}
+
+/// Fills a whole content (latest version), `concurrency` blobs at a time: an operator's or a
+/// policy's "have all of this here now" (pins, essential content, warm-up before a premiere).
+///
+/// # Errors
+/// The manifest cannot be had, or a blob could not be filled from any parent.
+pub async fn fill_all(
+    state: &Arc<NodeState>,
+    id: &ContentId,
+    concurrency: usize,
+) -> Result<FillReport, FillError> {
+    use futures::stream::{self, StreamExt, TryStreamExt};
+
+    let started = Instant::now();
+    if state.catalog.latest(id).is_none() || state.filler.manifest_due(id) {
+        if let Err(e) = refresh_manifest(state, id, None).await {
+            if state.catalog.latest(id).is_none() {
+                return Err(e);
+            }
+        }
+    }
+    let published = state
+        .catalog
+        .latest(id)
+        .ok_or_else(|| FillError::NotFound(id.to_string()))?;
+    let m = published.manifest();
+    let mut parts: Vec<(Part, Hash32)> = Vec::with_capacity(m.segments.len() + 1);
+    if let Some(init) = &m.hls.init {
+        parts.push((Part::Init, init.hash));
+    }
+    parts.extend(m.segments.iter().enumerate().map(|(i, s)| (Part::Segment(i), s.hash)));
+    let already_held = parts
+        .iter()
+        .filter(|(_, h)| state.store.disk().contains(h))
+        .count();
+    let blobs = parts.len();
+    stream::iter(parts)
+        .map(|(part, _)| {
+            let state = Arc::clone(state);
+            let published = Arc::clone(&published);
+            async move { segment(&state, &published, part, None).await.map(|b| b.len() as u64) }
+        })
+        .buffer_unordered(concurrency.clamp(1, 64))
+        .try_fold((), |(), _| async { Ok(()) })
+        .await?;
+    Ok(FillReport {
+        content_id: id.to_string(),
+        version: m.version,
+        blobs,
+        already_held,
+        bytes: m.total_bytes(),
+        duration_ms: started.elapsed().as_millis() as u64,
+    })
+}
