@@ -148,7 +148,7 @@ impl SegmentProof {
     /// [`ProofError::BadLength`] if the length is not a multiple of 32,
     /// [`ProofError::TooManyHashes`] if there are more than [`MAX_PROOF_HASHES`].
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, ProofError> {
-        if bytes.len() % 32 != 0 {
+        if !bytes.len().is_multiple_of(32) {
             return Err(ProofError::BadLength { len: bytes.len() });
         }
         let count = bytes.len() / 32;

@@ -84,8 +84,7 @@ pub async fn run(http_port: u16) -> anyhow::Result<()> {
         .prefix("mhc-demo-")
         .tempdir()
         .context("creating the demo's temporary directory")?;
-    let origin =
-        daemon::start(node_config(dir.path(), "origin", "origin", 0, &[], &[])?).await?;
+    let origin = daemon::start(node_config(dir.path(), "origin", "origin", 0, &[], &[])?).await?;
     // The edges trust what the origin signs and find it (their parent) through the membership
     // table: no upstream configuration.
     let trusted = [origin.state.identity.public_key_hex()];

@@ -559,7 +559,12 @@ pub async fn fill_all(
     if let Some(init) = &m.hls.init {
         parts.push((Part::Init, init.hash));
     }
-    parts.extend(m.segments.iter().enumerate().map(|(i, s)| (Part::Segment(i), s.hash)));
+    parts.extend(
+        m.segments
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (Part::Segment(i), s.hash)),
+    );
     let already_held = parts
         .iter()
         .filter(|(_, h)| state.store.disk().contains(h))
@@ -569,7 +574,11 @@ pub async fn fill_all(
         .map(|(part, _)| {
             let state = Arc::clone(state);
             let published = Arc::clone(&published);
-            async move { segment(&state, &published, part, None).await.map(|b| b.len() as u64) }
+            async move {
+                segment(&state, &published, part, None)
+                    .await
+                    .map(|b| b.len() as u64)
+            }
         })
         .buffer_unordered(concurrency.clamp(1, 64))
         .try_fold((), |(), _| async { Ok(()) })
