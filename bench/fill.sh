@@ -10,15 +10,7 @@ build_release
 work=$(mktemp -d)
 trap 'stop_all; rm -rf "$work"' EXIT
 src=$work/src
-mkdir -p "$src"
-{
-  printf '#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:2\n#EXT-X-PLAYLIST-TYPE:VOD\n'
-  for i in $(seq 0 $((n - 1))); do
-    head -c "$size" /dev/urandom > "$src/s$i.ts"
-    printf '#EXTINF:2.000,\ns%d.ts\n' "$i"
-  done
-  printf '#EXT-X-ENDLIST\n'
-} > "$src/index.m3u8"
+make_ts_rendition "$src" "$n" "$size"
 start_origin "$work" 256 8
 "$bin" ingest --data-dir "$origin_data" --content-id big --title big --artist bench "$src" >&2
 rm -rf "$src"

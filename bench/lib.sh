@@ -79,3 +79,17 @@ stop_all() {
   for p in ${edge_pids:-}; do kill "$p" 2>/dev/null || true; done
   stop_origin
 }
+
+# make_ts_rendition DIR COUNT BYTES: a VOD playlist of COUNT random TS-named segments of BYTES.
+make_ts_rendition() {
+  local dir=$1 n=$2 size=$3
+  mkdir -p "$dir"
+  {
+    printf '#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:2\n#EXT-X-PLAYLIST-TYPE:VOD\n'
+    for i in $(seq 0 $((n - 1))); do
+      head -c "$size" /dev/urandom > "$dir/s$i.ts"
+      printf '#EXTINF:2.000,\ns%d.ts\n' "$i"
+    done
+    printf '#EXT-X-ENDLIST\n'
+  } > "$dir/index.m3u8"
+}

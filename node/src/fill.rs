@@ -67,15 +67,48 @@ pub enum FillError {
     NoParent,
 }
 
-type SharedFetch = Shared<BoxFuture<'static, Result<Bytes, FillError>>>;
-type SharedRefresh = Shared<BoxFuture<'static, Result<(), FillError>>>;
+type SharedWork<T> = Shared<BoxFuture<'static, Result<T, FillError>>>;
+/// Work in flight by key: every caller asking for a key while its work runs awaits the same
+/// result.
+type InFlight<K, T> = Mutex<HashMap<K, SharedWork<T>>>;
+
+/// Runs `work` in a task of its own (a caller that goes away does not cancel it for the
+/// others) and returns its shareable result; the key leaves `table` when the work is done.
+/// Call with `table` locked and insert the returned future under `key`.
+fn spawn_shared<K, T, F>(
+    state: &Arc<NodeState>,
+    table: fn(&Filler) -> &InFlight<K, T>,
+    key: K,
+    work: F,
+) -> SharedWork<T>
+where
+    K: std::hash::Hash + Eq + Send + 'static,
+    T: Clone + Send + Sync + 'static,
+    F: std::future::Future<Output = Result<T, FillError>> + Send + 'static,
+{
+    let state = Arc::clone(state);
+    let task = tokio::spawn(async move {
+        let result = work.await;
+        table(&state.filler)
+            .lock()
+            .expect("in-flight table lock")
+            .remove(&key);
+        result
+    });
+    async move {
+        task.await
+            .unwrap_or_else(|e| Err(FillError::Unavailable(format!("fill task: {e}"))))
+    }
+    .boxed()
+    .shared()
+}
 
 /// The fill machinery of one node.
 pub struct Filler {
     client: QuicClient,
     connections: tokio::sync::Mutex<HashMap<SocketAddr, QuicConnection>>,
-    inflight: Mutex<HashMap<Hash32, SharedFetch>>,
-    manifests_inflight: Mutex<HashMap<ContentId, SharedRefresh>>,
+    inflight: InFlight<Hash32, Bytes>,
+    manifests_inflight: InFlight<ContentId, ()>,
     negative: Mutex<HashMap<ContentId, Instant>>,
     penalised: Mutex<HashMap<SocketAddr, Instant>>,
     checked: Mutex<HashMap<ContentId, Instant>>,
@@ -218,24 +251,11 @@ pub async fn refresh_manifest(
         match inflight.get(id) {
             Some(f) => f.clone(),
             None => {
-                let state2 = Arc::clone(state);
-                let id2 = id.clone();
-                let task = tokio::spawn(async move {
-                    let result = fetch_manifest(&state2, &id2, exclude).await;
-                    state2
-                        .filler
-                        .manifests_inflight
-                        .lock()
-                        .expect("manifest inflight lock")
-                        .remove(&id2);
-                    result
-                });
-                let shared = async move {
-                    task.await
-                        .unwrap_or_else(|e| Err(FillError::Unavailable(format!("fill task: {e}"))))
-                }
-                .boxed()
-                .shared();
+                let (state2, id2) = (Arc::clone(state), id.clone());
+                let shared =
+                    spawn_shared(state, |f| &f.manifests_inflight, id.clone(), async move {
+                        fetch_manifest(&state2, &id2, exclude).await
+                    });
                 inflight.insert(id.clone(), shared.clone());
                 shared
             }
@@ -392,23 +412,9 @@ pub async fn segment(
             None => {
                 let state2 = Arc::clone(state);
                 let published2 = Arc::clone(published);
-                let task = tokio::spawn(async move {
-                    let result =
-                        fetch_segment(&state2, &published2, part, hash, size, exclude).await;
-                    state2
-                        .filler
-                        .inflight
-                        .lock()
-                        .expect("inflight lock")
-                        .remove(&hash);
-                    result
+                let shared = spawn_shared(state, |f| &f.inflight, hash, async move {
+                    fetch_segment(&state2, &published2, part, hash, size, exclude).await
                 });
-                let shared = async move {
-                    task.await
-                        .unwrap_or_else(|e| Err(FillError::Unavailable(format!("fill task: {e}"))))
-                }
-                .boxed()
-                .shared();
                 inflight.insert(hash, shared.clone());
                 shared
             }
