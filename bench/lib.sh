@@ -9,6 +9,19 @@ build_release() {
   (cd "$root" && cargo build --release --locked -p mhc-node >&2)
 }
 
+# wait_http DATA_DIR LOG: waits (10 s at most) for the node's runtime.json and prints its viewer
+# address; shows the log and fails if the node did not come up.
+wait_http() {
+  local data=$1 log=$2 http=""
+  for _ in $(seq 200); do
+    [ -f "$data/runtime.json" ] && break
+    sleep 0.05
+  done
+  http=$(sed -n 's/.*"http": "\(.*\)".*/\1/p' "$data/runtime.json" 2>/dev/null)
+  [ -n "$http" ] || { cat "$log" >&2; exit 1; }
+  echo "$http"
+}
+
 # start_origin WORKDIR MEMORY_MB DISK_GB -> sets $origin_pid, $origin_http, $origin_data
 start_origin() {
   local work=$1 memory_mb=$2 disk_gb=$3
@@ -27,12 +40,7 @@ disk_gb = $disk_gb
 TOML
   RUST_LOG=warn "$bin" run --config "$work/origin.toml" 2> "$work/origin.log" &
   origin_pid=$!
-  for _ in $(seq 200); do
-    [ -f "$origin_data/runtime.json" ] && break
-    sleep 0.05
-  done
-  origin_http=$(sed -n 's/.*"http": "\(.*\)".*/\1/p' "$origin_data/runtime.json")
-  [ -n "$origin_http" ] || { cat "$work/origin.log" >&2; exit 1; }
+  origin_http=$(wait_http "$origin_data" "$work/origin.log")
 }
 
 stop_origin() {
@@ -66,12 +74,7 @@ disk_gb = $disk_gb
 TOML
   RUST_LOG=warn "$bin" run --config "$work/$name.toml" 2> "$work/$name.log" &
   edge_pid=$!
-  for _ in $(seq 200); do
-    [ -f "$edge_data/runtime.json" ] && break
-    sleep 0.05
-  done
-  edge_http=$(sed -n 's/.*"http": "\(.*\)".*/\1/p' "$edge_data/runtime.json")
-  [ -n "$edge_http" ] || { cat "$work/$name.log" >&2; exit 1; }
+  edge_http=$(wait_http "$edge_data" "$work/$name.log")
   edge_pids="${edge_pids:-} $edge_pid"
 }
 

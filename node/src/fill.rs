@@ -153,6 +153,13 @@ impl Filler {
         }
     }
 
+    fn mark_checked(&self, id: &ContentId) {
+        self.checked
+            .lock()
+            .expect("checked lock")
+            .insert(id.clone(), Instant::now());
+    }
+
     /// Whether the manifest of `id` should be re-checked upstream (not checked recently).
     pub fn manifest_due(&self, id: &ContentId) -> bool {
         self.checked
@@ -187,6 +194,65 @@ impl Filler {
             .expect("penalty lock")
             .get(addr)
             .is_some_and(|until| Instant::now() < *until)
+    }
+}
+
+/// One request to one parent, over its (cached) connection.
+async fn ask(
+    state: &NodeState,
+    parent: &ParentAddr,
+    req: &Request,
+    max_body: u64,
+) -> Result<(ResponseHeader, Bytes), QuicError> {
+    state
+        .filler
+        .connection(parent)
+        .await?
+        .request(req, max_body)
+        .await
+}
+
+/// What the parents said, for the error when none delivered.
+#[derive(Default)]
+struct Attempts {
+    failures: Vec<String>,
+    not_found: usize,
+}
+
+impl Attempts {
+    fn failed(&mut self, parent: &ParentAddr, why: impl std::fmt::Display) {
+        self.failures.push(format!("{}: {why}", parent.addr));
+    }
+
+    /// Records an answer that carried nothing usable: not found, an unexpected header, or a
+    /// transport error.
+    fn unusable(
+        &mut self,
+        state: &NodeState,
+        parent: &ParentAddr,
+        answer: Result<(ResponseHeader, Bytes), QuicError>,
+    ) {
+        match answer {
+            Ok((ResponseHeader::NotFound { reason }, _)) => {
+                self.not_found += 1;
+                self.failed(parent, format_args!("not found ({reason})"));
+            }
+            Ok((other, _)) => self.failed(parent, format_args!("{other:?}")),
+            Err(e) => {
+                state.metrics.record_fill_failure("unreachable");
+                self.failed(parent, e);
+            }
+        }
+    }
+
+    /// `NotFound` when every one of `asked` parents said so, else `Unavailable`.
+    fn conclude(self, asked: usize) -> FillError {
+        let all = self.failures.join("; ");
+        if self.not_found == asked {
+            FillError::NotFound(all)
+        } else {
+            FillError::Unavailable(all)
+        }
     }
 }
 
@@ -274,82 +340,61 @@ async fn fetch_manifest(
         return Err(FillError::NoParent);
     }
     let held = state.catalog.latest(id).map(|p| p.manifest().version);
-    let mut failures = Vec::new();
-    let mut not_found = 0;
+    let req = Request::GetManifest {
+        content_id: id.to_string(),
+        min_version: held.unwrap_or(0),
+    };
+    let mut attempts = Attempts::default();
     for parent in &parents {
-        let req = Request::GetManifest {
-            content_id: id.to_string(),
-            min_version: held.unwrap_or(0),
-        };
-        let answer = match state.filler.connection(parent).await {
-            Ok(conn) => conn.request(&req, MAX_MANIFEST_BYTES).await,
-            Err(e) => Err(e),
-        };
-        match answer {
-            Ok((ResponseHeader::Manifest { .. }, body)) => {
-                let signed = match SignedManifest::decode(&body) {
-                    Ok(s) => s,
-                    Err(e) => {
-                        state.metrics.record_fill_failure("bad_manifest");
-                        tracing::warn!(parent = %parent.addr, error = %e, "parent sent an undecodable manifest");
-                        state.filler.penalise(parent);
-                        failures.push(format!("{}: {e}", parent.addr));
-                        continue;
-                    }
-                };
-                if signed.manifest.content_id != *id {
-                    state.filler.penalise(parent);
-                    failures.push(format!("{}: answered with another content", parent.addr));
-                    continue;
-                }
-                match state.catalog.publish(signed) {
-                    Ok(_) | Err(CatalogError::Stale { .. }) => {
-                        state
-                            .filler
-                            .checked
-                            .lock()
-                            .expect("checked lock")
-                            .insert(id.clone(), Instant::now());
-                        return Ok(());
-                    }
-                    Err(e) => {
-                        state.metrics.record_fill_failure("bad_manifest");
-                        tracing::warn!(parent = %parent.addr, error = %e, "manifest from parent refused");
-                        state.filler.penalise(parent);
-                        failures.push(format!("{}: {e}", parent.addr));
-                    }
-                }
+        let body = match ask(state, parent, &req, MAX_MANIFEST_BYTES).await {
+            Ok((ResponseHeader::Manifest { .. }, body)) => body,
+            answer => {
+                attempts.unusable(state, parent, answer);
+                continue;
             }
-            Ok((ResponseHeader::NotFound { reason }, _)) => {
-                not_found += 1;
-                failures.push(format!("{}: not found ({reason})", parent.addr));
+        };
+        let signed = match SignedManifest::decode(&body) {
+            Ok(s) if s.manifest.content_id == *id => s,
+            Ok(_) => {
+                state.filler.penalise(parent);
+                attempts.failed(parent, "answered with another content");
+                continue;
             }
-            Ok((other, _)) => failures.push(format!("{}: {other:?}", parent.addr)),
             Err(e) => {
-                state.metrics.record_fill_failure("unreachable");
-                failures.push(format!("{}: {e}", parent.addr));
+                state.metrics.record_fill_failure("bad_manifest");
+                tracing::warn!(parent = %parent.addr, error = %e, "parent sent an undecodable manifest");
+                state.filler.penalise(parent);
+                attempts.failed(parent, e);
+                continue;
+            }
+        };
+        match state.catalog.publish(signed) {
+            Ok(_) | Err(CatalogError::Stale { .. }) => {
+                state.filler.mark_checked(id);
+                return Ok(());
+            }
+            Err(e) => {
+                state.metrics.record_fill_failure("bad_manifest");
+                tracing::warn!(parent = %parent.addr, error = %e, "manifest from parent refused");
+                state.filler.penalise(parent);
+                attempts.failed(parent, e);
             }
         }
     }
     if held.is_some() {
         // Stale but ours: the parents were asked; what we hold stays valid and signed.
-        state
-            .filler
-            .checked
-            .lock()
-            .expect("checked lock")
-            .insert(id.clone(), Instant::now());
+        state.filler.mark_checked(id);
     }
-    if not_found == parents.len() {
+    let error = attempts.conclude(parents.len());
+    if matches!(error, FillError::NotFound(_)) {
         state
             .filler
             .negative
             .lock()
             .expect("negative cache lock")
             .insert(id.clone(), Instant::now());
-        return Err(FillError::NotFound(failures.join("; ")));
     }
-    Err(FillError::Unavailable(failures.join("; ")))
+    Err(error)
 }
 
 /// Which blob of a manifest.
@@ -447,54 +492,40 @@ async fn fetch_segment(
             index: i as u32,
         },
     };
-    let mut failures = Vec::new();
-    let mut not_found = 0;
+    let mut attempts = Attempts::default();
     for parent in &parents {
         let started = Instant::now();
-        let answer = match state.filler.connection(parent).await {
-            Ok(conn) => conn.request(&req, size).await,
-            Err(e) => Err(e),
+        let body = match ask(state, parent, &req, size).await {
+            Ok((ResponseHeader::Segment { .. }, body)) => body,
+            answer => {
+                attempts.unusable(state, parent, answer);
+                continue;
+            }
         };
-        match answer {
-            Ok((ResponseHeader::Segment { .. }, body)) => {
-                // The one check that matters: the bytes hash to what the signed manifest says.
-                // The parent's claimed hash and proof are not trusted.
-                if body.len() as u64 != size || blake3::hash(&body).as_bytes() != &hash {
-                    state.metrics.record_fill_failure("verification");
-                    tracing::warn!(
-                        parent = %parent.addr,
-                        content = %m.content_id,
-                        ?part,
-                        "parent sent bytes that fail verification; penalised, trying the next"
-                    );
-                    state.filler.penalise(parent);
-                    failures.push(format!("{}: bytes failed verification", parent.addr));
-                    continue;
-                }
-                if let Err(e) = state.store.disk().put_verified(&hash, &body) {
-                    tracing::warn!(error = %e, "storing a filled segment (serving it anyway)");
-                }
-                state.store.ram().insert(hash, body.clone());
-                state
-                    .metrics
-                    .record_fill(body.len() as u64, started.elapsed());
-                return Ok(body);
-            }
-            Ok((ResponseHeader::NotFound { reason }, _)) => {
-                not_found += 1;
-                failures.push(format!("{}: not found ({reason})", parent.addr));
-            }
-            Ok((other, _)) => failures.push(format!("{}: {other:?}", parent.addr)),
-            Err(e) => {
-                state.metrics.record_fill_failure("unreachable");
-                failures.push(format!("{}: {e}", parent.addr));
-            }
+        // The one check that matters: the bytes hash to what the signed manifest says. The
+        // parent's claimed hash and proof are not trusted.
+        if body.len() as u64 != size || blake3::hash(&body).as_bytes() != &hash {
+            state.metrics.record_fill_failure("verification");
+            tracing::warn!(
+                parent = %parent.addr,
+                content = %m.content_id,
+                ?part,
+                "parent sent bytes that fail verification; penalised, trying the next"
+            );
+            state.filler.penalise(parent);
+            attempts.failed(parent, "bytes failed verification");
+            continue;
         }
+        if let Err(e) = state.store.disk().put_verified(&hash, &body) {
+            tracing::warn!(error = %e, "storing a filled segment (serving it anyway)");
+        }
+        state.store.ram().insert(hash, body.clone());
+        state
+            .metrics
+            .record_fill(body.len() as u64, started.elapsed());
+        return Ok(body);
     }
-    if not_found == parents.len() {
-        return Err(FillError::NotFound(failures.join("; ")));
-    }
-    Err(FillError::Unavailable(failures.join("; ")))
+    Err(attempts.conclude(parents.len()))
 }
 
 /// Fetches the next segments after `index` in the background, so a player's next requests hit

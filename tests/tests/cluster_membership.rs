@@ -17,6 +17,21 @@ fn cluster_of(n: usize) -> Cluster {
     c
 }
 
+/// The first member of `node`'s cluster view that matches.
+fn member(
+    node: &mhc_tests::NodeProcess,
+    pick: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let view = node.cluster_view().expect("node answers");
+    view["members"]
+        .as_array()
+        .expect("members")
+        .iter()
+        .find(|m| pick(m))
+        .expect("member listed")
+        .clone()
+}
+
 fn all_see(c: &Cluster, skip: Option<usize>, alive: usize) -> bool {
     c.nodes
         .iter()
@@ -39,12 +54,7 @@ fn ten_nodes_converge_detect_a_crash_and_see_the_restart() {
     );
     let view = c.node(3).cluster_view().unwrap();
     assert_eq!(view["counts"]["alive"], 10);
-    let origin = view["members"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["role"] == "origin")
-        .unwrap();
+    let origin = member(c.node(3), |m| m["role"] == "origin");
     assert_eq!(origin["addrs"]["http"], c.node(0).addr().to_string());
     assert!(origin["incarnation"].as_u64().unwrap() >= 1);
 
@@ -70,14 +80,7 @@ fn ten_nodes_converge_detect_a_crash_and_see_the_restart() {
         took <= period * 7,
         "dead after {took:?}, more than dead_after_missed (6) + 1 periods of {period:?}"
     );
-    let view = c.node(1).cluster_view().unwrap();
-    let m = view["members"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["peer_id"] == victim.as_str())
-        .unwrap()
-        .clone();
+    let m = member(c.node(1), |m| m["peer_id"] == victim.as_str());
     assert!(
         m["reason"].as_str().unwrap().contains("no heartbeat"),
         "{m}"
@@ -101,14 +104,7 @@ fn ten_nodes_converge_detect_a_crash_and_see_the_restart() {
         "alive again after {took:?} (> 3 periods of {period:?})"
     );
     assert_eq!(c.node(5).peer_id.as_deref(), Some(victim.as_str()));
-    let view = c.node(2).cluster_view().unwrap();
-    let m = view["members"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["peer_id"] == victim.as_str())
-        .unwrap()
-        .clone();
+    let m = member(c.node(2), |m| m["peer_id"] == victim.as_str());
     assert!(m["reason"].as_str().unwrap().contains("restarted"), "{m}");
     assert_eq!(m["incarnation"], 2);
 
@@ -129,14 +125,7 @@ fn ten_nodes_converge_detect_a_crash_and_see_the_restart() {
         "announcement did not reach every node"
     );
     // Heartbeats carry what the origin holds.
-    let view = c.node(4).cluster_view().unwrap();
-    let origin = view["members"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["role"] == "origin")
-        .unwrap()
-        .clone();
+    let origin = member(c.node(4), |m| m["role"] == "origin");
     assert!(
         wait_until(Duration::from_secs(5), || {
             c.node(4).cluster_view().is_some_and(|v| {
