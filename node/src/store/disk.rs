@@ -208,64 +208,82 @@ impl DiskTier {
     /// Makes a fully written temporary file durable and gives it its name.
     fn commit(&self, tmp_path: PathBuf, file: File, blob: &ImportedBlob) -> io::Result<Imported> {
         let final_path = self.path_of(&blob.hash);
-        if final_path.is_file() {
+        let discard = |file: File| {
             drop(file);
             let _ = fs::remove_file(&tmp_path);
+        };
+        let Some(policy) = &self.evictable else {
+            if final_path.is_file() {
+                discard(file);
+                return Ok(Imported::Existing);
+            }
+            let reserved = self.used_bytes.fetch_add(blob.size, Ordering::Relaxed) + blob.size;
+            if reserved > self.capacity_bytes {
+                self.used_bytes.fetch_sub(blob.size, Ordering::Relaxed);
+                discard(file);
+                return Err(io::Error::new(
+                    io::ErrorKind::StorageFull,
+                    format!(
+                        "blob store full: {} of {} bytes used (cache.disk_gb)",
+                        reserved - blob.size,
+                        self.capacity_bytes
+                    ),
+                ));
+            }
+            // Published content at an origin is made durable before it is named.
+            let named = file.sync_data().and_then(|()| {
+                drop(file);
+                self.name(&tmp_path, &final_path)
+            });
+            if let Err(e) = named {
+                self.used_bytes.fetch_sub(blob.size, Ordering::Relaxed);
+                let _ = fs::remove_file(&tmp_path);
+                return Err(e);
+            }
+            return Ok(Imported::New);
+        };
+        // An evictable store is a cache: a blob lost or torn by a crash is caught by the hash
+        // check on read and filled again, so there is no fsync (most of a fill's cost on
+        // loopback). The policy lock is held from the presence check to the rename, so the
+        // policy and the files never disagree: a concurrent import can neither pick as its
+        // victim a blob whose file is not named yet (which would leave that file untracked and
+        // the store over its bound) nor name the same blob twice.
+        let mut policy = policy.lock().expect("eviction lock");
+        if final_path.is_file() {
+            discard(file);
             return Ok(Imported::Existing);
         }
-        if let Some(policy) = &self.evictable {
-            let victims = policy
-                .lock()
-                .expect("eviction lock")
-                .insert(blob.hash, blob.size);
-            for victim in &victims {
-                if victim == &blob.hash {
-                    // Larger than the whole store.
-                    drop(file);
-                    let _ = fs::remove_file(&tmp_path);
-                    return Err(io::Error::new(
-                        io::ErrorKind::StorageFull,
-                        format!(
-                            "blob of {} bytes exceeds the whole store (cache.disk_gb)",
-                            blob.size
-                        ),
-                    ));
-                }
+        let victims = policy.insert(blob.hash, blob.size);
+        if victims.contains(&blob.hash) {
+            for victim in victims.iter().filter(|v| *v != &blob.hash) {
                 self.delete_file(victim);
             }
-        }
-        let reserved = self.used_bytes.fetch_add(blob.size, Ordering::Relaxed) + blob.size;
-        if reserved > self.capacity_bytes && self.evictable.is_none() {
-            self.used_bytes.fetch_sub(blob.size, Ordering::Relaxed);
-            drop(file);
-            let _ = fs::remove_file(&tmp_path);
+            discard(file);
             return Err(io::Error::new(
                 io::ErrorKind::StorageFull,
                 format!(
-                    "blob store full: {} of {} bytes used (cache.disk_gb)",
-                    reserved - blob.size,
-                    self.capacity_bytes
+                    "blob of {} bytes exceeds the whole store (cache.disk_gb)",
+                    blob.size
                 ),
             ));
         }
-        let result = (|| {
-            // An evictable store is a cache: a blob lost or torn by a crash is caught by the
-            // hash check on read and filled again, so the fsync (most of a fill's cost on
-            // loopback) buys nothing. Published content at an origin is made durable.
-            if self.evictable.is_none() {
-                file.sync_data()?;
-            }
-            drop(file);
-            fs::create_dir_all(final_path.parent().expect("blob paths have a shard folder"))?;
-            fs::rename(&tmp_path, &final_path)
-        })();
-        if let Err(e) = result {
-            self.used_bytes.fetch_sub(blob.size, Ordering::Relaxed);
-            self.forget(&blob.hash);
+        for victim in &victims {
+            self.delete_file(victim);
+        }
+        drop(file);
+        if let Err(e) = self.name(&tmp_path, &final_path) {
+            policy.remove(&blob.hash);
             let _ = fs::remove_file(&tmp_path);
             return Err(e);
         }
+        self.used_bytes.fetch_add(blob.size, Ordering::Relaxed);
         Ok(Imported::New)
+    }
+
+    /// Gives a complete temporary file its content-addressed name.
+    fn name(&self, tmp_path: &Path, final_path: &Path) -> io::Result<()> {
+        fs::create_dir_all(final_path.parent().expect("blob paths have a shard folder"))?;
+        fs::rename(tmp_path, final_path)
     }
 
     /// Makes the renames of earlier imports durable (fsync of the shard folders and the root).
