@@ -45,6 +45,9 @@ pub struct ConfigFile {
     /// `[upstream]`: where this node fetches from.
     #[serde(default)]
     pub upstream: UpstreamSection,
+    /// `[mesh]`: mesh data plane peers.
+    #[serde(default)]
+    pub mesh: MeshSection,
     /// `[geo]`: geo-IP lookup.
     #[serde(default)]
     pub geo: GeoSection,
@@ -163,6 +166,15 @@ impl Default for CacheSection {
 pub struct UpstreamSection {
     /// `"ip:port"` or `"<peer id>@ip:port"` (the address must be a socket address). Default `[]`.
     pub parents: Vec<String>,
+}
+
+/// `[mesh]`: the mesh data plane (iroh-blobs).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default, expecting = "a [mesh] table")]
+pub struct MeshSection {
+    /// Mesh peers always asked for content, besides the members that announce it:
+    /// `"<peer id>@ip:port"` of their `listen.iroh`. Default `[]`.
+    pub peers: Vec<String>,
 }
 
 /// `[geo]`: geo-IP lookup of viewers.

@@ -77,6 +77,12 @@
 //! # parents = ["12D3KooWExamplePeer@203.0.113.10:4433"]
 //! parents = []
 //!
+//! [mesh]
+//! # Mesh peers always asked for content besides the members announcing it:
+//! # "<peer id>@ip:port" of their listen.iroh. Example:
+//! # peers = ["12D3KooWExamplePeer@203.0.113.11:4434"]
+//! peers = []
+//!
 //! [geo]
 //! # MaxMind .mmdb database for viewer geo-IP lookup; "" = none.
 //! database = ""
@@ -232,6 +238,12 @@ disk_gb = 20
 # Parents to fetch from: "ip:port" or "<peer id>@ip:port". Example:
 # parents = ["12D3KooWExamplePeer@203.0.113.10:4433"]
 parents = []
+
+[mesh]
+# Mesh peers always asked for content besides the members announcing it:
+# "<peer id>@ip:port" of their listen.iroh. Example:
+# peers = ["12D3KooWExamplePeer@203.0.113.11:4434"]
+peers = []
 
 [geo]
 # MaxMind .mmdb database for viewer geo-IP lookup; "" = none.

@@ -32,6 +32,8 @@ pub struct Config {
     pub cache: Cache,
     /// Upstream parents.
     pub upstream: Upstream,
+    /// Static mesh peers (`[mesh] peers`), each with its peer id.
+    pub mesh_peers: Vec<Parent>,
     /// Geo-IP settings.
     pub geo: Geo,
     /// Satellite broadcast settings.

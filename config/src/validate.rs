@@ -7,7 +7,7 @@ use std::time::Duration;
 use crate::error::ConfigError;
 use crate::file::{
     CacheSection, ClusterSection, ConfigFile, GeoSection, HttpSection, ListenSection,
-    LocationSection, PluginsSection, SatelliteSection, TrustSection, UpstreamSection,
+    LocationSection, MeshSection, PluginsSection, SatelliteSection, TrustSection, UpstreamSection,
 };
 use crate::runtime::{
     Cache, Cluster, Config, Geo, GeoPoint, HttpLimits, Listen, Parent, Plugins, Role, Satellite,
@@ -58,6 +58,7 @@ impl ConfigFile {
         let trust = trust(&cx, self.trust)?;
         let cache = cache(&cx, self.cache)?;
         let upstream = upstream(&cx, self.upstream)?;
+        let mesh_peers = mesh_peers(&cx, self.mesh)?;
         let geo = geo(&cx, self.geo)?;
         let satellite = satellite(&cx, self.satellite, role)?;
         let plugins = plugins(&cx, self.plugins, role)?;
@@ -72,6 +73,7 @@ impl ConfigFile {
             trust,
             cache,
             upstream,
+            mesh_peers,
             geo,
             satellite,
             plugins,
@@ -305,6 +307,31 @@ fn upstream(cx: &Ctx<'_>, u: UpstreamSection) -> Result<Upstream> {
         })
         .collect::<Result<Vec<_>>>()?;
     Ok(Upstream { parents })
+}
+
+fn mesh_peers(cx: &Ctx<'_>, m: MeshSection) -> Result<Vec<Parent>> {
+    m.peers
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let field = format!("mesh.peers[{i}]");
+            let bad = || {
+                cx.err(
+                    &field,
+                    format!("`{p}` is not a mesh peer; expected \"<peer id>@ip:port\""),
+                )
+            };
+            let (id, addr) = p.split_once('@').ok_or_else(bad)?;
+            if !is_peer_id_like(id) {
+                return Err(bad());
+            }
+            let addr: SocketAddr = addr.parse().map_err(|_| bad())?;
+            Ok(Parent {
+                peer_id: Some(id.to_owned()),
+                addr,
+            })
+        })
+        .collect()
 }
 
 fn geo(cx: &Ctx<'_>, g: GeoSection) -> Result<Geo> {

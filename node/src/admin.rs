@@ -52,6 +52,13 @@ pub struct PrefetchCommand {
     pub concurrency: Option<usize>,
 }
 
+/// `POST /admin/pin` and `/admin/unpin` body.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PinCommand {
+    /// Content id.
+    pub content_id: String,
+}
+
 /// Answers one admin request.
 pub async fn handle(state: Arc<NodeState>, req: Request<Incoming>) -> Response<Body> {
     let path = req.uri().path().to_owned();
@@ -93,6 +100,32 @@ pub async fn handle(state: Arc<NodeState>, req: Request<Incoming>) -> Response<B
             match crate::fill::fill_all(&state, &id, cmd.concurrency.unwrap_or(4)).await {
                 Ok(report) => json_ok(&serde_json::to_value(report).expect("report serialises")),
                 Err(e) => error(StatusCode::BAD_GATEWAY, &e.to_string()),
+            }
+        }
+        (Method::POST, route @ ("/admin/pin" | "/admin/unpin")) => {
+            let pin = route == "/admin/pin";
+            let body = match read_body(req).await {
+                Ok(b) => b,
+                Err(resp) => return resp,
+            };
+            let cmd: PinCommand = match serde_json::from_slice(&body) {
+                Ok(cmd) => cmd,
+                Err(e) => return error(StatusCode::BAD_REQUEST, &format!("pin request: {e}")),
+            };
+            let id = match mhc_manifest::ContentId::new(cmd.content_id) {
+                Ok(id) => id,
+                Err(e) => return error(StatusCode::BAD_REQUEST, &format!("content id: {e}")),
+            };
+            let pins = state.mesh.pins();
+            let changed = if pin { pins.pin(&id) } else { pins.unpin(&id) };
+            match changed {
+                Ok(changed) => json_ok(&json!({
+                    "content_id": id,
+                    "pinned": pin,
+                    "changed": changed,
+                    "pins": pins.list(),
+                })),
+                Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &format!("{e:#}")),
             }
         }
         _ => error(StatusCode::NOT_FOUND, "no such admin route"),

@@ -68,7 +68,8 @@ pub struct SegmentHeaders {
 }
 
 impl Published {
-    fn new(signed: SignedManifest) -> Self {
+    /// Precomputes what the viewer plane needs of a verified manifest.
+    pub fn new(signed: SignedManifest) -> Self {
         let encoded = Bytes::from(signed.encode());
         let hash_hex = hex::encode(blake3::hash(&encoded).as_bytes());
         let manifest = &signed.manifest;

@@ -91,6 +91,20 @@ enum Command {
         /// Content id.
         content_id: String,
     },
+    /// Pin a content: a mesh node replicates its latest version and keeps it.
+    Pin {
+        #[command(flatten)]
+        daemon: DaemonTarget,
+        /// Content id.
+        content_id: String,
+    },
+    /// Unpin a content.
+    Unpin {
+        #[command(flatten)]
+        daemon: DaemonTarget,
+        /// Content id.
+        content_id: String,
+    },
     /// Show the running node's view of itself, its content and the cluster.
     Status {
         #[command(flatten)]
@@ -259,6 +273,34 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 bytes,
                 ms,
                 bytes as f64 / 1e6 / (ms as f64 / 1e3)
+            );
+        }
+        command @ (Command::Pin { .. } | Command::Unpin { .. }) => {
+            let (route, daemon, content_id) = match command {
+                Command::Pin { daemon, content_id } => ("/admin/pin", daemon, content_id),
+                Command::Unpin { daemon, content_id } => ("/admin/unpin", daemon, content_id),
+                _ => unreachable!("matched Pin or Unpin"),
+            };
+            let socket = daemon.socket()?;
+            let answer = runtime()?.block_on(admin::call(
+                &socket,
+                Method::POST,
+                route,
+                Some(json!({ "content_id": content_id })),
+            ))?;
+            println!(
+                "{} {}{}",
+                answer["content_id"].as_str().unwrap_or("?"),
+                if answer["pinned"] == true {
+                    "pinned"
+                } else {
+                    "unpinned"
+                },
+                if answer["changed"] == true {
+                    ""
+                } else {
+                    " (unchanged)"
+                }
             );
         }
         Command::Status { daemon, json } => {

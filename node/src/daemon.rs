@@ -19,6 +19,7 @@ use crate::cluster::ClusterShared;
 use crate::fill::Filler;
 use crate::geo::SharedGeo;
 use crate::identity::Identity;
+use crate::mesh::{self, MeshPlane};
 use crate::metrics::Metrics;
 use crate::quic_plane::DataPlane;
 use crate::server;
@@ -113,6 +114,29 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
     let quic_addr = quic_server.local_addr();
     let filler = Filler::new(quic_addr, seed).context("binding the QUIC fill client")?;
 
+    let mut mesh_peers = Vec::new();
+    for (i, p) in config.mesh_peers.iter().enumerate() {
+        let id = p
+            .peer_id
+            .as_deref()
+            .and_then(|s| s.parse::<libp2p_identity::PeerId>().ok())
+            .and_then(|peer| crate::mesh::endpoint_id_of(&peer))
+            .with_context(|| format!("mesh.peers[{i}]: `{p}` does not name an ed25519 peer id"))?;
+        mesh_peers.push((id, p.addr));
+    }
+    let mesh = Arc::new(
+        MeshPlane::start(
+            &data_dir.join("iroh"),
+            config.listen.iroh,
+            seed,
+            &mesh_peers,
+            &db,
+            Arc::clone(&metrics),
+        )
+        .await?,
+    );
+    store.attach_mesh(Arc::clone(&mesh));
+
     let admin_socket = data_dir.join(ADMIN_SOCKET);
     let admin_listener = bind_admin_socket(&admin_socket).await?;
 
@@ -131,6 +155,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
         geo.clone(),
         filler,
         quic_addr,
+        Arc::clone(&mesh),
     ));
     data_plane.attach(&state);
 
@@ -164,12 +189,21 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
     control_plane.start(Arc::clone(&state), cluster_commands, shutdown_rx.clone());
     {
         let state = Arc::clone(&state);
+        let admin_shutdown = shutdown_rx.clone();
         tasks.push(tokio::spawn(async move {
-            server::serve_unix(admin_listener, shutdown_rx, move |req| {
+            server::serve_unix(admin_listener, admin_shutdown, move |req| {
                 admin::handle(Arc::clone(&state), req)
             })
             .await;
         }));
+    }
+    publish_catalog_to_mesh(&state).await;
+    if state.config.role == Role::Mesh {
+        tasks.push(tokio::spawn(mesh::replicate::run(
+            Arc::clone(&state),
+            Arc::clone(&state.mesh),
+            shutdown_rx.clone(),
+        )));
     }
     state.set_ready(true);
     write_runtime_file(&state, &admin_socket, &p2p_addrs)?;
@@ -196,6 +230,28 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
     })
 }
 
+/// Makes every version in the catalog available on the mesh plane: an origin imports its
+/// published content (by reference; a no-op for versions already tagged); other roles record
+/// the versions whose replicas their mesh store holds.
+async fn publish_catalog_to_mesh(state: &NodeState) {
+    for published in state.catalog.list() {
+        let m = published.manifest();
+        if state.config.role == Role::Origin {
+            let disk = state.store.disk();
+            if let Err(err) = state.mesh.publish(&published, |h| disk.blob_path(h)).await {
+                tracing::error!(content = %m.content_id, error = %format!("{err:#}"), "mesh import failed");
+            }
+        } else if let Some(root) = state.mesh.root_of(m.content_id.as_str(), m.version).await {
+            state.mesh.set_held(
+                m.content_id.as_str(),
+                m.version,
+                root,
+                mesh::replicate::content_bytes(&published),
+            );
+        }
+    }
+}
+
 /// File in `data_dir` that says where a running node listens (ports chosen by the OS when the
 /// config says port 0), for operators' scripts and the test harness. Removed at shutdown.
 pub const RUNTIME_FILE: &str = "runtime.json";
@@ -218,6 +274,7 @@ fn write_runtime_file(
         "http": state.http_addr.to_string(),
         "incarnation": state.incarnation,
         "quic": state.quic_addr.to_string(),
+        "iroh": state.mesh.local_addr().to_string(),
         "p2p": p2p,
         "admin_socket": admin_socket,
     });
@@ -258,6 +315,9 @@ impl RunningNode {
         }
         let control_plane = self.control_plane;
         let _ = tokio::task::spawn_blocking(move || control_plane.join()).await;
+        // The store holds the last reference besides the state; stopping the router closes
+        // the iroh endpoint and the blob store.
+        self.state.mesh.shutdown_router().await;
         if let Err(err) = self.state.db.flush_async().await {
             tracing::error!(error = %err, "flushing the database at shutdown");
         }

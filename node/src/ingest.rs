@@ -141,12 +141,23 @@ fn ingest_inner(state: &NodeState, cmd: &IngestCommand) -> anyhow::Result<Ingest
     match commit {
         Ok(published) => {
             let m = published.manifest();
+            // Ingest runs on a blocking thread of the runtime, so it may wait for the mesh
+            // store. A failure here leaves the content published for HTTP and QUIC; the mesh
+            // import is retried at the next start.
+            let disk = state.store.disk();
+            let mesh_root = tokio::runtime::Handle::current()
+                .block_on(state.mesh.publish(&published, |h| disk.blob_path(h)))
+                .unwrap_or_else(|err| {
+                    tracing::error!(content = %content_id, error = %format!("{err:#}"), "mesh import failed");
+                    [0; 32]
+                });
             state.cluster.announce(ContentAnnouncement {
                 peer_id: Vec::new(),
                 id: m.content_id.to_string(),
                 version: m.version,
                 manifest_hash: published.signed.manifest_hash(),
                 publisher: m.publisher,
+                mesh_root,
                 sent_at_ms: 0,
             });
             tracing::info!(

@@ -14,6 +14,7 @@ pub mod fill;
 pub mod geo;
 pub mod identity;
 pub mod ingest;
+pub mod mesh;
 pub mod metrics;
 pub mod quic_plane;
 pub mod routing;

@@ -44,6 +44,24 @@ pub struct Metrics {
     fill_latency: [AtomicU64; LATENCY_BUCKETS_S.len()],
     fill_latency_count: AtomicU64,
     fill_latency_sum_us: AtomicU64,
+    /// Mesh data plane (iroh-blobs) counters.
+    pub mesh: MeshMetrics,
+}
+
+/// Counters of the mesh data plane.
+#[derive(Debug, Default)]
+pub struct MeshMetrics {
+    /// Payload bytes this node sent to other nodes over iroh-blobs.
+    pub sent_bytes: AtomicU64,
+    /// Payload bytes this node received over iroh-blobs.
+    pub received_bytes: AtomicU64,
+    /// Blob requests that a provider failed (error, timeout, bytes that failed verification).
+    pub provider_failures: AtomicU64,
+    /// Content versions replicated completely.
+    pub replications: AtomicU64,
+    /// Content versions whose mesh root did not match their signed manifest, or whose manifest
+    /// was not trusted: rejected, nothing stored under them.
+    pub rejected: AtomicU64,
 }
 
 /// Point-in-time values the metrics do not own (store sizes, catalog size), read at scrape.
@@ -444,6 +462,36 @@ impl Metrics {
             .iter()
         {
             let _ = writeln!(out, "mhc_gossip_rejected_total{{reason=\"{reason}\"}} {n}");
+        }
+        let mesh = &self.mesh;
+        for (name, help, value) in [
+            (
+                "mhc_mesh_sent_bytes_total",
+                "Payload bytes sent to other nodes over iroh-blobs.",
+                &mesh.sent_bytes,
+            ),
+            (
+                "mhc_mesh_received_bytes_total",
+                "Payload bytes received from other nodes over iroh-blobs.",
+                &mesh.received_bytes,
+            ),
+            (
+                "mhc_mesh_provider_failures_total",
+                "Blob requests a mesh provider failed (error, timeout or unverifiable bytes).",
+                &mesh.provider_failures,
+            ),
+            (
+                "mhc_mesh_replications_total",
+                "Content versions replicated completely over the mesh.",
+                &mesh.replications,
+            ),
+            (
+                "mhc_mesh_rejected_total",
+                "Mesh content roots rejected: untrusted manifest or children not matching it.",
+                &mesh.rejected,
+            ),
+        ] {
+            counter(&mut out, name, help, value.load(Ordering::Relaxed));
         }
         out
     }

@@ -1448,6 +1448,8 @@ mod tests {
                 vec![HeldContent {
                     id: "song".into(),
                     version: 1,
+                    mesh_root: [0; 32],
+                    bytes: 0,
                 }]
             } else {
                 Vec::new()

@@ -13,6 +13,7 @@ use crate::cluster::ClusterShared;
 use crate::fill::Filler;
 use crate::geo::SharedGeo;
 use crate::identity::Identity;
+use crate::mesh::MeshPlane;
 use crate::metrics::{Gauges, Metrics};
 use crate::store::Store;
 
@@ -45,6 +46,8 @@ pub struct NodeState {
     pub filler: Filler,
     /// Address the QUIC data plane is bound to.
     pub quic_addr: SocketAddr,
+    /// The mesh data plane (iroh endpoint and blob store).
+    pub mesh: Arc<MeshPlane>,
     started: Instant,
     ready: AtomicBool,
 }
@@ -65,6 +68,7 @@ impl NodeState {
         geo: SharedGeo,
         filler: Filler,
         quic_addr: SocketAddr,
+        mesh: Arc<MeshPlane>,
     ) -> Self {
         Self {
             config,
@@ -80,6 +84,7 @@ impl NodeState {
             geo,
             filler,
             quic_addr,
+            mesh,
             started: Instant::now(),
             ready: AtomicBool::new(false),
         }
@@ -99,6 +104,12 @@ impl NodeState {
     /// then every node is in normal mode.
     pub fn mode_name(&self) -> &'static str {
         "normal"
+    }
+
+    /// Content the current emergency command marks essential (mesh nodes replicate it). Empty
+    /// in normal mode.
+    pub fn essential_contents(&self) -> Vec<String> {
+        Vec::new()
     }
 
     /// Point-in-time gauges for `/metrics`.
@@ -129,7 +140,11 @@ impl NodeState {
             "mode": self.mode_name(),
             "version": env!("CARGO_PKG_VERSION"),
             "uptime_ms": self.started.elapsed().as_millis() as u64,
-            "addrs": { "http": self.http_addr.to_string(), "quic": self.quic_addr.to_string() },
+            "addrs": {
+                "http": self.http_addr.to_string(),
+                "quic": self.quic_addr.to_string(),
+                "iroh": self.mesh.local_addr().to_string(),
+            },
             "load": {
                 "connections_open": self.metrics.connections_open(),
                 "ram_bytes": self.store.ram().used_bytes(),

@@ -118,7 +118,13 @@ async fn route<B>(
             };
             let resp = match rest {
                 ["manifest"] => manifest(&published, req.headers(), &query),
-                ["index.m3u8"] => playlist(&published, req.headers(), &query),
+                ["index.m3u8"] => {
+                    state
+                        .mesh
+                        .plays()
+                        .record(published.manifest().content_id.as_str());
+                    playlist(&published, req.headers(), &query)
+                }
                 ["init.mp4"] => init_segment(state, &published, req.headers()).await,
                 ["seg", file] => segment(state, &published, file, req.headers()).await,
                 _ => unreachable!("content_route accepted only these shapes"),
@@ -186,6 +192,8 @@ async fn resolve(
     let is_latest_document = query.version.is_none() && matches!(route, "manifest" | "playlist");
     let refresh = match &found {
         Err(Refusal(StatusCode::NOT_FOUND, _)) => !state.filler.known_missing(&content_id),
+        // A mesh node learns new versions by replicating them, not by asking parents.
+        Ok(_) if state.config.role == mhc_config::Role::Mesh => false,
         Ok(_) => is_latest_document && state.filler.manifest_due(&content_id),
         Err(_) => false,
     };

@@ -480,6 +480,12 @@ impl NodeProcess {
         ])
     }
 
+    /// `mhc-node pin` of `id` at this node.
+    pub fn pin(&self, id: &str) -> Output {
+        let data_dir = self.data_dir.to_str().expect("utf-8 path").to_owned();
+        self.cli(&["pin", "--data-dir", &data_dir, id])
+    }
+
     /// The value of one Prometheus sample (`name{labels}` exactly as rendered), if present.
     pub fn metric(&self, sample: &str) -> Option<f64> {
         let text = String::from_utf8(self.get("/metrics").body).expect("metrics are text");

@@ -53,6 +53,8 @@ fn heartbeat(claimed: PeerId, seq: u64) -> Vec<u8> {
         contents_total: 0,
         software: "evil".into(),
         interval_ms: 1000,
+        replicating: Vec::new(),
+        plays: Vec::new(),
     })
 }
 

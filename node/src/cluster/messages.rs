@@ -15,14 +15,20 @@ pub const CONTENT_TOPIC: &str = "mhc/content/1";
 /// Topic of emergency commands (used by the emergency plane).
 pub const EMERGENCY_TOPIC: &str = "mhc/emergency/1";
 
-/// Format byte of every control-plane message of this version.
-pub const MESSAGE_FORMAT: u8 = 1;
-/// Largest control-plane message accepted, in bytes. A heartbeat with 256 content entries of
-/// maximal id length is about 17 KiB; gossipsub's transport limit is set just above this, so
-/// anything bigger never reaches the decoder.
+/// Format byte of every control-plane message of this version (2: mesh roots, sizes, plays
+/// and replication in heartbeats and announcements).
+pub const MESSAGE_FORMAT: u8 = 2;
+/// Largest control-plane message accepted, in bytes. A heartbeat at every bound (128 content
+/// entries of maximal id length with their mesh roots, 16 roots being replicated, 32 play
+/// counts) is about 20 KiB; gossipsub's transport limit is set just above this, so anything
+/// bigger never reaches the decoder.
 pub const MAX_MESSAGE_BYTES: usize = 24 * 1024;
 /// Most content entries a heartbeat lists (the rest are announced on `mhc/content/1`).
-pub const MAX_HEARTBEAT_CONTENTS: usize = 256;
+pub const MAX_HEARTBEAT_CONTENTS: usize = 128;
+/// Most mesh roots a heartbeat lists as being replicated (a mesh node replicates a few at once).
+pub const MAX_HEARTBEAT_REPLICATING: usize = 16;
+/// Most play counts a heartbeat carries (the sender's top contents).
+pub const MAX_HEARTBEAT_PLAYS: usize = 32;
 /// Most libp2p addresses a heartbeat lists.
 pub const MAX_P2P_ADDRS: usize = 8;
 /// Longest free-text field (region, version string, address).
@@ -131,6 +137,21 @@ pub struct HeldContent {
     pub id: String,
     /// Latest version held.
     pub version: u64,
+    /// Root of the version's iroh-blobs HashSeq when the holder provides it on the mesh plane
+    /// (all zeros when it does not).
+    pub mesh_root: [u8; 32],
+    /// Total bytes of the version's init and media segments.
+    pub bytes: u64,
+}
+
+/// How often a content was played at the sender recently (playlist requests in the last
+/// window), so mesh nodes can replicate what their region watches.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlayCount {
+    /// Content id.
+    pub id: String,
+    /// Plays in the sender's recent window.
+    pub plays: u32,
 }
 
 /// A member's periodic, signed statement of who and how it is.
@@ -164,6 +185,11 @@ pub struct Heartbeat {
     pub software: String,
     /// Heartbeat period of the sender, ms (receivers judge its silence by its own period).
     pub interval_ms: u32,
+    /// Mesh HashSeq roots the sender is replicating now (bounded): peers replicating the same
+    /// content share the work of fetching it from its holders.
+    pub replicating: Vec<[u8; 32]>,
+    /// The sender's most played contents (bounded).
+    pub plays: Vec<PlayCount>,
 }
 
 /// An origin's announcement that a content version was published.
@@ -179,6 +205,8 @@ pub struct ContentAnnouncement {
     pub manifest_hash: [u8; 32],
     /// Publisher public key that signed the manifest.
     pub publisher: [u8; 32],
+    /// Root of the version's iroh-blobs HashSeq (manifest, init, segments).
+    pub mesh_root: [u8; 32],
     /// Sender's wall clock, ms since the Unix epoch.
     pub sent_at_ms: u64,
 }
@@ -242,6 +270,12 @@ impl Heartbeat {
         {
             return Err(MessageError::Bounds("contents"));
         }
+        if self.replicating.len() > MAX_HEARTBEAT_REPLICATING {
+            return Err(MessageError::Bounds("replicating"));
+        }
+        if self.plays.len() > MAX_HEARTBEAT_PLAYS || !self.plays.iter().all(|p| p.id.len() <= 64) {
+            return Err(MessageError::Bounds("plays"));
+        }
         if let Some((lat, lon)) = self.location {
             if !(-90.0..=90.0).contains(&lat) || !(-180.0..=180.0).contains(&lon) {
                 return Err(MessageError::Bounds("location"));
@@ -282,10 +316,14 @@ pub(crate) mod tests {
             contents: vec![HeldContent {
                 id: "song".into(),
                 version: 2,
+                mesh_root: [0; 32],
+                bytes: 0,
             }],
             contents_total: 1,
             software: "0.1.0".into(),
             interval_ms: 1000,
+            replicating: Vec::new(),
+            plays: Vec::new(),
         }
     }
 
@@ -329,6 +367,8 @@ pub(crate) mod tests {
             .map(|i| HeldContent {
                 id: format!("c{i}"),
                 version: 1,
+                mesh_root: [0; 32],
+                bytes: 0,
             })
             .collect();
         assert_eq!(hb.check_bounds(), Err(MessageError::Bounds("contents")));

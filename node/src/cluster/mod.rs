@@ -51,6 +51,8 @@ pub struct KnownContent {
     pub manifest_hash: [u8; 32],
     /// Publisher key.
     pub publisher: [u8; 32],
+    /// Root of the version's mesh HashSeq.
+    pub mesh_root: [u8; 32],
     /// Announcing peer.
     pub announced_by: PeerId,
     /// When this node received it (wall clock, ms).

@@ -25,7 +25,7 @@ use tokio::sync::{mpsc, watch};
 use super::messages::{
     decode, encode, ContentAnnouncement, Heartbeat, HeldContent, Load, PlaneAddrs, WireMode,
     WireRole, CONTENT_TOPIC, EMERGENCY_TOPIC, HEALTH_TOPIC, MAX_HEARTBEAT_CONTENTS,
-    MAX_MESSAGE_BYTES, MAX_P2P_ADDRS,
+    MAX_HEARTBEAT_REPLICATING, MAX_MESSAGE_BYTES, MAX_P2P_ADDRS,
 };
 use super::{ClusterCommand, ClusterShared, KnownContent};
 use crate::state::NodeState;
@@ -617,6 +617,7 @@ fn admit_message(
             version: ann.version,
             manifest_hash: ann.manifest_hash,
             publisher: ann.publisher,
+            mesh_root: ann.mesh_root,
             announced_by: signer,
             received_at_ms: wall_ms(),
             sent_at_ms: ann.sent_at_ms,
@@ -731,7 +732,7 @@ fn build_heartbeat(
         addrs: PlaneAddrs {
             http: advertise(state.http_addr),
             quic: advertise(state.quic_addr),
-            iroh: advertise(c.listen.iroh),
+            iroh: advertise(state.mesh.local_addr()),
             p2p,
         },
         mode: WireMode::Normal,
@@ -743,9 +744,18 @@ fn build_heartbeat(
         contents: list
             .iter()
             .take(MAX_HEARTBEAT_CONTENTS)
-            .map(|p| HeldContent {
-                id: p.manifest().content_id.to_string(),
-                version: p.manifest().version,
+            .map(|p| {
+                let m = p.manifest();
+                let held = state
+                    .mesh
+                    .held(m.content_id.as_str())
+                    .filter(|h| h.version == m.version);
+                HeldContent {
+                    id: m.content_id.to_string(),
+                    version: m.version,
+                    mesh_root: held.map_or([0; 32], |h| h.root),
+                    bytes: crate::mesh::replicate::content_bytes(p),
+                }
             })
             .collect(),
         contents_total: list.len() as u32,
@@ -755,6 +765,13 @@ fn build_heartbeat(
             .heartbeat_interval
             .as_millis()
             .min(u32::MAX as u128) as u32,
+        replicating: state
+            .mesh
+            .replicating()
+            .into_iter()
+            .take(MAX_HEARTBEAT_REPLICATING)
+            .collect(),
+        plays: state.mesh.plays().top(),
     }
 }
 

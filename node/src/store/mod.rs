@@ -1,5 +1,6 @@
 //! The node's one content-addressed segment store: a bounded RAM tier of shared [`Bytes`] in front
-//! of BLAKE3-named files on disk, shared by every plane.
+//! of BLAKE3-named files on disk, shared by every plane, and behind them the mesh plane's
+//! iroh-blobs store (where a mesh node keeps what it replicated).
 //!
 //! Bytes enter only with a checked hash ([`DiskTier::import_file`] hashes while it copies;
 //! [`DiskTier::put_verified`] checks first) and leave only after being hashed again on their way
@@ -11,7 +12,7 @@ mod s3fifo;
 
 use std::io;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use mhc_manifest::Hash32;
@@ -20,6 +21,7 @@ pub use disk::{DiskTier, Imported};
 pub use ram::RamTier;
 pub use s3fifo::S3Fifo;
 
+use crate::mesh::MeshPlane;
 use crate::metrics::Metrics;
 
 /// Why a blob could not be produced.
@@ -47,6 +49,7 @@ pub enum StoreError {
 pub struct Store {
     ram: RamTier,
     disk: DiskTier,
+    mesh: OnceLock<Arc<MeshPlane>>,
     metrics: Arc<Metrics>,
 }
 
@@ -65,8 +68,14 @@ impl Store {
         Ok(Self {
             ram: RamTier::new(memory_bytes),
             disk: DiskTier::open(blobs_dir, disk_bytes, evictable)?,
+            mesh: OnceLock::new(),
             metrics,
         })
+    }
+
+    /// Puts the mesh plane's store behind the disk tier (once, at start).
+    pub fn attach_mesh(&self, mesh: Arc<MeshPlane>) {
+        let _ = self.mesh.set(mesh);
     }
 
     /// The disk tier, for imports.
@@ -95,12 +104,30 @@ impl Store {
         self.metrics.store_miss();
         let this = Arc::clone(self);
         let hash = *hash;
-        tokio::task::spawn_blocking(move || this.load_from_disk(&hash))
+        let from_disk = tokio::task::spawn_blocking(move || this.load_from_disk(&hash))
             .await
             .map_err(|e| StoreError::Io {
                 hash,
                 source: io::Error::other(e),
-            })?
+            })?;
+        match (from_disk, self.mesh.get()) {
+            (Err(StoreError::Missing(_)), Some(mesh)) => self.load_from_mesh(mesh, &hash).await,
+            (result, _) => result,
+        }
+    }
+
+    /// A blob of the mesh plane's store, re-hashed like a disk read before it is served.
+    async fn load_from_mesh(&self, mesh: &MeshPlane, hash: &Hash32) -> Result<Bytes, StoreError> {
+        let Some(bytes) = mesh.get_bytes(hash).await else {
+            return Err(StoreError::Missing(*hash));
+        };
+        if blake3::hash(&bytes).as_bytes() != hash {
+            self.metrics.store_corrupt();
+            tracing::error!(blob = %hex::encode(hash), "mesh store blob does not match its hash; not served");
+            return Err(StoreError::Corrupt(*hash));
+        }
+        self.ram.insert(*hash, bytes.clone());
+        Ok(bytes)
     }
 
     fn load_from_disk(&self, hash: &Hash32) -> Result<Bytes, StoreError> {

@@ -111,6 +111,8 @@ fn membership(rng: &mut Rng, members: usize, now: Instant) -> Membership {
             .map(|k| HeldContent {
                 id: format!("song-{}", if k == 31 { first } else { 1000 + i * 32 + k }),
                 version: 1,
+                mesh_root: [0; 32],
+                bytes: 0,
             })
             .collect();
         let hb = Heartbeat {
@@ -137,6 +139,8 @@ fn membership(rng: &mut Rng, members: usize, now: Instant) -> Membership {
             contents_total: 32,
             software: "bench".into(),
             interval_ms: 1000,
+            replicating: Vec::new(),
+            plays: Vec::new(),
         };
         // A few are heard long ago, so the sweep makes them suspect or dead.
         let heard = match i % 25 {

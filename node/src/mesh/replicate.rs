@@ -1,0 +1,651 @@
+//! Mesh replication: which content versions a mesh node holds, and fetching them from every
+//! node that provides them.
+//!
+//! **What.** A mesh node holds (a) what its operator pinned, (b) emergency-essential content,
+//! (c) the contents most played in its region (from the play counts heartbeats carry), as far
+//! as `cache.disk_gb` allows.
+//!
+//! **From whom.** Holders are alive members whose heartbeat lists the version with its mesh
+//! root, and the operator's static `mesh.peers`. Every blob is checked twice: BLAKE3 verified
+//! streaming against the hash asked for, and those hashes come from the HashSeq only after it
+//! matched the signed, trusted manifest child by child.
+//!
+//! **Sharing the work.** Mesh nodes replicating the same root (their heartbeats say so) split
+//! its blobs: blob *i* is owned by the (*i* mod *n*)-th of them by peer id. A node fetches the
+//! blobs it owns from the holders, origin last; a blob owned by another node is asked of that
+//! node first and of the origin only when the owner has not produced it within
+//! [`OWNER_PATIENCE`]. So the origin sends each blob about once however many mesh nodes
+//! replicate, and the rest moves between peers.
+//!
+//! **Resuming.** iroh-blobs keeps the verified ranges of a partial blob; the next provider is
+//! asked only for what is missing, so a provider lost mid-transfer costs no bytes already in.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use futures::StreamExt;
+use iroh::EndpointId;
+use iroh_blobs::api::remote::GetProgressItem;
+use iroh_blobs::hashseq::HashSeq;
+use iroh_blobs::{Hash, HashAndFormat};
+use mhc_config::Role;
+use mhc_manifest::{Hash32, SignedManifest};
+use tokio::sync::watch;
+
+use super::{content_tag, endpoint_id_of, expected_children, MeshPlane};
+use crate::catalog::{CatalogError, Published};
+use crate::cluster::membership::MemberState;
+use crate::cluster::messages::WireRole;
+use crate::state::NodeState;
+
+/// How long a node waits for the owner of a blob to have it before asking the origin instead.
+/// Long enough for an owner to fetch its share at loopback or LAN speed while its peers wait;
+/// short enough that a stuck owner delays a replica by seconds, not minutes.
+pub const OWNER_PATIENCE: Duration = Duration::from_secs(10);
+/// Blobs fetched at once per content (each from one provider).
+const PARALLEL_BLOBS: usize = 4;
+/// Contents replicated at once.
+const PARALLEL_CONTENTS: usize = 2;
+/// A fetch that receives nothing for this long is abandoned (the provider is stalled).
+const STALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// Pause before asking again for a blob nobody could provide yet.
+const RETRY_PAUSE: Duration = Duration::from_millis(250);
+/// How long a provider that sent bytes failing verification is avoided.
+const CORRUPT_PENALTY: Duration = Duration::from_secs(600);
+/// How long a provider that failed otherwise (error, stall) is put behind the others.
+const FAILURE_PENALTY: Duration = Duration::from_secs(15);
+/// A replication that makes no progress for this long gives up (and is retried later).
+const NO_PROGRESS_LIMIT: Duration = Duration::from_secs(120);
+
+/// A content version some node offers on the mesh.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Offer {
+    /// Content id.
+    pub id: String,
+    /// Version.
+    pub version: u64,
+    /// HashSeq root.
+    pub root: Hash32,
+    /// Bytes of its segments (0 when not known yet).
+    pub bytes: u64,
+}
+
+/// A node that may provide blobs.
+#[derive(Debug, Clone)]
+struct Provider {
+    id: EndpointId,
+    is_origin: bool,
+    /// Kilometres from this node (unknown: far), the tie-breaker after measured speed.
+    distance_km: f64,
+}
+
+/// Runs the replication loop of a mesh node until shutdown.
+pub async fn run(state: Arc<NodeState>, mesh: Arc<MeshPlane>, mut shutdown: watch::Receiver<bool>) {
+    let mut running: HashMap<Hash32, tokio::task::JoinHandle<()>> = HashMap::new();
+    let tick = state
+        .config
+        .cluster
+        .heartbeat_interval
+        .min(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => break,
+            () = tokio::time::sleep(tick) => {}
+        }
+        learn_addresses(&state, &mesh);
+        running.retain(|_, task| !task.is_finished());
+        if running.len() >= PARALLEL_CONTENTS {
+            continue;
+        }
+        for offer in wanted(&state, &mesh) {
+            if running.len() >= PARALLEL_CONTENTS || running.contains_key(&offer.root) {
+                continue;
+            }
+            let root = offer.root;
+            let (state, mesh) = (Arc::clone(&state), Arc::clone(&mesh));
+            running.insert(
+                root,
+                tokio::spawn(async move {
+                    mesh.set_replicating(root, true);
+                    let result = replicate(&state, &mesh, &offer).await;
+                    mesh.set_replicating(root, false);
+                    match result {
+                        Ok(()) => tracing::info!(
+                            content = %offer.id,
+                            version = offer.version,
+                            "replicated from the mesh"
+                        ),
+                        Err(err) => tracing::warn!(
+                            content = %offer.id,
+                            version = offer.version,
+                            error = %format!("{err:#}"),
+                            "replication failed; will retry"
+                        ),
+                    }
+                }),
+            );
+        }
+    }
+    for (_, task) in running {
+        task.abort();
+    }
+}
+
+/// Tells the endpoint where every alive member's mesh plane listens.
+fn learn_addresses(state: &NodeState, mesh: &MeshPlane) {
+    let membership = state.cluster.membership.lock().expect("membership lock");
+    for m in membership.members() {
+        if m.state != MemberState::Alive {
+            continue;
+        }
+        if let (Some(id), Ok(addr)) = (endpoint_id_of(&m.peer_id), m.heartbeat.addrs.iroh.parse()) {
+            mesh.learn(id, addr);
+        }
+    }
+}
+
+/// The latest version of every content that some alive member offers on the mesh.
+pub fn offers(state: &NodeState) -> HashMap<String, Offer> {
+    let mut best: HashMap<String, Offer> = HashMap::new();
+    let mut consider = |o: Offer| {
+        if o.root == [0; 32] {
+            return;
+        }
+        match best.get(&o.id) {
+            Some(b) if b.version > o.version || (b.version == o.version && b.bytes >= o.bytes) => {}
+            _ => {
+                best.insert(o.id.clone(), o);
+            }
+        }
+    };
+    for k in state.cluster.known_contents() {
+        consider(Offer {
+            id: k.id,
+            version: k.version,
+            root: k.mesh_root,
+            bytes: 0,
+        });
+    }
+    let membership = state.cluster.membership.lock().expect("membership lock");
+    for m in membership.members() {
+        if m.state != MemberState::Alive {
+            continue;
+        }
+        for c in &m.heartbeat.contents {
+            consider(Offer {
+                id: c.id.clone(),
+                version: c.version,
+                root: c.mesh_root,
+                bytes: c.bytes,
+            });
+        }
+    }
+    best
+}
+
+/// What this mesh node should replicate now, most important first: pinned, essential, then
+/// popular in its region while the disk budget lasts.
+pub fn wanted(state: &NodeState, mesh: &MeshPlane) -> Vec<Offer> {
+    let offers = offers(state);
+    // Held on the mesh plane, not merely in the catalog: a mesh node that filled a few
+    // segments on demand over QUIC has the manifest but not the content.
+    let held = |o: &Offer| mesh.held(&o.id).is_some_and(|h| h.version >= o.version);
+    let mut out: Vec<Offer> = Vec::new();
+    for id in mesh
+        .pins()
+        .list()
+        .iter()
+        .chain(state.essential_contents().iter())
+    {
+        if let Some(o) = offers.get(id) {
+            if !held(o) && !out.iter().any(|w| w.id == o.id) {
+                out.push(o.clone());
+            }
+        }
+    }
+    // Popular in this region: the play counts of alive members in the same region, and ours.
+    let mut plays: HashMap<String, u64> = HashMap::new();
+    for p in mesh.plays().top() {
+        *plays.entry(p.id).or_default() += u64::from(p.plays);
+    }
+    {
+        let membership = state.cluster.membership.lock().expect("membership lock");
+        for m in membership.members() {
+            if m.state == MemberState::Alive && m.heartbeat.region == state.config.region {
+                for p in &m.heartbeat.plays {
+                    *plays.entry(p.id.clone()).or_default() += u64::from(p.plays);
+                }
+            }
+        }
+    }
+    let mut popular: Vec<(u64, &Offer)> = plays
+        .iter()
+        .filter_map(|(id, n)| offers.get(id).map(|o| (*n, o)))
+        .collect();
+    popular.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.id.cmp(&b.1.id)));
+    let mut budget = state
+        .config
+        .cache
+        .disk_bytes
+        .saturating_sub(mesh.held_bytes());
+    for o in &out {
+        budget = budget.saturating_sub(o.bytes);
+    }
+    for (_, o) in popular {
+        if o.bytes > 0 && o.bytes <= budget && !held(o) && !out.iter().any(|w| w.id == o.id) {
+            budget -= o.bytes;
+            out.push(o.clone());
+        }
+    }
+    out
+}
+
+/// Replicates one content version: root, manifest (verified), then every blob.
+///
+/// # Errors
+/// No provider could serve it, it failed verification, or the stores failed.
+pub async fn replicate(state: &NodeState, mesh: &MeshPlane, offer: &Offer) -> anyhow::Result<()> {
+    let root = Hash::from_bytes(offer.root);
+    fetch_any(state, mesh, offer, root)
+        .await
+        .context("fetching the HashSeq")?;
+    let seq_bytes = mesh
+        .store()
+        .blobs()
+        .get_bytes(root)
+        .await
+        .context("reading the HashSeq")?;
+    let seq = HashSeq::try_from(seq_bytes).context("the mesh root is not a HashSeq")?;
+    let children: Vec<Hash32> = seq.iter().map(|h| *h.as_bytes()).collect();
+    let Some(manifest_hash) = children.first() else {
+        bail!("the HashSeq is empty");
+    };
+    fetch_any(state, mesh, offer, Hash::from_bytes(*manifest_hash))
+        .await
+        .context("fetching the manifest")?;
+    let encoded = mesh
+        .store()
+        .blobs()
+        .get_bytes(Hash::from_bytes(*manifest_hash))
+        .await
+        .context("reading the manifest")?;
+    let signed = match SignedManifest::decode(&encoded)
+        .and_then(|s| s.verify(state.catalog.trusted()).map(|()| s))
+    {
+        Ok(s) => s,
+        Err(err) => {
+            mesh.metrics().mesh.rejected.fetch_add(1, Ordering::Relaxed);
+            bail!("manifest under mesh root is not trusted: {err}");
+        }
+    };
+    let m = &signed.manifest;
+    if m.content_id.as_str() != offer.id || m.version != offer.version {
+        mesh.metrics().mesh.rejected.fetch_add(1, Ordering::Relaxed);
+        bail!(
+            "mesh root carries {} v{}, not the offered {} v{}",
+            m.content_id,
+            m.version,
+            offer.id,
+            offer.version
+        );
+    }
+    let published = Published::new(signed.clone());
+    if expected_children(&published) != children {
+        mesh.metrics().mesh.rejected.fetch_add(1, Ordering::Relaxed);
+        bail!("the HashSeq's children do not match the signed manifest");
+    }
+    let bytes = content_bytes(&published);
+    fetch_children(state, mesh, offer, &children[1..]).await?;
+    mesh.store()
+        .tags()
+        .set(
+            content_tag(&offer.id, offer.version),
+            HashAndFormat::hash_seq(root),
+        )
+        .await
+        .context("tagging the replica")?;
+    match state.catalog.publish(signed) {
+        Ok(_) | Err(CatalogError::Stale { .. }) => {}
+        Err(err) => return Err(err).context("committing the manifest"),
+    }
+    mesh.set_held(&offer.id, offer.version, offer.root, bytes);
+    mesh.metrics()
+        .mesh
+        .replications
+        .fetch_add(1, Ordering::Relaxed);
+    Ok(())
+}
+
+/// Bytes of a version's init and media segments.
+pub fn content_bytes(published: &Published) -> u64 {
+    let m = published.manifest();
+    m.segments.iter().map(|s| s.size).sum::<u64>() + m.hls.init.as_ref().map_or(0, |i| i.size)
+}
+
+/// Fetches one small blob (root, manifest) from the first holder that has it.
+async fn fetch_any(
+    state: &NodeState,
+    mesh: &MeshPlane,
+    offer: &Offer,
+    hash: Hash,
+) -> anyhow::Result<()> {
+    if mesh.has(hash).await {
+        return Ok(());
+    }
+    let started = Instant::now();
+    loop {
+        for p in holders(state, mesh, offer) {
+            if mesh.fetch_from(p.id, hash, true).await.is_ok() {
+                return Ok(());
+            }
+        }
+        if started.elapsed() > NO_PROGRESS_LIMIT / 4 {
+            bail!("no provider served blob {hash}");
+        }
+        tokio::time::sleep(RETRY_PAUSE * 4).await;
+    }
+}
+
+/// Alive members that hold `offer`, plus the static peers; best first (measured speed, then
+/// distance), origins last, penalised providers left out.
+fn holders(state: &NodeState, mesh: &MeshPlane, offer: &Offer) -> Vec<Provider> {
+    let me = mesh.endpoint().id();
+    let here = state.config.location.as_ref().map(|l| (l.lat, l.lon));
+    let mut out: Vec<Provider> = mesh
+        .static_peers()
+        .iter()
+        .map(|id| Provider {
+            id: *id,
+            is_origin: false,
+            distance_km: 0.0,
+        })
+        .collect();
+    {
+        let membership = state.cluster.membership.lock().expect("membership lock");
+        for m in membership.members() {
+            if m.state != MemberState::Alive {
+                continue;
+            }
+            let holds = m.heartbeat.contents.iter().any(|c| {
+                c.id == offer.id && c.version == offer.version && c.mesh_root == offer.root
+            });
+            if !holds {
+                continue;
+            }
+            let Some(id) = endpoint_id_of(&m.peer_id) else {
+                continue;
+            };
+            let distance_km = match (here, m.heartbeat.location) {
+                (Some(a), Some(b)) => crate::routing::haversine_km(a, b),
+                _ => f64::MAX,
+            };
+            out.push(Provider {
+                id,
+                is_origin: m.heartbeat.role == WireRole::Origin,
+                distance_km,
+            });
+        }
+    }
+    out.retain(|p| p.id != me && !mesh.is_penalised(&p.id));
+    let mut seen = HashSet::new();
+    out.retain(|p| seen.insert(p.id));
+    out.sort_by(|a, b| {
+        a.is_origin
+            .cmp(&b.is_origin)
+            .then_with(|| mesh.speed_rank(&a.id).total_cmp(&mesh.speed_rank(&b.id)))
+            .then_with(|| a.distance_km.total_cmp(&b.distance_km))
+    });
+    out
+}
+
+/// Mesh members replicating the same root now, and this node, sorted: the owners of blobs.
+fn replicators(state: &NodeState, mesh: &MeshPlane, root: &Hash32) -> Vec<EndpointId> {
+    let mut out = vec![mesh.endpoint().id()];
+    let membership = state.cluster.membership.lock().expect("membership lock");
+    for m in membership.members() {
+        if m.state == MemberState::Alive && m.heartbeat.replicating.contains(root) {
+            if let Some(id) = endpoint_id_of(&m.peer_id) {
+                out.push(id);
+            }
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// One blob still to fetch.
+#[derive(Debug)]
+struct Job {
+    index: usize,
+    hash: Hash,
+    first_try: Option<Instant>,
+    not_before: Instant,
+}
+
+/// Fetches every child blob, shared out among the replicators (see the module docs).
+async fn fetch_children(
+    state: &NodeState,
+    mesh: &MeshPlane,
+    offer: &Offer,
+    children: &[Hash32],
+) -> anyhow::Result<()> {
+    // Give peers that started on this root at the same moment a heartbeat to say so, so the
+    // split of the work is agreed before anyone asks the origin for everything.
+    if state.config.role == Role::Mesh {
+        tokio::time::sleep(state.config.cluster.heartbeat_interval * 2).await;
+    }
+    let me = mesh.endpoint().id();
+    let owners = replicators(state, mesh, &offer.root);
+    let now = Instant::now();
+    let mut jobs: VecDeque<Job> = VecDeque::new();
+    for (index, h) in children.iter().enumerate() {
+        let hash = Hash::from_bytes(*h);
+        if mesh.has(hash).await {
+            continue;
+        }
+        let job = Job {
+            index,
+            hash,
+            first_try: None,
+            not_before: now,
+        };
+        // Own blobs first: they are what the peers will be waiting for.
+        if owners[index % owners.len()] == me {
+            jobs.push_front(job);
+        } else {
+            jobs.push_back(job);
+        }
+    }
+    let mut in_flight = futures::stream::FuturesUnordered::new();
+    let mut last_progress = Instant::now();
+    loop {
+        let now = Instant::now();
+        while in_flight.len() < PARALLEL_BLOBS {
+            let Some(pos) = jobs.iter().position(|j| j.not_before <= now) else {
+                break;
+            };
+            let mut job = jobs.remove(pos).expect("position is in range");
+            job.first_try.get_or_insert(now);
+            in_flight.push(async move {
+                let ok = fetch_child(state, mesh, offer, &job).await;
+                (job, ok)
+            });
+        }
+        if in_flight.is_empty() && jobs.is_empty() {
+            return Ok(());
+        }
+        if last_progress.elapsed() > NO_PROGRESS_LIMIT {
+            bail!(
+                "{} blobs still missing after no progress for {NO_PROGRESS_LIMIT:?}",
+                jobs.len() + in_flight.len()
+            );
+        }
+        if in_flight.is_empty() {
+            tokio::time::sleep(RETRY_PAUSE / 2).await;
+            continue;
+        }
+        if let Some((mut job, ok)) = in_flight.next().await {
+            if ok {
+                last_progress = Instant::now();
+            } else {
+                job.not_before = Instant::now() + RETRY_PAUSE;
+                jobs.push_back(job);
+            }
+        }
+    }
+}
+
+/// One attempt at one child blob over the providers in the order the module docs give.
+async fn fetch_child(state: &NodeState, mesh: &MeshPlane, offer: &Offer, job: &Job) -> bool {
+    if mesh.has(job.hash).await {
+        return true;
+    }
+    let me = mesh.endpoint().id();
+    let owners = replicators(state, mesh, &offer.root);
+    let owner = owners[job.index % owners.len()];
+    let holders = holders(state, mesh, offer);
+    let waited = job.first_try.map_or(Duration::ZERO, |t| t.elapsed());
+    let mut order: Vec<(EndpointId, bool)> = Vec::new();
+    if owner != me {
+        order.push((owner, false));
+    }
+    for h in holders.iter().filter(|h| !h.is_origin) {
+        order.push((h.id, true));
+    }
+    if owner == me || waited >= OWNER_PATIENCE {
+        for h in holders.iter().filter(|h| h.is_origin) {
+            order.push((h.id, true));
+        }
+    }
+    let mut seen = HashSet::new();
+    order.retain(|(id, _)| seen.insert(*id));
+    for (id, claims_it) in order {
+        if mesh.fetch_from(id, job.hash, claims_it).await.is_ok() {
+            return true;
+        }
+    }
+    false
+}
+
+/// Why a fetch from one provider failed.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    /// The provider could not be reached.
+    #[error("connecting: {0}")]
+    Connect(String),
+    /// Bytes failed BLAKE3 verification: the provider is penalised.
+    #[error("bytes failed verification: {0}")]
+    Corrupt(String),
+    /// The provider sent nothing for [`STALL_TIMEOUT`].
+    #[error("stalled")]
+    Stalled,
+    /// Any other failure (the provider lacks the blob, reset the stream, went away).
+    #[error("{0}")]
+    Other(String),
+}
+
+impl MeshPlane {
+    /// Fetches `hash` (missing ranges only) from one provider, counting received bytes.
+    /// `claims_it`: the provider said it holds the blob, so failing is held against it.
+    ///
+    /// # Errors
+    /// [`FetchError`].
+    pub async fn fetch_from(
+        &self,
+        provider: EndpointId,
+        hash: Hash,
+        claims_it: bool,
+    ) -> Result<(), FetchError> {
+        let result = self.fetch_from_inner(provider, hash).await;
+        match &result {
+            Ok(took) => self.record_speed(provider, *took),
+            Err(FetchError::Corrupt(why)) => {
+                self.metrics()
+                    .mesh
+                    .provider_failures
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    provider = %provider.fmt_short(),
+                    blob = %hash,
+                    why = %why,
+                    "mesh provider sent bytes that fail verification; avoided"
+                );
+                self.penalise(provider, CORRUPT_PENALTY);
+            }
+            Err(err) if claims_it => {
+                self.metrics()
+                    .mesh
+                    .provider_failures
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(provider = %provider.fmt_short(), blob = %hash, error = %err, "mesh fetch failed");
+                self.forget_connection(&provider);
+                self.penalise(provider, FAILURE_PENALTY);
+            }
+            Err(_) => {}
+        }
+        result.map(|_| ())
+    }
+
+    async fn fetch_from_inner(
+        &self,
+        provider: EndpointId,
+        hash: Hash,
+    ) -> Result<Duration, FetchError> {
+        let started = Instant::now();
+        let conn = self
+            .connection(provider)
+            .await
+            .map_err(|e| FetchError::Connect(format!("{e:#}")))?;
+        let progress = self.store().remote().fetch(conn, HashAndFormat::raw(hash));
+        let mut stream = std::pin::pin!(progress.stream());
+        let mut counted = 0u64;
+        loop {
+            let item = match tokio::time::timeout(STALL_TIMEOUT, stream.next()).await {
+                Ok(Some(item)) => item,
+                Ok(None) => {
+                    return Err(FetchError::Other("progress ended without a result".into()))
+                }
+                Err(_) => {
+                    self.forget_connection(&provider);
+                    return Err(FetchError::Stalled);
+                }
+            };
+            match item {
+                GetProgressItem::Progress(total) => {
+                    let delta = total.saturating_sub(counted);
+                    counted = counted.max(total);
+                    self.metrics()
+                        .mesh
+                        .received_bytes
+                        .fetch_add(delta, Ordering::Relaxed);
+                }
+                GetProgressItem::Done(stats) => {
+                    let delta = stats.payload_bytes_read.saturating_sub(counted);
+                    self.metrics()
+                        .mesh
+                        .received_bytes
+                        .fetch_add(delta, Ordering::Relaxed);
+                    return if self.has(hash).await {
+                        Ok(started.elapsed())
+                    } else {
+                        Err(FetchError::Other(
+                            "the provider does not have the whole blob".into(),
+                        ))
+                    };
+                }
+                GetProgressItem::Error(err) => {
+                    let text = format!("{err:#}");
+                    return Err(if text.contains("hash mismatch") {
+                        FetchError::Corrupt(text)
+                    } else {
+                        FetchError::Other(text)
+                    });
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,107 @@
+//! The mesh role on real processes: five mesh nodes replicate a content over iroh-blobs while
+//! the origin sends it about once, keep serving it after the origin dies, and a sixth node
+//! that joins afterwards replicates it from the others.
+
+use std::fs;
+use std::time::Duration;
+
+use mhc_tests::{assert_success, wait_until, Cluster, NodeOptions, NodeProcess};
+
+const SEGMENTS: usize = 30;
+const SEGMENT_BYTES: usize = 200_000;
+
+fn mesh_options(origin: &NodeProcess, bootstrap: &[String]) -> NodeOptions {
+    NodeOptions::new("mesh")
+        .heartbeat_ms(250)
+        .bootstrap(bootstrap)
+        .extra(&format!(
+            "[trust]\npublishers = [\"{}\"]\n",
+            origin.public_key.as_deref().unwrap()
+        ))
+}
+
+fn replications(node: &NodeProcess) -> f64 {
+    node.metric("mhc_mesh_replications_total").unwrap_or(0.0)
+}
+
+/// Plays every segment of `song` from `node` and compares it with the ingested files.
+fn play_all(c: &Cluster, node: &NodeProcess) {
+    let playlist = node.get("/v1/content/song/index.m3u8");
+    assert_eq!(playlist.status, 200, "{}", playlist.text());
+    for i in 0..SEGMENTS {
+        let r = node.get(&format!("/v1/content/song/seg/{i}.ts"));
+        assert_eq!(
+            r.status,
+            200,
+            "segment {i} from {}: {}",
+            node.name,
+            r.text()
+        );
+        let file = fs::read(c.path().join(format!("song/seg_{i:03}.ts"))).unwrap();
+        assert!(r.body == file, "segment {i} from {} differs", node.name);
+    }
+}
+
+#[test]
+fn five_mesh_nodes_replicate_and_serve_after_the_origin_dies_and_a_sixth_joins_later() {
+    let mut c = Cluster::new();
+    let o = c.start_with("origin", NodeOptions::new("origin").heartbeat_ms(250));
+    let boot = c.node(o).p2p.clone();
+    let dir = c.path().join("song");
+    mhc_tests::write_synthetic_rendition(&dir, SEGMENTS, SEGMENT_BYTES, 7);
+    let content_bytes = (SEGMENTS * SEGMENT_BYTES) as f64;
+
+    let mesh: Vec<usize> = (0..5)
+        .map(|i| c.start_with(&format!("mesh{i}"), mesh_options(c.node(o), &boot)))
+        .collect();
+    for &m in &mesh {
+        assert_success(&c.node(m).pin("song"), "pin");
+    }
+    assert!(
+        wait_until(Duration::from_secs(15), || mesh
+            .iter()
+            .all(|&m| c.node(m).alive_members() >= 5)),
+        "the mesh nodes did not all see each other"
+    );
+    assert_success(&c.node(o).ingest("song", &dir), "ingest");
+
+    assert!(
+        wait_until(Duration::from_secs(90), || mesh
+            .iter()
+            .all(|&m| replications(c.node(m)) >= 1.0)),
+        "not every mesh node replicated the content: {:?}\n{}",
+        mesh.iter()
+            .map(|&m| replications(c.node(m)))
+            .collect::<Vec<_>>(),
+        c.node(mesh[0]).log_tail()
+    );
+    let from_origin = c.node(o).metric("mhc_mesh_sent_bytes_total").unwrap();
+    let received: f64 = mesh
+        .iter()
+        .map(|&m| c.node(m).metric("mhc_mesh_received_bytes_total").unwrap())
+        .sum();
+    println!(
+        "origin sent {from_origin} mesh bytes for 5 replicas of {content_bytes} bytes \
+         ({:.2}x the content); the mesh nodes received {received} in all",
+        from_origin / content_bytes
+    );
+    assert!(
+        from_origin <= 2.0 * content_bytes,
+        "the origin sent {from_origin} bytes, over twice the content ({content_bytes})"
+    );
+    assert!(received >= 5.0 * content_bytes);
+
+    c.node_mut(o).kill9();
+    play_all(&c, c.node(mesh[3]));
+
+    // A sixth node, bootstrapping from a mesh node, after the origin died.
+    let boot6 = c.node(mesh[0]).p2p.clone();
+    let six = c.start_with("mesh5", mesh_options(c.node(o), &boot6));
+    assert_success(&c.node(six).pin("song"), "pin");
+    assert!(
+        wait_until(Duration::from_secs(60), || replications(c.node(six)) >= 1.0),
+        "the late mesh node did not replicate: {}",
+        c.node(six).log_tail()
+    );
+    play_all(&c, c.node(six));
+}
