@@ -105,3 +105,123 @@ fn five_mesh_nodes_replicate_and_serve_after_the_origin_dies_and_a_sixth_joins_l
     );
     play_all(&c, c.node(six));
 }
+
+/// A `mesh-peer` test process serving `content` from the origin's copy; killed on drop.
+struct MeshPeer {
+    child: std::process::Child,
+    /// `peerid@addr`, for `[mesh] peers`.
+    entry: String,
+}
+
+impl MeshPeer {
+    fn start(origin: &NodeProcess, content: &str, mode: &str) -> Self {
+        use std::io::BufRead;
+        let exe = env!("CARGO_BIN_EXE_mesh-peer");
+        let mut child = std::process::Command::new(exe)
+            .args(["--origin-http", &origin.addr().to_string()])
+            .args(["--content", content, "--mode", mode])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("starting mesh-peer");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let entry = line
+            .strip_prefix("ready ")
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap_or_else(|| panic!("mesh-peer said {line:?}"))
+            .to_owned();
+        Self { child, entry }
+    }
+}
+
+impl Drop for MeshPeer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A mesh node that knows `peer` as a static mesh peer (asked before the origin).
+fn mesh_with_peer(c: &mut Cluster, o: usize, peer: &MeshPeer) -> usize {
+    let boot = c.node(o).p2p.clone();
+    let opts = mesh_options(c.node(o), &boot);
+    let opts = NodeOptions {
+        extra_toml: format!("{}[mesh]\npeers = [{:?}]\n", opts.extra_toml, peer.entry),
+        ..opts
+    };
+    c.start_with("mesh", opts)
+}
+
+#[test]
+fn a_peer_serving_corrupt_bytes_is_caught_and_avoided_and_the_copy_completes_from_others() {
+    let mut c = Cluster::new();
+    let o = c.start_with("origin", NodeOptions::new("origin").heartbeat_ms(250));
+    let dir = c.path().join("song");
+    mhc_tests::write_synthetic_rendition(&dir, SEGMENTS, SEGMENT_BYTES, 3);
+    assert_success(&c.node(o).ingest("song", &dir), "ingest");
+    let hostile = MeshPeer::start(c.node(o), "song", "corrupt");
+    let m = mesh_with_peer(&mut c, o, &hostile);
+    assert_success(&c.node(m).pin("song"), "pin");
+    assert!(
+        wait_until(Duration::from_secs(60), || replications(c.node(m)) >= 1.0),
+        "no replica: {}",
+        c.node(m).log_tail()
+    );
+    let failures = c
+        .node(m)
+        .metric("mhc_mesh_provider_failures_total")
+        .unwrap();
+    assert!(failures >= 1.0, "the corrupt peer went unnoticed");
+    // Avoided after the first bad blob: not asked again for each of the others.
+    assert!(
+        failures <= 4.0,
+        "{failures} failures: the corrupt peer was not avoided"
+    );
+    assert!(c.node(m).log_tail().contains("fail verification"));
+    c.node_mut(o).kill9();
+    play_all(&c, c.node(m));
+}
+
+#[test]
+fn a_provider_killed_mid_transfer_is_resumed_elsewhere_without_starting_over() {
+    const BIG: usize = 4 * 1024 * 1024;
+    let mut c = Cluster::new();
+    let o = c.start_with("origin", NodeOptions::new("origin").heartbeat_ms(250));
+    let dir = c.path().join("big");
+    mhc_tests::write_synthetic_rendition(&dir, 3, BIG, 9);
+    assert_success(&c.node(o).ingest("big", &dir), "ingest");
+    let content = (3 * BIG) as f64;
+    // The peer crashes once it has written 80% of the content (what sat in its send buffers
+    // is lost with it, as in a real crash).
+    let dying = MeshPeer::start(c.node(o), "big", &format!("die-after:{}", 3 * BIG * 4 / 5));
+    let m = mesh_with_peer(&mut c, o, &dying);
+    assert_success(&c.node(m).pin("big"), "pin");
+    assert!(
+        wait_until(Duration::from_secs(90), || replications(c.node(m)) >= 1.0),
+        "no replica: {}",
+        c.node(m).log_tail()
+    );
+    let from_origin = c.node(o).metric("mhc_mesh_sent_bytes_total").unwrap();
+    let received = c.node(m).metric("mhc_mesh_received_bytes_total").unwrap();
+    println!(
+        "content {content} bytes: received {received} in all, {from_origin} of them from \
+         the origin after the peer died"
+    );
+    // Starting over would mean the origin sending all of it, and more received than the
+    // content; resuming means the origin sends only what the peer had not delivered.
+    assert!(
+        from_origin < 0.9 * content,
+        "the origin sent {from_origin} of {content} bytes: the download started over"
+    );
+    assert!(
+        received <= 1.02 * content,
+        "received {received} for {content}: bytes were fetched twice"
+    );
+    for i in 0..3 {
+        let r = c.node(m).get(&format!("/v1/content/big/seg/{i}.ts"));
+        assert_eq!(r.status, 200);
+        assert!(r.body == fs::read(dir.join(format!("seg_{i:03}.ts"))).unwrap());
+    }
+}

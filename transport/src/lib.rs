@@ -14,13 +14,20 @@
 //! - Sockets: [`QuicServer::bind`] serves requests with a [`Handler`];
 //!   [`QuicClient::connect`] gives a [`QuicConnection`] whose [`QuicConnection::request`] and
 //!   [`QuicConnection::request_streaming`] fetch manifests and segments.
+//!
+//! Broadcast plane (one-way UDP, unicast or multicast, e.g. over a satellite link):
+//! - [`carousel`]: a RaptorQ-protected object carousel; [`Carousel`] is the sans-I/O sender,
+//!   [`Assembler`] the sans-I/O receiver, and [`carousel::run_sender`] /
+//!   [`carousel::run_receiver`] the tokio socket loops.
 
+pub mod carousel;
 mod conditional;
 pub mod headers;
 mod identity;
 mod proto;
 mod quic;
 
+pub use carousel::{Assembler, Carousel};
 pub use conditional::{
     content_range, if_none_match_matches, if_range_matches, parse_range, unsatisfied_range,
     RangeOutcome,

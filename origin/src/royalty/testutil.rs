@@ -1,0 +1,165 @@
+//! Test helpers: a seeded PRNG (no `rand` crate), a royalty instance on a temporary or on-disk
+//! sled db with a settable clock, and builders for common inputs.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use super::{
+    ArtistAccount, Currency, Money, PayoutMethod, Royalty, RoyaltyConfig, SplitShare, SplitSheet,
+    UsageEntry,
+};
+
+/// SplitMix64 (Steele, Lea, Flood 2014): tiny, fast, and good enough for property tests; the
+/// seed makes every run reproducible.
+#[derive(Debug, Clone)]
+pub(crate) struct SplitMix64(u64);
+
+impl SplitMix64 {
+    pub fn new(seed: u64) -> Self {
+        SplitMix64(seed)
+    }
+
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform-enough in `0..n` (modulo bias is irrelevant for tests); `n > 0`.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+
+    pub fn shuffle<T>(&mut self, items: &mut [T]) {
+        for i in (1..items.len()).rev() {
+            let j = self.below(i as u64 + 1) as usize;
+            items.swap(i, j);
+        }
+    }
+}
+
+/// A royalty instance with a clock the test sets.
+#[derive(Debug)]
+pub(crate) struct Harness {
+    pub royalty: Royalty,
+    pub db: sled::Db,
+    pub clock: Arc<AtomicU64>,
+    pub path: Option<PathBuf>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+/// 2025-03-10T00:00:00Z, the harness's starting time.
+pub(crate) const T0: u64 = 1_741_564_800_000;
+
+impl Harness {
+    pub fn new() -> Self {
+        Self::with_config(RoyaltyConfig::default())
+    }
+
+    pub fn with_config(config: RoyaltyConfig) -> Self {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        Self::build(db, config, None, None, Arc::new(AtomicU64::new(T0)))
+    }
+
+    /// On a real directory, so the test can [`Harness::reopen`].
+    pub fn on_disk(config: RoyaltyConfig) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let db = sled::open(&path).unwrap();
+        Self::build(
+            db,
+            config,
+            Some(path),
+            Some(dir),
+            Arc::new(AtomicU64::new(T0)),
+        )
+    }
+
+    fn build(
+        db: sled::Db,
+        config: RoyaltyConfig,
+        path: Option<PathBuf>,
+        dir: Option<tempfile::TempDir>,
+        clock: Arc<AtomicU64>,
+    ) -> Self {
+        let c = clock.clone();
+        let royalty =
+            Royalty::open_with_clock(&db, config, Arc::new(move || c.load(Ordering::SeqCst)))
+                .unwrap();
+        Harness {
+            royalty,
+            db,
+            clock,
+            path,
+            _dir: dir,
+        }
+    }
+
+    /// Closes the database (as a process exit would) and opens it again.
+    pub fn reopen(self, config: RoyaltyConfig) -> Self {
+        let Harness {
+            royalty,
+            db,
+            clock,
+            path,
+            _dir,
+        } = self;
+        drop(royalty);
+        drop(db);
+        let path = path.expect("reopen needs Harness::on_disk");
+        let db = sled::open(&path).unwrap();
+        Self::build(db, config, Some(path), _dir, clock)
+    }
+
+    pub fn set_time(&self, ms: u64) {
+        self.clock.store(ms, Ordering::SeqCst);
+    }
+}
+
+pub(crate) fn usd(minor: i64) -> Money {
+    Money::new(minor, Currency::USD)
+}
+
+pub(crate) fn entry(
+    content: &str,
+    artist: &str,
+    country: &str,
+    seconds_ms: u64,
+    plays: u64,
+) -> UsageEntry {
+    UsageEntry {
+        content_id: content.into(),
+        artist_id: artist.into(),
+        country: country.into(),
+        seconds_ms,
+        plays,
+    }
+}
+
+pub(crate) fn sheet(content: &str, shares: &[(&str, u32)]) -> SplitSheet {
+    SplitSheet {
+        content_id: content.into(),
+        shares: shares
+            .iter()
+            .map(|(a, bps)| SplitShare {
+                artist_id: a.to_string(),
+                share_bps: *bps,
+            })
+            .collect(),
+    }
+}
+
+pub(crate) fn crypto_account(artist: &str, tax_country: &str) -> ArtistAccount {
+    ArtistAccount {
+        artist_id: artist.into(),
+        name: format!("Artist {artist}"),
+        tax_country: tax_country.into(),
+        payout_method: PayoutMethod::Crypto {
+            network: "ethereum".into(),
+            address: format!("0x{}", hex::encode(artist.as_bytes())),
+        },
+    }
+}
