@@ -59,6 +59,13 @@ pub struct PinCommand {
     pub content_id: String,
 }
 
+/// `POST /admin/emergency` body: an encoded signed operator command.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EmergencyBody {
+    /// The command's wire bytes, hex.
+    pub command_hex: String,
+}
+
 /// Answers one admin request.
 pub async fn handle(state: Arc<NodeState>, req: Request<Incoming>) -> Response<Body> {
     let path = req.uri().path().to_owned();
@@ -100,6 +107,26 @@ pub async fn handle(state: Arc<NodeState>, req: Request<Incoming>) -> Response<B
             match crate::fill::fill_all(&state, &id, cmd.concurrency.unwrap_or(4)).await {
                 Ok(report) => json_ok(&serde_json::to_value(report).expect("report serialises")),
                 Err(e) => error(StatusCode::BAD_GATEWAY, &e.to_string()),
+            }
+        }
+        (Method::POST, "/admin/emergency") => {
+            let body = match read_body(req).await {
+                Ok(b) => b,
+                Err(resp) => return resp,
+            };
+            let cmd: EmergencyBody = match serde_json::from_slice(&body) {
+                Ok(cmd) => cmd,
+                Err(e) => {
+                    return error(StatusCode::BAD_REQUEST, &format!("emergency request: {e}"))
+                }
+            };
+            let Ok(bytes) = hex::decode(&cmd.command_hex) else {
+                return error(StatusCode::BAD_REQUEST, "command_hex is not hex");
+            };
+            match crate::emergency::apply(&state, &bytes, "admin") {
+                Ok(()) => json_ok(&json!({ "applied": true, "mode": state.mode_name(),
+                                           "emergency": state.emergency_json() })),
+                Err(e) => error(StatusCode::UNPROCESSABLE_ENTITY, &e.to_string()),
             }
         }
         (Method::POST, route @ ("/admin/pin" | "/admin/unpin")) => {
@@ -161,6 +188,7 @@ fn status(state: &NodeState) -> serde_json::Value {
     json!({
         "self": state.self_description(),
         "mode": state.mode_name(),
+        "emergency": state.emergency_json(),
         "members": state.cluster.members_json(),
         "contents": contents,
     })

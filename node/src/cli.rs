@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
+use bytes::Bytes;
 use clap::{Args, Parser, Subcommand};
 use http::Method;
 use serde_json::json;
@@ -105,6 +106,18 @@ enum Command {
         /// Content id.
         content_id: String,
     },
+    /// Create an operator key (signs emergency commands; its public key goes into the nodes'
+    /// `trust.operators`).
+    OperatorKeygen {
+        /// Where to write the key (mode 0600; never overwritten).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Switch the cluster into or out of emergency broadcast mode with a signed command.
+    Emergency {
+        #[command(subcommand)]
+        action: EmergencyAction,
+    },
     /// Show the running node's view of itself, its content and the cluster.
     Status {
         #[command(flatten)]
@@ -113,6 +126,45 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// `mhc-node emergency …`.
+#[derive(Debug, Subcommand)]
+pub enum EmergencyAction {
+    /// Enter emergency mode: origins and edges stop serving viewers, mesh nodes and downlink
+    /// receivers serve, the essential content is replicated and broadcast.
+    Activate {
+        #[command(flatten)]
+        command: CommandTarget,
+        /// Why (shown to operators).
+        #[arg(long)]
+        reason: String,
+        /// Content that must stay available (repeatable).
+        #[arg(long)]
+        essential: Vec<String>,
+    },
+    /// Back to normal mode.
+    Deactivate {
+        #[command(flatten)]
+        command: CommandTarget,
+    },
+}
+
+/// Who signs an operator command and which node receives it.
+#[derive(Debug, Args)]
+pub struct CommandTarget {
+    /// The operator key file (from `mhc-node operator-keygen`).
+    #[arg(long)]
+    key: PathBuf,
+    /// Sequence number; default: above both the current time in ms and the node's last.
+    #[arg(long)]
+    seq: Option<u64>,
+    /// Send to this node's viewer plane (`http://host:port`, `POST /v1/emergency`) instead
+    /// of the local daemon's admin socket.
+    #[arg(long)]
+    node: Option<String>,
+    #[command(flatten)]
+    daemon: DaemonTarget,
 }
 
 /// Which node key `id` reads.
@@ -303,6 +355,21 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             );
         }
+        Command::OperatorKeygen { out } => {
+            let identity = Identity::generate()?;
+            identity.write_new(&out)?;
+            println!("wrote {}", out.display());
+            println!("operator public_key: {}", identity.public_key_hex());
+            println!("add it to every node's trust.operators");
+        }
+        Command::Emergency { action } => {
+            let answer = runtime()?.block_on(send_emergency(action))?;
+            println!(
+                "applied: mode {} (seq {})",
+                answer["mode"].as_str().unwrap_or("?"),
+                answer["emergency"]["seq"]
+            );
+        }
         Command::Status { daemon, json } => {
             let socket = daemon.socket()?;
             let answer =
@@ -374,4 +441,97 @@ pub fn print_status(v: &serde_json::Value) {
             );
         }
     }
+}
+
+/// Signs an emergency command and delivers it to one node (which gossips it on).
+async fn send_emergency(action: EmergencyAction) -> anyhow::Result<serde_json::Value> {
+    use crate::emergency::{now_ms, Action, SignedCommand};
+    let (target, action) = match action {
+        EmergencyAction::Activate {
+            command,
+            reason,
+            essential,
+        } => {
+            for id in &essential {
+                mhc_manifest::ContentId::new(id.clone())
+                    .map_err(|e| anyhow::anyhow!("--essential {id}: {e}"))?;
+            }
+            (command, Action::Activate { reason, essential })
+        }
+        EmergencyAction::Deactivate { command } => (command, Action::Deactivate),
+    };
+    let key = Identity::load(&target.key)
+        .with_context(|| format!("reading the operator key {}", target.key.display()))?;
+    let current = match &target.node {
+        Some(url) => http_json(url, Method::GET, "/v1/cluster", None).await?["self"]["emergency"]
+            ["seq"]
+            .as_u64(),
+        None => admin::call(&target.daemon.socket()?, Method::GET, "/admin/status", None).await?
+            ["emergency"]["seq"]
+            .as_u64(),
+    }
+    .unwrap_or(0);
+    let now = now_ms();
+    let seq = target.seq.unwrap_or_else(|| now.max(current + 1));
+    let encoded = SignedCommand::sign(action, seq, now, key.signing_key()).encode();
+    match &target.node {
+        Some(url) => {
+            http_json(
+                url,
+                Method::POST,
+                "/v1/emergency",
+                Some(Bytes::from(encoded)),
+            )
+            .await
+        }
+        None => {
+            admin::call(
+                &target.daemon.socket()?,
+                Method::POST,
+                "/admin/emergency",
+                Some(json!({ "command_hex": hex::encode(encoded) })),
+            )
+            .await
+        }
+    }
+}
+
+/// One HTTP/1.1 request to a node's viewer plane (`http://host:port`), JSON answer.
+async fn http_json(
+    base: &str,
+    method: Method,
+    path: &str,
+    body: Option<Bytes>,
+) -> anyhow::Result<serde_json::Value> {
+    use http_body_util::{BodyExt, Full};
+    let authority = base
+        .strip_prefix("http://")
+        .with_context(|| format!("--node {base}: expected http://host:port"))?
+        .trim_end_matches('/');
+    let stream = tokio::net::TcpStream::connect(authority)
+        .await
+        .with_context(|| format!("connecting to {authority}"))?;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let req = http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header(http::header::HOST, authority)
+        .header(http::header::CONTENT_TYPE, "application/vnd.mhc.emergency")
+        .body(Full::new(body.unwrap_or_default()))?;
+    let resp = sender.send_request(req).await?;
+    let status = resp.status();
+    let bytes = resp.into_body().collect().await?.to_bytes();
+    let value: serde_json::Value = serde_json::from_slice(&bytes)
+        .with_context(|| format!("answer is not JSON: {}", String::from_utf8_lossy(&bytes)))?;
+    if !status.is_success() {
+        anyhow::bail!(
+            "{status}: {}",
+            value["error"].as_str().unwrap_or("unknown error")
+        );
+    }
+    Ok(value)
 }

@@ -137,6 +137,11 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
     );
     store.attach_mesh(Arc::clone(&mesh));
 
+    let emergency = crate::emergency::Emergency::open(&db, config.trust.operators.clone())?;
+    if emergency.is_emergency() {
+        tracing::warn!("starting in emergency mode (persisted from an earlier command)");
+    }
+
     let admin_socket = data_dir.join(ADMIN_SOCKET);
     let admin_listener = bind_admin_socket(&admin_socket).await?;
 
@@ -156,6 +161,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
         filler,
         quic_addr,
         Arc::clone(&mesh),
+        emergency,
     ));
     data_plane.attach(&state);
 

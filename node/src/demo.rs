@@ -74,8 +74,9 @@ fn node_config(
     Ok(mhc_config::from_toml_str(&text, &config_path)?)
 }
 
-/// Runs the demo until ctrl-c or SIGTERM: an origin serving the sample, and two edges that join
-/// it over the control plane and fill from it over QUIC; edge 1 serves viewers on `http_port`.
+/// Runs the demo until ctrl-c or SIGTERM: an origin serving the sample, two edges that join it
+/// over the control plane and fill from it over QUIC (edge 1 serves viewers on `http_port`), and
+/// two mesh nodes that pin the sample and replicate it over iroh-blobs.
 ///
 /// # Errors
 /// A node cannot start (e.g. the port is taken) or the sample cannot be ingested.
@@ -92,6 +93,13 @@ pub async fn run(http_port: u16) -> anyhow::Result<()> {
     for (name, port) in [("edge-1", http_port), ("edge-2", 0)] {
         let config = node_config(dir.path(), name, "edge", port, &origin.p2p_addrs, &trusted)?;
         edges.push(daemon::start(config).await?);
+    }
+    let mut meshes = Vec::new();
+    for name in ["mesh-1", "mesh-2"] {
+        let config = node_config(dir.path(), name, "mesh", 0, &origin.p2p_addrs, &trusted)?;
+        let node = daemon::start(config).await?;
+        node.state.mesh.pins().pin(&SAMPLE_ID.parse()?)?;
+        meshes.push(node);
     }
 
     let sample_dir = dir.path().join("sample");
@@ -112,16 +120,24 @@ pub async fn run(http_port: u16) -> anyhow::Result<()> {
     .await
     .context("ingesting the sample stream")?;
 
-    // Wait (briefly) until the origin sees both edges, so the table below shows the cluster.
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
-    while origin.state.cluster.counts().0 < edges.len() && tokio::time::Instant::now() < deadline {
+    // Wait (briefly) until the origin sees every node and the mesh nodes hold their replicas,
+    // so the table below shows the cluster.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(15);
+    let replicated = || {
+        meshes
+            .iter()
+            .all(|m| m.state.mesh.held(SAMPLE_ID).is_some())
+    };
+    while (origin.state.cluster.counts().0 < edges.len() + meshes.len() || !replicated())
+        && tokio::time::Instant::now() < deadline
+    {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     let status = admin::call(&origin.admin_socket, Method::GET, "/admin/status", None).await?;
 
     let port = edges[0].state.http_addr.port();
     println!(
-        "mhc demo: an origin and two edges on loopback, data in {}",
+        "mhc demo: an origin, two edges and two mesh nodes on loopback, data in {}",
         dir.path().display()
     );
     crate::cli::print_status(&status);
@@ -144,11 +160,22 @@ pub async fn run(http_port: u16) -> anyhow::Result<()> {
     println!("edge-1 fills from the origin over QUIC and serves the playlist below:");
     println!("playlist: http://127.0.0.1:{port}/v1/content/{SAMPLE_ID}/index.m3u8");
     println!("try: ffmpeg -i http://127.0.0.1:{port}/v1/content/{SAMPLE_ID}/index.m3u8 -c copy -f null -");
+    for m in &meshes {
+        println!(
+            "{}: replicated over the mesh: http://{}/v1/content/{SAMPLE_ID}/index.m3u8",
+            m.state
+                .config
+                .data_dir
+                .file_name()
+                .map_or("mesh".into(), |n| n.to_string_lossy()),
+            m.state.http_addr
+        );
+    }
     println!("ctrl-c to stop");
 
     crate::wait_for_signal().await;
-    for edge in edges {
-        edge.shutdown().await;
+    for node in edges.into_iter().chain(meshes) {
+        node.shutdown().await;
     }
     origin.shutdown().await;
     drop(dir);

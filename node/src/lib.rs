@@ -10,6 +10,7 @@ pub mod cli;
 pub mod cluster;
 pub mod daemon;
 pub mod demo;
+pub mod emergency;
 pub mod fill;
 pub mod geo;
 pub mod identity;

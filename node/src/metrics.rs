@@ -46,6 +46,7 @@ pub struct Metrics {
     fill_latency_sum_us: AtomicU64,
     /// Mesh data plane (iroh-blobs) counters.
     pub mesh: MeshMetrics,
+    emergency_commands: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 /// Counters of the mesh data plane.
@@ -83,9 +84,23 @@ pub struct Gauges {
     pub uptime_s: f64,
     /// Other members by state: alive, suspect, dead.
     pub members: (usize, usize, usize),
+    /// Whether the node is in emergency mode.
+    pub emergency: bool,
+    /// When the mode last changed, ms since the epoch (0: never).
+    pub mode_since_ms: u64,
 }
 
 impl Metrics {
+    /// Counts an emergency command by outcome (`applied` or the rejection reason).
+    pub fn record_emergency(&self, outcome: &'static str) {
+        *self
+            .emergency_commands
+            .lock()
+            .expect("metrics lock poisoned")
+            .entry(outcome)
+            .or_default() += 1;
+    }
+
     /// Counts one answered viewer request.
     pub fn record_request(
         &self,
@@ -463,6 +478,33 @@ impl Metrics {
         {
             let _ = writeln!(out, "mhc_gossip_rejected_total{{reason=\"{reason}\"}} {n}");
         }
+        let _ = writeln!(
+            out,
+            "# HELP mhc_emergency_commands_total Operator commands by outcome.\n# TYPE mhc_emergency_commands_total counter"
+        );
+        for (outcome, n) in self
+            .emergency_commands
+            .lock()
+            .expect("metrics lock poisoned")
+            .iter()
+        {
+            let _ = writeln!(
+                out,
+                "mhc_emergency_commands_total{{outcome=\"{outcome}\"}} {n}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP mhc_mode Serving mode (1 for the current one).\n# TYPE mhc_mode gauge\nmhc_mode{{mode=\"normal\"}} {}\nmhc_mode{{mode=\"emergency\"}} {}",
+            u8::from(!g.emergency),
+            u8::from(g.emergency)
+        );
+        gauge(
+            &mut out,
+            "mhc_mode_changed_timestamp_seconds",
+            "When the last operator command was applied here (0: never).",
+            g.mode_since_ms as f64 / 1000.0,
+        );
         let mesh = &self.mesh;
         for (name, help, value) in [
             (

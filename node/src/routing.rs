@@ -380,12 +380,14 @@ pub fn locate<'a>(geo: GeoAvailability<'a>, ip: IpAddr) -> ClientGeo<'a> {
 /// This is the one place the mode filter lives: the emergency plane only has to feed the current
 /// mode in. Normal mode: origin, edge and mesh serve, the satellite uplink never does (it feeds
 /// receivers). Emergency mode, as ARCHITECTURE.md "Modes" has it: origin and edge drop out, mesh
-/// nodes serve.
-pub fn serves_viewers(role: WireRole, mode: WireMode) -> Result<(), NotServing> {
+/// nodes serve, and so does any node that receives the satellite downlink (`receiver`), which
+/// holds what the sky brought like a mesh node.
+pub fn serves_viewers(role: WireRole, mode: WireMode, receiver: bool) -> Result<(), NotServing> {
     match (mode, role) {
         (_, WireRole::SatelliteUplink) => Err(NotServing { role, mode }),
         (WireMode::Normal, WireRole::Origin | WireRole::Edge | WireRole::Mesh) => Ok(()),
         (WireMode::Emergency, WireRole::Mesh) => Ok(()),
+        (WireMode::Emergency, WireRole::Origin | WireRole::Edge) if receiver => Ok(()),
         (WireMode::Emergency, WireRole::Origin | WireRole::Edge) => Err(NotServing { role, mode }),
     }
 }
@@ -465,6 +467,8 @@ pub struct Candidate<'a> {
     pub silent_for: Duration,
     /// Whether it holds the content (lists it in its heartbeat, or in this node's catalog).
     pub holds: bool,
+    /// Whether it receives the satellite downlink (serves in emergency mode whatever its role).
+    pub receiver: bool,
     /// Distance from the client, km, when both locations are known (set by [`rank`]).
     pub distance_km: Option<f64>,
     /// Why it may not serve (set by [`rank`]); `None` means eligible.
@@ -495,10 +499,12 @@ impl<'a> Candidate<'a> {
         http: &'a str,
         load: Load,
         holds: bool,
+        receiver: bool,
     ) -> Self {
         Self {
             peer_id,
             is_self: true,
+            receiver,
             role,
             region,
             location: valid_location(location),
@@ -528,6 +534,7 @@ impl<'a> Candidate<'a> {
             load: hb.load,
             silent_for: now.saturating_duration_since(m.last_seen),
             holds: hb.contents.iter().any(|c| c.id == content_id),
+            receiver: hb.downlink,
             distance_km: None,
             exclusion: None,
             band: 0,
@@ -560,7 +567,7 @@ impl<'a> Candidate<'a> {
 
     /// Whether it may serve the content without holding it: an edge fills on demand.
     pub fn fills_on_demand(&self) -> bool {
-        !self.holds && self.role == WireRole::Edge
+        !self.holds && self.role == WireRole::Edge && self.exclusion.is_none()
     }
 
     fn exclusion_in(&self, mode: WireMode) -> Option<Exclusion> {
@@ -569,10 +576,12 @@ impl<'a> Candidate<'a> {
             MemberState::Suspect => return Some(Exclusion::Suspect),
             MemberState::Alive => {}
         }
-        if let Err(n) = serves_viewers(self.role, mode) {
+        if let Err(n) = serves_viewers(self.role, mode, self.receiver) {
             return Some(Exclusion::NotServing(n));
         }
-        if !self.holds && self.role != WireRole::Edge {
+        // Edges fill what they lack from parents, but not in emergency mode, when the
+        // hierarchy above them is off.
+        if !self.holds && (self.role != WireRole::Edge || mode == WireMode::Emergency) {
             return Some(Exclusion::DoesNotHold);
         }
         if !has_viewer_address(self.http) {
@@ -1360,15 +1369,20 @@ mod tests {
         use WireMode::{Emergency, Normal};
         use WireRole::{Edge, Mesh, Origin, SatelliteUplink};
         for role in [Origin, Edge, Mesh] {
-            assert!(serves_viewers(role, Normal).is_ok());
+            assert!(serves_viewers(role, Normal, false).is_ok());
         }
-        assert!(serves_viewers(SatelliteUplink, Normal).is_err());
-        assert!(serves_viewers(Mesh, Emergency).is_ok());
+        assert!(serves_viewers(SatelliteUplink, Normal, false).is_err());
+        assert!(serves_viewers(Mesh, Emergency, false).is_ok());
         for role in [Origin, Edge, SatelliteUplink] {
-            assert!(serves_viewers(role, Emergency).is_err());
+            assert!(serves_viewers(role, Emergency, false).is_err());
         }
+        // A downlink receiver serves in emergency mode whatever its role, but an uplink never.
+        assert!(serves_viewers(Edge, Emergency, true).is_ok());
+        assert!(serves_viewers(SatelliteUplink, Emergency, true).is_err());
         assert_eq!(
-            serves_viewers(Edge, Emergency).unwrap_err().to_string(),
+            serves_viewers(Edge, Emergency, false)
+                .unwrap_err()
+                .to_string(),
             "role edge does not serve viewers in emergency mode"
         );
     }
@@ -1470,6 +1484,7 @@ mod tests {
             Some(NEW_YORK),
             "192.0.2.9:8080",
             Load::default(),
+            false,
             false,
         );
         let mut out = take_scratch();

@@ -9,7 +9,9 @@ use mhc_config::Config;
 use serde_json::json;
 
 use crate::catalog::Catalog;
+use crate::cluster::messages::WireMode;
 use crate::cluster::ClusterShared;
+use crate::emergency::Emergency;
 use crate::fill::Filler;
 use crate::geo::SharedGeo;
 use crate::identity::Identity;
@@ -48,6 +50,8 @@ pub struct NodeState {
     pub quic_addr: SocketAddr,
     /// The mesh data plane (iroh endpoint and blob store).
     pub mesh: Arc<MeshPlane>,
+    /// Emergency mode: the last applied operator command, persisted.
+    pub emergency: Emergency,
     started: Instant,
     ready: AtomicBool,
 }
@@ -69,6 +73,7 @@ impl NodeState {
         filler: Filler,
         quic_addr: SocketAddr,
         mesh: Arc<MeshPlane>,
+        emergency: Emergency,
     ) -> Self {
         Self {
             config,
@@ -85,6 +90,7 @@ impl NodeState {
             filler,
             quic_addr,
             mesh,
+            emergency,
             started: Instant::now(),
             ready: AtomicBool::new(false),
         }
@@ -100,16 +106,47 @@ impl NodeState {
         self.ready.load(Ordering::SeqCst)
     }
 
-    /// The mode the node is in. Emergency switching arrives with the emergency plane; until
-    /// then every node is in normal mode.
+    /// The mode the node is in: `"normal"` or `"emergency"`.
     pub fn mode_name(&self) -> &'static str {
-        "normal"
+        self.wire_mode().as_str()
+    }
+
+    /// The mode the node is in, as heartbeats and routing carry it.
+    pub fn wire_mode(&self) -> WireMode {
+        if self.emergency.is_emergency() {
+            WireMode::Emergency
+        } else {
+            WireMode::Normal
+        }
+    }
+
+    /// Whether this node serves viewers in its current mode (see
+    /// [`crate::routing::serves_viewers`]).
+    pub fn serves_viewers(&self) -> Result<(), crate::routing::NotServing> {
+        crate::routing::serves_viewers(
+            self.config.role.into(),
+            self.wire_mode(),
+            self.config.satellite.downlink.is_some(),
+        )
     }
 
     /// Content the current emergency command marks essential (mesh nodes replicate it). Empty
     /// in normal mode.
     pub fn essential_contents(&self) -> Vec<String> {
-        Vec::new()
+        self.emergency.mode().essential()
+    }
+
+    /// The emergency state as `/v1/cluster` and `status` show it.
+    pub fn emergency_json(&self) -> serde_json::Value {
+        let mode = self.emergency.mode();
+        json!({
+            "active": mode.is_emergency(),
+            "seq": mode.seq(),
+            "since_ms": mode.since_ms,
+            "reason": mode.reason(),
+            "essential": mode.essential(),
+            "command_hex": mode.last.as_ref().map(|c| hex::encode(c.encode())),
+        })
     }
 
     /// Point-in-time gauges for `/metrics`.
@@ -123,6 +160,8 @@ impl NodeState {
             contents: self.catalog.len() as u64,
             uptime_s: self.started.elapsed().as_secs_f64(),
             members: self.cluster.counts(),
+            emergency: self.emergency.is_emergency(),
+            mode_since_ms: self.emergency.mode().since_ms,
         }
     }
 
@@ -138,6 +177,8 @@ impl NodeState {
             "state": "alive",
             "incarnation": self.incarnation,
             "mode": self.mode_name(),
+            "mode_since_ms": self.emergency.mode().since_ms,
+            "emergency": self.emergency_json(),
             "version": env!("CARGO_PKG_VERSION"),
             "uptime_ms": self.started.elapsed().as_millis() as u64,
             "addrs": {

@@ -39,15 +39,22 @@ pub type Body = Full<Bytes>;
 /// Longest request path looked at; anything longer is malformed.
 const MAX_PATH_LEN: usize = 512;
 
+/// Largest `POST /v1/emergency` body read.
+const MAX_COMMAND_BODY_BYTES: usize = crate::emergency::MAX_COMMAND_BYTES + 1;
+
 /// Answers one viewer request and records it in the metrics.
-pub async fn handle<B>(
-    state: Arc<NodeState>,
-    req: Request<B>,
-    remote: SocketAddr,
-) -> Response<Body> {
+pub async fn handle<B>(state: Arc<NodeState>, req: Request<B>, remote: SocketAddr) -> Response<Body>
+where
+    B: hyper::body::Body<Data = Bytes> + Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let started = Instant::now();
     let is_head = req.method() == Method::HEAD;
-    let (route, mut resp) = route(&state, &req, remote).await;
+    let (route, mut resp) = if req.method() == Method::POST && req.uri().path() == "/v1/emergency" {
+        ("emergency", emergency_command(&state, req).await)
+    } else {
+        route(&state, &req, remote).await
+    };
     add_cors(resp.headers_mut());
     let body_len = content_length(&resp);
     if is_head {
@@ -67,6 +74,64 @@ fn content_length(resp: &Response<Body>) -> u64 {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse().ok())
         .unwrap_or(0)
+}
+
+/// `POST /v1/emergency`: an encoded, signed operator command from anyone. The signature is
+/// the authority, not the sender: accepted commands are applied and gossiped to the cluster.
+async fn emergency_command<B>(state: &NodeState, req: Request<B>) -> Response<Body>
+where
+    B: hyper::body::Body<Data = Bytes> + Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    use http_body_util::{BodyExt, Limited};
+    let body = match Limited::new(req.into_body(), MAX_COMMAND_BODY_BYTES)
+        .collect()
+        .await
+    {
+        Ok(c) => c.to_bytes(),
+        Err(e) => {
+            state.metrics.record_emergency("too_large");
+            return error(StatusCode::PAYLOAD_TOO_LARGE, &format!("command body: {e}"));
+        }
+    };
+    match crate::emergency::apply(state, &body, "http") {
+        Ok(()) => json_response(
+            StatusCode::OK,
+            &json!({ "applied": true, "mode": state.mode_name(), "emergency": state.emergency_json() }),
+            CACHE_NONE,
+        ),
+        Err(err) => {
+            let status = match err {
+                crate::emergency::Rejected::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+                crate::emergency::Rejected::Malformed(_) => StatusCode::BAD_REQUEST,
+                crate::emergency::Rejected::Stale { .. } => StatusCode::CONFLICT,
+                _ => StatusCode::FORBIDDEN,
+            };
+            error(status, &err.to_string())
+        }
+    }
+}
+
+/// The answer to a content request at a node that does not serve viewers in the current mode
+/// (an origin or edge in emergency mode): `503`, when to try again, and where to go instead.
+fn not_serving(state: &NodeState, id: &str, why: crate::routing::NotServing) -> Response<Body> {
+    let play = format!("/play/{id}");
+    let mut resp = json_response(
+        StatusCode::SERVICE_UNAVAILABLE,
+        &json!({
+            "error": format!("this node does not serve viewers now: {why}"),
+            "status": 503,
+            "mode": state.mode_name(),
+            "play": play,
+        }),
+        CACHE_NONE,
+    );
+    let h = resp.headers_mut();
+    h.insert(header::RETRY_AFTER, HeaderValue::from_static("30"));
+    if let Ok(link) = HeaderValue::from_str(&format!("<{play}>; rel=\"alternate\"")) {
+        h.insert(header::LINK, link);
+    }
+    resp
 }
 
 async fn route<B>(
@@ -101,6 +166,11 @@ async fn route<B>(
         ["v1", "cluster"] => ("cluster", cluster(state)),
         ["v1", "content", id, "master.m3u8"] => {
             ("master", master(state, id, req.headers(), remote))
+        }
+        ["v1", "content", id, rest @ ..] if state.serves_viewers().is_err() => {
+            let why = state.serves_viewers().expect_err("checked in the guard");
+            let route = content_route(rest).unwrap_or("malformed");
+            (route, not_serving(state, id, why))
         }
         ["v1", "content", id, rest @ ..] => {
             let (route, published) = match content_route(rest) {
@@ -768,10 +838,7 @@ fn routed(
         }
         None => GeoAvailability::NotConfigured,
     };
-    let mode = match state.mode_name() {
-        "emergency" => WireMode::Emergency,
-        _ => WireMode::Normal,
-    };
+    let mode = state.wire_mode();
     let settings = routing::Settings {
         geo,
         trusted_proxies: &state.config.geo.trusted_proxies,
@@ -793,6 +860,7 @@ fn routed(
             cache_fill_permille: 0,
         },
         state.catalog.latest(id).is_some(),
+        state.config.satellite.downlink.is_some(),
     );
     let membership = state.cluster.membership.lock().expect("membership lock");
     let mut out: Vec<routing::Candidate<'_>> = routing::take_scratch();

@@ -549,6 +549,25 @@ pub fn http_request(
     path: &str,
     headers: &[(&str, &str)],
 ) -> std::io::Result<HttpResponse> {
+    http_exchange(addr, method, path, headers, &[])
+}
+
+/// `POST path` with `body` (HTTP/1.1, `Connection: close`).
+///
+/// # Errors
+/// Connecting, writing or reading failed, or the response is not HTTP/1.1.
+pub fn http_post(addr: SocketAddr, path: &str, body: &[u8]) -> std::io::Result<HttpResponse> {
+    let len = body.len().to_string();
+    http_exchange(addr, "POST", path, &[("Content-Length", &len)], body)
+}
+
+fn http_exchange(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<HttpResponse> {
     let mut stream = TcpStream::connect_timeout(&addr, HTTP_TIMEOUT)?;
     stream.set_read_timeout(Some(HTTP_TIMEOUT))?;
     stream.set_write_timeout(Some(HTTP_TIMEOUT))?;
@@ -557,7 +576,9 @@ pub fn http_request(
         req.push_str(&format!("{name}: {value}\r\n"));
     }
     req.push_str("\r\n");
-    stream.write_all(req.as_bytes())?;
+    let mut req = req.into_bytes();
+    req.extend_from_slice(body);
+    stream.write_all(&req)?;
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw)?;
     let bad = |m: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, m.to_owned());

@@ -55,6 +55,8 @@ fn heartbeat(claimed: PeerId, seq: u64) -> Vec<u8> {
         interval_ms: 1000,
         replicating: Vec::new(),
         plays: Vec::new(),
+        emergency_seq: 0,
+        downlink: false,
     })
 }
 

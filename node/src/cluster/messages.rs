@@ -190,6 +190,11 @@ pub struct Heartbeat {
     pub replicating: Vec<[u8; 32]>,
     /// The sender's most played contents (bounded).
     pub plays: Vec<PlayCount>,
+    /// Sequence number of the last emergency command the sender applied (0: none); a peer
+    /// that is behind is sent the command again.
+    pub emergency_seq: u64,
+    /// Whether the sender receives the satellite downlink (it serves in emergency mode).
+    pub downlink: bool,
 }
 
 /// An origin's announcement that a content version was published.
@@ -324,6 +329,8 @@ pub(crate) mod tests {
             interval_ms: 1000,
             replicating: Vec::new(),
             plays: Vec::new(),
+            emergency_seq: 0,
+            downlink: false,
         }
     }
 

@@ -38,6 +38,8 @@ const MAX_MEMBERS: usize = 4096;
 pub enum ClusterCommand {
     /// Publish a content announcement (the task fills in sender and time).
     AnnounceContent(ContentAnnouncement),
+    /// Publish an encoded, already applied emergency command on `mhc/emergency/1`.
+    PublishEmergency(Vec<u8>),
 }
 
 /// A content version some origin announced.
@@ -71,6 +73,9 @@ pub struct ClusterShared {
     commands: mpsc::Sender<ClusterCommand>,
     /// Set when a member joins, restarts or changes state: the snapshot is then rewritten.
     snapshot_dirty: AtomicBool,
+    /// Set when a member's heartbeat shows it has not applied this node's last emergency
+    /// command: the command is published again (at most every few seconds).
+    pub(crate) emergency_behind: AtomicBool,
 }
 
 impl ClusterShared {
@@ -100,9 +105,20 @@ impl ClusterShared {
                 scores: Mutex::new(Vec::new()),
                 commands: tx,
                 snapshot_dirty: AtomicBool::new(false),
+                emergency_behind: AtomicBool::new(false),
             },
             rx,
         )
+    }
+
+    /// Asks the swarm task to publish an applied emergency command to the cluster.
+    pub fn publish_emergency(&self, encoded: Vec<u8>) {
+        if let Err(err) = self
+            .commands
+            .try_send(ClusterCommand::PublishEmergency(encoded))
+        {
+            tracing::warn!(error = %err, "emergency command not published");
+        }
     }
 
     /// Asks the swarm task to announce a published content version.

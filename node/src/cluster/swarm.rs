@@ -23,8 +23,8 @@ use libp2p::{
 use tokio::sync::{mpsc, watch};
 
 use super::messages::{
-    decode, encode, ContentAnnouncement, Heartbeat, HeldContent, Load, PlaneAddrs, WireMode,
-    WireRole, CONTENT_TOPIC, EMERGENCY_TOPIC, HEALTH_TOPIC, MAX_HEARTBEAT_CONTENTS,
+    decode, encode, ContentAnnouncement, Heartbeat, HeldContent, Load, PlaneAddrs, WireRole,
+    CONTENT_TOPIC, EMERGENCY_TOPIC, HEALTH_TOPIC, MAX_HEARTBEAT_CONTENTS,
     MAX_HEARTBEAT_REPLICATING, MAX_MESSAGE_BYTES, MAX_P2P_ADDRS,
 };
 use super::{ClusterCommand, ClusterShared, KnownContent};
@@ -46,6 +46,12 @@ const CONNECTION_QUEUE_LEN: usize = 256;
 const MAX_HEARTBEATS_PER_PERIOD: u32 = 4;
 /// Announcements accepted per sender per period.
 const MAX_ANNOUNCEMENTS_PER_PERIOD: u32 = 64;
+/// Emergency commands accepted per peer per heartbeat period (real ones are rare; relays of
+/// the same command by several peers arrive from each of them once).
+const MAX_EMERGENCY_PER_PERIOD: u32 = 4;
+/// Least time between re-publications of the last emergency command for members that are
+/// behind (they joined or restarted after it was sent).
+const EMERGENCY_REPUBLISH_INTERVAL: Duration = Duration::from_secs(3);
 /// Application score taken per rejected message (weighted ×10 by gossipsub: ten rejections
 /// reach the graylist threshold of -80 even against full delivery credit).
 const ABUSE_PENALTY: f64 = 1.0;
@@ -409,7 +415,8 @@ async fn run(
 ) {
     let shared = &state.cluster;
     let interval = state.config.cluster.heartbeat_interval;
-    let [health, content, _emergency] = topics();
+    let [health, content, emergency] = topics();
+    let mut last_republish: Option<Instant> = None;
     let local = *swarm.local_peer_id();
 
     for addr in &state.config.cluster.bootstrap {
@@ -456,6 +463,16 @@ async fn run(
                     Err(err) => tracing::debug!(error = %err, "publishing heartbeat"),
                 }
                 shared.update_scores(&swarm.behaviour().gossipsub, &connected);
+                let due = last_republish.is_none_or(|t| t.elapsed() >= EMERGENCY_REPUBLISH_INTERVAL);
+                if due && shared.emergency_behind.swap(false, std::sync::atomic::Ordering::Relaxed) {
+                    if let Some(cmd) = state.emergency.mode().last {
+                        last_republish = Some(Instant::now());
+                        match swarm.behaviour_mut().gossipsub.publish(emergency.clone(), cmd.encode()) {
+                            Ok(_) => state.metrics.record_gossip("out", EMERGENCY_TOPIC),
+                            Err(err) => tracing::debug!(error = %err, "re-publishing emergency command"),
+                        }
+                    }
+                }
             }
             _ = sweep_tick.tick() => {
                 let changes = shared.membership.lock().expect("membership lock").sweep(Instant::now());
@@ -485,6 +502,12 @@ async fn run(
                     match swarm.behaviour_mut().gossipsub.publish(content.clone(), encode(&ann)) {
                         Ok(_) => state.metrics.record_gossip("out", CONTENT_TOPIC),
                         Err(err) => tracing::debug!(error = %err, content = %ann.id, "announcing content"),
+                    }
+                }
+                ClusterCommand::PublishEmergency(bytes) => {
+                    match swarm.behaviour_mut().gossipsub.publish(emergency.clone(), bytes) {
+                        Ok(_) => state.metrics.record_gossip("out", EMERGENCY_TOPIC),
+                        Err(err) => tracing::warn!(error = %err, "publishing emergency command"),
                     }
                 }
             },
@@ -571,6 +594,12 @@ fn admit_message(
             return reject("bounds");
         }
         metrics.record_gossip("in", HEALTH_TOPIC);
+        if hb.emergency_seq < state.emergency.mode().seq() {
+            state
+                .cluster
+                .emergency_behind
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
         let outcome = state
             .cluster
             .membership
@@ -623,8 +652,19 @@ fn admit_message(
             sent_at_ms: ann.sent_at_ms,
         });
         MessageAcceptance::Accept
+    } else if topic == EMERGENCY_TOPIC {
+        if !limiter.admit(signer, EMERGENCY_TOPIC, MAX_EMERGENCY_PER_PERIOD) {
+            return reject("rate");
+        }
+        metrics.record_gossip("in", EMERGENCY_TOPIC);
+        // The relaying peer is not the authority; the operator's signature is.
+        match crate::emergency::apply(state, &message.data, "gossip") {
+            Ok(()) => MessageAcceptance::Accept,
+            // Already applied (another peer relayed it first) or older: harmless, not relayed.
+            Err(crate::emergency::Rejected::Stale { .. }) => MessageAcceptance::Ignore,
+            Err(_) => reject("emergency"),
+        }
     } else {
-        // The emergency plane is not here yet: do not relay what nobody validates.
         MessageAcceptance::Ignore
     }
 }
@@ -735,7 +775,7 @@ fn build_heartbeat(
             iroh: advertise(state.mesh.local_addr()),
             p2p,
         },
-        mode: WireMode::Normal,
+        mode: state.wire_mode(),
         load: Load {
             connections: state.metrics.connections_open().max(0) as u32,
             bytes_out_per_s,
@@ -772,6 +812,8 @@ fn build_heartbeat(
             .take(MAX_HEARTBEAT_REPLICATING)
             .collect(),
         plays: state.mesh.plays().top(),
+        emergency_seq: state.emergency.mode().seq(),
+        downlink: c.satellite.downlink.is_some(),
     }
 }
 

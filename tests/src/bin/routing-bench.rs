@@ -141,6 +141,8 @@ fn membership(rng: &mut Rng, members: usize, now: Instant) -> Membership {
             interval_ms: 1000,
             replicating: Vec::new(),
             plays: Vec::new(),
+            emergency_seq: 0,
+            downlink: false,
         };
         // A few are heard long ago, so the sweep makes them suspect or dead.
         let heard = match i % 25 {
@@ -188,6 +190,7 @@ fn main() {
             Some((50.0, 8.0)),
             "10.255.255.1:8080",
             Load::default(),
+            false,
             false,
         );
         let guard = table.lock().expect("lock");
