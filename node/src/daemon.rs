@@ -204,10 +204,26 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
         }));
     }
     publish_catalog_to_mesh(&state).await;
-    if state.config.role == Role::Mesh {
+    if matches!(state.config.role, Role::Mesh | Role::SatelliteUplink) {
         tasks.push(tokio::spawn(mesh::replicate::run(
             Arc::clone(&state),
             Arc::clone(&state.mesh),
+            shutdown_rx.clone(),
+        )));
+    }
+    if let (Role::SatelliteUplink, Some(target)) =
+        (state.config.role, state.config.satellite.uplink)
+    {
+        tasks.push(tokio::spawn(crate::satellite::run_uplink(
+            Arc::clone(&state),
+            target,
+            shutdown_rx.clone(),
+        )));
+    }
+    if let Some(addr) = state.config.satellite.downlink {
+        tasks.push(tokio::spawn(crate::satellite::run_downlink(
+            Arc::clone(&state),
+            addr,
             shutdown_rx.clone(),
         )));
     }

@@ -19,6 +19,7 @@ pub mod mesh;
 pub mod metrics;
 pub mod quic_plane;
 pub mod routing;
+pub mod satellite;
 mod server;
 pub mod state;
 pub mod store;

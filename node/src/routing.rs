@@ -499,12 +499,11 @@ impl<'a> Candidate<'a> {
         http: &'a str,
         load: Load,
         holds: bool,
-        receiver: bool,
     ) -> Self {
         Self {
             peer_id,
             is_self: true,
-            receiver,
+            receiver: false,
             role,
             region,
             location: valid_location(location),
@@ -518,6 +517,12 @@ impl<'a> Candidate<'a> {
             band: 0,
             key: Key::default(),
         }
+    }
+
+    /// Marks this node as a receiver of the satellite downlink (or not).
+    pub fn receiving_downlink(mut self, receiver: bool) -> Self {
+        self.receiver = receiver;
+        self
     }
 
     /// A member of the membership table, for content `content_id`, as of `now`.
@@ -1172,6 +1177,7 @@ mod tests {
             .iter()
             .zip(ids)
             .map(|(s, id)| Candidate {
+                receiver: false,
                 peer_id: id,
                 is_self: false,
                 role: s.role,
@@ -1484,7 +1490,6 @@ mod tests {
             Some(NEW_YORK),
             "192.0.2.9:8080",
             Load::default(),
-            false,
             false,
         );
         let mut out = take_scratch();

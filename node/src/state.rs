@@ -52,6 +52,8 @@ pub struct NodeState {
     pub mesh: Arc<MeshPlane>,
     /// Emergency mode: the last applied operator command, persisted.
     pub emergency: Emergency,
+    /// Broadcast-plane counters.
+    pub satellite: crate::satellite::SatelliteMetrics,
     started: Instant,
     ready: AtomicBool,
 }
@@ -91,6 +93,7 @@ impl NodeState {
             quic_addr,
             mesh,
             emergency,
+            satellite: crate::satellite::SatelliteMetrics::default(),
             started: Instant::now(),
             ready: AtomicBool::new(false),
         }

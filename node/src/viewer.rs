@@ -780,6 +780,7 @@ impl Route<'_, '_> {
                         "bytes_out_per_s": c.load.bytes_out_per_s,
                     },
                     "holds_content": c.holds,
+                    "downlink_receiver": c.receiver,
                     "fills_on_demand": c.is_eligible() && c.fills_on_demand(),
                     "eligible": c.is_eligible(),
                     "rank": c.is_eligible().then_some(i + 1),
@@ -860,8 +861,8 @@ fn routed(
             cache_fill_permille: 0,
         },
         state.catalog.latest(id).is_some(),
-        state.config.satellite.downlink.is_some(),
-    );
+    )
+    .receiving_downlink(state.config.satellite.downlink.is_some());
     let membership = state.cluster.membership.lock().expect("membership lock");
     let mut out: Vec<routing::Candidate<'_>> = routing::take_scratch();
     let decision = routing::decide(
@@ -955,7 +956,8 @@ fn readyz(state: &NodeState) -> Response<Body> {
 }
 
 fn metrics(state: &NodeState) -> Response<Body> {
-    let body = state.metrics.render(&state.gauges());
+    let mut body = state.metrics.render(&state.gauges());
+    state.satellite.render(&mut body);
     full(
         StatusCode::OK,
         "text/plain; version=0.0.4; charset=utf-8",

@@ -11,13 +11,24 @@
 //!
 //! The [`royalty`] module is the royalty accounting: artist accounts, play/tip/subscription/DSP
 //! credits, split sheets, withholding, statements and payout batches, in integer minor units.
+//!
+//! The [`plugin`] module hosts the origin plugins: [`PluginHost`] owns the durable inbox of
+//! nodes' [`SignedPlayReport`]s (exactly-once delivery) and runs the royalty and ledger plugins
+//! with isolation, and routes their admin requests.
 
 mod error;
 mod ingest;
 pub mod ledger;
+pub mod plugin;
 mod publish;
+mod report;
 pub mod royalty;
 
 pub use error::IngestError;
 pub use ingest::{ingest_rendition, BlobSink, ImportedBlob, IngestRequest, MAX_SEGMENT_BYTES};
+pub use plugin::{PluginHost, PluginsConfig};
 pub use publish::{publish_version, PublishDecision};
+pub use report::{
+    PlayEntry, PlayReportBatch, ReportError, SignedPlayReport, MAX_PLAY_ENTRIES, MAX_REPORT_BYTES,
+    PLAY_REPORT_DOMAIN_TAG, PLAY_REPORT_FORMAT_VERSION,
+};

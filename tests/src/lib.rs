@@ -678,3 +678,25 @@ pub fn assert_success(out: &Output, what: &str) {
 }
 
 pub mod mmdb;
+pub mod udp;
+
+/// Creates an operator key `name` in `dir` with `mhc-node operator-keygen`; returns the key
+/// file and its public key hex.
+pub fn operator_key(dir: &Path, name: &str) -> (PathBuf, String) {
+    let path = dir.join(name);
+    let out = Command::new(node_binary())
+        .args([
+            "operator-keygen",
+            "--out",
+            path.to_str().expect("utf-8 path"),
+        ])
+        .output()
+        .expect("running mhc-node operator-keygen");
+    assert_success(&out, "operator-keygen");
+    let key = String::from_utf8(out.stdout)
+        .expect("utf-8 output")
+        .lines()
+        .find_map(|l| l.strip_prefix("operator public_key: ").map(str::to_owned))
+        .expect("the public key is printed");
+    (path, key)
+}

@@ -6,24 +6,8 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use mhc_tests::udp::{free_udp_port, FanOut};
 use mhc_tests::{assert_success, wait_until, Cluster, NodeOptions, NodeProcess};
-
-/// Creates an operator key in `dir`; returns its file and public key hex.
-fn operator_key(c: &Cluster, name: &str) -> (std::path::PathBuf, String) {
-    let path = c.path().join(name);
-    let out = std::process::Command::new(mhc_tests::node_binary())
-        .args(["operator-keygen", "--out", path.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert_success(&out, "operator-keygen");
-    let text = String::from_utf8(out.stdout).unwrap();
-    let key = text
-        .lines()
-        .find_map(|l| l.strip_prefix("operator public_key: "))
-        .expect("the public key is printed")
-        .to_owned();
-    (path, key)
-}
 
 /// `mhc-node emergency <args> --key KEY --node http://NODE`.
 fn emergency(node: &NodeProcess, key: &Path, args: &[&str]) -> std::process::Output {
@@ -50,8 +34,8 @@ fn options(role: &str, boot: &[String], trust: &str) -> NodeOptions {
 #[test]
 fn a_signed_command_switches_every_node_and_a_later_one_switches_back() {
     let mut c = Cluster::new();
-    let (key, operator) = operator_key(&c, "operator.key");
-    let (other_key, _) = operator_key(&c, "stranger.key");
+    let (key, operator) = mhc_tests::operator_key(c.path(), "operator.key");
+    let (other_key, _) = mhc_tests::operator_key(c.path(), "stranger.key");
     let o = c.start_with(
         "origin",
         NodeOptions::new("origin")
@@ -69,9 +53,38 @@ fn a_signed_command_switches_every_node_and_a_later_one_switches_back() {
     let mesh: Vec<usize> = (0..3)
         .map(|i| c.start_with(&format!("mesh{i}"), options("mesh", &boot, &trust)))
         .collect();
+    // Two edges that also receive the satellite downlink, and the uplink feeding them.
+    let ports: Vec<u16> = (0..2).map(|_| free_udp_port()).collect();
+    let fan = FanOut::start(
+        ports
+            .iter()
+            .map(|p| std::net::SocketAddr::from(([127, 0, 0, 1], *p)))
+            .collect(),
+    );
+    let receivers: Vec<usize> = ports
+        .iter()
+        .enumerate()
+        .map(|(i, port)| {
+            let extra = format!("{trust}[satellite]\ndownlink = \"udp://127.0.0.1:{port}\"\n");
+            c.start_with(&format!("receiver{i}"), options("edge", &boot, &extra))
+        })
+        .collect();
+    let uplink = c.start_with(
+        "uplink",
+        options(
+            "satellite-uplink",
+            &boot,
+            &format!(
+                "{trust}[satellite]\nuplink = \"udp://{}\"\nrate_kbps = 20000\n",
+                fan.addr()
+            ),
+        ),
+    );
     let all: Vec<usize> = std::iter::once(o)
         .chain(edges.clone())
         .chain(mesh.clone())
+        .chain(receivers.clone())
+        .chain([uplink])
         .collect();
     assert!(
         wait_until(Duration::from_secs(20), || all
@@ -133,7 +146,21 @@ fn a_signed_command_switches_every_node_and_a_later_one_switches_back() {
             >= 1.0)),
         "the essential content was not replicated to every mesh node"
     );
-    let mesh_addrs: Vec<String> = mesh.iter().map(|&m| c.node(m).addr().to_string()).collect();
+    // The uplink replicates the essential content and broadcasts it; the receivers rebuild it.
+    assert!(
+        wait_until(Duration::from_secs(30), || receivers.iter().all(|&r| c
+            .node(r)
+            .metric("mhc_downlink_contents_total")
+            .unwrap_or(0.0)
+            >= 1.0)),
+        "the receivers did not get the essential content from the uplink: {}",
+        c.node(uplink).log_tail()
+    );
+    let serving: Vec<String> = mesh
+        .iter()
+        .chain(&receivers)
+        .map(|&m| c.node(m).addr().to_string())
+        .collect();
     for &n in &all {
         // Holdings reach routing with the next heartbeats.
         wait_until(Duration::from_secs(3), || {
@@ -143,14 +170,30 @@ fn a_signed_command_switches_every_node_and_a_later_one_switches_back() {
         assert_eq!(r.status, 302, "{}: {}", c.node(n).name, r.text());
         let location = r.header("location").unwrap();
         assert!(
-            mesh_addrs.iter().any(|a| location.contains(a.as_str())),
-            "{} routed to {location}, not a mesh node",
+            serving.iter().any(|a| location.contains(a.as_str())),
+            "{} routed to {location}, not a mesh node or receiver",
             c.node(n).name
         );
+        // The explanation offers no origin, plain edge or uplink.
+        let route = c.node(n).get("/v1/route/news").json();
+        for cand in route["candidates"].as_array().unwrap() {
+            if cand["eligible"] == true {
+                let playlist = cand["playlist"].as_str().unwrap_or_default();
+                assert!(
+                    serving.iter().any(|a| playlist.contains(a.as_str())),
+                    "{playlist} ({}) offered in emergency mode",
+                    cand["role"]
+                );
+            }
+        }
     }
-    let r = c.node(mesh[2]).get("/v1/content/news/seg/3.ts");
-    assert_eq!(r.status, 200);
-    assert!(r.body == std::fs::read(news.join("seg_003.ts")).unwrap());
+    // A client plays the essential content from a mesh node and from a receiver.
+    let file = std::fs::read(news.join("seg_003.ts")).unwrap();
+    for &n in [mesh[2], receivers[1]].iter() {
+        let r = c.node(n).get("/v1/content/news/seg/3.ts");
+        assert_eq!(r.status, 200, "{}: {}", c.node(n).name, r.text());
+        assert!(r.body == file);
+    }
 
     // The mode survives a restart.
     c.node_mut(edges[0]).stop();

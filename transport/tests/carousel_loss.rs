@@ -57,7 +57,9 @@ fn run_cycle(
     for datagram in carousel.next_cycle() {
         for datagram in link.carry(datagram) {
             match assembler.push(&datagram).expect("valid datagram") {
-                Some(Event::Complete { id, kind, bytes }) => delivered.push((id, kind, bytes)),
+                Some(Event::Complete {
+                    id, kind, bytes, ..
+                }) => delivered.push((id, kind, bytes)),
                 Some(Event::Corrupt { id, .. }) => panic!("{id} corrupt on a clean link"),
                 None => {}
             }

@@ -206,6 +206,10 @@ pub fn wanted(state: &NodeState, mesh: &MeshPlane) -> Vec<Offer> {
             }
         }
     }
+    // The uplink carries what it is told to (pins, essential), not what is popular.
+    if state.config.role != Role::Mesh {
+        return out;
+    }
     // Popular in this region: the play counts of alive members in the same region, and ours.
     let mut plays: HashMap<String, u64> = HashMap::new();
     for p in mesh.plays().top() {

@@ -191,7 +191,6 @@ fn main() {
             "10.255.255.1:8080",
             Load::default(),
             false,
-            false,
         );
         let guard = table.lock().expect("lock");
         let mut out: Vec<Candidate<'_>> = routing::take_scratch();

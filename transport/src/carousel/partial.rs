@@ -57,6 +57,8 @@ pub(crate) struct PartialObject {
     /// Logical time of the last stored packet, for least-recently-updated eviction.
     pub(crate) touched: u64,
     pub(crate) last_cycle: u32,
+    /// Cycle of the first stored packet.
+    pub(crate) first_cycle: u32,
 }
 
 impl PartialObject {
@@ -71,6 +73,7 @@ impl PartialObject {
             charged: 0,
             touched: now,
             last_cycle: header.cycle(),
+            first_cycle: header.cycle(),
         }
     }
 

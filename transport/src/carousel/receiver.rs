@@ -81,6 +81,11 @@ pub enum Event {
         kind: ObjectKind,
         /// The object.
         bytes: Bytes,
+        /// Cycle of the first packet of this object that was stored.
+        first_cycle: u32,
+        /// Cycle of the packet that completed it: later than `first_cycle` when the loss in
+        /// one cycle exceeded its repair symbols and a later cycle made up for it.
+        cycle: u32,
     },
     /// An object decoded to bytes that do not hash to its id (corrupt or forged symbols). It
     /// was dropped; it is reassembled again from later packets.
@@ -278,7 +283,10 @@ impl Assembler {
             }
             Accepted::Complete(bytes) => {
                 self.stats.accepted += 1;
-                self.partial.remove(&key);
+                let first_cycle = self
+                    .partial
+                    .remove(&key)
+                    .map_or(header.cycle(), |o| o.first_cycle);
                 if ObjectId::of(&bytes) != id {
                     self.stats.corrupt += 1;
                     debug!(%id, kind = ?header.kind(), "carousel object failed its hash check");
@@ -296,6 +304,8 @@ impl Assembler {
                     id,
                     kind: header.kind(),
                     bytes: Bytes::from(bytes),
+                    first_cycle,
+                    cycle: header.cycle(),
                 }))
             }
         }
