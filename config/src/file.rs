@@ -60,6 +60,9 @@ pub struct ConfigFile {
     /// `[http]`: viewer-plane limits.
     #[serde(default)]
     pub http: HttpSection,
+    /// `[reports]`: play reports to the origin.
+    #[serde(default)]
+    pub reports: ReportsSection,
 }
 
 /// Default for [`ConfigFile::region`]: `"default"`.
@@ -236,6 +239,10 @@ pub struct HttpSection {
     /// Time allowed for a client to send its request headers, in milliseconds, `>= 1`.
     /// Default `10000`.
     pub header_read_timeout_ms: u64,
+    /// Bearer token that opens the origin plugins' admin routes on the viewer plane
+    /// (`/admin/plugins/...` with `Authorization: Bearer <token>`); at least 32 characters.
+    /// Default `""`: those routes exist on the admin socket only.
+    pub admin_token: String,
 }
 
 impl Default for HttpSection {
@@ -243,6 +250,28 @@ impl Default for HttpSection {
         HttpSection {
             max_connections: 10_000,
             header_read_timeout_ms: 10_000,
+            admin_token: String::new(),
+        }
+    }
+}
+
+/// `[reports]`: play reports, the origin's royalty input.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default, expecting = "a [reports] table")]
+pub struct ReportsSection {
+    /// How often a serving node turns what it served into a signed batch for the origin, in
+    /// seconds, `>= 1`. Default `30`.
+    pub report_interval_s: u64,
+    /// Batches kept on disk while the origin cannot be reached, `>= 1`; when full, the oldest
+    /// are kept and new ones are counted and dropped. Default `100000`.
+    pub max_outbox_batches: u64,
+}
+
+impl Default for ReportsSection {
+    fn default() -> Self {
+        ReportsSection {
+            report_interval_s: 30,
+            max_outbox_batches: 100_000,
         }
     }
 }

@@ -111,6 +111,15 @@
 //! max_connections = 10000
 //! # Time allowed for a client to send its request headers, in milliseconds (>= 1).
 //! header_read_timeout_ms = 10000
+//! # Bearer token opening the plugins' admin routes on the viewer plane (>= 32 characters);
+//! # "" = admin socket only.
+//! admin_token = ""
+//!
+//! [reports]
+//! # Play reports to the origin (royalty input): batch period in seconds (>= 1).
+//! report_interval_s = 30
+//! # Batches kept on disk while the origin is unreachable; the oldest are kept.
+//! max_outbox_batches = 100000
 //! ```
 
 mod error;
@@ -123,12 +132,12 @@ use std::path::Path;
 pub use error::ConfigError;
 pub use file::{
     default_region, CacheSection, ClusterSection, ConfigFile, GeoSection, HttpSection,
-    ListenSection, LocationSection, PluginsSection, SatelliteSection, TrustSection,
-    UpstreamSection,
+    ListenSection, LocationSection, MeshSection, PluginsSection, ReportsSection, SatelliteSection,
+    TrustSection, UpstreamSection,
 };
 pub use runtime::{
     Cache, Cluster, Config, Geo, GeoPoint, HttpLimits, Listen, Parent, ParseRoleError, Plugins,
-    Role, Satellite, Trust, Upstream,
+    Reports, Role, Satellite, Trust, Upstream,
 };
 
 /// Reads and validates the config file at `path`.
@@ -269,6 +278,15 @@ downlink = ""
 max_connections = 10000
 # Time allowed for a client to send its request headers, in milliseconds (>= 1).
 header_read_timeout_ms = 10000
+# Bearer token opening the plugins' admin routes on the viewer plane (>= 32 characters);
+# "" = admin socket only.
+admin_token = ""
+
+[reports]
+# Play reports to the origin (royalty input): batch period in seconds (>= 1).
+report_interval_s = 30
+# Batches kept on disk while the origin is unreachable; the oldest are kept.
+max_outbox_batches = 100000
 "#;
 
 #[cfg(test)]

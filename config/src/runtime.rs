@@ -42,6 +42,8 @@ pub struct Config {
     pub plugins: Plugins,
     /// Viewer-plane limits.
     pub http: HttpLimits,
+    /// Play reports.
+    pub reports: Reports,
 }
 
 /// Node role.
@@ -234,6 +236,17 @@ pub struct HttpLimits {
     pub max_connections: usize,
     /// Time allowed for request headers to arrive (>= 1 ms).
     pub header_read_timeout: Duration,
+    /// Bearer token for the plugins' admin routes on the viewer plane, if enabled.
+    pub admin_token: Option<String>,
+}
+
+/// Play-report settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reports {
+    /// Period of the signed batches.
+    pub interval: Duration,
+    /// Bound of the on-disk outbox, in batches.
+    pub max_outbox_batches: u64,
 }
 
 #[cfg(test)]

@@ -7,11 +7,12 @@ use std::time::Duration;
 use crate::error::ConfigError;
 use crate::file::{
     CacheSection, ClusterSection, ConfigFile, GeoSection, HttpSection, ListenSection,
-    LocationSection, MeshSection, PluginsSection, SatelliteSection, TrustSection, UpstreamSection,
+    LocationSection, MeshSection, PluginsSection, ReportsSection, SatelliteSection, TrustSection,
+    UpstreamSection,
 };
 use crate::runtime::{
-    Cache, Cluster, Config, Geo, GeoPoint, HttpLimits, Listen, Parent, Plugins, Role, Satellite,
-    Trust, Upstream,
+    Cache, Cluster, Config, Geo, GeoPoint, HttpLimits, Listen, Parent, Plugins, Reports, Role,
+    Satellite, Trust, Upstream,
 };
 
 const MIB: u64 = 1 << 20;
@@ -63,6 +64,7 @@ impl ConfigFile {
         let satellite = satellite(&cx, self.satellite, role)?;
         let plugins = plugins(&cx, self.plugins, role)?;
         let http = http(&cx, self.http)?;
+        let reports = reports(&cx, self.reports)?;
         Ok(Config {
             role,
             data_dir: self.data_dir,
@@ -78,6 +80,7 @@ impl ConfigFile {
             satellite,
             plugins,
             http,
+            reports,
         })
     }
 }
@@ -445,9 +448,32 @@ fn http(cx: &Ctx<'_>, h: HttpSection) -> Result<HttpLimits> {
             "must be at least 1 (milliseconds)",
         ));
     }
+    let admin_token =
+        match h.admin_token.as_str() {
+            "" => None,
+            t if t.len() < 32 || !t.bytes().all(|b| b.is_ascii_graphic()) => return Err(cx.err(
+                "http.admin_token",
+                "must be at least 32 printable characters (e.g. `openssl rand -hex 32`), or empty",
+            )),
+            t => Some(t.to_owned()),
+        };
     Ok(HttpLimits {
         max_connections: h.max_connections,
         header_read_timeout: Duration::from_millis(h.header_read_timeout_ms),
+        admin_token,
+    })
+}
+
+fn reports(cx: &Ctx<'_>, r: ReportsSection) -> Result<Reports> {
+    if r.report_interval_s == 0 {
+        return Err(cx.err("reports.report_interval_s", "must be at least 1 (seconds)"));
+    }
+    if r.max_outbox_batches == 0 {
+        return Err(cx.err("reports.max_outbox_batches", "must be at least 1"));
+    }
+    Ok(Reports {
+        interval: Duration::from_secs(r.report_interval_s),
+        max_outbox_batches: r.max_outbox_batches,
     })
 }
 

@@ -69,6 +69,22 @@ pub struct EmergencyBody {
 /// Answers one admin request.
 pub async fn handle(state: Arc<NodeState>, req: Request<Incoming>) -> Response<Body> {
     let path = req.uri().path().to_owned();
+    if let Some(target) = req
+        .uri()
+        .path_and_query()
+        .and_then(|pq| pq.as_str().strip_prefix("/admin/plugins/"))
+    {
+        let target = target.to_owned();
+        let method = req.method().as_str().to_owned();
+        let body = match Limited::new(req.into_body(), mhc_origin::plugin::MAX_ADMIN_BODY_BYTES)
+            .collect()
+            .await
+        {
+            Ok(c) => c.to_bytes().to_vec(),
+            Err(e) => return error(StatusCode::PAYLOAD_TOO_LARGE, &format!("request body: {e}")),
+        };
+        return plugin_response(crate::plugins::admin(&state, &method, &target, body).await);
+    }
     match (req.method().clone(), path.as_str()) {
         (Method::GET, "/admin/status") => json_ok(&status(&state)),
         (Method::POST, "/admin/ingest") => {
@@ -205,6 +221,17 @@ async fn read_body(req: Request<Incoming>) -> Result<Bytes, Response<Body>> {
             &format!("request body: {e}"),
         )),
     }
+}
+
+/// A plugin's admin answer as an HTTP response.
+pub fn plugin_response(a: mhc_origin::plugin::AdminResponse) -> Response<Body> {
+    let mut resp = Response::new(Full::new(Bytes::from(a.body)));
+    *resp.status_mut() =
+        StatusCode::from_u16(a.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    if let Ok(ct) = http::HeaderValue::from_str(&a.content_type) {
+        resp.headers_mut().insert(http::header::CONTENT_TYPE, ct);
+    }
+    resp
 }
 
 fn json_ok(v: &serde_json::Value) -> Response<Body> {

@@ -118,6 +118,28 @@ enum Command {
         #[command(subcommand)]
         action: EmergencyAction,
     },
+    /// The origin's verifiable ledger of credits and payouts.
+    Ledger {
+        #[command(subcommand)]
+        action: LedgerAction,
+    },
+    /// Call an origin plugin's admin route: `mhc-node plugin royalty GET balances`.
+    Plugin {
+        #[command(flatten)]
+        daemon: DaemonTarget,
+        /// Plugin name (`royalty`, `ledger`).
+        name: String,
+        /// HTTP method: GET, POST or DELETE.
+        method: String,
+        /// Route and query after `/admin/plugins/<name>/`, e.g. `statement/artist-1/2026-11`.
+        path: String,
+        /// Request body from this file (`-` for stdin): JSON, or CSV for statement imports.
+        #[arg(long)]
+        body: Option<PathBuf>,
+        /// Write the answer to this file instead of stdout.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Show the running node's view of itself, its content and the cluster.
     Status {
         #[command(flatten)]
@@ -125,6 +147,63 @@ enum Command {
         /// Print the raw JSON instead of a table.
         #[arg(long)]
         json: bool,
+    },
+}
+
+/// `mhc-node ledger …`.
+#[derive(Debug, Subcommand)]
+pub enum LedgerAction {
+    /// Recompute the log from its entries and check every signed tree head: at the running
+    /// origin, or offline on an export file (no daemon).
+    Verify {
+        #[command(flatten)]
+        daemon: DaemonTarget,
+        /// Verify this JSON export instead of the daemon's ledger.
+        #[arg(long)]
+        export: Option<PathBuf>,
+        /// With `--export`: the origin's public key (hex) the heads must be signed by.
+        #[arg(long)]
+        public_key: Option<String>,
+    },
+    /// Export entries as JSON (verifiable offline) or CSV.
+    Export {
+        #[command(flatten)]
+        daemon: DaemonTarget,
+        /// `json` or `csv`.
+        #[arg(long, default_value = "json")]
+        format: String,
+        /// Entries recorded from this time (Unix ms) ...
+        #[arg(long)]
+        from_ms: Option<u64>,
+        /// ... until this time (excluded).
+        #[arg(long)]
+        to_ms: Option<u64>,
+        /// Where to write it.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Inclusion proof of one entry (JSON, with the signed tree head it proves against).
+    Proof {
+        #[command(flatten)]
+        daemon: DaemonTarget,
+        /// Entry index.
+        index: u64,
+        /// Tree size to prove against (default: the latest head).
+        #[arg(long)]
+        size: Option<u64>,
+        /// Where to write it (default stdout).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Check an inclusion proof offline against an export: the entry is taken from the export,
+    /// the tree head's signature checked with the export's public key.
+    VerifyProof {
+        /// A JSON export holding the entry.
+        #[arg(long)]
+        export: PathBuf,
+        /// The proof (from `mhc-node ledger proof`).
+        #[arg(long)]
+        proof: PathBuf,
     },
 }
 
@@ -183,7 +262,7 @@ struct KeyTarget {
 
 /// Which running daemon an operator command talks to.
 #[derive(Debug, Args)]
-struct DaemonTarget {
+pub struct DaemonTarget {
     /// The daemon's configuration file.
     #[arg(long, short, conflicts_with_all = ["data_dir", "admin_socket"])]
     config: Option<PathBuf>,
@@ -370,6 +449,35 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 answer["emergency"]["seq"]
             );
         }
+        Command::Ledger { action } => return ledger_command(action),
+        Command::Plugin {
+            daemon,
+            name,
+            method,
+            path,
+            body,
+            out,
+        } => {
+            let body = match body {
+                Some(p) if p.as_os_str() == "-" => {
+                    let mut b = Vec::new();
+                    std::io::Read::read_to_end(&mut std::io::stdin(), &mut b)?;
+                    b
+                }
+                Some(p) => std::fs::read(&p).with_context(|| format!("reading {}", p.display()))?,
+                None => Vec::new(),
+            };
+            let (status, bytes) = runtime()?.block_on(plugin_call(
+                &daemon.socket()?,
+                &method,
+                &format!("/admin/plugins/{name}/{path}"),
+                body,
+            ))?;
+            write_out(out.as_deref(), &bytes)?;
+            if !status.is_success() {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
         Command::Status { daemon, json } => {
             let socket = daemon.socket()?;
             let answer =
@@ -534,4 +642,227 @@ async fn http_json(
         );
     }
     Ok(value)
+}
+
+fn write_out(out: Option<&Path>, bytes: &[u8]) -> anyhow::Result<()> {
+    match out {
+        Some(p) => std::fs::write(p, bytes).with_context(|| format!("writing {}", p.display())),
+        None => {
+            use std::io::Write;
+            let mut stdout = std::io::stdout();
+            stdout.write_all(bytes)?;
+            if !bytes.ends_with(b"\n") {
+                stdout.write_all(b"\n")?;
+            }
+            Ok(())
+        }
+    }
+}
+
+/// One raw request on the admin socket (plugin routes answer JSON, CSV or files).
+async fn plugin_call(
+    socket: &Path,
+    method: &str,
+    target: &str,
+    body: Vec<u8>,
+) -> anyhow::Result<(http::StatusCode, Vec<u8>)> {
+    use http_body_util::{BodyExt, Full};
+    let stream = tokio::net::UnixStream::connect(socket)
+        .await
+        .with_context(|| {
+            format!(
+                "connecting to the admin socket {} (is mhc-node running with this data_dir?)",
+                socket.display()
+            )
+        })?;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let req = http::Request::builder()
+        .method(method.to_ascii_uppercase().as_str())
+        .uri(target)
+        .header(http::header::HOST, "mhc-admin")
+        .body(Full::new(Bytes::from(body)))?;
+    let resp = sender.send_request(req).await?;
+    let status = resp.status();
+    let bytes = resp.into_body().collect().await?.to_bytes().to_vec();
+    Ok((status, bytes))
+}
+
+fn ledger_command(action: LedgerAction) -> anyhow::Result<ExitCode> {
+    match action {
+        LedgerAction::Verify {
+            export: Some(path),
+            public_key,
+            ..
+        } => {
+            let bytes =
+                std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+            let key = public_key
+                .map(|k| -> anyhow::Result<[u8; 32]> {
+                    hex::decode(&k)
+                        .ok()
+                        .and_then(|v| v.try_into().ok())
+                        .context("--public-key: 64 hex digits")
+                })
+                .transpose()?;
+            match mhc_origin::ledger::verify_export(&bytes, key) {
+                Ok(report) => {
+                    println!(
+                        "ok: entries {}..{} and {} signed tree heads verified (public key {})",
+                        report.entries.start,
+                        report.entries.end,
+                        report.heads,
+                        hex::encode(report.public_key)
+                    );
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(err) => {
+                    eprintln!("verification failed: {err}");
+                    if let Some(index) = err.entry() {
+                        eprintln!("first bad entry: {index}");
+                    }
+                    Ok(ExitCode::FAILURE)
+                }
+            }
+        }
+        LedgerAction::Verify { daemon, .. } => {
+            let (status, bytes) = runtime()?.block_on(plugin_call(
+                &daemon.socket()?,
+                "POST",
+                "/admin/plugins/ledger/verify",
+                Vec::new(),
+            ))?;
+            write_out(None, &bytes)?;
+            Ok(if status.is_success() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        LedgerAction::Export {
+            daemon,
+            format,
+            from_ms,
+            to_ms,
+            out,
+        } => {
+            let mut target = format!("/admin/plugins/ledger/export?format={format}");
+            if let Some(f) = from_ms {
+                target.push_str(&format!("&from_ms={f}"));
+            }
+            if let Some(t) = to_ms {
+                target.push_str(&format!("&to_ms={t}"));
+            }
+            let (status, bytes) =
+                runtime()?.block_on(plugin_call(&daemon.socket()?, "GET", &target, Vec::new()))?;
+            if !status.is_success() {
+                write_out(None, &bytes)?;
+                return Ok(ExitCode::FAILURE);
+            }
+            write_out(Some(&out), &bytes)?;
+            println!("wrote {} ({} bytes)", out.display(), bytes.len());
+            Ok(ExitCode::SUCCESS)
+        }
+        LedgerAction::Proof {
+            daemon,
+            index,
+            size,
+            out,
+        } => {
+            let target = match size {
+                Some(s) => format!("/admin/plugins/ledger/inclusion/{index}?size={s}"),
+                None => format!("/admin/plugins/ledger/inclusion/{index}"),
+            };
+            let (status, bytes) =
+                runtime()?.block_on(plugin_call(&daemon.socket()?, "GET", &target, Vec::new()))?;
+            write_out(out.as_deref().filter(|_| status.is_success()), &bytes)?;
+            Ok(if status.is_success() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        LedgerAction::VerifyProof { export, proof } => {
+            match verify_proof_offline(&export, &proof) {
+                Ok(summary) => {
+                    println!("ok: {summary}");
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(err) => {
+                    eprintln!("proof does not verify: {err:#}");
+                    Ok(ExitCode::FAILURE)
+                }
+            }
+        }
+    }
+}
+
+/// Verifies an inclusion proof with nothing but an export: the entry comes from the export,
+/// the tree head must be signed by the export's key, the proof must lead from the entry's leaf
+/// to that head's root.
+fn verify_proof_offline(export: &Path, proof: &Path) -> anyhow::Result<String> {
+    use mhc_origin::ledger::{verify_entry_inclusion, ExportedEntry, LedgerEntry, SignedTreeHead};
+    let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(export)?)
+        .with_context(|| format!("{} is not a JSON export", export.display()))?;
+    let p: serde_json::Value = serde_json::from_slice(&std::fs::read(proof)?)
+        .with_context(|| format!("{} is not a proof", proof.display()))?;
+    let key: [u8; 32] = hex::decode(
+        doc["public_key"]
+            .as_str()
+            .context("export has no public_key")?,
+    )
+    .ok()
+    .and_then(|v| v.try_into().ok())
+    .context("export public_key is not 32 bytes of hex")?;
+    let key = ed25519_dalek::VerifyingKey::from_bytes(&key)?;
+    let index = p["index"].as_u64().context("proof has no index")?;
+    let head: SignedTreeHead =
+        serde_json::from_value(p["head"].clone()).context("proof has no signed head")?;
+    head.verify(&key)
+        .map_err(|_| anyhow::anyhow!("the tree head is not signed by the export's key"))?;
+    let hashes: Vec<[u8; 32]> = p["proof"]
+        .as_array()
+        .context("proof has no hashes")?
+        .iter()
+        .map(|h| {
+            h.as_str()
+                .and_then(|h| hex::decode(h).ok())
+                .and_then(|v| v.try_into().ok())
+                .context("proof hash is not 32 bytes of hex")
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let exported: ExportedEntry = doc["entries"]
+        .as_array()
+        .context("export has no entries")?
+        .iter()
+        .find(|e| e["index"].as_u64() == Some(index))
+        .cloned()
+        .map(serde_json::from_value)
+        .transpose()?
+        .with_context(|| format!("entry {index} is not in the export"))?;
+    let entry = LedgerEntry {
+        index: exported.index,
+        time_ms: exported.time_ms,
+        kind: exported.kind,
+        account: exported.account,
+        amount_minor: exported.amount_minor,
+        currency: exported.currency,
+        source: exported.source,
+        reference: exported.reference,
+        memo: exported.memo,
+    };
+    verify_entry_inclusion(&entry, head.size, &hashes, &head.root)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(format!(
+        "entry {index} ({} {} {} to {}) is in the log of size {} whose signed root is {}",
+        entry.kind.as_str(),
+        entry.amount_minor,
+        entry.currency,
+        entry.account,
+        head.size,
+        hex::encode(head.root)
+    ))
 }

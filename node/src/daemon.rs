@@ -142,6 +142,17 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
         tracing::warn!("starting in emergency mode (persisted from an earlier command)");
     }
 
+    let reports = crate::reports::Reports::open(&db, config.reports.max_outbox_batches)?;
+    let plugin_host = if config.role == Role::Origin {
+        Some(Arc::new(crate::plugins::open(
+            &config,
+            &db,
+            identity.signing_key(),
+        )?))
+    } else {
+        None
+    };
+
     let admin_socket = data_dir.join(ADMIN_SOCKET);
     let admin_listener = bind_admin_socket(&admin_socket).await?;
 
@@ -162,7 +173,11 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
         quic_addr,
         Arc::clone(&mesh),
         emergency,
+        reports,
     ));
+    if let Some(host) = plugin_host {
+        let _ = state.plugins.set(host);
+    }
     data_plane.attach(&state);
 
     let (shutdown, shutdown_rx) = watch::channel(false);
@@ -204,6 +219,19 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
         }));
     }
     publish_catalog_to_mesh(&state).await;
+    if let Some(host) = state.plugins.get() {
+        tasks.push(tokio::spawn(crate::plugins::run(
+            Arc::clone(&state),
+            Arc::clone(host),
+            shutdown_rx.clone(),
+        )));
+    }
+    if state.config.role != Role::SatelliteUplink {
+        tasks.push(tokio::spawn(crate::reports::run(
+            Arc::clone(&state),
+            shutdown_rx.clone(),
+        )));
+    }
     if matches!(state.config.role, Role::Mesh | Role::SatelliteUplink) {
         tasks.push(tokio::spawn(mesh::replicate::run(
             Arc::clone(&state),

@@ -181,6 +181,27 @@ impl Filler {
         Ok(conn)
     }
 
+    /// One body-less request to a node's QUIC plane (a play report), over the cached
+    /// connection; the answer's header.
+    ///
+    /// # Errors
+    /// Connecting or the exchange failed.
+    pub async fn request(
+        &self,
+        addr: SocketAddr,
+        peer: Option<PeerId>,
+        req: Request,
+    ) -> Result<ResponseHeader, QuicError> {
+        let target = ParentAddr {
+            addr,
+            peer_id: peer,
+            source: "report",
+            load: 0,
+        };
+        let (header, _) = self.connection(&target).await?.request(&req, 0).await?;
+        Ok(header)
+    }
+
     fn penalise(&self, parent: &ParentAddr) {
         self.penalised
             .lock()

@@ -140,6 +140,7 @@ fn ingest_inner(state: &NodeState, cmd: &IngestCommand) -> anyhow::Result<Ingest
     })();
     match commit {
         Ok(published) => {
+            crate::plugins::published(state, &published);
             let m = published.manifest();
             // Ingest runs on a blocking thread of the runtime, so it may wait for the mesh
             // store. A failure here leaves the content published for HTTP and QUIC; the mesh

@@ -47,10 +47,13 @@ impl Handler for DataPlane {
                 Request::GetManifest { .. } => "manifest",
                 Request::GetSegment { .. } => "segment",
                 Request::GetInit { .. } => "init",
+                Request::PutPlayReport { .. } => "play_report",
             };
             let response = answer(&state, peer, req).await;
             let outcome = match &response.header {
-                ResponseHeader::Manifest { .. } | ResponseHeader::Segment { .. } => "ok",
+                ResponseHeader::Manifest { .. }
+                | ResponseHeader::Segment { .. }
+                | ResponseHeader::ReportAck { .. } => "ok",
                 ResponseHeader::NotFound { .. } => "not_found",
                 ResponseHeader::Busy { .. } => "busy",
                 ResponseHeader::Error { .. } => "error",
@@ -65,7 +68,10 @@ impl Handler for DataPlane {
 }
 
 async fn answer(state: &Arc<NodeState>, peer: PeerId, req: Request) -> Response {
-    let Ok(id) = ContentId::new(req.content_id().to_owned()) else {
+    if let Request::PutPlayReport { report } = req {
+        return play_report(state, report).await;
+    }
+    let Ok(id) = ContentId::new(req.content_id().unwrap_or_default().to_owned()) else {
         return Response::without_body(ResponseHeader::not_found("malformed content id"));
     };
     match req {
@@ -109,6 +115,7 @@ async fn answer(state: &Arc<NodeState>, peer: PeerId, req: Request) -> Response 
                 Err(e) => fill_error(e),
             }
         }
+        Request::PutPlayReport { .. } => unreachable!("answered above"),
         Request::GetInit { version, .. } => {
             let Some(p) = version_held(state, &id, version, peer).await else {
                 return Response::without_body(ResponseHeader::not_found(format!(
@@ -123,6 +130,27 @@ async fn answer(state: &Arc<NodeState>, peer: PeerId, req: Request) -> Response 
                 Err(e) => fill_error(e),
             }
         }
+    }
+}
+
+/// A node's play report: stored durably by the plugin host, then acknowledged.
+async fn play_report(state: &Arc<NodeState>, report: Vec<u8>) -> Response {
+    let Some(host) = state.plugins.get() else {
+        // Not an origin: the sender will try an origin.
+        return Response::without_body(ResponseHeader::Busy {
+            retry_after_ms: 5_000,
+        });
+    };
+    let seq = mhc_origin::SignedPlayReport::decode(&report).map_or(0, |r| r.batch.seq);
+    match crate::plugins::ingest_encoded(state, host, report).await {
+        crate::reports::Outcome::Acked => Response::without_body(ResponseHeader::ReportAck {
+            seq,
+            duplicate: false,
+        }),
+        crate::reports::Outcome::Later(_) => Response::without_body(ResponseHeader::Busy {
+            retry_after_ms: 5_000,
+        }),
+        crate::reports::Outcome::Refused(why) => Response::without_body(ResponseHeader::error(why)),
     }
 }
 

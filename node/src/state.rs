@@ -54,6 +54,12 @@ pub struct NodeState {
     pub emergency: Emergency,
     /// Broadcast-plane counters.
     pub satellite: crate::satellite::SatelliteMetrics,
+    /// Play counting and the report outbox.
+    pub reports: crate::reports::Reports,
+    /// The origin's plugin host (set at start, origin role only).
+    pub plugins: std::sync::OnceLock<Arc<mhc_origin::PluginHost>>,
+    /// Play reports received (origin).
+    pub inbox: crate::plugins::InboxMetrics,
     started: Instant,
     ready: AtomicBool,
 }
@@ -76,6 +82,7 @@ impl NodeState {
         quic_addr: SocketAddr,
         mesh: Arc<MeshPlane>,
         emergency: Emergency,
+        reports: crate::reports::Reports,
     ) -> Self {
         Self {
             config,
@@ -94,6 +101,9 @@ impl NodeState {
             mesh,
             emergency,
             satellite: crate::satellite::SatelliteMetrics::default(),
+            reports,
+            plugins: std::sync::OnceLock::new(),
+            inbox: crate::plugins::InboxMetrics::default(),
             started: Instant::now(),
             ready: AtomicBool::new(false),
         }

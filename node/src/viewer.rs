@@ -52,6 +52,8 @@ where
     let is_head = req.method() == Method::HEAD;
     let (route, mut resp) = if req.method() == Method::POST && req.uri().path() == "/v1/emergency" {
         ("emergency", emergency_command(&state, req).await)
+    } else if req.uri().path().starts_with("/admin/plugins/") {
+        ("admin", plugin_admin(&state, req).await)
     } else {
         route(&state, &req, remote).await
     };
@@ -110,6 +112,57 @@ where
             error(status, &err.to_string())
         }
     }
+}
+
+/// `/admin/plugins/...` on the viewer plane: only with `Authorization: Bearer <http.admin_token>`
+/// (compared in constant time); without a configured token the routes do not exist here.
+async fn plugin_admin<B>(state: &NodeState, req: Request<B>) -> Response<Body>
+where
+    B: hyper::body::Body<Data = Bytes> + Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    use http_body_util::{BodyExt, Limited};
+    let Some(token) = &state.config.http.admin_token else {
+        return error(StatusCode::NOT_FOUND, "no such resource");
+    };
+    let presented = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    let matches = presented.len() == token.len()
+        && presented
+            .bytes()
+            .zip(token.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0;
+    if !matches {
+        let mut resp = error(StatusCode::UNAUTHORIZED, "admin token required");
+        resp.headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        return resp;
+    }
+    let target = req
+        .uri()
+        .path_and_query()
+        .map(|pq| pq.as_str().trim_start_matches("/admin/plugins/").to_owned())
+        .unwrap_or_default();
+    let method = req.method().as_str().to_owned();
+    let body = match Limited::new(req.into_body(), mhc_origin::plugin::MAX_ADMIN_BODY_BYTES)
+        .collect()
+        .await
+    {
+        Ok(c) => c.to_bytes().to_vec(),
+        Err(e) => return error(StatusCode::PAYLOAD_TOO_LARGE, &format!("request body: {e}")),
+    };
+    let a = crate::plugins::admin(state, &method, &target, body).await;
+    let status = StatusCode::from_u16(a.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut resp = full(status, "application/json", Bytes::from(a.body), CACHE_NONE);
+    if let Ok(ct) = HeaderValue::from_str(&a.content_type) {
+        resp.headers_mut().insert(header::CONTENT_TYPE, ct);
+    }
+    resp
 }
 
 /// The answer to a content request at a node that does not serve viewers in the current mode
@@ -196,7 +249,12 @@ async fn route<B>(
                     playlist(&published, req.headers(), &query)
                 }
                 ["init.mp4"] => init_segment(state, &published, req.headers()).await,
-                ["seg", file] => segment(state, &published, file, req.headers()).await,
+                ["seg", file] => {
+                    // Only bodies served count towards play reports, not HEAD probes.
+                    let viewer = (method == Method::GET)
+                        .then(|| crate::reports::viewer(state, req.headers(), remote));
+                    segment(state, &published, file, req.headers(), viewer).await
+                }
                 _ => unreachable!("content_route accepted only these shapes"),
             };
             (route, resp)
@@ -393,6 +451,7 @@ async fn segment(
     p: &Arc<Published>,
     file: &str,
     req: &HeaderMap,
+    viewer: Option<crate::reports::Viewer>,
 ) -> Response<Body> {
     let Some((index, ext)) = file.split_once('.') else {
         return error(
@@ -423,7 +482,6 @@ async fn segment(
             ),
         );
     };
-    let _ = info;
     let headers = p.segment_headers(index);
     let resp = blob_response(
         state,
@@ -436,6 +494,19 @@ async fn segment(
     .await;
     if resp.status().is_success() {
         fill::prefetch(state, p, index);
+        if let Some(viewer) = viewer {
+            // A range request counts for its share of the segment's media time.
+            let sent = content_length(&resp);
+            let duration_ms = (u64::from(info.duration_ms) * sent.min(info.size))
+                .checked_div(info.size)
+                .unwrap_or(u64::from(info.duration_ms));
+            state.reports.record_segment(
+                p.manifest().content_id.as_str(),
+                &viewer,
+                sent,
+                duration_ms,
+            );
+        }
     }
     resp
 }
@@ -958,6 +1029,7 @@ fn readyz(state: &NodeState) -> Response<Body> {
 fn metrics(state: &NodeState) -> Response<Body> {
     let mut body = state.metrics.render(&state.gauges());
     state.satellite.render(&mut body);
+    crate::plugins::render_metrics(state, &mut body);
     full(
         StatusCode::OK,
         "text/plain; version=0.0.4; charset=utf-8",

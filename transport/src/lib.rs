@@ -35,8 +35,8 @@ pub use conditional::{
 pub use identity::{client_config, peer_id_of, server_config, IdentityError};
 pub use proto::{
     encode_request, encode_response_header, Frame, FrameDecoder, ProtoError, Request,
-    ResponseHeader, ALPN, MAX_CONTENT_ID_BYTES, MAX_PROOF_HASHES, MAX_REQUEST_BYTES,
-    MAX_RESPONSE_HEADER_BYTES, MAX_TEXT_BYTES, PROTOCOL_VERSION,
+    ResponseHeader, ALPN, MAX_CONTENT_ID_BYTES, MAX_PLAY_REPORT_BYTES, MAX_PROOF_HASHES,
+    MAX_REQUEST_BYTES, MAX_RESPONSE_HEADER_BYTES, MAX_TEXT_BYTES, PROTOCOL_VERSION,
 };
 pub use quic::{
     ErrorOrigin, Handler, QuicClient, QuicConnection, QuicError, QuicLimits, QuicServer, Response,

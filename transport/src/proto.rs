@@ -51,6 +51,10 @@ pub const MAX_CONTENT_ID_BYTES: usize = 64;
 /// Enough for a sentence and an id; these strings end up in logs, so they stay short.
 pub const MAX_TEXT_BYTES: usize = 1024;
 
+/// Largest encoded play report carried by [`Request::PutPlayReport`]: the request frame's
+/// bound less room for the frame's own fields. Nodes split their reports into batches that fit.
+pub const MAX_PLAY_REPORT_BYTES: usize = MAX_REQUEST_BYTES - 64;
+
 /// Most sibling hashes in a Merkle proof: a tree of depth 64 has more leaves than any content
 /// can have segments.
 pub const MAX_PROOF_HASHES: usize = 64;
@@ -91,20 +95,40 @@ pub enum Request {
         /// Manifest version the init segment belongs to.
         version: u64,
     },
+    /// A signed batch of play reports for the origin's royalty accounting (an encoded
+    /// `SignedPlayReport`, at most [`MAX_PLAY_REPORT_BYTES`]).
+    ///
+    /// Answered with [`ResponseHeader::ReportAck`] once the origin stored it durably (or
+    /// already had it), [`ResponseHeader::Busy`] when it should be sent again later, or
+    /// [`ResponseHeader::Error`] when it will never be accepted.
+    PutPlayReport {
+        /// The encoded signed report.
+        report: Vec<u8>,
+    },
 }
 
 impl Request {
-    /// The content this request is about.
-    pub fn content_id(&self) -> &str {
+    /// The content this request is about (`None` for a play report).
+    pub fn content_id(&self) -> Option<&str> {
         match self {
             Request::GetManifest { content_id, .. }
             | Request::GetSegment { content_id, .. }
-            | Request::GetInit { content_id, .. } => content_id,
+            | Request::GetInit { content_id, .. } => Some(content_id),
+            Request::PutPlayReport { .. } => None,
         }
     }
 
     fn validate(&self) -> Result<(), ProtoError> {
-        check_len("content_id", self.content_id().len(), MAX_CONTENT_ID_BYTES)
+        match self {
+            Request::PutPlayReport { report } => {
+                check_len("report", report.len(), MAX_PLAY_REPORT_BYTES)
+            }
+            _ => check_len(
+                "content_id",
+                self.content_id().map_or(0, str::len),
+                MAX_CONTENT_ID_BYTES,
+            ),
+        }
     }
 }
 
@@ -150,6 +174,14 @@ pub enum ResponseHeader {
         /// Why, for logs (at most [`MAX_TEXT_BYTES`]).
         reason: String,
     },
+    /// The origin stored a play report durably (or had it already); the node may delete it.
+    /// No body.
+    ReportAck {
+        /// The report's sequence number.
+        seq: u64,
+        /// Whether it was a resend of a report already stored.
+        duplicate: bool,
+    },
     /// The peer is overloaded; ask again later or elsewhere. No body.
     Busy {
         /// Suggested wait before asking this peer again, in milliseconds.
@@ -169,6 +201,7 @@ impl ResponseHeader {
             ResponseHeader::Manifest { body_len, .. } => *body_len,
             ResponseHeader::Segment { size, .. } => *size,
             ResponseHeader::NotFound { .. }
+            | ResponseHeader::ReportAck { .. }
             | ResponseHeader::Busy { .. }
             | ResponseHeader::Error { .. } => 0,
         }
@@ -201,7 +234,9 @@ impl ResponseHeader {
             ResponseHeader::Error { message } => {
                 check_len("message", message.len(), MAX_TEXT_BYTES)
             }
-            ResponseHeader::Manifest { .. } | ResponseHeader::Busy { .. } => Ok(()),
+            ResponseHeader::Manifest { .. }
+            | ResponseHeader::ReportAck { .. }
+            | ResponseHeader::Busy { .. } => Ok(()),
         }
     }
 }

@@ -77,7 +77,7 @@ where
 ///
 /// # async fn run(seed: [u8; 32]) -> Result<(), mhc_transport::QuicError> {
 /// let handler = |_peer, req: Request| {
-///     async move { Response::without_body(ResponseHeader::not_found(req.content_id())) }.boxed()
+///     async move { Response::without_body(ResponseHeader::not_found(req.content_id().unwrap_or("-"))) }.boxed()
 /// };
 /// let server = QuicServer::bind(
 ///     "0.0.0.0:4433".parse().unwrap(),

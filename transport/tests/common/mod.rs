@@ -81,7 +81,7 @@ fn segment(body: Bytes, proof: Vec<[u8; 32]>) -> Response {
 
 /// Answers from a fixed catalogue; special content ids exercise the other responses.
 pub fn answer(peer: PeerId, request: Request) -> Response {
-    match (request.content_id(), &request) {
+    match (request.content_id().unwrap_or_default(), &request) {
         ("busy", _) => Response::without_body(ResponseHeader::Busy {
             retry_after_ms: 250,
         }),

@@ -1,0 +1,582 @@
+//! Play reports, the origin's royalty input: what this node served, per content and viewer
+//! country, turned every `reports.report_interval_s` into signed batches that wait in a
+//! persistent outbox until an origin acknowledges them.
+//!
+//! **Counting.** Every media segment served is counted (segments, bytes, media milliseconds
+//! from the manifest's durations) under the viewer's country from the geo database (`"*"`
+//! when unknown). A play is one viewer session (address and user agent, idle for at most
+//! [`SESSION_IDLE`]) that has been served 30 s of one content, counted once, as DSPs count.
+//!
+//! **Exactly once.** A batch is signed and flushed to the outbox before the counts it holds
+//! are forgotten; it is deleted only when an origin acknowledges it, which the origin does
+//! only after storing it durably, de-duplicated by `(node, seq)`. A lost acknowledgement
+//! means a resend that the origin recognises. While no origin can be reached (or in
+//! emergency mode) batches wait on disk, at most `reports.max_outbox_batches`, the oldest
+//! kept.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use http::HeaderMap;
+use libp2p_identity::PeerId;
+use mhc_origin::{PlayEntry, PlayReportBatch, SignedPlayReport};
+use mhc_transport::{Request, ResponseHeader, MAX_PLAY_REPORT_BYTES};
+use tokio::sync::watch;
+
+use crate::cluster::membership::MemberState;
+use crate::cluster::messages::WireRole;
+use crate::state::NodeState;
+
+/// A session that has not been served for this long is over; the next request starts a new one.
+pub const SESSION_IDLE: Duration = Duration::from_secs(300);
+/// Media time after which a session's viewing counts as a play.
+pub const PLAY_THRESHOLD_MS: u64 = 30_000;
+/// Sessions tracked at once; beyond it the least recently active is forgotten (bounded memory
+/// under a flood of distinct clients).
+const MAX_SESSIONS: usize = 200_000;
+/// (content, country) pairs counted per period; usage of new pairs beyond it is dropped and
+/// counted (bounded memory).
+const MAX_PAIRS: usize = 100_000;
+/// sled tree of the outbox: `seq` (u64 BE) → encoded signed report.
+const OUTBOX_TREE: &str = "reports/outbox";
+/// sled tree of the outbox's counters.
+const META_TREE: &str = "reports/meta";
+const NEXT_SEQ_KEY: &[u8] = b"next_seq";
+
+/// Who is watching, as far as counting goes.
+#[derive(Debug, Clone)]
+pub struct Viewer {
+    /// ISO 3166-1 alpha-2, or `"*"`.
+    pub country: String,
+    /// Hash of the client address and user agent.
+    pub session: u64,
+}
+
+/// The viewer of a request: address (through trusted proxies), country, session key.
+pub fn viewer(state: &NodeState, headers: &HeaderMap, remote: std::net::SocketAddr) -> Viewer {
+    let forwarded: Vec<&[u8]> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .map(http::HeaderValue::as_bytes)
+        .collect();
+    let client =
+        crate::routing::resolve_client(remote.ip(), forwarded, &state.config.geo.trusted_proxies);
+    let country = state
+        .geo
+        .current()
+        .and_then(|db| {
+            db.lookup_ref(client.ip)
+                .ok()
+                .flatten()
+                .and_then(|r| r.country.map(str::to_ascii_uppercase))
+        })
+        .filter(|c| c.len() == 2 && c.bytes().all(|b| b.is_ascii_uppercase()) && c != "ZZ")
+        .map_or_else(
+            || "*".to_owned(),
+            |c| if c == "UK" { "GB".to_owned() } else { c },
+        );
+    let mut h = blake3::Hasher::new();
+    h.update(client.ip.to_string().as_bytes());
+    h.update(&[0]);
+    if let Some(ua) = headers.get(http::header::USER_AGENT) {
+        h.update(ua.as_bytes());
+    }
+    let session = u64::from_le_bytes(h.finalize().as_bytes()[..8].try_into().expect("8 bytes"));
+    Viewer { country, session }
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Usage {
+    segments: u64,
+    bytes: u64,
+    seconds_ms: u64,
+    plays: u64,
+}
+
+#[derive(Debug)]
+struct Session {
+    served_ms: u64,
+    counted: bool,
+    last: Instant,
+}
+
+#[derive(Debug)]
+struct Counts {
+    period_start_ms: u64,
+    usage: HashMap<(String, String), Usage>,
+    sessions: HashMap<(u64, String), Session>,
+}
+
+/// Counters of the reporting pipeline, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct ReportMetrics {
+    /// Batches written to the outbox.
+    pub batches_written: AtomicU64,
+    /// Batches acknowledged by an origin.
+    pub batches_acked: AtomicU64,
+    /// Batches dropped: outbox full, or refused for good by the origin.
+    pub batches_dropped: AtomicU64,
+    /// Batches waiting in the outbox.
+    pub outbox: AtomicU64,
+    /// Usage the bounds made us drop (pairs beyond the per-period bound).
+    pub dropped_usage: AtomicU64,
+}
+
+/// The node's play counter and outbox.
+#[derive(Debug)]
+pub struct Reports {
+    counts: Mutex<Counts>,
+    outbox: sled::Tree,
+    meta: sled::Tree,
+    /// Serialises batch creation (sequence numbers).
+    writer: Mutex<()>,
+    max_outbox: u64,
+    /// Counters.
+    pub metrics: ReportMetrics,
+}
+
+impl Reports {
+    /// Opens the outbox in `db`.
+    ///
+    /// # Errors
+    /// The trees cannot be opened.
+    pub fn open(db: &sled::Db, max_outbox: u64) -> anyhow::Result<Self> {
+        let outbox = db
+            .open_tree(OUTBOX_TREE)
+            .context("opening the report outbox")?;
+        let metrics = ReportMetrics::default();
+        metrics.outbox.store(outbox.len() as u64, Ordering::Relaxed);
+        Ok(Self {
+            counts: Mutex::new(Counts {
+                period_start_ms: crate::emergency::now_ms(),
+                usage: HashMap::new(),
+                sessions: HashMap::new(),
+            }),
+            outbox,
+            meta: db
+                .open_tree(META_TREE)
+                .context("opening the report counters")?,
+            writer: Mutex::new(()),
+            max_outbox,
+            metrics,
+        })
+    }
+
+    /// Counts one media segment served to `viewer`.
+    pub fn record_segment(&self, content_id: &str, viewer: &Viewer, bytes: u64, duration_ms: u64) {
+        let now = Instant::now();
+        let mut c = self.counts.lock().expect("counts lock");
+        let key = (viewer.session, content_id.to_owned());
+        if !c.sessions.contains_key(&key) && c.sessions.len() >= MAX_SESSIONS {
+            c.sessions
+                .retain(|_, s| now.duration_since(s.last) < SESSION_IDLE);
+            if c.sessions.len() >= MAX_SESSIONS {
+                if let Some(oldest) = c
+                    .sessions
+                    .iter()
+                    .min_by_key(|(_, s)| s.last)
+                    .map(|(k, _)| k.clone())
+                {
+                    c.sessions.remove(&oldest);
+                }
+            }
+        }
+        let session = c.sessions.entry(key).or_insert(Session {
+            served_ms: 0,
+            counted: false,
+            last: now,
+        });
+        if now.duration_since(session.last) >= SESSION_IDLE {
+            *session = Session {
+                served_ms: 0,
+                counted: false,
+                last: now,
+            };
+        }
+        session.last = now;
+        session.served_ms += duration_ms;
+        let new_play = !session.counted && session.served_ms >= PLAY_THRESHOLD_MS;
+        if new_play {
+            session.counted = true;
+        }
+        let pair = (content_id.to_owned(), viewer.country.clone());
+        if !c.usage.contains_key(&pair) && c.usage.len() >= MAX_PAIRS {
+            self.metrics.dropped_usage.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let u = c.usage.entry(pair).or_default();
+        u.segments += 1;
+        u.bytes += bytes;
+        u.seconds_ms += duration_ms;
+        u.plays += u64::from(new_play);
+    }
+
+    /// Turns what was counted since the last call into signed batches in the outbox (flushed
+    /// before the counts are forgotten). Returns the number of batches written.
+    ///
+    /// # Errors
+    /// The outbox cannot be written; the counts are kept for the next call.
+    pub fn seal(&self, key: &ed25519_dalek::SigningKey) -> anyhow::Result<usize> {
+        let _writer = self.writer.lock().expect("writer lock");
+        let now = crate::emergency::now_ms();
+        let (start, usage) = {
+            let mut c = self.counts.lock().expect("counts lock");
+            // Idle sessions are over.
+            let cutoff = Instant::now();
+            c.sessions
+                .retain(|_, s| cutoff.duration_since(s.last) < SESSION_IDLE);
+            if c.usage.is_empty() {
+                c.period_start_ms = now;
+                return Ok(0);
+            }
+            let usage: Vec<PlayEntry> = c
+                .usage
+                .iter()
+                .map(|((content_id, country), u)| PlayEntry {
+                    content_id: content_id.clone(),
+                    country: country.clone(),
+                    segments: u.segments,
+                    bytes: u.bytes,
+                    seconds_ms: u.seconds_ms,
+                    plays: u.plays,
+                })
+                .collect();
+            (c.period_start_ms, usage)
+        };
+        let batches = self.split_and_sign(key, start, now, usage)?;
+        let written = batches.len();
+        // The batches are durable: now the counts may go.
+        let mut c = self.counts.lock().expect("counts lock");
+        c.usage.clear();
+        c.period_start_ms = now;
+        Ok(written)
+    }
+
+    /// Signs `entries` as as few batches as fit a QUIC request, and stores them.
+    fn split_and_sign(
+        &self,
+        key: &ed25519_dalek::SigningKey,
+        start: u64,
+        end: u64,
+        mut entries: Vec<PlayEntry>,
+    ) -> anyhow::Result<Vec<u64>> {
+        entries.sort_by(|a, b| (&a.content_id, &a.country).cmp(&(&b.content_id, &b.country)));
+        let mut seq = self
+            .meta
+            .get(NEXT_SEQ_KEY)?
+            .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+            .map_or(1, u64::from_be_bytes);
+        let mut written = Vec::new();
+        let mut rest = entries.as_slice();
+        while !rest.is_empty() {
+            // Largest prefix that encodes within the request bound (halving on overflow).
+            let mut take = rest.len();
+            let encoded = loop {
+                let batch = PlayReportBatch {
+                    node: key.verifying_key().to_bytes(),
+                    seq,
+                    period_start_ms: start,
+                    period_end_ms: end.max(start),
+                    entries: rest[..take].to_vec(),
+                };
+                let bytes = SignedPlayReport::sign(batch, key)
+                    .map_err(|e| anyhow::anyhow!("signing a play report: {e}"))?
+                    .encode();
+                if bytes.len() <= MAX_PLAY_REPORT_BYTES || take == 1 {
+                    break bytes;
+                }
+                take = take.div_ceil(2);
+            };
+            rest = &rest[take..];
+            if self.outbox.len() as u64 >= self.max_outbox {
+                self.metrics.batches_dropped.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(
+                    seq,
+                    "play-report outbox full; batch dropped (the oldest are kept)"
+                );
+            } else {
+                self.outbox.insert(seq.to_be_bytes(), encoded)?;
+                written.push(seq);
+            }
+            seq += 1;
+            self.meta.insert(NEXT_SEQ_KEY, &seq.to_be_bytes())?;
+        }
+        self.outbox.flush()?;
+        self.meta.flush()?;
+        self.metrics
+            .batches_written
+            .fetch_add(written.len() as u64, Ordering::Relaxed);
+        self.metrics
+            .outbox
+            .store(self.outbox.len() as u64, Ordering::Relaxed);
+        Ok(written)
+    }
+
+    /// The batches waiting, oldest first.
+    pub fn pending(&self) -> Vec<(u64, Vec<u8>)> {
+        self.outbox
+            .iter()
+            .filter_map(Result::ok)
+            .filter_map(|(k, v)| {
+                Some((u64::from_be_bytes(k.as_ref().try_into().ok()?), v.to_vec()))
+            })
+            .collect()
+    }
+
+    /// Deletes an acknowledged (or refused for good) batch, durably.
+    ///
+    /// # Errors
+    /// The outbox cannot be written.
+    pub fn remove(&self, seq: u64) -> anyhow::Result<()> {
+        self.outbox.remove(seq.to_be_bytes())?;
+        self.outbox.flush()?;
+        self.metrics
+            .outbox
+            .store(self.outbox.len() as u64, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+/// Longest wait for one origin's answer to one batch; a dead origin must not hold the outbox.
+const DELIVERY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Seals a batch every `reports.report_interval_s` and, separately, delivers the outbox to an
+/// origin, until shutdown (when it seals once more). Sealing never waits for delivery: an
+/// unreachable origin must not keep counts in memory, where a crash would lose them.
+pub async fn run(state: Arc<NodeState>, mut shutdown: watch::Receiver<bool>) {
+    let interval = state.config.reports.interval;
+    let (sealed_tx, mut sealed_rx) = watch::channel(());
+    let deliverer = {
+        let state = Arc::clone(&state);
+        let mut stop = shutdown.clone();
+        tokio::spawn(async move {
+            loop {
+                deliver(&state).await;
+                tokio::select! {
+                    _ = stop.changed() => break,
+                    _ = sealed_rx.changed() => {}
+                    () = tokio::time::sleep(interval) => {}
+                }
+            }
+        })
+    };
+    loop {
+        let stopping = tokio::select! {
+            _ = shutdown.changed() => true,
+            () = tokio::time::sleep(interval) => false,
+        };
+        let sealed = {
+            let state = Arc::clone(&state);
+            tokio::task::spawn_blocking(move || state.reports.seal(state.identity.signing_key()))
+                .await
+        };
+        match sealed {
+            Ok(Ok(n)) if n > 0 => {
+                tracing::debug!(batches = n, "play reports sealed");
+                let _ = sealed_tx.send(());
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(err)) => tracing::error!(error = %format!("{err:#}"), "sealing play reports"),
+            Err(err) => tracing::error!(error = %err, "sealing play reports"),
+        }
+        if stopping {
+            break;
+        }
+    }
+    deliverer.abort();
+}
+
+/// Sends every waiting batch to the first origin that takes them.
+async fn deliver(state: &Arc<NodeState>) {
+    let pending = state.reports.pending();
+    if pending.is_empty() {
+        return;
+    }
+    if state.emergency.is_emergency() {
+        tracing::debug!(waiting = pending.len(), "emergency mode: play reports wait");
+        return;
+    }
+    // An origin with plugins takes its own reports directly.
+    if let Some(host) = state.plugins.get() {
+        for (seq, bytes) in pending {
+            let outcome = crate::plugins::ingest_encoded(state, host, bytes).await;
+            if !settle(state, seq, outcome) {
+                break;
+            }
+        }
+        return;
+    }
+    for (peer, addr) in origins(state) {
+        let mut delivered_all = true;
+        for (seq, bytes) in &pending {
+            let response = tokio::time::timeout(
+                DELIVERY_TIMEOUT,
+                state.filler.request(
+                    addr,
+                    Some(peer),
+                    Request::PutPlayReport {
+                        report: bytes.clone(),
+                    },
+                ),
+            )
+            .await;
+            let outcome = match response {
+                Ok(Ok(ResponseHeader::ReportAck { .. })) => Outcome::Acked,
+                Ok(Ok(ResponseHeader::Error { message })) => Outcome::Refused(message),
+                Ok(Ok(other)) => Outcome::Later(format!("{other:?}")),
+                Ok(Err(err)) => Outcome::Later(err.to_string()),
+                Err(_) => Outcome::Later(format!("no answer within {DELIVERY_TIMEOUT:?}")),
+            };
+            if !settle(state, *seq, outcome) {
+                delivered_all = false;
+                break;
+            }
+        }
+        if delivered_all {
+            return;
+        }
+    }
+}
+
+/// What became of one batch.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Stored by the origin: delete it.
+    Acked,
+    /// Refused for good (it would be refused again): delete it, count it, say why.
+    Refused(String),
+    /// Try again later.
+    Later(String),
+}
+
+/// Applies an outcome; `false` means stop sending for now.
+fn settle(state: &NodeState, seq: u64, outcome: Outcome) -> bool {
+    let m = &state.reports.metrics;
+    match outcome {
+        Outcome::Acked => {
+            m.batches_acked.fetch_add(1, Ordering::Relaxed);
+            if let Err(err) = state.reports.remove(seq) {
+                tracing::error!(seq, error = %format!("{err:#}"), "removing an acknowledged report");
+                return false;
+            }
+            true
+        }
+        Outcome::Refused(why) => {
+            m.batches_dropped.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(seq, why = %why, "play report refused by the origin; dropped");
+            let _ = state.reports.remove(seq);
+            true
+        }
+        Outcome::Later(why) => {
+            tracing::debug!(seq, why = %why, "play report not delivered; kept for later");
+            false
+        }
+    }
+}
+
+/// Alive origins with a QUIC address, least loaded first.
+fn origins(state: &NodeState) -> Vec<(PeerId, std::net::SocketAddr)> {
+    let membership = state.cluster.membership.lock().expect("membership lock");
+    let mut out: Vec<(u32, PeerId, std::net::SocketAddr)> = membership
+        .members()
+        .filter(|m| m.state == MemberState::Alive && m.heartbeat.role == WireRole::Origin)
+        .filter_map(|m| {
+            Some((
+                m.heartbeat.load.connections,
+                m.peer_id,
+                m.heartbeat.addrs.quic.parse().ok()?,
+            ))
+        })
+        .collect();
+    out.sort_by_key(|(load, ..)| *load);
+    out.into_iter().map(|(_, p, a)| (p, a)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn viewer(country: &str, session: u64) -> Viewer {
+        Viewer {
+            country: country.into(),
+            session,
+        }
+    }
+
+    #[test]
+    fn a_play_is_thirty_seconds_of_one_session_counted_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        let r = Reports::open(&db, 10).unwrap();
+        for _ in 0..20 {
+            r.record_segment("song", &viewer("DE", 1), 1000, 2_000);
+        }
+        for _ in 0..3 {
+            r.record_segment("song", &viewer("DE", 2), 1000, 2_000);
+        }
+        let c = r.counts.lock().unwrap();
+        let u = c.usage[&("song".to_owned(), "DE".to_owned())];
+        assert_eq!(u.segments, 23);
+        assert_eq!(u.seconds_ms, 46_000);
+        assert_eq!(
+            u.plays, 1,
+            "40 s by one session is one play, 6 s by another is none"
+        );
+    }
+
+    #[test]
+    fn sealed_batches_survive_reopen_and_sequence_numbers_never_repeat() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = ed25519_dalek::SigningKey::from_bytes(&[3; 32]);
+        let seqs: Vec<u64> = {
+            let db = sled::open(dir.path()).unwrap();
+            let r = Reports::open(&db, 1000).unwrap();
+            // Enough pairs to need several batches.
+            for i in 0..300 {
+                r.record_segment(&format!("content-{i}"), &viewer("FR", i), 500, 2_000);
+            }
+            assert!(r.seal(&key).unwrap() > 1);
+            assert_eq!(r.seal(&key).unwrap(), 0, "nothing new, nothing sealed");
+            r.pending().iter().map(|(s, _)| *s).collect()
+        };
+        let db = sled::open(dir.path()).unwrap();
+        let r = Reports::open(&db, 1000).unwrap();
+        let pending = r.pending();
+        assert_eq!(pending.iter().map(|(s, _)| *s).collect::<Vec<_>>(), seqs);
+        let mut entries = 0;
+        for (seq, bytes) in &pending {
+            assert!(bytes.len() <= MAX_PLAY_REPORT_BYTES);
+            let report = SignedPlayReport::decode(bytes).unwrap();
+            report.verify().unwrap();
+            assert_eq!(report.batch.seq, *seq);
+            entries += report.batch.entries.len();
+        }
+        assert_eq!(entries, 300);
+        r.remove(seqs[0]).unwrap();
+        r.record_segment("again", &viewer("FR", 1), 1, 1);
+        r.seal(&key).unwrap();
+        let last = r.pending().last().unwrap().0;
+        assert!(
+            last > *seqs.last().unwrap(),
+            "sequence numbers continue after a restart"
+        );
+    }
+
+    #[test]
+    fn a_full_outbox_keeps_the_oldest() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        let key = ed25519_dalek::SigningKey::from_bytes(&[4; 32]);
+        let r = Reports::open(&db, 2).unwrap();
+        for round in 0..4u64 {
+            r.record_segment("song", &viewer("US", round), 1, 1);
+            r.seal(&key).unwrap();
+        }
+        let seqs: Vec<u64> = r.pending().iter().map(|(s, _)| *s).collect();
+        assert_eq!(seqs, vec![1, 2]);
+        assert_eq!(r.metrics.batches_dropped.load(Ordering::Relaxed), 2);
+    }
+}
