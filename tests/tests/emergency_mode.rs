@@ -107,6 +107,11 @@ fn a_signed_command_switches_every_node_and_a_later_one_switches_back() {
     };
     let r = post_command(c.node(mesh[0]), &tampered);
     assert_eq!(r.status, 403, "tampered command: {}", r.text());
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        all.iter().all(|&n| mode(c.node(n)) == "normal"),
+        "a forged or tampered command changed a node's mode"
+    );
 
     // Activate at one edge: every node reports emergency within 2 s.
     let t0 = Instant::now();

@@ -225,3 +225,57 @@ fn a_provider_killed_mid_transfer_is_resumed_elsewhere_without_starting_over() {
         assert!(r.body == fs::read(dir.join(format!("seg_{i:03}.ts"))).unwrap());
     }
 }
+
+#[test]
+fn a_mesh_node_replicates_what_its_region_plays_and_not_what_another_region_plays() {
+    let mut c = Cluster::new();
+    let o = c.start_with(
+        "origin",
+        NodeOptions::new("origin")
+            .heartbeat_ms(250)
+            .placed("eu-west", 52.37, 4.90),
+    );
+    let boot = c.node(o).p2p.clone();
+    let dir = c.path().join("hit");
+    mhc_tests::write_synthetic_rendition(&dir, 4, 20_000, 5);
+    assert_success(&c.node(o).ingest("hit", &dir), "ingest");
+    let trust = format!(
+        "[trust]\npublishers = [\"{}\"]\n",
+        c.node(o).public_key.as_deref().unwrap()
+    );
+    let edge = c.start_with(
+        "edge",
+        NodeOptions::new("edge")
+            .heartbeat_ms(250)
+            .bootstrap(&boot)
+            .placed("eu-west", 48.85, 2.35)
+            .extra(&trust),
+    );
+    let near = c.start_with(
+        "mesh-eu",
+        mesh_options(c.node(o), &boot).placed("eu-west", 50.11, 8.68),
+    );
+    let far = c.start_with(
+        "mesh-us",
+        mesh_options(c.node(o), &boot).placed("us-east", 40.71, -74.0),
+    );
+    assert!(wait_until(Duration::from_secs(15), || [edge, near, far]
+        .iter()
+        .all(|&n| c.node(n).alive_members() >= 3)));
+    // Nothing is pinned: viewers in eu-west play "hit" through the edge.
+    for _ in 0..5 {
+        assert_eq!(c.node(edge).get("/v1/content/hit/index.m3u8").status, 200);
+    }
+    assert!(
+        wait_until(Duration::from_secs(30), || replications(c.node(near))
+            >= 1.0),
+        "the eu-west mesh node did not replicate what eu-west plays: {}",
+        c.node(near).log_tail()
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        replications(c.node(far)),
+        0.0,
+        "the us-east mesh node replicated what only eu-west plays"
+    );
+}

@@ -298,6 +298,22 @@ fn balances_equal_the_plays_and_the_ledger_verifies_offline() {
         .metric("mhc_reports_received_total{outcome=\"rejected\"}")
         .unwrap();
     assert!(rejected >= 2.0);
+    // An exact replay of a stored report is acknowledged again and changes nothing. (A fresh
+    // report of the member, for a country without a rate, so it credits nothing itself.)
+    let mut fresh = batch(1_000_000, 0);
+    fresh.entries[0].country = "FR".into();
+    let fresh = SignedPlayReport::sign(fresh, &edge_key).unwrap().encode();
+    assert!(matches!(
+        send(fresh.clone()),
+        ResponseHeader::ReportAck { .. }
+    ));
+    assert!(matches!(send(fresh), ResponseHeader::ReportAck { .. }));
+    assert_eq!(
+        c.node(o)
+            .metric("mhc_reports_received_total{outcome=\"duplicate\"}")
+            .unwrap(),
+        1.0
+    );
     std::thread::sleep(Duration::from_millis(2500));
     assert_eq!(
         balance(c.node(o), "alice"),

@@ -1,8 +1,9 @@
 //! Control-plane benchmark: N real nodes on loopback (default 50, default heartbeat 1 s).
 //!
 //! Measures: time until every node sees every other alive; time for one gossip message (a
-//! content announcement from the origin) to reach every node, p50 and max; CPU and RSS of an
-//! idle node; and, over the idle period, whether any node ever marked a live peer suspect or
+//! content announcement from the origin) to reach every node, p50 and max; time for a signed
+//! emergency command posted to one node to switch every node's mode (and back); CPU and RSS of
+//! an idle node; and, over the idle period, whether any node ever marked a live peer suspect or
 //! dead (false positives).
 //!
 //! Usage: `cargo run --release -p mhc-tests --bin cluster-bench -- [NODES] [IDLE_SECONDS]`
@@ -45,15 +46,23 @@ fn main() {
     let ticks_per_s = 100.0; // USER_HZ on Linux
 
     let mut c = Cluster::new();
+    let (op_key, operator) = mhc_tests::operator_key(c.path(), "operator.key");
+    let trust = format!("[trust]\noperators = [\"{operator}\"]\n");
     let t0 = Instant::now();
-    c.start_with("n0", NodeOptions::new("origin").heartbeat_ms(heartbeat_ms));
+    c.start_with(
+        "n0",
+        NodeOptions::new("origin")
+            .heartbeat_ms(heartbeat_ms)
+            .extra(&trust),
+    );
     let boot = c.node(0).p2p.clone();
     for i in 1..n {
         c.start_with(
             &format!("n{i}"),
             NodeOptions::new("edge")
                 .heartbeat_ms(heartbeat_ms)
-                .bootstrap(&boot),
+                .bootstrap(&boot)
+                .extra(&trust),
         );
     }
     let started = t0.elapsed();
@@ -119,6 +128,50 @@ fn main() {
         delays[delays.len() / 2],
         delays[delays.len() - 1]
     );
+
+    // Mode switch: a signed command posted to one node, until every node has applied it.
+    let seed: [u8; 32] = std::fs::read(&op_key).unwrap().try_into().unwrap();
+    let key = ed25519_dalek::SigningKey::from_bytes(&seed);
+    for (seq, action, mode) in [
+        (
+            1,
+            mhc_node::emergency::Action::Activate {
+                reason: "bench".into(),
+                essential: vec![],
+            },
+            "emergency",
+        ),
+        (2, mhc_node::emergency::Action::Deactivate, "normal"),
+    ] {
+        let cmd = mhc_node::emergency::SignedCommand::sign(action, seq, now_ms(), &key).encode();
+        let sent_ms = now_ms();
+        let r = mhc_tests::http_post(c.node(n / 2).addr(), "/v1/emergency", &cmd).unwrap();
+        assert_eq!(r.status, 200, "{}", r.text());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut delays = Vec::new();
+        for node in &c.nodes {
+            loop {
+                let applied = node.cluster_view().and_then(|v| {
+                    (v["self"]["mode"] == mode)
+                        .then(|| v["self"]["emergency"]["since_ms"].as_u64())
+                        .flatten()
+                });
+                if let Some(at) = applied {
+                    delays.push(at.saturating_sub(sent_ms));
+                    break;
+                }
+                assert!(Instant::now() < deadline, "{} did not switch", node.name);
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        delays.sort_unstable();
+        println!(
+            "mode switch to {mode}: {}/{n} nodes, p50 {} ms, max {} ms after the POST to one node (target < 1000 ms)",
+            delays.len(),
+            delays[delays.len() / 2],
+            delays[delays.len() - 1]
+        );
+    }
 
     // Idle: CPU and RSS of every node over the idle period; false suspicions.
     let pids: Vec<u32> = c.nodes.iter().map(|x| x.pid().unwrap()).collect();
