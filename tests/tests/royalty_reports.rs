@@ -15,6 +15,8 @@ use mhc_transport::{QuicClient, Request, ResponseHeader};
 const SEGMENTS: usize = 20;
 /// Minor units per second watched (rates are micro-units per second) and per play, by country.
 const GB: (i64, i64) = (1, 5);
+/// Opens the plugins' admin routes on the origin's viewer plane.
+const ADMIN_TOKEN: &str = "test-admin-token-0123456789abcdef0123";
 const US: (i64, i64) = (2, 10);
 
 fn write_geo_db(path: &Path) {
@@ -44,7 +46,7 @@ fn common_toml(c: &Cluster) -> String {
 
 fn origin_toml(c: &Cluster) -> String {
     format!(
-        "{}[plugins.royalty]\ncurrency = \"EUR\"\n\
+        "{}[http]\nadmin_token = \"{ADMIN_TOKEN}\"\n[plugins.royalty]\ncurrency = \"EUR\"\n\
          rates = {{ GB = {{ per_second_micro = {}, per_play_micro = {} }}, \
                     US = {{ per_second_micro = {}, per_play_micro = {} }}, \
                     \"*\" = {{ per_second_micro = 0, per_play_micro = 0 }} }}\n\
@@ -171,6 +173,27 @@ fn balances_equal_the_plays_and_the_ledger_verifies_offline() {
         balance(c.node(o), "bob"),
         c.node(o).log_tail()
     );
+    // The same answers on the viewer plane, with the admin token only.
+    let path = "/admin/plugins/royalty/balance/alice";
+    assert_eq!(c.node(o).get(path).status, 401);
+    let wrong = c.node(o).request(
+        "GET",
+        path,
+        &[("Authorization", "Bearer not-the-token-0123456789abcdef")],
+    );
+    assert_eq!(wrong.status, 401);
+    let bearer = format!("Bearer {ADMIN_TOKEN}");
+    let r = c
+        .node(o)
+        .request("GET", path, &[("Authorization", &bearer)]);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()[0]["earned_minor"], alice);
+    assert_eq!(
+        c.node(e1).get(path).status,
+        404,
+        "an edge has no plugin routes"
+    );
+
     // Two more reporting periods: nothing counted twice.
     std::thread::sleep(Duration::from_millis(2500));
     assert_eq!(balance(c.node(o), "alice"), alice);
