@@ -174,14 +174,6 @@ pub enum ResponseHeader {
         /// Why, for logs (at most [`MAX_TEXT_BYTES`]).
         reason: String,
     },
-    /// The origin stored a play report durably (or had it already); the node may delete it.
-    /// No body.
-    ReportAck {
-        /// The report's sequence number.
-        seq: u64,
-        /// Whether it was a resend of a report already stored.
-        duplicate: bool,
-    },
     /// The peer is overloaded; ask again later or elsewhere. No body.
     Busy {
         /// Suggested wait before asking this peer again, in milliseconds.
@@ -191,6 +183,14 @@ pub enum ResponseHeader {
     Error {
         /// What went wrong, for logs (at most [`MAX_TEXT_BYTES`]).
         message: String,
+    },
+    /// The origin stored a play report durably (or had it already); the node may delete it.
+    /// No body. (Last, so the older variants keep their wire numbers.)
+    ReportAck {
+        /// The report's sequence number.
+        seq: u64,
+        /// Whether it was a resend of a report already stored.
+        duplicate: bool,
     },
 }
 
