@@ -255,6 +255,36 @@ pub async fn call(
     path: &str,
     body: Option<serde_json::Value>,
 ) -> anyhow::Result<serde_json::Value> {
+    let body = match body {
+        Some(v) => serde_json::to_vec(&v)?,
+        None => Vec::new(),
+    };
+    let (status, bytes) = call_raw(socket, method.as_str(), path, "application/json", body).await?;
+    let value: serde_json::Value = serde_json::from_slice(&bytes).with_context(|| {
+        format!(
+            "admin answer is not JSON: {}",
+            String::from_utf8_lossy(&bytes)
+        )
+    })?;
+    if !status.is_success() {
+        let msg = value["error"].as_str().unwrap_or("unknown error");
+        bail!("{msg}");
+    }
+    Ok(value)
+}
+
+/// Sends one request to the daemon's admin socket and returns the status and body as they are
+/// (plugin routes answer JSON, CSV or export files).
+///
+/// # Errors
+/// The daemon is not running (no socket), or the exchange failed.
+pub async fn call_raw(
+    socket: &Path,
+    method: &str,
+    path: &str,
+    content_type: &str,
+    body: Vec<u8>,
+) -> anyhow::Result<(StatusCode, Bytes)> {
     let stream = tokio::net::UnixStream::connect(socket)
         .await
         .with_context(|| {
@@ -269,28 +299,14 @@ pub async fn call(
     tokio::spawn(async move {
         let _ = conn.await;
     });
-    let body = match body {
-        Some(v) => Bytes::from(serde_json::to_vec(&v)?),
-        None => Bytes::new(),
-    };
     let req = Request::builder()
-        .method(method)
+        .method(method.to_ascii_uppercase().as_str())
         .uri(path)
         .header(http::header::HOST, "mhc-admin")
-        .header(http::header::CONTENT_TYPE, "application/json")
-        .body(Full::new(body))?;
+        .header(http::header::CONTENT_TYPE, content_type)
+        .body(Full::new(Bytes::from(body)))?;
     let resp = sender.send_request(req).await.context("admin request")?;
     let status = resp.status();
     let bytes = resp.into_body().collect().await?.to_bytes();
-    let value: serde_json::Value = serde_json::from_slice(&bytes).with_context(|| {
-        format!(
-            "admin answer is not JSON: {}",
-            String::from_utf8_lossy(&bytes)
-        )
-    })?;
-    if !status.is_success() {
-        let msg = value["error"].as_str().unwrap_or("unknown error");
-        bail!("{msg}");
-    }
-    Ok(value)
+    Ok((status, bytes))
 }

@@ -666,29 +666,9 @@ async fn plugin_call(
     target: &str,
     body: Vec<u8>,
 ) -> anyhow::Result<(http::StatusCode, Vec<u8>)> {
-    use http_body_util::{BodyExt, Full};
-    let stream = tokio::net::UnixStream::connect(socket)
-        .await
-        .with_context(|| {
-            format!(
-                "connecting to the admin socket {} (is mhc-node running with this data_dir?)",
-                socket.display()
-            )
-        })?;
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    let req = http::Request::builder()
-        .method(method.to_ascii_uppercase().as_str())
-        .uri(target)
-        .header(http::header::HOST, "mhc-admin")
-        .body(Full::new(Bytes::from(body)))?;
-    let resp = sender.send_request(req).await?;
-    let status = resp.status();
-    let bytes = resp.into_body().collect().await?.to_bytes().to_vec();
-    Ok((status, bytes))
+    let (status, bytes) =
+        admin::call_raw(socket, method, target, "application/octet-stream", body).await?;
+    Ok((status, bytes.to_vec()))
 }
 
 fn ledger_command(action: LedgerAction) -> anyhow::Result<ExitCode> {
@@ -804,7 +784,7 @@ fn ledger_command(action: LedgerAction) -> anyhow::Result<ExitCode> {
 /// the tree head must be signed by the export's key, the proof must lead from the entry's leaf
 /// to that head's root.
 fn verify_proof_offline(export: &Path, proof: &Path) -> anyhow::Result<String> {
-    use mhc_origin::ledger::{verify_entry_inclusion, ExportedEntry, LedgerEntry, SignedTreeHead};
+    use mhc_origin::ledger::{verify_entry_inclusion, ExportedEntry, SignedTreeHead};
     let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(export)?)
         .with_context(|| format!("{} is not a JSON export", export.display()))?;
     let p: serde_json::Value = serde_json::from_slice(&std::fs::read(proof)?)
@@ -843,17 +823,7 @@ fn verify_proof_offline(export: &Path, proof: &Path) -> anyhow::Result<String> {
         .map(serde_json::from_value)
         .transpose()?
         .with_context(|| format!("entry {index} is not in the export"))?;
-    let entry = LedgerEntry {
-        index: exported.index,
-        time_ms: exported.time_ms,
-        kind: exported.kind,
-        account: exported.account,
-        amount_minor: exported.amount_minor,
-        currency: exported.currency,
-        source: exported.source,
-        reference: exported.reference,
-        memo: exported.memo,
-    };
+    let entry = exported.to_entry();
     verify_entry_inclusion(&entry, head.size, &hashes, &head.root)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(format!(

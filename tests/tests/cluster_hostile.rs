@@ -1,6 +1,6 @@
 //! A hostile libp2p peer, written here with libp2p itself, attacks a node's control plane:
-//! heartbeats signed by one key claiming another peer, unparseable and oversized payloads, and a
-//! flood. Each is rejected and counted, the attacker's score drops, memory stays bounded, and the
+//! heartbeats signed by one key claiming another peer, forged signatures, unparseable and
+//! oversized payloads, and a flood. Each is rejected and counted, the attacker's score drops, memory stays bounded, and the
 //! node keeps serving.
 
 use std::time::Duration;
@@ -9,13 +9,41 @@ use futures::StreamExt;
 use libp2p::gossipsub::{self, IdentTopic, MessageAuthenticity, ValidationMode};
 use libp2p::swarm::SwarmEvent;
 use libp2p::{identity, noise, tcp, yamux, Multiaddr, PeerId, Swarm};
+use mhc_node::cluster::envelope::seal;
 use mhc_node::cluster::messages::{
     encode, Heartbeat, Load, PlaneAddrs, WireMode, WireRole, HEALTH_TOPIC,
 };
 use mhc_tests::{wait_until, Cluster, NodeOptions};
 
-fn hostile_swarm() -> Swarm<gossipsub::Behaviour> {
-    libp2p::SwarmBuilder::with_new_identity()
+/// A hostile peer: a libp2p swarm and the ed25519 key of its identity (to seal envelopes as
+/// a real node would, or not).
+struct Evil {
+    swarm: Swarm<gossipsub::Behaviour>,
+    key: ed25519_dalek::SigningKey,
+}
+
+impl Evil {
+    /// Publishes `payload` sealed with its own key.
+    fn send(&mut self, payload: &[u8]) {
+        let sealed = seal(&self.key, HEALTH_TOPIC, 1, payload);
+        let _ = self
+            .swarm
+            .behaviour_mut()
+            .publish(IdentTopic::new(HEALTH_TOPIC), sealed);
+    }
+
+    /// Publishes raw bytes, no envelope.
+    fn send_raw(&mut self, data: Vec<u8>) {
+        let _ = self
+            .swarm
+            .behaviour_mut()
+            .publish(IdentTopic::new(HEALTH_TOPIC), data);
+    }
+}
+
+fn hostile_swarm(seed: [u8; 32]) -> Swarm<gossipsub::Behaviour> {
+    let keypair = identity::Keypair::ed25519_from_bytes(seed).unwrap();
+    libp2p::SwarmBuilder::with_existing_identity(keypair)
         .with_tokio()
         .with_tcp(
             tcp::Config::default(),
@@ -23,14 +51,18 @@ fn hostile_swarm() -> Swarm<gossipsub::Behaviour> {
             yamux::Config::default,
         )
         .unwrap()
-        .with_behaviour(|key: &identity::Keypair| {
+        .with_behaviour(|_: &identity::Keypair| {
             let config = gossipsub::ConfigBuilder::default()
-                .validation_mode(ValidationMode::Strict)
+                .validation_mode(ValidationMode::Anonymous)
+                // Content-addressed ids, as the nodes use.
+                .message_id_fn(|m: &gossipsub::Message| {
+                    gossipsub::MessageId::from(&blake3::hash(&m.data).as_bytes()[..20])
+                })
                 // The attacker's own limit is generous, to push oversized messages at the node.
                 .max_transmit_size(256 * 1024)
                 .build()
                 .unwrap();
-            gossipsub::Behaviour::new(MessageAuthenticity::Signed(key.clone()), config).unwrap()
+            gossipsub::Behaviour::new(MessageAuthenticity::Anonymous, config).unwrap()
         })
         .unwrap()
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
@@ -80,8 +112,10 @@ async fn pump(swarm: &mut Swarm<gossipsub::Behaviour>, d: Duration) {
 }
 
 /// A fresh attacker identity connected to the victim and subscribed to the health topic.
-async fn attacker(victim_addr: &Multiaddr, victim_id: PeerId) -> Swarm<gossipsub::Behaviour> {
-    let mut evil = hostile_swarm();
+async fn attacker(victim_addr: &Multiaddr, victim_id: PeerId) -> Evil {
+    let seed: [u8; 32] =
+        *blake3::hash(format!("{:?}", std::time::Instant::now()).as_bytes()).as_bytes();
+    let mut evil = hostile_swarm(seed);
     evil.behaviour_mut()
         .subscribe(&IdentTopic::new(HEALTH_TOPIC))
         .unwrap();
@@ -100,7 +134,10 @@ async fn attacker(victim_addr: &Multiaddr, victim_id: PeerId) -> Swarm<gossipsub
     })
     .await
     .expect("victim subscribed");
-    evil
+    Evil {
+        swarm: evil,
+        key: ed25519_dalek::SigningKey::from_bytes(&seed),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -123,16 +160,13 @@ async fn hostile_peers_are_rejected_penalised_and_harmless() {
                 .and_then(|p| p["score"].as_f64())
         })
     };
-    let topic = IdentTopic::new(HEALTH_TOPIC);
 
     // 1. Signed by one key, claiming to be another peer. Each attack uses a fresh identity:
     //    after two rejected messages a peer is graylisted and nothing more it sends is looked at.
     let mut evil = attacker(&victim_addr, victim_id).await;
     let someone = PeerId::random();
-    evil.behaviour_mut()
-        .publish(topic.clone(), heartbeat(someone, 1))
-        .unwrap();
-    pump(&mut evil, Duration::from_millis(300)).await;
+    evil.send(&heartbeat(someone, 1));
+    pump(&mut evil.swarm, Duration::from_millis(300)).await;
     assert!(wait_until(Duration::from_secs(5), || rejected(
         "signer_mismatch"
     ) >= 1.0));
@@ -141,7 +175,7 @@ async fn hostile_peers_are_rejected_penalised_and_harmless() {
         !view.to_string().contains(&someone.to_string()),
         "impostor admitted"
     );
-    let impostor = *evil.local_peer_id();
+    let impostor = *evil.swarm.local_peer_id();
     assert!(
         wait_until(Duration::from_secs(5), || score_of(impostor)
             .is_some_and(|s| s < 0.0)),
@@ -149,33 +183,43 @@ async fn hostile_peers_are_rejected_penalised_and_harmless() {
         score_of(impostor)
     );
 
-    // 2. Unparseable.
+    // 2. A forged signature: its own heartbeat, one byte of the signature changed.
     let mut evil = attacker(&victim_addr, victim_id).await;
-    evil.behaviour_mut()
-        .publish(topic.clone(), b"\x01this is not postcard at all".to_vec())
-        .unwrap();
-    pump(&mut evil, Duration::from_millis(300)).await;
-    assert!(wait_until(Duration::from_secs(5), || rejected("malformed") >= 1.0));
+    let me = *evil.swarm.local_peer_id();
+    let mut forged = seal(&evil.key, HEALTH_TOPIC, 1, &heartbeat(me, 1));
+    forged[50] ^= 1;
+    evil.send_raw(forged);
+    pump(&mut evil.swarm, Duration::from_millis(300)).await;
+    assert!(wait_until(Duration::from_secs(5), || rejected(
+        "bad_signature"
+    ) >= 1.0));
+    assert!(
+        c.node(0).member_state(&me.to_string()).is_none(),
+        "forgery admitted"
+    );
 
-    // 3. Over our size limit but under gossipsub's frame limit; 4. far over the frame limit,
+    // 3. Unparseable: sealed garbage, and garbage without an envelope.
+    let mut evil = attacker(&victim_addr, victim_id).await;
+    evil.send(b"\x02this is not postcard at all");
+    evil.send_raw(b"not even an envelope".to_vec());
+    pump(&mut evil.swarm, Duration::from_millis(300)).await;
+    assert!(wait_until(Duration::from_secs(5), || rejected("malformed") >= 2.0));
+
+    // 4. Over our size limit but under gossipsub's frame limit; 5. far over the frame limit,
     //    dropped by the codec before any validation.
     let mut evil = attacker(&victim_addr, victim_id).await;
-    let mut oversize = vec![1u8];
+    let mut oversize = vec![2u8];
     oversize.extend(std::iter::repeat_n(0x42, 25_000));
-    evil.behaviour_mut()
-        .publish(topic.clone(), oversize)
-        .unwrap();
-    pump(&mut evil, Duration::from_millis(300)).await;
-    evil.behaviour_mut()
-        .publish(topic.clone(), vec![7u8; 200_000])
-        .unwrap();
-    pump(&mut evil, Duration::from_millis(300)).await;
+    evil.send(&oversize);
+    pump(&mut evil.swarm, Duration::from_millis(300)).await;
+    evil.send_raw(vec![7u8; 200_000]);
+    pump(&mut evil.swarm, Duration::from_millis(300)).await;
     assert!(wait_until(Duration::from_secs(5), || rejected("oversize") >= 1.0));
     assert_eq!(c.node(0).get("/healthz").status, 200);
 
-    // 5. A flood of well-formed heartbeats from one attacker's own identity.
+    // 6. A flood of well-formed heartbeats from one attacker's own identity.
     let mut evil = attacker(&victim_addr, victim_id).await;
-    let flooder = *evil.local_peer_id();
+    let flooder = *evil.swarm.local_peer_id();
     let rss_before = rss_kb(pid);
     let accepted = || {
         c.node(0)
@@ -184,11 +228,9 @@ async fn hostile_peers_are_rejected_penalised_and_harmless() {
     };
     let accepted_before = accepted();
     for seq in 1..=3000u64 {
-        let _ = evil
-            .behaviour_mut()
-            .publish(topic.clone(), heartbeat(flooder, seq));
+        evil.send(&heartbeat(flooder, seq));
         if seq % 100 == 0 {
-            pump(&mut evil, Duration::from_millis(20)).await;
+            pump(&mut evil.swarm, Duration::from_millis(20)).await;
             assert_eq!(
                 c.node(0).get("/healthz").status,
                 200,
@@ -196,7 +238,7 @@ async fn hostile_peers_are_rejected_penalised_and_harmless() {
             );
         }
     }
-    pump(&mut evil, Duration::from_secs(1)).await;
+    pump(&mut evil.swarm, Duration::from_secs(1)).await;
     let rss_after = rss_kb(pid);
     assert!(rejected("rate") >= 2.0, "flood not rate-limited");
     assert!(
@@ -229,8 +271,9 @@ async fn hostile_peers_are_rejected_penalised_and_harmless() {
         c.node(0).member_state(&friend).as_deref() == Some("alive")
     }));
     eprintln!(
-        "rejected: signer_mismatch {} malformed {} oversize {} rate {}; flood applied {applied}/3000; flooder score {:?}; rss {rss_before} -> {rss_after} kB",
+        "rejected: signer_mismatch {} bad_signature {} malformed {} oversize {} rate {}; flood applied {applied}/3000; flooder score {:?}; rss {rss_before} -> {rss_after} kB",
         rejected("signer_mismatch"),
+        rejected("bad_signature"),
         rejected("malformed"),
         rejected("oversize"),
         rejected("rate"),

@@ -125,8 +125,9 @@ fn a_signed_command_switches_every_node_and_a_later_one_switches_back() {
         wait_until(Duration::from_secs(2), || all
             .iter()
             .all(|&n| mode(c.node(n)) == "emergency")),
-        "not every node switched within 2 s: {:?}",
-        all.iter().map(|&n| mode(c.node(n))).collect::<Vec<_>>()
+        "not every node switched within 2 s: {:?}\n{}",
+        all.iter().map(|&n| mode(c.node(n))).collect::<Vec<_>>(),
+        c.node(o).log_tail()
     );
     println!("every node in emergency mode after {:?}", t0.elapsed());
 

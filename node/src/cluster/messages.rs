@@ -1,9 +1,9 @@
 //! Control-plane messages carried by gossipsub: heartbeats (`mhc/health/1`) and content
 //! announcements (`mhc/content/1`).
 //!
-//! Each message is `[format byte] ‖ postcard(body)`; gossipsub signs the whole payload with the
-//! sender's node key (strict validation), and the body names the peer it claims to be from, which
-//! must equal that signer. Decoding is bounded and canonical: what decodes re-encodes to the same
+//! Each message is `[format byte] ‖ postcard(body)`, sealed in an envelope signed by the
+//! sender's node key ([`super::envelope`]), and the body names the peer it claims to be from,
+//! which must equal that signer. Decoding is bounded and canonical: what decodes re-encodes to the same
 //! bytes.
 
 use serde::{Deserialize, Serialize};

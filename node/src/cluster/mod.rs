@@ -4,6 +4,7 @@
 //! [`ClusterShared`] is what the rest of the node sees (the table, announcements, connected
 //! peers' scores); [`swarm::run`] is the task that owns the libp2p swarm and keeps them current.
 
+pub mod envelope;
 pub mod membership;
 pub mod messages;
 pub mod swarm;

@@ -93,18 +93,18 @@ fn topics() -> [IdentTopic; 3] {
     ]
 }
 
-fn gossipsub_behaviour(
-    key: &identity::Keypair,
-) -> anyhow::Result<
+fn gossipsub_behaviour() -> anyhow::Result<
     gossipsub::Behaviour<
         gossipsub::IdentityTransform,
         MaxCountSubscriptionFilter<WhitelistSubscriptionFilter>,
     >,
 > {
     let config = gossipsub::ConfigBuilder::default()
-        .validation_mode(ValidationMode::Strict)
+        // Signatures are checked once per distinct message in our envelope (see
+        // `envelope`), not by gossipsub on every copy.
+        .validation_mode(ValidationMode::Anonymous)
         .validate_messages()
-        // Protobuf framing, signature and key add under 1 KiB to our payload.
+        // Protobuf framing and our 105-byte envelope add under 1 KiB to the payload.
         .max_transmit_size(MAX_MESSAGE_BYTES + 1024)
         // Content-addressed ids: the same payload relayed twice is one message.
         .message_id_fn(|m: &gossipsub::Message| {
@@ -130,7 +130,7 @@ fn gossipsub_behaviour(
         max_subscriptions_per_request: 8,
     };
     let mut gs = gossipsub::Behaviour::new_with_subscription_filter(
-        MessageAuthenticity::Signed(key.clone()),
+        MessageAuthenticity::Anonymous,
         config,
         filter,
     )
@@ -222,7 +222,7 @@ pub fn build_swarm(seed: [u8; 32], listen: &str) -> anyhow::Result<Swarm<Behavio
                         .with_agent_version(format!("mhc-node/{}", env!("CARGO_PKG_VERSION"))),
                 ),
                 kad,
-                gossipsub: gossipsub_behaviour(key)?,
+                gossipsub: gossipsub_behaviour()?,
             })
         })?
         .with_swarm_config(|c| {
@@ -456,6 +456,7 @@ async fn run(
                 seq += 1;
                 let hb = build_heartbeat(&state, seq, &listen_addrs, &mut load_samples);
                 let bytes = encode(&hb);
+                let bytes = seal(&state, HEALTH_TOPIC, &bytes);
                 match swarm.behaviour_mut().gossipsub.publish(health.clone(), bytes) {
                     Ok(_) => state.metrics.record_gossip("out", HEALTH_TOPIC),
                     // Alone in the cluster: nothing to tell.
@@ -467,7 +468,8 @@ async fn run(
                 if due && shared.emergency_behind.swap(false, std::sync::atomic::Ordering::Relaxed) {
                     if let Some(cmd) = state.emergency.mode().last {
                         last_republish = Some(Instant::now());
-                        match swarm.behaviour_mut().gossipsub.publish(emergency.clone(), cmd.encode()) {
+                        let bytes = seal(&state, EMERGENCY_TOPIC, &cmd.encode());
+                        match swarm.behaviour_mut().gossipsub.publish(emergency.clone(), bytes) {
                             Ok(_) => state.metrics.record_gossip("out", EMERGENCY_TOPIC),
                             Err(err) => tracing::debug!(error = %err, "re-publishing emergency command"),
                         }
@@ -499,12 +501,14 @@ async fn run(
                 ClusterCommand::AnnounceContent(mut ann) => {
                     ann.peer_id = local.to_bytes();
                     ann.sent_at_ms = wall_ms();
-                    match swarm.behaviour_mut().gossipsub.publish(content.clone(), encode(&ann)) {
+                    let bytes = seal(&state, CONTENT_TOPIC, &encode(&ann));
+                    match swarm.behaviour_mut().gossipsub.publish(content.clone(), bytes) {
                         Ok(_) => state.metrics.record_gossip("out", CONTENT_TOPIC),
                         Err(err) => tracing::debug!(error = %err, content = %ann.id, "announcing content"),
                     }
                 }
                 ClusterCommand::PublishEmergency(bytes) => {
+                    let bytes = seal(&state, EMERGENCY_TOPIC, &bytes);
                     match swarm.behaviour_mut().gossipsub.publish(emergency.clone(), bytes) {
                         Ok(_) => state.metrics.record_gossip("out", EMERGENCY_TOPIC),
                         Err(err) => tracing::warn!(error = %err, "publishing emergency command"),
@@ -559,6 +563,11 @@ async fn run(
     shared.save_snapshot(&state.db);
 }
 
+/// Wraps a payload in the node-key-signed envelope.
+fn seal(state: &NodeState, topic: &str, payload: &[u8]) -> Vec<u8> {
+    super::envelope::seal(state.identity.signing_key(), topic, wall_ms(), payload)
+}
+
 /// Validates one gossip message and applies it; the verdict goes back to gossipsub (which
 /// relays accepted messages and penalises the senders of rejected ones).
 fn admit_message(
@@ -568,10 +577,17 @@ fn admit_message(
 ) -> MessageAcceptance {
     let metrics = &state.metrics;
     let topic = message.topic.as_str();
-    let Some(signer) = message.source else {
-        // Strict validation guarantees a source; anything else is not ours.
-        metrics.record_gossip_rejected("unsigned");
-        return MessageAcceptance::Reject;
+    // The one signature check of this message (gossipsub dropped its duplicates already).
+    let (signer, data) = match super::envelope::open(&message.data, topic) {
+        Ok(opened) => opened,
+        Err(super::envelope::EnvelopeError::Malformed) => {
+            metrics.record_gossip_rejected("malformed");
+            return MessageAcceptance::Reject;
+        }
+        Err(super::envelope::EnvelopeError::BadSignature) => {
+            metrics.record_gossip_rejected("bad_signature");
+            return MessageAcceptance::Reject;
+        }
     };
     let reject = |reason: &'static str| {
         metrics.record_gossip_rejected(reason);
@@ -582,7 +598,7 @@ fn admit_message(
         if !limiter.admit(signer, HEALTH_TOPIC, MAX_HEARTBEATS_PER_PERIOD) {
             return reject("rate");
         }
-        let hb: Heartbeat = match decode(&message.data) {
+        let hb: Heartbeat = match decode(data) {
             Ok(hb) => hb,
             Err(super::messages::MessageError::TooLarge(_)) => return reject("oversize"),
             Err(_) => return reject("malformed"),
@@ -629,7 +645,7 @@ fn admit_message(
         if !limiter.admit(signer, CONTENT_TOPIC, MAX_ANNOUNCEMENTS_PER_PERIOD) {
             return reject("rate");
         }
-        let ann: ContentAnnouncement = match decode(&message.data) {
+        let ann: ContentAnnouncement = match decode(data) {
             Ok(a) => a,
             Err(super::messages::MessageError::TooLarge(_)) => return reject("oversize"),
             Err(_) => return reject("malformed"),
@@ -658,7 +674,7 @@ fn admit_message(
         }
         metrics.record_gossip("in", EMERGENCY_TOPIC);
         // The relaying peer is not the authority; the operator's signature is.
-        match crate::emergency::apply(state, &message.data, "gossip") {
+        match crate::emergency::apply(state, data, "gossip") {
             Ok(()) => MessageAcceptance::Accept,
             // Already applied (another peer relayed it first) or older: harmless, not relayed.
             Err(crate::emergency::Rejected::Stale { .. }) => MessageAcceptance::Ignore,
