@@ -35,19 +35,6 @@ pub enum MoneyError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Currency([u8; 3]);
 
-/// Codes whose minor unit is the major unit (exponent 0), from the ISO 4217 table.
-const EXPONENT_0: &[&str] = &[
-    "BIF", "CLP", "DJF", "GNF", "ISK", "JPY", "KMF", "KRW", "PYG", "RWF", "UGX", "UYI", "VND",
-    "VUV", "XAF", "XOF", "XPF",
-];
-
-/// Codes with three decimal places (exponent 3), from the ISO 4217 table.
-const EXPONENT_3: &[&str] = &["BHD", "IQD", "JOD", "KWD", "LYD", "OMR", "TND"];
-
-/// Codes with four decimal places (exponent 4): accounting units, listed so they are not
-/// mistaken for exponent 2.
-const EXPONENT_4: &[&str] = &["CLF", "UYW"];
-
 impl Currency {
     /// US dollar, the configuration's default currency.
     pub const USD: Currency = Currency(*b"USD");
@@ -75,35 +62,15 @@ impl Currency {
         self.0
     }
 
-    /// Number of decimal places of the minor unit: 0 for JPY/KRW, 3 for BHD/KWD, 2 for most.
+    /// Number of decimal places of the minor unit: 0 for JPY/KRW, 3 for BHD/KWD, 2 for most
+    /// (the one ISO 4217 table, shared with the ledger: [`crate::ledger::currency_exponent`]).
     pub fn exponent(&self) -> u32 {
-        let code = self.as_str();
-        if EXPONENT_0.contains(&code) {
-            0
-        } else if EXPONENT_3.contains(&code) {
-            3
-        } else if EXPONENT_4.contains(&code) {
-            4
-        } else {
-            2
-        }
+        crate::ledger::currency_exponent(self.as_str())
     }
 
     /// Formats `minor` units as a decimal string with this currency's exponent, e.g. `-0.05`.
     pub fn format_minor(&self, minor: i64) -> String {
-        let exp = self.exponent();
-        let sign = if minor < 0 { "-" } else { "" };
-        let abs = minor.unsigned_abs();
-        if exp == 0 {
-            return format!("{sign}{abs}");
-        }
-        let scale = 10u64.pow(exp);
-        format!(
-            "{sign}{}.{:0width$}",
-            abs / scale,
-            abs % scale,
-            width = exp as usize
-        )
+        crate::ledger::format_minor(minor, self.as_str())
     }
 }
 
