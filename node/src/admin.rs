@@ -10,7 +10,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context};
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use serde::{Deserialize, Serialize};
@@ -18,7 +18,7 @@ use serde_json::json;
 
 use crate::ingest::{self, IngestOutcome};
 use crate::state::NodeState;
-use crate::viewer::{error, Body};
+use crate::viewer::{error, read_limited, Body};
 
 /// File name of the admin socket inside `data_dir`.
 pub const ADMIN_SOCKET: &str = "admin.sock";
@@ -76,11 +76,10 @@ pub async fn handle(state: Arc<NodeState>, req: Request<Incoming>) -> Response<B
     {
         let target = target.to_owned();
         let method = req.method().as_str().to_owned();
-        let body = match Limited::new(req.into_body(), mhc_origin::plugin::MAX_ADMIN_BODY_BYTES)
-            .collect()
+        let body = match read_limited(req.into_body(), mhc_origin::plugin::MAX_ADMIN_BODY_BYTES)
             .await
         {
-            Ok(c) => c.to_bytes().to_vec(),
+            Ok(body) => body.to_vec(),
             Err(e) => return error(StatusCode::PAYLOAD_TOO_LARGE, &format!("request body: {e}")),
         };
         return plugin_response(crate::plugins::admin(&state, &method, &target, body).await);
@@ -211,16 +210,9 @@ fn status(state: &NodeState) -> serde_json::Value {
 }
 
 async fn read_body(req: Request<Incoming>) -> Result<Bytes, Response<Body>> {
-    match Limited::new(req.into_body(), MAX_ADMIN_BODY_BYTES)
-        .collect()
+    read_limited(req.into_body(), MAX_ADMIN_BODY_BYTES)
         .await
-    {
-        Ok(c) => Ok(c.to_bytes()),
-        Err(e) => Err(error(
-            StatusCode::BAD_REQUEST,
-            &format!("request body: {e}"),
-        )),
-    }
+        .map_err(|e| error(StatusCode::BAD_REQUEST, &format!("request body: {e}")))
 }
 
 /// A plugin's admin answer as an HTTP response.

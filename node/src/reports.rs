@@ -103,11 +103,22 @@ struct Session {
     last: Instant,
 }
 
+/// Usage of one (content, country) pair.
+#[derive(Debug)]
+struct PairUsage {
+    content_id: String,
+    country: String,
+    usage: Usage,
+}
+
+/// The counts of the current period. Both maps are keyed by a 64-bit digest of what they count
+/// (pair; session and content), so recording a segment allocates only for a new pair or session.
 #[derive(Debug)]
 struct Counts {
     period_start_ms: u64,
-    usage: HashMap<(String, String), Usage>,
-    sessions: HashMap<(u64, String), Session>,
+    keys: std::collections::hash_map::RandomState,
+    usage: HashMap<u64, PairUsage>,
+    sessions: HashMap<u64, Session>,
 }
 
 /// Counters of the reporting pipeline, for `/metrics`.
@@ -152,6 +163,7 @@ impl Reports {
         Ok(Self {
             counts: Mutex::new(Counts {
                 period_start_ms: crate::emergency::now_ms(),
+                keys: std::collections::hash_map::RandomState::new(),
                 usage: HashMap::new(),
                 sessions: HashMap::new(),
             }),
@@ -169,7 +181,7 @@ impl Reports {
     pub fn record_segment(&self, content_id: &str, viewer: &Viewer, bytes: u64, duration_ms: u64) {
         let now = Instant::now();
         let mut c = self.counts.lock().expect("counts lock");
-        let key = (viewer.session, content_id.to_owned());
+        let key = std::hash::BuildHasher::hash_one(&c.keys, (viewer.session, content_id));
         if !c.sessions.contains_key(&key) && c.sessions.len() >= MAX_SESSIONS {
             c.sessions
                 .retain(|_, s| now.duration_since(s.last) < SESSION_IDLE);
@@ -178,7 +190,7 @@ impl Reports {
                     .sessions
                     .iter()
                     .min_by_key(|(_, s)| s.last)
-                    .map(|(k, _)| k.clone())
+                    .map(|(k, _)| *k)
                 {
                     c.sessions.remove(&oldest);
                 }
@@ -202,12 +214,20 @@ impl Reports {
         if new_play {
             session.counted = true;
         }
-        let pair = (content_id.to_owned(), viewer.country.clone());
+        let pair = std::hash::BuildHasher::hash_one(&c.keys, (content_id, viewer.country.as_str()));
         if !c.usage.contains_key(&pair) && c.usage.len() >= MAX_PAIRS {
             self.metrics.dropped_usage.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        let u = c.usage.entry(pair).or_default();
+        let u = &mut c
+            .usage
+            .entry(pair)
+            .or_insert_with(|| PairUsage {
+                content_id: content_id.to_owned(),
+                country: viewer.country.clone(),
+                usage: Usage::default(),
+            })
+            .usage;
         u.segments += 1;
         u.bytes += bytes;
         u.seconds_ms += duration_ms;
@@ -234,14 +254,14 @@ impl Reports {
             }
             let usage: Vec<PlayEntry> = c
                 .usage
-                .iter()
-                .map(|((content_id, country), u)| PlayEntry {
-                    content_id: content_id.clone(),
-                    country: country.clone(),
-                    segments: u.segments,
-                    bytes: u.bytes,
-                    seconds_ms: u.seconds_ms,
-                    plays: u.plays,
+                .values()
+                .map(|p| PlayEntry {
+                    content_id: p.content_id.clone(),
+                    country: p.country.clone(),
+                    segments: p.usage.segments,
+                    bytes: p.usage.bytes,
+                    seconds_ms: p.usage.seconds_ms,
+                    plays: p.usage.plays,
                 })
                 .collect();
             (c.period_start_ms, usage)
@@ -518,7 +538,12 @@ mod tests {
             r.record_segment("song", &viewer("DE", 2), 1000, 2_000);
         }
         let c = r.counts.lock().unwrap();
-        let u = c.usage[&("song".to_owned(), "DE".to_owned())];
+        let u = c
+            .usage
+            .values()
+            .find(|p| p.content_id == "song" && p.country == "DE")
+            .unwrap()
+            .usage;
         assert_eq!(u.segments, 23);
         assert_eq!(u.seconds_ms, 46_000);
         assert_eq!(

@@ -85,12 +85,8 @@ where
     B: hyper::body::Body<Data = Bytes> + Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    use http_body_util::{BodyExt, Limited};
-    let body = match Limited::new(req.into_body(), MAX_COMMAND_BODY_BYTES)
-        .collect()
-        .await
-    {
-        Ok(c) => c.to_bytes(),
+    let body = match read_limited(req.into_body(), MAX_COMMAND_BODY_BYTES).await {
+        Ok(body) => body,
         Err(e) => {
             state.metrics.record_emergency("too_large");
             return error(StatusCode::PAYLOAD_TOO_LARGE, &format!("command body: {e}"));
@@ -121,7 +117,6 @@ where
     B: hyper::body::Body<Data = Bytes> + Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    use http_body_util::{BodyExt, Limited};
     let Some(token) = &state.config.http.admin_token else {
         return error(StatusCode::NOT_FOUND, "no such resource");
     };
@@ -149,20 +144,32 @@ where
         .map(|pq| pq.as_str().trim_start_matches("/admin/plugins/").to_owned())
         .unwrap_or_default();
     let method = req.method().as_str().to_owned();
-    let body = match Limited::new(req.into_body(), mhc_origin::plugin::MAX_ADMIN_BODY_BYTES)
-        .collect()
-        .await
-    {
-        Ok(c) => c.to_bytes().to_vec(),
+    let body = match read_limited(req.into_body(), mhc_origin::plugin::MAX_ADMIN_BODY_BYTES).await {
+        Ok(body) => body.to_vec(),
         Err(e) => return error(StatusCode::PAYLOAD_TOO_LARGE, &format!("request body: {e}")),
     };
-    let a = crate::plugins::admin(state, &method, &target, body).await;
-    let status = StatusCode::from_u16(a.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let mut resp = full(status, "application/json", Bytes::from(a.body), CACHE_NONE);
-    if let Ok(ct) = HeaderValue::from_str(&a.content_type) {
-        resp.headers_mut().insert(header::CONTENT_TYPE, ct);
-    }
+    let mut resp =
+        crate::admin::plugin_response(crate::plugins::admin(state, &method, &target, body).await);
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static(CACHE_NONE));
     resp
+}
+
+/// Reads a request body of at most `limit` bytes.
+///
+/// # Errors
+/// The body is longer, or reading it failed (the message says which).
+pub(crate) async fn read_limited<B>(body: B, limit: usize) -> Result<Bytes, String>
+where
+    B: hyper::body::Body<Data = Bytes> + Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    use http_body_util::{BodyExt, Limited};
+    Limited::new(body, limit)
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .map_err(|e| e.to_string())
 }
 
 /// The answer to a content request at a node that does not serve viewers in the current mode

@@ -138,15 +138,19 @@ fn balance(origin: &NodeProcess, artist: &str) -> i64 {
         .unwrap_or(0)
 }
 
+/// An origin with the royalty and ledger plugins, its viewer plane open to the admin token.
+fn start_origin(c: &mut Cluster) -> usize {
+    let extra = origin_toml(c);
+    c.start_with(
+        "origin",
+        NodeOptions::new("origin").heartbeat_ms(250).extra(&extra),
+    )
+}
+
 #[test]
 fn balances_equal_the_plays_and_the_ledger_verifies_offline() {
     let mut c = Cluster::new();
-    let o = c.start_with(
-        "origin",
-        NodeOptions::new("origin")
-            .heartbeat_ms(250)
-            .extra(&origin_toml(&c)),
-    );
+    let o = start_origin(&mut c);
     ingest(&c, c.node(o), "song-a", "alice", 1);
     ingest(&c, c.node(o), "song-b", "bob", 2);
     let e1 = c.start_with("edge1", edge_options(&c, c.node(o)));
@@ -348,12 +352,7 @@ fn balances_equal_the_plays_and_the_ledger_verifies_offline() {
 #[test]
 fn no_report_is_lost_or_counted_twice_when_the_origin_and_an_edge_are_killed() {
     let mut c = Cluster::new();
-    let o = c.start_with(
-        "origin",
-        NodeOptions::new("origin")
-            .heartbeat_ms(250)
-            .extra(&origin_toml(&c)),
-    );
+    let o = start_origin(&mut c);
     ingest(&c, c.node(o), "song-a", "alice", 1);
     let e = c.start_with("edge", edge_options(&c, c.node(o)));
     assert!(wait_until(Duration::from_secs(10), || c
