@@ -28,6 +28,7 @@ use crate::catalog::{CatalogError, Published};
 use crate::cluster::membership::MemberState;
 use crate::cluster::messages::WireRole;
 use crate::state::NodeState;
+use crate::store::AlignedBlob;
 
 /// How long a "nobody has this content" answer is remembered.
 const NEGATIVE_TTL: Duration = Duration::from_secs(10);
@@ -516,30 +517,56 @@ async fn fetch_segment(
     let mut attempts = Attempts::default();
     for parent in &parents {
         let started = Instant::now();
-        let body = match ask(state, parent, &req, size).await {
-            Ok((ResponseHeader::Segment { .. }, body)) => body,
-            answer => {
+        let blob = match receive_blob(state, parent, &req, size).await {
+            Received::Blob(blob) => blob,
+            Received::WrongSize(announced) => {
+                state.metrics.record_fill_failure("verification");
+                tracing::warn!(parent = %parent.addr, content = %m.content_id, ?part, announced, size,
+                    "parent announced a blob of the wrong size; penalised, trying the next");
+                state.filler.penalise(parent);
+                attempts.failed(
+                    parent,
+                    format_args!("{announced} bytes announced, {size} expected"),
+                );
+                continue;
+            }
+            Received::Unusable(answer) => {
                 attempts.unusable(state, parent, answer);
                 continue;
             }
         };
-        // The one check that matters: the bytes hash to what the signed manifest says. The
-        // parent's claimed hash and proof are not trusted.
-        if body.len() as u64 != size || blake3::hash(&body).as_bytes() != &hash {
-            state.metrics.record_fill_failure("verification");
-            tracing::warn!(
-                parent = %parent.addr,
-                content = %m.content_id,
-                ?part,
-                "parent sent bytes that fail verification; penalised, trying the next"
-            );
-            state.filler.penalise(parent);
-            attempts.failed(parent, "bytes failed verification");
-            continue;
+        // The one check that matters: the bytes hash to what the signed manifest says (the
+        // parent's claimed hash and proof are not trusted). It is made by the disk tier as it
+        // stores them, off the async workers, in one pass over the bytes.
+        let stored = {
+            let state = Arc::clone(state);
+            tokio::task::spawn_blocking(move || {
+                let stored = state.store.disk().put_verified_aligned(&hash, &blob);
+                (blob, stored)
+            })
+            .await
+        };
+        let (blob, stored) = match stored {
+            Ok(done) => done,
+            Err(e) => return Err(FillError::Unavailable(format!("storing a fill: {e}"))),
+        };
+        match stored {
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                state.metrics.record_fill_failure("verification");
+                tracing::warn!(
+                    parent = %parent.addr,
+                    content = %m.content_id,
+                    ?part,
+                    "parent sent bytes that fail verification; penalised, trying the next"
+                );
+                state.filler.penalise(parent);
+                attempts.failed(parent, "bytes failed verification");
+                continue;
+            }
+            Err(e) => tracing::warn!(error = %e, "storing a filled segment (serving it anyway)"),
+            Ok(_) => {}
         }
-        if let Err(e) = state.store.disk().put_verified(&hash, &body) {
-            tracing::warn!(error = %e, "storing a filled segment (serving it anyway)");
-        }
+        let body = blob.into_bytes();
         state.store.ram().insert(hash, body.clone());
         state
             .metrics
@@ -547,6 +574,48 @@ async fn fetch_segment(
         return Ok(body);
     }
     Err(attempts.conclude(parents.len()))
+}
+
+/// What a parent answered to a blob request.
+enum Received {
+    /// The body, of the expected size, in block-aligned memory; not verified yet.
+    Blob(AlignedBlob),
+    /// A segment header announcing another size than the manifest's: wrong bytes, unread.
+    WrongSize(u64),
+    /// Anything else (not found, busy, an error, a transport failure).
+    Unusable(Result<(ResponseHeader, Bytes), QuicError>),
+}
+
+/// Asks `parent` for a blob of `size` bytes and receives its body into block-aligned memory.
+async fn receive_blob(
+    state: &NodeState,
+    parent: &ParentAddr,
+    req: &Request,
+    size: u64,
+) -> Received {
+    let conn = match state.filler.connection(parent).await {
+        Ok(conn) => conn,
+        Err(e) => return Received::Unusable(Err(e)),
+    };
+    let (header, body) = match conn.request_streaming(req).await {
+        Ok(answer) => answer,
+        Err(e) => return Received::Unusable(Err(e)),
+    };
+    if !matches!(header, ResponseHeader::Segment { .. }) {
+        return Received::Unusable(Ok((header, Bytes::new())));
+    }
+    let announced = body.remaining();
+    let Some(len) = (announced == size)
+        .then(|| usize::try_from(size).ok())
+        .flatten()
+    else {
+        return Received::WrongSize(announced);
+    };
+    let mut blob = AlignedBlob::zeroed(len);
+    match body.read_exact_into(blob.as_mut_slice()).await {
+        Ok(()) => Received::Blob(blob),
+        Err(e) => Received::Unusable(Err(e)),
+    }
 }
 
 /// Fetches the next segments after `index` in the background, so a player's next requests hit

@@ -18,6 +18,7 @@ use std::sync::Mutex;
 use mhc_manifest::Hash32;
 use mhc_origin::ImportedBlob;
 
+use super::aligned::AlignedBlob;
 use super::s3fifo::S3Fifo;
 
 /// Buffer of the copy loop. 1 MiB: large enough that hashing and copying run at memory speed,
@@ -194,10 +195,86 @@ impl DiskTier {
         self.commit(tmp_path, out, &blob)
     }
 
+    /// Stores a fill's `blob` under `expected`, after checking that it hashes to it, writing
+    /// it with `O_DIRECT` where the filesystem allows (see [`super::aligned`]); buffered
+    /// otherwise.
+    ///
+    /// # Errors
+    /// `InvalidData` when the hash differs (nothing is written); I/O errors; a full store.
+    pub fn put_verified_aligned(
+        &self,
+        expected: &Hash32,
+        blob: &AlignedBlob,
+    ) -> io::Result<Imported> {
+        if blake3::hash(blob.as_slice()).as_bytes() != expected {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "bytes do not match their expected BLAKE3 hash",
+            ));
+        }
+        let (tmp_path, out) = match self.write_direct(blob) {
+            Some(written) => written?,
+            None => {
+                let (tmp_path, mut out) = self.temp_file()?;
+                if let Err(e) = out.write_all(blob.as_slice()) {
+                    let _ = fs::remove_file(&tmp_path);
+                    return Err(e);
+                }
+                (tmp_path, out)
+            }
+        };
+        let stored = ImportedBlob {
+            hash: *expected,
+            size: blob.len() as u64,
+        };
+        self.commit(tmp_path, out, &stored)
+    }
+
+    /// Writes `blob` to a new temporary file with `O_DIRECT`: whole blocks, then the file is cut
+    /// to the blob's length. `None` when direct I/O is not possible here (a filesystem such as
+    /// tmpfs that refuses it, or a platform without it), so the caller writes buffered.
+    fn write_direct(&self, blob: &AlignedBlob) -> Option<io::Result<(PathBuf, File)>> {
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+
+            let blocks = blob.whole_blocks()?;
+            let path = match temp_name(&self.tmp) {
+                Ok(path) => path,
+                Err(e) => return Some(Err(e)),
+            };
+            let mut file = match fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .custom_flags(libc::O_DIRECT)
+                .open(&path)
+            {
+                Ok(file) => file,
+                Err(e) if e.kind() == io::ErrorKind::InvalidInput => return None,
+                Err(e) => return Some(Err(e)),
+            };
+            let written = file
+                .write_all(blocks)
+                .and_then(|()| file.set_len(blob.len() as u64));
+            match written {
+                Ok(()) => Some(Ok((path, file))),
+                Err(e) => {
+                    let _ = fs::remove_file(&path);
+                    // Refused at write time (some filesystems accept the flag but not the I/O):
+                    // buffered it is. Anything else is a real error.
+                    (e.kind() != io::ErrorKind::InvalidInput).then_some(Err(e))
+                }
+            }
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            let _ = blob;
+            None
+        }
+    }
+
     fn temp_file(&self) -> io::Result<(PathBuf, File)> {
-        let mut suffix = [0u8; 8];
-        getrandom::getrandom(&mut suffix).map_err(io::Error::other)?;
-        let path = self.tmp.join(hex::encode(suffix));
+        let path = temp_name(&self.tmp)?;
         let file = fs::OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -371,6 +448,13 @@ impl DiskTier {
     }
 }
 
+/// A fresh random name in `tmp` for a blob being written.
+fn temp_name(tmp: &Path) -> io::Result<PathBuf> {
+    let mut suffix = [0u8; 8];
+    getrandom::getrandom(&mut suffix).map_err(io::Error::other)?;
+    Ok(tmp.join(hex::encode(suffix)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -434,6 +518,39 @@ mod tests {
         let store = DiskTier::open(&dir.path().join("blobs"), 1000, false).unwrap();
         assert_eq!(store.used_bytes(), 600);
         assert_eq!(store.read(&blob.hash).unwrap().unwrap(), vec![1u8; 600]);
+    }
+
+    #[test]
+    fn aligned_fills_are_checked_and_stored_at_their_exact_length() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DiskTier::open(dir.path(), 16 << 20, true).unwrap();
+        // Lengths on and off the block size: a direct write pads, then cuts the file.
+        for len in [1usize, 4096, 3 * 4096 + 5, (2 << 20) + 1] {
+            let mut blob = AlignedBlob::zeroed(len);
+            for (i, b) in blob.as_mut_slice().iter_mut().enumerate() {
+                *b = (i * 7 + len) as u8;
+            }
+            let hash = *blake3::hash(blob.as_slice()).as_bytes();
+            let mut wrong = *blake3::hash(b"other").as_bytes();
+            wrong[0] ^= 1;
+            let refused = store.put_verified_aligned(&wrong, &blob).unwrap_err();
+            assert_eq!(refused.kind(), io::ErrorKind::InvalidData);
+            assert!(!store.contains(&wrong));
+            assert_eq!(
+                store.put_verified_aligned(&hash, &blob).unwrap(),
+                Imported::New
+            );
+            assert_eq!(store.read(&hash).unwrap().unwrap(), blob.as_slice());
+            assert_eq!(
+                store.put_verified_aligned(&hash, &blob).unwrap(),
+                Imported::Existing
+            );
+        }
+        assert_eq!(
+            fs::read_dir(dir.path().join("tmp")).unwrap().count(),
+            0,
+            "no temp file left"
+        );
     }
 
     #[test]

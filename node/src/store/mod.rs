@@ -6,6 +6,7 @@
 //! [`DiskTier::put_verified`] checks first) and leave only after being hashed again on their way
 //! into RAM, so bit-rot or tampering on disk is never served.
 
+mod aligned;
 mod disk;
 mod ram;
 mod s3fifo;
@@ -17,6 +18,7 @@ use std::sync::{Arc, OnceLock};
 use bytes::Bytes;
 use mhc_manifest::Hash32;
 
+pub use aligned::AlignedBlob;
 pub use disk::{DiskTier, Imported};
 pub use ram::RamTier;
 pub use s3fifo::S3Fifo;

@@ -345,6 +345,35 @@ impl ResponseBody {
         Ok(buf.freeze())
     }
 
+    /// Reads the whole body into `dst`, which must be exactly as long as the body: for a
+    /// caller that owns the buffer (an edge filling into block-aligned memory it then writes
+    /// to disk directly), one copy from the transport and no other allocation.
+    ///
+    /// # Errors
+    ///
+    /// [`QuicError::BodyTooLarge`] without reading anything if the body is not `dst.len()`
+    /// bytes; otherwise as [`chunk`](Self::chunk).
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe, as [`read_to_bytes`](Self::read_to_bytes).
+    pub async fn read_exact_into(mut self, dst: &mut [u8]) -> Result<(), QuicError> {
+        if self.remaining != dst.len() as u64 {
+            let _ = self.recv.stop(code::CANCELLED);
+            return Err(QuicError::BodyTooLarge {
+                body_len: self.remaining,
+                max: dst.len() as u64,
+            });
+        }
+        let mut at = 0;
+        while let Some(chunk) = self.chunk().await? {
+            // `chunk` never yields more than `remaining`, so this stays within `dst`.
+            dst[at..at + chunk.len()].copy_from_slice(&chunk);
+            at += chunk.len();
+        }
+        Ok(())
+    }
+
     /// After the last body byte, the stream must end.
     async fn check_end(&mut self) -> Result<(), QuicError> {
         if self.end_checked {
