@@ -17,12 +17,28 @@ rm -rf "$src"
 start_edge "$work" edge1 64 8
 mib=$(( n * size / 1048576 ))
 base=$("$root/target/release/quinn-bulk" "$mib" "$conc")
+# The same transfer between two processes, the server sending, as an origin answers an edge.
+"$root/target/release/quinn-bulk" serve "$mib" "$conc" > "$work/quinn-serve" &
+serve_pid=$!
+for _ in $(seq 200); do [ -s "$work/quinn-serve" ] && break; sleep 0.05; done
+base2=$("$root/target/release/quinn-bulk" fetch "$(head -1 "$work/quinn-serve")" "$mib" "$conc")
+wait "$serve_pid"
+# Plain quinn plus only the hashing and storing any verified fill must do (the node's own disk
+# tier at both ends): the ceiling of a verified fill on this machine.
+floor=$("$root/target/release/quinn-bulk" floor "$mib" "$conc")
 fill=$("$bin" prefetch --data-dir "$edge_data" --concurrency "$conc" big)
-echo "$base"
+echo "$base   (one process)"
+echo "$base2   (two processes, server sends)"
+echo "$floor"
 echo "mhc fill  : $fill"
-b=$(echo "$base" | sed -n 's/.*= \([0-9]*\) MB\/s/\1/p')
+rate() { sed -n 's/.*= \([0-9]*\) MB\/s/\1/p'; }
+b=$(echo "$base" | rate)
+b2=$(echo "$base2" | rate)
+fl=$(echo "$floor" | rate)
 f=$(echo "$fill" | sed -n 's/.*(\([0-9]*\) MB\/s)/\1/p')
-awk -v f="$f" -v b="$b" 'BEGIN {printf "ratio fill/plain quinn: %.2f   (target >= 0.8)\n", f/b}'
+awk -v f="$f" -v b="$b" -v b2="$b2" -v fl="$fl" 'BEGIN {
+  printf "ratio fill/plain quinn: %.2f of one process, %.2f of two   (target >= 0.8)\n", f/b, f/b2
+  printf "ratio floor/plain quinn: %.2f; fill/floor: %.2f\n", fl/b, f/fl }'
 
 start_edge "$work" edge2 64 8
 seg=$((n / 2))
