@@ -7,7 +7,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
@@ -41,6 +41,13 @@ const MAX_PATH_LEN: usize = 512;
 
 /// Largest `POST /v1/emergency` body read.
 const MAX_COMMAND_BODY_BYTES: usize = crate::emergency::MAX_COMMAND_BYTES + 1;
+
+/// Longest a viewer waits for a due check of a manifest this node already holds. A parent
+/// that answers at all answers in a round trip or two; one that died without closing its
+/// connection is only noticed at the QUIC request timeout (10 s), and players give up on a
+/// playlist at about that (hls.js: 10 s). Past this wait the held copy, signed and still
+/// valid, is served (stale-while-revalidate) and the check finishes in the background.
+const REVALIDATE_WAIT: Duration = Duration::from_secs(1);
 
 /// Answers one viewer request and records it in the metrics.
 pub async fn handle<B>(state: Arc<NodeState>, req: Request<B>, remote: SocketAddr) -> Response<Body>
@@ -335,7 +342,24 @@ async fn resolve(
     if !refresh || state.config.role == mhc_config::Role::Origin {
         return found;
     }
-    match fill::refresh_manifest(state, &content_id, None).await {
+    let refreshed = if found.is_ok() {
+        // The check runs in a task of its own, so giving up the wait does not cancel it.
+        match tokio::time::timeout(
+            REVALIDATE_WAIT,
+            fill::refresh_manifest(state, &content_id, None),
+        )
+        .await
+        {
+            Ok(refreshed) => refreshed,
+            Err(_) => {
+                tracing::debug!(content = %content_id, "parents slow to answer; serving the held manifest while the check goes on");
+                return found;
+            }
+        }
+    } else {
+        fill::refresh_manifest(state, &content_id, None).await
+    };
+    match refreshed {
         Ok(()) => lookup(state, id, query),
         Err(e) => {
             if found.is_ok() {
