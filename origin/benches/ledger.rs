@@ -11,6 +11,9 @@ use mhc_origin::ledger::{
     leaf_hash, verify_consistency, verify_leaf_hash_inclusion, EntryKind, ExportScope, Hash,
     Ledger, MerkleTree, NewEntry, DEFAULT_CACHE_LEVEL,
 };
+use support::Rng;
+
+mod support;
 
 /// Batch sizes measured: a busy plugin flushing every 100 entries up to a statement import.
 const BATCH_SIZES: [u64; 3] = [100, 500, 1_000];
@@ -19,18 +22,6 @@ const PROOFS: u64 = 20_000;
 /// Leaves of the in-memory tree that shows how proof generation scales past what the sled runs
 /// build.
 const BIG_TREE: u64 = 1 << 20;
-
-/// xorshift64*: seeded, so runs pick the same positions.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, bound: u64) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % bound
-    }
-}
 
 /// A realistic entry: about 120 bytes of leaf.
 fn entry(i: u64) -> NewEntry {

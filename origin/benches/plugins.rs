@@ -11,6 +11,9 @@ use ed25519_dalek::SigningKey;
 use mhc_origin::plugin::{ContentPublished, LedgerPluginConfig, PluginHost, ReportOutcome};
 use mhc_origin::royalty::RoyaltyConfig;
 use mhc_origin::{PlayEntry, PlayReportBatch, PluginsConfig, SignedPlayReport};
+use support::Rng;
+
+mod support;
 
 /// Entries per batch: a node reporting a minute of a busy catalogue.
 const ENTRIES: usize = 50;
@@ -19,18 +22,6 @@ const NODES: u8 = 20;
 /// Published contents (over 100 artists).
 const CONTENTS: usize = 500;
 const COUNTRIES: [&str; 8] = ["US", "GB", "FR", "DE", "JP", "BR", "IN", "*"];
-
-/// xorshift64*: seeded, so runs build the same reports.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, bound: u64) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % bound
-    }
-}
 
 /// `count` encoded reports, round-robin over the nodes, each with `ENTRIES` distinct pairs.
 fn reports(count: usize, rng: &mut Rng) -> Vec<Vec<u8>> {

@@ -462,8 +462,13 @@ impl NodeProcess {
             .expect("running mhc-node CLI")
     }
 
-    /// `mhc-node ingest` of `dir` as `id` at this node.
+    /// `mhc-node ingest` of `dir` as `id` at this node, by `artist-1`.
     pub fn ingest(&self, id: &str, dir: &Path) -> Output {
+        self.ingest_as(id, &format!("Title of {id}"), "artist-1", dir)
+    }
+
+    /// `mhc-node ingest` of `dir` as `id` at this node, with its title and artist.
+    pub fn ingest_as(&self, id: &str, title: &str, artist: &str, dir: &Path) -> Output {
         let data_dir = self.data_dir.to_str().expect("utf-8 path").to_owned();
         let dir = dir.to_str().expect("utf-8 path").to_owned();
         self.cli(&[
@@ -473,9 +478,9 @@ impl NodeProcess {
             "--content-id",
             id,
             "--title",
-            &format!("Title of {id}"),
+            title,
             "--artist",
-            "artist-1",
+            artist,
             &dir,
         ])
     }

@@ -73,22 +73,7 @@ fn edge_options(c: &Cluster, origin: &NodeProcess) -> NodeOptions {
 fn ingest(c: &Cluster, origin: &NodeProcess, id: &str, artist: &str, seed: u8) {
     let dir = c.path().join(id);
     mhc_tests::write_synthetic_rendition(&dir, SEGMENTS, 10_000, seed);
-    let data_dir = origin.data_dir.to_str().unwrap().to_owned();
-    assert_success(
-        &origin.cli(&[
-            "ingest",
-            "--data-dir",
-            &data_dir,
-            "--content-id",
-            id,
-            "--title",
-            id,
-            "--artist",
-            artist,
-            dir.to_str().unwrap(),
-        ]),
-        "ingest",
-    );
+    assert_success(&origin.ingest_as(id, id, artist, &dir), "ingest");
 }
 
 /// One viewer session: `segments` segments of `id` from `ip`, identified by `agent`.

@@ -177,22 +177,9 @@ impl DiskTier {
     /// # Errors
     /// `InvalidData` when the hash differs (nothing is written); I/O errors; a full store.
     pub fn put_verified(&self, expected: &Hash32, bytes: &[u8]) -> io::Result<Imported> {
-        if blake3::hash(bytes).as_bytes() != expected {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "bytes do not match their expected BLAKE3 hash",
-            ));
-        }
-        let (tmp_path, mut out) = self.temp_file()?;
-        if let Err(e) = out.write_all(bytes) {
-            let _ = fs::remove_file(&tmp_path);
-            return Err(e);
-        }
-        let blob = ImportedBlob {
-            hash: *expected,
-            size: bytes.len() as u64,
-        };
-        self.commit(tmp_path, out, &blob)
+        check_hash(expected, bytes)?;
+        let (tmp_path, out) = self.write_buffered(bytes)?;
+        self.commit(tmp_path, out, &imported(expected, bytes))
     }
 
     /// Stores a fill's `blob` under `expected`, after checking that it hashes to it, writing
@@ -206,28 +193,22 @@ impl DiskTier {
         expected: &Hash32,
         blob: &AlignedBlob,
     ) -> io::Result<Imported> {
-        if blake3::hash(blob.as_slice()).as_bytes() != expected {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "bytes do not match their expected BLAKE3 hash",
-            ));
-        }
+        check_hash(expected, blob.as_slice())?;
         let (tmp_path, out) = match self.write_direct(blob) {
             Some(written) => written?,
-            None => {
-                let (tmp_path, mut out) = self.temp_file()?;
-                if let Err(e) = out.write_all(blob.as_slice()) {
-                    let _ = fs::remove_file(&tmp_path);
-                    return Err(e);
-                }
-                (tmp_path, out)
-            }
+            None => self.write_buffered(blob.as_slice())?,
         };
-        let stored = ImportedBlob {
-            hash: *expected,
-            size: blob.len() as u64,
-        };
-        self.commit(tmp_path, out, &stored)
+        self.commit(tmp_path, out, &imported(expected, blob.as_slice()))
+    }
+
+    /// Writes `bytes` to a new temporary file through the page cache.
+    fn write_buffered(&self, bytes: &[u8]) -> io::Result<(PathBuf, File)> {
+        let (tmp_path, mut out) = self.temp_file()?;
+        if let Err(e) = out.write_all(bytes) {
+            let _ = fs::remove_file(&tmp_path);
+            return Err(e);
+        }
+        Ok((tmp_path, out))
     }
 
     /// Writes `blob` to a new temporary file with `O_DIRECT`: whole blocks, then the file is cut
@@ -445,6 +426,26 @@ impl DiskTier {
     /// The file of a blob, for tests and operators that want to look at it.
     pub fn blob_path(&self, hash: &Hash32) -> PathBuf {
         self.path_of(hash)
+    }
+}
+
+/// `InvalidData` unless `bytes` hash to `expected`.
+fn check_hash(expected: &Hash32, bytes: &[u8]) -> io::Result<()> {
+    if blake3::hash(bytes).as_bytes() == expected {
+        Ok(())
+    } else {
+        Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "bytes do not match their expected BLAKE3 hash",
+        ))
+    }
+}
+
+/// What the store records of verified `bytes` named `hash`.
+fn imported(hash: &Hash32, bytes: &[u8]) -> ImportedBlob {
+    ImportedBlob {
+        hash: *hash,
+        size: bytes.len() as u64,
     }
 }
 

@@ -42,6 +42,9 @@ mod verify;
 
 #[cfg(test)]
 mod crash_tests;
+/// For the plugin tests, which reopen the same on-disk databases.
+#[cfg(test)]
+pub(crate) use log::tests::open_when_unlocked;
 
 pub use entry::{
     currency_exponent, format_minor, is_currency_code, EntryError, EntryKind, LedgerEntry,

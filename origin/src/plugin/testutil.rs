@@ -11,23 +11,8 @@ use super::{
     AdminRequest, ContentPublished, LedgerPlugin, LedgerPluginConfig, Plugin, PluginHost,
     PluginsConfig, RoyaltyPlugin,
 };
+use crate::ledger::open_when_unlocked;
 use crate::royalty::RoyaltyConfig;
-
-/// Opens a sled database, waiting (up to 10 s) for a previous handle to let go of its file
-/// lock: sled's background flusher releases it shortly after the last `Db` is dropped.
-pub(crate) fn open_when_unlocked(path: &Path) -> sled::Db {
-    let mut tries = 0;
-    loop {
-        match sled::open(path) {
-            Ok(db) => return db,
-            Err(_) if tries < 200 => {
-                tries += 1;
-                std::thread::sleep(std::time::Duration::from_millis(50));
-            }
-            Err(e) => panic!("opening {}: {e}", path.display()),
-        }
-    }
-}
 
 /// A sled db in a temporary directory.
 #[derive(Debug)]

@@ -262,23 +262,12 @@ fn csv_export(id: &str, w: CsvWriter) -> PayoutExport {
 mod tests {
     use std::collections::BTreeMap;
 
-    use super::super::testutil::{crypto_account, entry, sheet, usd, Harness, SplitMix64, T0};
+    use super::super::testutil::{crypto_account, entry, sheet, tip, usd, Harness, SplitMix64, T0};
     use super::super::{
         Adjustment, AdjustmentTarget, Currency, Month, PostingKind, RoyaltyConfig, Subscription,
-        SubscriptionAllocation, Tip,
+        SubscriptionAllocation,
     };
     use super::*;
-
-    fn tip(h: &Harness, reference: &str, artist: &str, amount: Money) {
-        h.royalty
-            .record_tip(&Tip {
-                reference: reference.into(),
-                artist_id: artist.into(),
-                amount,
-                from: String::new(),
-            })
-            .unwrap();
-    }
 
     fn bank_account(artist: &str) -> ArtistAccount {
         ArtistAccount {

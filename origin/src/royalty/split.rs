@@ -219,16 +219,7 @@ mod tests {
     use super::*;
 
     fn sheet(shares: &[(&str, u32)]) -> SplitSheet {
-        SplitSheet {
-            content_id: "song".into(),
-            shares: shares
-                .iter()
-                .map(|(a, bps)| SplitShare {
-                    artist_id: a.to_string(),
-                    share_bps: *bps,
-                })
-                .collect(),
-        }
+        super::super::testutil::sheet("song", shares)
     }
 
     /// Every property the module promises, for one division.

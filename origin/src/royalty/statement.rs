@@ -371,20 +371,9 @@ impl Royalty {
 
 #[cfg(test)]
 mod tests {
-    use super::super::testutil::{crypto_account, entry, usd, Harness};
-    use super::super::{Adjustment, AdjustmentTarget, Money, Tip};
+    use super::super::testutil::{crypto_account, entry, tip, usd, Harness};
+    use super::super::{Adjustment, AdjustmentTarget, Money};
     use super::*;
-
-    fn tip(h: &Harness, reference: &str, artist: &str, amount: Money) {
-        h.royalty
-            .record_tip(&Tip {
-                reference: reference.into(),
-                artist_id: artist.into(),
-                amount,
-                from: String::new(),
-            })
-            .unwrap();
-    }
 
     fn march() -> Month {
         Month::new(2025, 3).unwrap()

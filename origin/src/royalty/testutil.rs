@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use super::{
     ArtistAccount, Currency, Money, PayoutMethod, Royalty, RoyaltyConfig, SplitShare, SplitSheet,
-    UsageEntry,
+    Tip, UsageEntry,
 };
 
 /// SplitMix64 (Steele, Lea, Flood 2014): tiny, fast, and good enough for property tests; the
@@ -162,4 +162,16 @@ pub(crate) fn crypto_account(artist: &str, tax_country: &str) -> ArtistAccount {
             address: format!("0x{}", hex::encode(artist.as_bytes())),
         },
     }
+}
+
+/// Records an anonymous tip of `amount` to `artist`.
+pub(crate) fn tip(h: &Harness, reference: &str, artist: &str, amount: Money) {
+    h.royalty
+        .record_tip(&Tip {
+            reference: reference.into(),
+            artist_id: artist.into(),
+            amount,
+            from: String::new(),
+        })
+        .unwrap();
 }
