@@ -24,7 +24,6 @@ use std::{
     fmt::{self, Debug},
 };
 
-use futures_timer::Delay;
 use hashlink::LinkedHashMap;
 use libp2p_identity::PeerId;
 use libp2p_swarm::ConnectionId;
@@ -338,10 +337,15 @@ pub enum RpcOut {
     /// Publish a Gossipsub message on network.`timeout` limits the duration the message
     /// can wait to be sent before it is abandoned. This can be both a message originating
     /// from this node, or a forwarded message.
+    ///
+    /// mhc: `timeout` is the deadline itself, not a `futures_timer::Delay`: the handler only
+    /// checks it once, when it takes the message from the queue, and each `Delay` registered
+    /// with (and on drop, deregistered from) futures-timer's global thread, two thread
+    /// wake-ups per copy sent (see `vendor/README.md`).
     Publish {
         message_id: MessageId,
         message: RawMessage,
-        timeout: Delay,
+        timeout: Instant,
     },
     /// Subscribe a topic.
     Subscribe {
