@@ -1073,7 +1073,8 @@ where
 
         // mhc: delivery records are kept as long as the duplicate cache, not a fixed 120 s. A
         // record that outlives the duplicate cache only serves a copy that is handled as new
-        // anyway. go-libp2p-pubsub sets both from the same TTL (`PeerScoreParams::SeenMsgTTL`).
+        // anyway. go-libp2p-pubsub makes it a parameter meant to match the seen-messages TTL
+        // (`PeerScoreParams.SeenMsgTTL`).
         let peer_score = PeerScore::new_with_delivery_records(
             params,
             thresholds,
