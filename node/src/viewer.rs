@@ -342,14 +342,10 @@ async fn resolve(
     if !refresh || state.config.role == mhc_config::Role::Origin {
         return found;
     }
+    let check = fill::refresh_manifest(state, &content_id, None);
     let refreshed = if found.is_ok() {
         // The check runs in a task of its own, so giving up the wait does not cancel it.
-        match tokio::time::timeout(
-            REVALIDATE_WAIT,
-            fill::refresh_manifest(state, &content_id, None),
-        )
-        .await
-        {
+        match tokio::time::timeout(REVALIDATE_WAIT, check).await {
             Ok(refreshed) => refreshed,
             Err(_) => {
                 tracing::debug!(content = %content_id, "parents slow to answer; serving the held manifest while the check goes on");
@@ -357,7 +353,7 @@ async fn resolve(
             }
         }
     } else {
-        fill::refresh_manifest(state, &content_id, None).await
+        check.await
     };
     match refreshed {
         Ok(()) => lookup(state, id, query),

@@ -3,7 +3,7 @@
 //! parallel streams (bidirectional, as the node protocol uses). No protocol, no hashing, no
 //! storage: the ceiling a fill can approach on this machine.
 //!
-//! Two shapes:
+//! Three shapes:
 //! - one process, both endpoints on one 2-worker runtime (the client sends):
 //!   `quinn-bulk [MIB=1024] [STREAMS=8]`;
 //! - two processes, as a fill is (the server sends what the client asks for, like an origin
