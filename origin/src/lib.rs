@@ -23,6 +23,7 @@ pub mod plugin;
 mod publish;
 mod report;
 pub mod royalty;
+mod utc;
 
 pub use error::IngestError;
 pub use ingest::{ingest_rendition, BlobSink, ImportedBlob, IngestRequest, MAX_SEGMENT_BYTES};

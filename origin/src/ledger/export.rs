@@ -14,6 +14,7 @@ use super::head::{hex_array, SignedTreeHead};
 use super::log::Ledger;
 use super::merkle::{self, Hash};
 use super::verify::{check_head_order, parse_public_key, FullCheck, VerifyError, VerifyReport};
+use crate::utc::format_utc_millis;
 
 /// The `format` field of a JSON export.
 pub const EXPORT_FORMAT: &str = "mhc-ledger-export";
@@ -229,7 +230,7 @@ impl Ledger {
                 "{},{},{},{},{},{},{},{},{},{},{}\r\n",
                 e.index,
                 e.time_ms,
-                format_utc(e.time_ms),
+                format_utc_millis(e.time_ms),
                 e.kind.as_str(),
                 csv_text(&e.account),
                 e.amount_minor,
@@ -493,30 +494,6 @@ fn csv_text(value: &str) -> String {
     } else {
         value
     }
-}
-
-/// Unix milliseconds as ISO 8601 UTC (`2024-03-01T12:34:56.789Z`), without a date library:
-/// days-to-civil from Howard Hinnant's `chrono`-compatible algorithms.
-fn format_utc(ms: u64) -> String {
-    let secs = ms / 1000;
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60,
-        ms % 1000
-    )
 }
 
 /// Serde for an optional list of hashes as hex strings.
@@ -788,9 +765,18 @@ mod tests {
 
     #[test]
     fn utc_formatting() {
-        assert_eq!(format_utc(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(format_utc(951_782_400_000), "2000-02-29T00:00:00.000Z");
-        assert_eq!(format_utc(1_709_251_199_999), "2024-02-29T23:59:59.999Z");
-        assert_eq!(format_utc(4_102_444_800_000), "2100-01-01T00:00:00.000Z");
+        assert_eq!(format_utc_millis(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(
+            format_utc_millis(951_782_400_000),
+            "2000-02-29T00:00:00.000Z"
+        );
+        assert_eq!(
+            format_utc_millis(1_709_251_199_999),
+            "2024-02-29T23:59:59.999Z"
+        );
+        assert_eq!(
+            format_utc_millis(4_102_444_800_000),
+            "2100-01-01T00:00:00.000Z"
+        );
     }
 }

@@ -16,7 +16,7 @@
 //!   the floor of the exact total.
 
 use super::account::ArtistAccount;
-use super::calendar::{Month, MAX_TIME_MS};
+use super::calendar::Month;
 use super::config::{RoyaltyConfig, BPS_WHOLE};
 use super::money::{add_minor, to_minor, Currency, MoneyError};
 use super::posting::{Posting, PostingKind};
@@ -25,6 +25,7 @@ use super::store::{
     Store, Totals, TreeId, JOURNAL_KEY,
 };
 use super::RoyaltyError;
+use crate::utc::MAX_TIME_MS;
 
 /// Nano-units (10⁻⁹ minor unit) per minor unit. One micro-unit per second over one millisecond
 /// is exactly one nano-unit, which is why play earnings are accumulated in this unit.

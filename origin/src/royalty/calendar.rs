@@ -1,21 +1,18 @@
-//! Calendar months in UTC and the civil-date arithmetic behind them, written out here (no chrono).
+//! Calendar months in UTC, with the civil-date arithmetic done by the `time` crate.
 //!
-//! The conversions are Howard Hinnant's `days_from_civil` / `civil_from_days` algorithms for the
-//! proleptic Gregorian calendar: exact integer arithmetic over 400-year eras, no tables, no
-//! floating point. Royalty periods are calendar months in UTC; times are milliseconds since the
-//! Unix epoch.
+//! Royalty periods are calendar months in UTC; times are milliseconds since the Unix epoch. This
+//! file only maps between the two: month lengths, leap years and day numbers are `time`'s.
 
 use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use time::Date;
+
+use crate::utc::utc;
 
 /// Milliseconds in a UTC day (no leap seconds in Unix time).
 const MS_PER_DAY: u64 = 86_400_000;
-
-/// Latest accepted time: 9999-12-31T23:59:59.999Z. Statements print four-digit years, and a
-/// time past this is a unit mistake (seconds vs. microseconds), not a real date.
-pub const MAX_TIME_MS: u64 = 253_402_300_799_999;
 
 /// Why a month could not be parsed or built.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -33,49 +30,11 @@ pub enum MonthError {
     },
 }
 
-/// Days since 1970-01-01 of the proleptic Gregorian date `year-month-day`.
-///
-/// `month` is 1..=12, `day` 1..=31; out-of-range values give a meaningless (but not panicking)
-/// result, so callers validate first.
-pub fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
-    let (m, d) = (i64::from(month), i64::from(day));
-    // Count years from March so the leap day is the last day of the year.
-    let y = if m <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400; // [0, 399]
-    let mp = if m > 2 { m - 3 } else { m + 9 }; // March = 0
-    let doy = (153 * mp + 2) / 5 + d - 1; // [0, 365]
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy; // [0, 146096]
-    era * 146_097 + doe - 719_468
-}
-
-/// The proleptic Gregorian date `(year, month, day)` of `days` since 1970-01-01.
-pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097; // [0, 146096]
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365; // [0, 399]
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100); // [0, 365]
-    let mp = (5 * doy + 2) / 153; // [0, 11], March = 0
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    // Both are small by construction: day in 1..=31, month in 1..=12.
-    (year, month as u32, day as u32)
-}
-
-/// Formats `time_ms` as an RFC 3339 UTC timestamp with second precision,
-/// e.g. `2025-03-01T12:00:00Z` (times past [`MAX_TIME_MS`] print as that time).
-pub fn format_utc(time_ms: u64) -> String {
-    let ms = time_ms.min(MAX_TIME_MS);
-    let (year, month, day) = civil_from_days((ms / MS_PER_DAY) as i64);
-    let secs = (ms % MS_PER_DAY) / 1000;
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        secs / 3600,
-        secs / 60 % 60,
-        secs % 60
-    )
+/// Milliseconds since the epoch at midnight UTC starting `date` (a date from 1970 on).
+fn midnight_ms(date: Date) -> u64 {
+    let secs = date.midnight().as_utc().unix_timestamp();
+    // Dates before 1970 never reach here: every Month is 1970-01 or later.
+    u64::try_from(secs).unwrap_or(0) * 1000
 }
 
 /// A calendar month in UTC, `1970-01` to `9999-12`. Serialized as `"YYYY-MM"`.
@@ -91,23 +50,26 @@ impl Month {
     /// # Errors
     /// [`MonthError::OutOfRange`] unless `1970 <= year <= 9999` and `1 <= month <= 12`.
     pub fn new(year: i64, month: i64) -> Result<Self, MonthError> {
-        if !(1970..=9999).contains(&year) || !(1..=12).contains(&month) {
-            return Err(MonthError::OutOfRange { year, month });
+        let out_of_range = || MonthError::OutOfRange { year, month };
+        if !(1970..=9999).contains(&year) {
+            return Err(out_of_range());
         }
+        let month = u8::try_from(month).map_err(|_| out_of_range())?;
+        time::Month::try_from(month).map_err(|_| out_of_range())?;
         Ok(Month {
             year: year as u16,
-            month: month as u8,
+            month,
         })
     }
 
     /// The month containing `time_ms` (milliseconds since the epoch, UTC). Times past
-    /// [`MAX_TIME_MS`] map to `9999-12`.
+    /// [`MAX_TIME_MS`](crate::royalty::MAX_TIME_MS) map to `9999-12`.
     pub fn from_ms(time_ms: u64) -> Self {
-        let days = (time_ms.min(MAX_TIME_MS) / MS_PER_DAY) as i64;
-        let (year, month, _) = civil_from_days(days);
+        let t = utc(time_ms);
         Month {
-            year: year as u16,
-            month: month as u8,
+            // 1970..=9999 by the clamp in `utc`.
+            year: t.year() as u16,
+            month: u8::from(t.month()),
         }
     }
 
@@ -121,22 +83,25 @@ impl Month {
         self.month
     }
 
+    /// The first and the last day of the month.
+    fn days(&self) -> (Date, Date) {
+        let year = i32::from(self.year);
+        // `new` and `from_ms` only build valid months of years 1970..=9999.
+        let month = time::Month::try_from(self.month).expect("month in 1..=12");
+        let day = |d| Date::from_calendar_date(year, month, d).expect("a day of the month");
+        (day(1), day(month.length(year)))
+    }
+
     /// First millisecond of the month (midnight UTC on the 1st).
     pub fn start_ms(&self) -> u64 {
-        let days = days_from_civil(i64::from(self.year), u32::from(self.month), 1);
-        // Non-negative: the year is at least 1970.
-        days as u64 * MS_PER_DAY
+        midnight_ms(self.days().0)
     }
 
     /// First millisecond after the month (the next month's start); for `9999-12` the first
     /// millisecond of year 10000.
     pub fn end_ms(&self) -> u64 {
-        let (y, m) = if self.month == 12 {
-            (i64::from(self.year) + 1, 1)
-        } else {
-            (i64::from(self.year), u32::from(self.month) + 1)
-        };
-        days_from_civil(y, m, 1) as u64 * MS_PER_DAY
+        // The day after the last: year 10000 is past `time`'s range, a millisecond count is not.
+        midnight_ms(self.days().1) + MS_PER_DAY
     }
 
     /// Months since year 0: a dense, order-preserving number used in storage keys.
@@ -192,6 +157,29 @@ impl<'de> Deserialize<'de> for Month {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Days since 1970-01-01 of a proleptic Gregorian date, by the `time` crate (the assertions
+    /// below were written for the hand-written algorithm this file used to carry).
+    fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
+        let month = time::Month::try_from(month as u8).unwrap();
+        let date = Date::from_calendar_date(year as i32, month, day as u8).unwrap();
+        i64::from(date.to_julian_day() - UtcDateTime::UNIX_EPOCH.to_julian_day())
+    }
+
+    /// The date `(year, month, day)` of `days` since 1970-01-01, by the `time` crate.
+    fn civil_from_days(days: i64) -> (i64, u32, u32) {
+        let julian = UtcDateTime::UNIX_EPOCH.to_julian_day() + days as i32;
+        let date = Date::from_julian_day(julian).unwrap();
+        (
+            i64::from(date.year()),
+            u32::from(u8::from(date.month())),
+            u32::from(date.day()),
+        )
+    }
+
+    use time::UtcDateTime;
+
+    use crate::utc::{format_utc, MAX_TIME_MS};
 
     #[test]
     fn known_dates() {

@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::booking::Booking;
-use super::calendar::{format_utc, Month, MAX_TIME_MS};
+use super::calendar::Month;
 use super::config::{check_country, ANY_COUNTRY};
 use super::engine::Royalty;
 use super::error::{
@@ -25,6 +25,7 @@ use super::posting::{PostingKind, Receipt};
 use super::split::{accumulate, accumulate_split, largest_remainder, SheetCache};
 use super::store::{watch_key, TreeId};
 use super::RoyaltyError;
+use crate::utc::{format_utc, MAX_TIME_MS};
 
 /// Source name of play credits.
 pub const SOURCE_PLAYS: &str = "plays";

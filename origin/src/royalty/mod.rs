@@ -43,8 +43,9 @@ mod store;
 #[cfg(test)]
 mod testutil;
 
+pub use crate::utc::{format_utc, MAX_TIME_MS};
 pub use account::{ArtistAccount, PayoutMethod, PayoutMethodKind};
-pub use calendar::{civil_from_days, days_from_civil, format_utc, Month, MonthError, MAX_TIME_MS};
+pub use calendar::{Month, MonthError};
 pub use config::{
     ConfigError, RateConfig, RoyaltyConfig, WithholdingConfig, ANY_COUNTRY, BPS_WHOLE, EU_MEMBERS,
     MAX_RATE_MICRO,

@@ -17,7 +17,6 @@
 use serde::{Deserialize, Serialize};
 
 use super::account::{ArtistAccount, PayoutMethod, PayoutMethodKind};
-use super::calendar::MAX_TIME_MS;
 use super::csv::CsvWriter;
 use super::engine::Royalty;
 use super::error::invalid;
@@ -25,6 +24,7 @@ use super::money::Money;
 use super::posting::Posting;
 use super::store::{artist_prefix, balance_key, history_key, Totals, TreeId};
 use super::RoyaltyError;
+use crate::utc::MAX_TIME_MS;
 
 /// One artist paid in a batch.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
