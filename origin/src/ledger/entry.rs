@@ -69,8 +69,8 @@ pub enum EntryError {
     /// The source tag has characters outside `a-z 0-9 : . _ -`.
     #[error("source {0:?} may only use a-z, 0-9, ':', '.', '_' and '-'")]
     BadSource(String),
-    /// The currency is not an ISO 4217 code (three uppercase ASCII letters).
-    #[error("currency {0:?} is not an ISO 4217 code (three uppercase letters)")]
+    /// The currency is not an ISO 4217 code with a minor unit ([`is_currency_code`]).
+    #[error("currency {0:?} is not an ISO 4217 currency code")]
     BadCurrency(String),
     /// The amount's sign does not fit the kind (credits are positive, payouts negative,
     /// adjustments non-zero).
@@ -329,30 +329,27 @@ fn check_text(
     Ok(())
 }
 
-/// Whether `code` has the shape of an ISO 4217 code: exactly three uppercase ASCII letters. The
-/// list of assigned codes changes over time, so the shape is what is enforced.
+/// Whether `code` is an ISO 4217 currency code with a minor unit (`EUR`, `JPY`, `BHD`; not the
+/// metals, `XXX` or `XTS`), by the table of the `iso_currency` crate.
 pub fn is_currency_code(code: &str) -> bool {
-    code.len() == 3 && code.bytes().all(|b| b.is_ascii_uppercase())
+    currency_exponent(code).is_some()
 }
 
-/// The number of minor-unit digits of an ISO 4217 currency: 0 for JPY, KRW and the other
-/// zero-decimal currencies, 3 for the dinars, rials and TND, 4 for CLF and UYW, 2 otherwise.
-pub fn currency_exponent(code: &str) -> u32 {
-    // From the ISO 4217 list (amendment 176): every code whose minor unit is not 2.
-    match code {
-        "BIF" | "CLP" | "DJF" | "GNF" | "ISK" | "JPY" | "KMF" | "KRW" | "PYG" | "RWF" | "UGX"
-        | "UYI" | "VND" | "VUV" | "XAF" | "XOF" | "XPF" => 0,
-        "BHD" | "IQD" | "JOD" | "KWD" | "LYD" | "OMR" | "TND" => 3,
-        "CLF" | "UYW" => 4,
-        _ => 2,
-    }
+/// The number of minor-unit digits of an ISO 4217 currency, by the table of the `iso_currency`
+/// crate: 0 for JPY and KRW, 2 for EUR and most, 3 for the dinars, 4 for CLF and UYW. `None` for
+/// a code ISO 4217 does not list, and for one without a minor unit (gold, `XXX`, `XTS`).
+pub fn currency_exponent(code: &str) -> Option<u32> {
+    iso_currency::Currency::from_code(code)?
+        .exponent()
+        .map(u32::from)
 }
 
 /// Formats an amount of minor units as a decimal string in major units, by the currency's
 /// exponent: `format_minor(-1234, "EUR") == "-12.34"`, `format_minor(500, "JPY") == "500"`.
-/// Integer arithmetic only, exact for every `i64`.
+/// Integer arithmetic only, exact for every `i64`. A code [`is_currency_code`] refuses (no entry
+/// that validates has one) has no exponent to go by: its amount prints as plain minor units.
 pub fn format_minor(amount_minor: i64, currency: &str) -> String {
-    let exponent = currency_exponent(currency);
+    let exponent = currency_exponent(currency).unwrap_or(0);
     let sign = if amount_minor < 0 { "-" } else { "" };
     let abs = amount_minor.unsigned_abs();
     if exponent == 0 {
@@ -528,6 +525,25 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn unknown_currency_codes_are_refused() {
+        for code in ["XYZ", "EUD", "XAU", "XXX"] {
+            let entry = NewEntry {
+                currency: code.into(),
+                ..sample(0)
+            };
+            assert_eq!(entry.validate(), Err(EntryError::BadCurrency(code.into())));
+            assert!(!is_currency_code(code));
+        }
+        assert_eq!(
+            EntryError::BadCurrency("XYZ".into()).to_string(),
+            "currency \"XYZ\" is not an ISO 4217 currency code"
+        );
+        assert_eq!(currency_exponent("JPY"), Some(0));
+        assert_eq!(currency_exponent("EUR"), Some(2));
+        assert_eq!(currency_exponent("BHD"), Some(3));
+    }
+
+    #[test]
     fn decimal_formatting_by_exponent() {
         assert_eq!(format_minor(-1234, "EUR"), "-12.34");
         assert_eq!(format_minor(5, "USD"), "0.05");
@@ -539,7 +555,8 @@ pub(crate) mod tests {
         assert_eq!(format_minor(1, "CLF"), "0.0001");
         assert_eq!(format_minor(i64::MIN, "EUR"), "-92233720368547758.08");
         assert_eq!(format_minor(i64::MAX, "JPY"), "9223372036854775807");
-        // A code the table does not list has the common exponent 2.
-        assert_eq!(currency_exponent("ABC"), 2);
+        // A code the table does not list has no exponent: unknown codes are refused, not
+        // guessed at (this used to assert the common exponent 2).
+        assert_eq!(currency_exponent("ABC"), None);
     }
 }

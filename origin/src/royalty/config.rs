@@ -185,9 +185,9 @@ impl RoyaltyConfig {
     /// Checks every field; the node calls this at startup (and for `--check-config`).
     ///
     /// # Errors
-    /// [`ConfigError::Invalid`] naming the first bad field: a malformed currency or country code,
-    /// no `"*"` rate, a rate above [`MAX_RATE_MICRO`], a withholding rate above 10000 bps, a
-    /// negative payout minimum.
+    /// [`ConfigError::Invalid`] naming the first bad field: a malformed or unknown (not ISO 4217)
+    /// currency, a malformed country code, no `"*"` rate, a rate above [`MAX_RATE_MICRO`], a
+    /// withholding rate above 10000 bps, a negative payout minimum.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.currency_code()?;
         if !self.rates.contains_key(ANY_COUNTRY) {
@@ -242,7 +242,7 @@ impl RoyaltyConfig {
     /// The validated currency of the play rates.
     ///
     /// # Errors
-    /// [`ConfigError::Invalid`] for `currency` if it is not an ISO 4217 code.
+    /// [`ConfigError::Invalid`] for `currency` if it is not an ISO 4217 code with a minor unit.
     pub fn currency_code(&self) -> Result<Currency, ConfigError> {
         Currency::new(&self.currency).map_err(|e| invalid("currency", e.to_string()))
     }
@@ -317,6 +317,32 @@ mod tests {
         }
         assert_eq!(c.withholding.bps_for(Some("BR")), 0);
         assert_eq!(c.withholding.bps_for(None), 0);
+    }
+
+    #[test]
+    fn unknown_currency_codes_are_refused_by_field() {
+        let c = RoyaltyConfig {
+            currency: "XYZ".into(),
+            ..RoyaltyConfig::default()
+        };
+        assert_eq!(
+            c.validate().unwrap_err().to_string(),
+            "plugins.royalty.currency: \"XYZ\" is not an ISO 4217 currency code"
+        );
+        let mut c = RoyaltyConfig::default();
+        c.minimum_payout_minor_by_currency.insert("EUD".into(), 5);
+        assert_eq!(
+            field_of(c.validate().unwrap_err()),
+            "minimum_payout_minor_by_currency.EUD"
+        );
+        for (code, exponent) in [("JPY", 0), ("EUR", 2), ("BHD", 3)] {
+            let c = RoyaltyConfig {
+                currency: code.into(),
+                ..RoyaltyConfig::default()
+            };
+            c.validate().unwrap();
+            assert_eq!(c.currency_code().unwrap().exponent(), exponent, "{code}");
+        }
     }
 
     #[test]

@@ -70,7 +70,7 @@ pub struct DspLine {
 /// | `country` | territory, ISO 3166-1 alpha-2 (informational) |
 /// | `units` | streams/downloads, a non-negative integer (informational) |
 /// | `amount_minor` | the artist's revenue in minor units, an integer, negative for reversals; no decimal point |
-/// | `currency` | ISO 4217 code |
+/// | `currency` | ISO 4217 code; a code ISO 4217 does not list is refused |
 ///
 /// An import is idempotent by (dsp, period, BLAKE3 of the file's bytes): the same file again
 /// returns the original result; a different file for the same period (a supplementary
@@ -381,6 +381,12 @@ mod tests {
                 2,
                 Some(8),
                 "(currency)",
+            ),
+            (
+                &["2025-03,spotify,s,a,SE,1,1,XYZ"],
+                2,
+                Some(8),
+                "(currency): \"XYZ\" is not an ISO 4217 currency code",
             ),
             (
                 &[

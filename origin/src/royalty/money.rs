@@ -15,6 +15,11 @@ pub enum MoneyError {
     /// The currency code is not three ASCII uppercase letters.
     #[error("invalid currency code {0:?}: expected three uppercase letters (ISO 4217)")]
     InvalidCurrency(String),
+    /// The code has the right shape but ISO 4217 does not list it as a currency with a minor
+    /// unit (a typo such as `EUD`, a retired-and-reused guess, gold `XAU`, `XXX`): refused rather
+    /// than formatted with a guessed exponent.
+    #[error("{0:?} is not an ISO 4217 currency code")]
+    UnknownCurrency(String),
     /// Two amounts of different currencies were combined.
     #[error("currency mismatch: {left} and {right}")]
     CurrencyMismatch {
@@ -30,8 +35,8 @@ pub enum MoneyError {
 
 /// An ISO 4217 alphabetic currency code, such as `USD`.
 ///
-/// Only the syntax is checked (three ASCII uppercase letters): a code this table does not know
-/// still works, with the common exponent 2. Serialized as its three-letter string.
+/// Only codes the ISO 4217 table (the `iso_currency` crate) lists with a minor unit are
+/// accepted, so every currency has a known exponent. Serialized as its three-letter string.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Currency([u8; 3]);
 
@@ -42,11 +47,15 @@ impl Currency {
     /// Parses and validates a three-letter code.
     ///
     /// # Errors
-    /// [`MoneyError::InvalidCurrency`] unless `code` is exactly three ASCII uppercase letters.
+    /// [`MoneyError::InvalidCurrency`] unless `code` is exactly three ASCII uppercase letters;
+    /// [`MoneyError::UnknownCurrency`] if ISO 4217 does not list it with a minor unit.
     pub fn new(code: &str) -> Result<Self, MoneyError> {
         let bytes = code.as_bytes();
         if bytes.len() != 3 || !bytes.iter().all(u8::is_ascii_uppercase) {
             return Err(MoneyError::InvalidCurrency(code.to_string()));
+        }
+        if !crate::ledger::is_currency_code(code) {
+            return Err(MoneyError::UnknownCurrency(code.to_string()));
         }
         Ok(Currency([bytes[0], bytes[1], bytes[2]]))
     }
@@ -63,9 +72,10 @@ impl Currency {
     }
 
     /// Number of decimal places of the minor unit: 0 for JPY/KRW, 3 for BHD/KWD, 2 for most
-    /// (the one ISO 4217 table, shared with the ledger: [`crate::ledger::currency_exponent`]).
+    /// (the ISO 4217 table, shared with the ledger: [`crate::ledger::currency_exponent`]).
     pub fn exponent(&self) -> u32 {
-        crate::ledger::currency_exponent(self.as_str())
+        // `new` admits only codes with an exponent.
+        crate::ledger::currency_exponent(self.as_str()).unwrap_or(0)
     }
 
     /// Formats `minor` units as a decimal string with this currency's exponent, e.g. `-0.05`.
@@ -220,8 +230,26 @@ mod tests {
         assert_eq!(cur("BHD").exponent(), 3);
         assert_eq!(cur("KWD").exponent(), 3);
         assert_eq!(cur("CLF").exponent(), 4);
-        // Unknown but well-formed codes get the common exponent.
-        assert_eq!(cur("XYZ").exponent(), 2);
+        // Unknown but well-formed codes are refused (they used to get the common exponent 2).
+        assert_eq!(
+            Currency::new("XYZ"),
+            Err(MoneyError::UnknownCurrency("XYZ".into()))
+        );
+    }
+
+    #[test]
+    fn unknown_and_unitless_codes_are_refused() {
+        for code in ["XYZ", "EUD", "ABC", "XAU", "XXX", "XTS"] {
+            let err = Currency::new(code).unwrap_err();
+            assert_eq!(err, MoneyError::UnknownCurrency(code.into()));
+            assert_eq!(
+                err.to_string(),
+                format!("\"{code}\" is not an ISO 4217 currency code")
+            );
+        }
+        assert!(serde_json::from_str::<Money>(r#"{"minor":1,"currency":"XYZ"}"#).is_err());
+        // A code replaced since (HRK by EUR in 2023) still names money someone was paid in.
+        assert_eq!(cur("HRK").exponent(), 2);
     }
 
     #[test]
