@@ -28,6 +28,12 @@ pub const DSP_COLUMNS: [&str; 8] = [
     "currency",
 ];
 
+/// Most rows one statement file may hold. A month of one catalogue on one service is one row
+/// per track and territory: 1,000 tracks in 200 territories fit. A larger statement is
+/// imported as several files (each is its own idempotent import for the period), so one
+/// request never holds more than about 50 MB of parsed rows.
+pub const MAX_DSP_ROWS: usize = 200_000;
+
 /// One parsed statement row.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DspLine {
@@ -52,8 +58,9 @@ pub struct DspLine {
 /// # Format
 ///
 /// Strict UTF-8 CSV: fields separated by `,`, optionally quoted with `"` (`""` for a quote, no
-/// field spanning lines), LF or CRLF line ends, an optional BOM, no blank lines; exactly this
-/// header row, then one row per statement line:
+/// field spanning lines), LF or CRLF line ends, an optional BOM, no blank lines, lines of at
+/// most [`MAX_LINE_BYTES`](super::csv::MAX_LINE_BYTES) bytes; exactly this header row, then one
+/// row per statement line, at most [`MAX_DSP_ROWS`]:
 ///
 /// ```text
 /// period,dsp,isrc_or_content_id,artist_id,country,units,amount_minor,currency
@@ -139,10 +146,11 @@ impl DspStatement {
     ///
     /// # Errors
     /// [`CsvError`] naming the line and (for field problems) the column: a wrong header, a
-    /// malformed value, a row whose period or dsp differs from the first row's, no rows at all.
+    /// malformed value, a row whose period or dsp differs from the first row's, no rows at all,
+    /// a line too long, more than [`MAX_DSP_ROWS`] rows.
     pub fn parse(bytes: &[u8]) -> Result<Self, CsvError> {
         let cols = &DSP_COLUMNS;
-        let records = parse_records(bytes, cols)?;
+        let records = parse_records(bytes, cols, MAX_DSP_ROWS + 1)?;
         let mut rows = records.into_iter();
         let header = rows.next().ok_or_else(|| CsvError::Line {
             line: 1,
@@ -424,6 +432,75 @@ mod tests {
                 .unwrap_err();
         assert_eq!(e.to_string(), "line 1, column 3 (isrc_or_content_id): header is \"isrc\", expected \"isrc_or_content_id\"");
         assert_eq!(DspStatement::parse(b"").unwrap_err().line(), 1);
+    }
+
+    #[test]
+    fn hostile_files_are_refused_with_a_line_not_a_panic() {
+        // One huge line, of commas (each a field to index) or of one field.
+        for filler in [b',', b'x'] {
+            let mut big = HEADER.as_bytes().to_vec();
+            big.extend(std::iter::repeat_n(filler, 8 << 20));
+            let e = DspStatement::parse(&big).unwrap_err();
+            assert_eq!(e.to_string(), "line 2: longer than 4096 bytes");
+        }
+        // A quoted field left open swallows no further lines: it is refused where it starts.
+        let mut open = file(&["2025-03,spotify,s,a,SE,1,1,\"EUR"]);
+        for _ in 0..10_000 {
+            open.extend_from_slice(b"2025-03,spotify,s,a,SE,1,1,EUR\n");
+        }
+        let e = DspStatement::parse(&open).unwrap_err();
+        assert_eq!((e.line(), e.column()), (2, Some(8)), "{e}");
+        // Too many rows: refused at the first row past the limit.
+        let row = "2025-03,spotify,s,a,SE,1,1,EUR\n";
+        let many = format!("{HEADER}{}", row.repeat(MAX_DSP_ROWS + 1));
+        let e = DspStatement::parse(many.as_bytes()).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "line {}: more than {} records",
+                MAX_DSP_ROWS + 2,
+                MAX_DSP_ROWS + 1
+            )
+        );
+        assert_eq!(
+            DspStatement::parse(&many.as_bytes()[..many.len() - row.len()])
+                .unwrap()
+                .lines
+                .len(),
+            MAX_DSP_ROWS
+        );
+        // Wrong column counts and bad UTF-8 anywhere.
+        assert!(parse_err(&["2025-03,spotify,s,a,SE,1,1,EUR,extra"])
+            .to_string()
+            .contains("expected 8 fields, found 9"));
+        let mut bad = file(&["2025-03,spotify,s,a,SE,1,1,EUR"]);
+        bad.extend_from_slice(b"2025-03,spotify,s,\xc3\x28,SE,1,1,EUR\n");
+        assert_eq!(
+            DspStatement::parse(&bad).unwrap_err().to_string(),
+            "line 3: not valid UTF-8"
+        );
+        // Pseudo-random bytes, with and without a valid header: an error, never a panic.
+        let mut noise = vec![0; 1 << 16];
+        blake3::Hasher::new()
+            .update(b"dsp noise")
+            .finalize_xof()
+            .fill(&mut noise);
+        for (i, chunk) in noise.chunks(997).enumerate() {
+            let mut input = if i % 2 == 0 {
+                HEADER.as_bytes().to_vec()
+            } else {
+                Vec::new()
+            };
+            // Mostly CSV punctuation, so the quoting checks are reached.
+            input.extend(chunk.iter().map(|&b| match b % 8 {
+                0 => b'"',
+                1 => b',',
+                2 => b'\n',
+                3 => b'\r',
+                _ => b,
+            }));
+            assert!(DspStatement::parse(&input).is_err());
+        }
     }
 
     #[test]

@@ -50,8 +50,8 @@ pub use config::{
     ConfigError, RateConfig, RoyaltyConfig, WithholdingConfig, ANY_COUNTRY, BPS_WHOLE, EU_MEMBERS,
     MAX_RATE_MICRO,
 };
-pub use csv::CsvError;
-pub use dsp::{DspImport, DspLine, DspStatement, DSP_COLUMNS};
+pub use csv::{CsvError, MAX_LINE_BYTES};
+pub use dsp::{DspImport, DspLine, DspStatement, DSP_COLUMNS, MAX_DSP_ROWS};
 pub use engine::{Balance, Clock, Royalty, MAX_POSTINGS_PAGE};
 pub use error::{
     RoyaltyError, MAX_ARTIST_ID_BYTES, MAX_CONTENT_ID_BYTES, MAX_REFERENCE_BYTES, MAX_TEXT_BYTES,
