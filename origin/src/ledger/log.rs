@@ -3,9 +3,9 @@
 //! The store layout is in [`store`](super::store).
 
 use std::ops::Range;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use ed25519_dalek::SigningKey;
+use mhc_clock::Clock;
 
 use super::entry::{LedgerEntry, NewEntry};
 use super::error::LedgerError;
@@ -27,6 +27,7 @@ pub struct Ledger {
     key: SigningKey,
     tree: MerkleTree,
     latest: Option<SignedTreeHead>,
+    clock: Clock,
 }
 
 impl std::fmt::Debug for Ledger {
@@ -135,7 +136,15 @@ impl Ledger {
             key: signing_key,
             tree,
             latest,
+            clock: Clock::system(),
         })
+    }
+
+    /// The ledger dating appended batches by `clock` instead of the system clock (tests,
+    /// replays): `Ledger::open(&db, key)?.with_clock(clock)`.
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// The ed25519 public key every head is signed with.
@@ -158,7 +167,7 @@ impl Ledger {
         self.latest
     }
 
-    /// Appends a batch, stamped with the current time (or the latest head's time if the clock has
+    /// Appends a batch, stamped with the clock's time (or the latest head's time if the clock has
     /// gone backwards, so that times never decrease), and returns the head that signs it.
     ///
     /// The entries, their leaf hashes, the head and (first time) the public key are written in
@@ -170,7 +179,10 @@ impl Ledger {
     /// [`LedgerError::Db`]. A `Db` error from the final flush means the batch is committed in
     /// memory and visible, but may not survive a crash.
     pub fn append_batch(&mut self, entries: Vec<NewEntry>) -> Result<SignedTreeHead, LedgerError> {
-        let now = now_ms().max(self.latest.map_or(0, |h| h.time_ms));
+        let now = self
+            .clock
+            .now_ms()
+            .max(self.latest.map_or(0, |h| h.time_ms));
         self.append_batch_at(entries, now)
     }
 
@@ -422,13 +434,6 @@ impl Ledger {
         }
         Ok(lo)
     }
-}
-
-/// Milliseconds since the Unix epoch (0 if the clock is before it).
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 #[cfg(test)]

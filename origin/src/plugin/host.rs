@@ -5,9 +5,9 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use ed25519_dalek::SigningKey;
+use mhc_clock::Clock;
 use serde::{Deserialize, Serialize};
 use tracing::{debug, error, info, warn};
 
@@ -156,12 +156,6 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
 fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     if let Some(s) = payload.downcast_ref::<&str>() {
         (*s).to_string()
@@ -188,6 +182,7 @@ pub struct PluginHost {
     slots: Vec<Slot>,
     royalty: Option<Arc<RoyaltyPlugin>>,
     ledger: Option<Arc<LedgerPlugin>>,
+    clock: Clock,
 }
 
 impl PluginHost {
@@ -209,30 +204,46 @@ impl PluginHost {
         signing_key: SigningKey,
         config: &PluginsConfig,
     ) -> Result<PluginHost, PluginError> {
+        Self::with_clock(db, signing_key, config, Clock::system())
+    }
+
+    /// Like [`PluginHost::new`], with every time the plugins stamp (royalty bookings, ledger
+    /// batches, the recovery tick) read from `clock`.
+    ///
+    /// # Errors
+    /// As [`PluginHost::new`].
+    pub fn with_clock(
+        db: &sled::Db,
+        signing_key: SigningKey,
+        config: &PluginsConfig,
+        clock: Clock,
+    ) -> Result<PluginHost, PluginError> {
         let royalty = config
             .royalty
             .clone()
-            .map(|c| RoyaltyPlugin::open(db, c))
+            .map(|c| RoyaltyPlugin::open_with_clock(db, c, clock.clone()))
             .transpose()?
             .map(Arc::new);
         let ledger = config
             .ledger
             .as_ref()
             .map(|c| {
-                LedgerPlugin::open(
+                LedgerPlugin::open_with_clock(
                     db,
                     signing_key,
                     royalty.as_ref().map(|r| r.royalty().clone()),
                     c.clone(),
+                    clock.clone(),
                 )
             })
             .transpose()?
             .map(Arc::new);
-        Self::assemble(db, royalty, ledger, Vec::new())
+        Self::assemble(db, royalty, ledger, Vec::new(), clock)
     }
 
     /// A host with the given plugins, in delivery order (for custom plugins and tests), and
-    /// optionally the shipped ones first. Recovers as [`PluginHost::new`] does.
+    /// optionally the shipped ones first. Recovers as [`PluginHost::new`] does; its recovery
+    /// tick reads the system clock (the plugins keep the clocks they were opened with).
     ///
     /// # Errors
     /// [`PluginError::Config`] for a plugin name that is not `[a-z0-9_-]{1,64}` or is used
@@ -243,7 +254,7 @@ impl PluginHost {
         ledger: Option<Arc<LedgerPlugin>>,
         others: Vec<Arc<dyn Plugin>>,
     ) -> Result<PluginHost, PluginError> {
-        Self::assemble(db, royalty, ledger, others)
+        Self::assemble(db, royalty, ledger, others, Clock::system())
     }
 
     fn assemble(
@@ -251,6 +262,7 @@ impl PluginHost {
         royalty: Option<Arc<RoyaltyPlugin>>,
         ledger: Option<Arc<LedgerPlugin>>,
         others: Vec<Arc<dyn Plugin>>,
+        clock: Clock,
     ) -> Result<PluginHost, PluginError> {
         let inbox = Inbox::open(db)?;
         let mut plugins: Vec<Arc<dyn Plugin>> = Vec::new();
@@ -285,8 +297,9 @@ impl PluginHost {
             slots,
             royalty,
             ledger,
+            clock,
         };
-        let summary = host.tick(now_ms());
+        let summary = host.tick(host.clock.now_ms());
         info!(
             plugins = ?host.plugin_names(),
             redelivered = summary.delivered,
@@ -294,6 +307,11 @@ impl PluginHost {
             "plugin host started"
         );
         Ok(host)
+    }
+
+    /// The clock the host and its shipped plugins read (for [`PluginHost::tick`]).
+    pub fn clock(&self) -> &Clock {
+        &self.clock
     }
 
     /// The enabled plugins' names, in delivery order.

@@ -33,6 +33,7 @@
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use ed25519_dalek::SigningKey;
+use mhc_clock::Clock;
 use serde::{Deserialize, Serialize};
 use tracing::{debug, info, warn};
 
@@ -238,8 +239,22 @@ impl LedgerPlugin {
         royalty: Option<Arc<Royalty>>,
         config: LedgerPluginConfig,
     ) -> Result<Self, PluginError> {
+        Self::open_with_clock(db, signing_key, royalty, config, Clock::system())
+    }
+
+    /// Like [`LedgerPlugin::open`], with appended batches dated by `clock`.
+    ///
+    /// # Errors
+    /// As [`LedgerPlugin::open`].
+    pub fn open_with_clock(
+        db: &sled::Db,
+        signing_key: SigningKey,
+        royalty: Option<Arc<Royalty>>,
+        config: LedgerPluginConfig,
+        clock: Clock,
+    ) -> Result<Self, PluginError> {
         config.validate()?;
-        let ledger = Ledger::open(db, signing_key)?;
+        let ledger = Ledger::open(db, signing_key)?.with_clock(clock);
         let cursor = derive_cursor(&ledger)?;
         if let Some(r) = &royalty {
             let last = r.last_seq()?;

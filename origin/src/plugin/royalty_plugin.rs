@@ -27,8 +27,8 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
+use mhc_clock::Clock;
 use serde::{Deserialize, Serialize};
 use tracing::{debug, warn};
 
@@ -69,12 +69,6 @@ pub struct RoyaltyPlugin {
     content: sled::Tree,
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
 fn decode_record(content_id: &str, bytes: &[u8]) -> Result<ContentRecord, PluginError> {
     postcard::from_bytes(bytes)
         .map_err(|e| PluginError::Corrupt(format!("{CONTENT_TREE} record {content_id:?}: {e}")))
@@ -101,7 +95,20 @@ impl RoyaltyPlugin {
     /// [`PluginError::Royalty`] for an invalid config or an unreadable store;
     /// [`PluginError::Storage`].
     pub fn open(db: &sled::Db, config: RoyaltyConfig) -> Result<Self, PluginError> {
-        Self::with_royalty(db, Arc::new(Royalty::open(db, config)?))
+        Self::open_with_clock(db, config, Clock::system())
+    }
+
+    /// Like [`RoyaltyPlugin::open`], with bookings (and the default payout cut-off) dated by
+    /// `clock`.
+    ///
+    /// # Errors
+    /// As [`RoyaltyPlugin::open`].
+    pub fn open_with_clock(
+        db: &sled::Db,
+        config: RoyaltyConfig,
+        clock: Clock,
+    ) -> Result<Self, PluginError> {
+        Self::with_royalty(db, Arc::new(Royalty::open_with_clock(db, config, clock)?))
     }
 
     /// The plugin around an already opened [`Royalty`] (tests inject a clock this way).
@@ -305,7 +312,9 @@ impl RoyaltyPlugin {
                         "payout method {method:?}: expected stripe, bank or crypto"
                     ))
                 })?;
-                let as_of_ms = req.param_parsed::<u64>("as_of_ms")?.unwrap_or_else(now_ms);
+                let as_of_ms = req
+                    .param_parsed::<u64>("as_of_ms")?
+                    .unwrap_or_else(|| r.clock().now_ms());
                 let batch = r.create_payout_batch(kind, as_of_ms)?;
                 match req.param("format") {
                     None | Some("file") => {
@@ -506,7 +515,8 @@ mod tests {
         assert_eq!(v["removed"]["content_id"], "duet");
         assert_eq!(admin_json(&p, "GET", "splits/duet", b"").0, 404);
 
-        let month = Month::from_ms(now_ms()).to_string();
+        let now_ms = p.royalty().clock().now_ms();
+        let month = Month::from_ms(now_ms).to_string();
         let req = AdminRequest::new("GET", format!("statement/ar-1/{month}"));
         let resp = p.admin(&req).unwrap().unwrap();
         assert_eq!(resp.content_type, "application/json");
@@ -529,7 +539,7 @@ mod tests {
 
         // Payout: the export file by default, the batch as JSON on request (same batch id).
         let req = AdminRequest::new("POST", "payouts/crypto")
-            .with_query("as_of_ms", (now_ms() + 1).to_string());
+            .with_query("as_of_ms", (now_ms + 1).to_string());
         let file = p.admin(&req).unwrap().unwrap();
         assert_eq!(
             (file.status, file.content_type.as_str()),

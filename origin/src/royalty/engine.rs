@@ -6,8 +6,9 @@
 //! of several records (a statement, a payout selection) see a consistent state. Royalty traffic
 //! is a few calls per second at most; simplicity wins over parallelism here.
 
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+pub use mhc_clock::Clock;
 
 use serde::{Deserialize, Serialize};
 
@@ -23,10 +24,6 @@ use super::store::{
     Journal, Staging, Store, TreeId, JOURNAL_KEY,
 };
 use super::RoyaltyError;
-
-/// Source of booking times, milliseconds since the epoch. [`Royalty::open`] uses the system
-/// clock; tests and replays inject their own with [`Royalty::open_with_clock`].
-pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
 
 /// Largest page [`Royalty::postings_since`] returns.
 pub const MAX_POSTINGS_PAGE: usize = 10_000;
@@ -95,12 +92,6 @@ impl Balance {
     }
 }
 
-fn system_clock() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
 impl Royalty {
     /// Opens the royalty state in `db` (creating its trees on first use) with `config`,
     /// booking inputs at the system clock's time.
@@ -109,10 +100,11 @@ impl Royalty {
     /// [`RoyaltyError::Config`] if `config` does not validate; [`RoyaltyError::Storage`] if
     /// the trees cannot be opened; [`RoyaltyError::Corrupt`] if they hold another schema.
     pub fn open(db: &sled::Db, config: RoyaltyConfig) -> Result<Self, RoyaltyError> {
-        Self::open_with_clock(db, config, Arc::new(system_clock))
+        Self::open_with_clock(db, config, Clock::system())
     }
 
-    /// Like [`Royalty::open`], with booking times taken from `clock`.
+    /// Like [`Royalty::open`], with booking times taken from `clock` (tests and replays inject
+    /// a [`mhc_clock::ManualClock`]'s).
     ///
     /// # Errors
     /// As [`Royalty::open`].
@@ -130,6 +122,11 @@ impl Royalty {
             clock,
             lock: Mutex::new(()),
         })
+    }
+
+    /// The clock bookings are dated by.
+    pub fn clock(&self) -> &Clock {
+        &self.clock
     }
 
     /// The configuration in force.
@@ -154,7 +151,7 @@ impl Royalty {
 
     /// Starts a booking at the clock's time; the caller holds the lock.
     pub(crate) fn begin(&self, reference: &str) -> Result<Booking<'_>, RoyaltyError> {
-        Booking::begin(&self.store, &self.config, (self.clock)(), reference)
+        Booking::begin(&self.store, &self.config, self.clock.now_ms(), reference)
     }
 
     /// Applies an input idempotently: a first submission runs `apply` and records the input

@@ -2,8 +2,8 @@
 //! sled db with a settable clock, and builders for common inputs.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+
+use mhc_clock::ManualClock;
 
 use super::{
     ArtistAccount, Currency, Money, PayoutMethod, Royalty, RoyaltyConfig, SplitShare, SplitSheet,
@@ -46,7 +46,7 @@ impl SplitMix64 {
 pub(crate) struct Harness {
     pub royalty: Royalty,
     pub db: sled::Db,
-    pub clock: Arc<AtomicU64>,
+    pub clock: ManualClock,
     pub path: Option<PathBuf>,
     _dir: Option<tempfile::TempDir>,
 }
@@ -61,7 +61,7 @@ impl Harness {
 
     pub fn with_config(config: RoyaltyConfig) -> Self {
         let db = sled::Config::new().temporary(true).open().unwrap();
-        Self::build(db, config, None, None, Arc::new(AtomicU64::new(T0)))
+        Self::build(db, config, None, None, ManualClock::new(T0))
     }
 
     /// On a real directory, so the test can [`Harness::reopen`].
@@ -69,13 +69,7 @@ impl Harness {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("db");
         let db = sled::open(&path).unwrap();
-        Self::build(
-            db,
-            config,
-            Some(path),
-            Some(dir),
-            Arc::new(AtomicU64::new(T0)),
-        )
+        Self::build(db, config, Some(path), Some(dir), ManualClock::new(T0))
     }
 
     fn build(
@@ -83,12 +77,9 @@ impl Harness {
         config: RoyaltyConfig,
         path: Option<PathBuf>,
         dir: Option<tempfile::TempDir>,
-        clock: Arc<AtomicU64>,
+        clock: ManualClock,
     ) -> Self {
-        let c = clock.clone();
-        let royalty =
-            Royalty::open_with_clock(&db, config, Arc::new(move || c.load(Ordering::SeqCst)))
-                .unwrap();
+        let royalty = Royalty::open_with_clock(&db, config, clock.clock()).unwrap();
         Harness {
             royalty,
             db,
@@ -115,7 +106,7 @@ impl Harness {
     }
 
     pub fn set_time(&self, ms: u64) {
-        self.clock.store(ms, Ordering::SeqCst);
+        self.clock.set_ms(ms);
     }
 }
 

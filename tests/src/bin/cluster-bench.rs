@@ -10,7 +10,7 @@
 //! (build the release mhc-node first: `cargo build --release -p mhc-node`; the harness uses the
 //! binary beside this one).
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use mhc_tests::{write_synthetic_rendition, Cluster, NodeOptions};
 
@@ -31,11 +31,9 @@ fn rss_kb(pid: u32) -> u64 {
         .unwrap()
 }
 
+/// Wall-clock milliseconds since the Unix epoch (command times and gossip latency stamps).
 fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
+    mhc_clock::Clock::system().now_ms()
 }
 
 fn main() {
