@@ -11,9 +11,6 @@ use mhc_origin::ledger::{
     leaf_hash, verify_consistency, verify_leaf_hash_inclusion, EntryKind, ExportScope, Hash,
     Ledger, MerkleTree, NewEntry, DEFAULT_CACHE_LEVEL,
 };
-use support::Rng;
-
-mod support;
 
 /// Batch sizes measured: a busy plugin flushing every 100 entries up to a statement import.
 const BATCH_SIZES: [u64; 3] = [100, 500, 1_000];
@@ -79,7 +76,7 @@ fn main() {
     let len = ledger.len();
     let head = ledger.latest_head().expect("head");
     let heads = ledger.heads().expect("heads");
-    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut rng = fastrand::Rng::with_seed(0x9e37_79b9_7f4a_7c15);
     println!(
         "proofs on the sled ledger ({len} entries, {} heads):",
         heads.len()
@@ -88,7 +85,7 @@ fn main() {
     let start = Instant::now();
     let mut proofs = Vec::with_capacity(PROOFS as usize);
     for _ in 0..PROOFS {
-        let index = rng.below(len);
+        let index = rng.u64(..len);
         proofs.push((
             index,
             ledger.inclusion_proof(index, head.size).expect("proof"),
@@ -110,8 +107,8 @@ fn main() {
     let start = Instant::now();
     let mut pairs = Vec::with_capacity(PROOFS as usize);
     for _ in 0..PROOFS {
-        let a = heads[rng.below(heads.len() as u64) as usize];
-        let b = heads[rng.below(heads.len() as u64) as usize];
+        let a = heads[rng.usize(..heads.len())];
+        let b = heads[rng.usize(..heads.len())];
         let (old, new) = if a.size <= b.size { (a, b) } else { (b, a) };
         let proof = ledger.consistency_proof(old.size, new.size).expect("proof");
         pairs.push((old, new, proof));
@@ -176,9 +173,9 @@ fn main() {
     let source = leaves.as_slice();
     let start = Instant::now();
     for _ in 0..PROOFS {
-        let size = BIG_TREE - rng.below(BIG_TREE / 2);
+        let size = BIG_TREE - rng.u64(..BIG_TREE / 2);
         black_box(
-            tree.inclusion_proof(source, rng.below(size), size)
+            tree.inclusion_proof(source, rng.u64(..size), size)
                 .expect("proof"),
         );
     }
@@ -188,8 +185,8 @@ fn main() {
     );
     let start = Instant::now();
     for _ in 0..PROOFS {
-        let new = BIG_TREE - rng.below(BIG_TREE / 2);
-        let old = 1 + rng.below(new);
+        let new = BIG_TREE - rng.u64(..BIG_TREE / 2);
+        let old = 1 + rng.u64(..new);
         black_box(tree.consistency_proof(source, old, new).expect("proof"));
     }
     println!(

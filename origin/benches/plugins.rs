@@ -11,9 +11,6 @@ use ed25519_dalek::SigningKey;
 use mhc_origin::plugin::{ContentPublished, LedgerPluginConfig, PluginHost, ReportOutcome};
 use mhc_origin::royalty::RoyaltyConfig;
 use mhc_origin::{PlayEntry, PlayReportBatch, PluginsConfig, SignedPlayReport};
-use support::Rng;
-
-mod support;
 
 /// Entries per batch: a node reporting a minute of a busy catalogue.
 const ENTRIES: usize = 50;
@@ -24,7 +21,7 @@ const CONTENTS: usize = 500;
 const COUNTRIES: [&str; 8] = ["US", "GB", "FR", "DE", "JP", "BR", "IN", "*"];
 
 /// `count` encoded reports, round-robin over the nodes, each with `ENTRIES` distinct pairs.
-fn reports(count: usize, rng: &mut Rng) -> Vec<Vec<u8>> {
+fn reports(count: usize, rng: &mut fastrand::Rng) -> Vec<Vec<u8>> {
     let keys: Vec<SigningKey> = (1..=NODES)
         .map(|n| SigningKey::from_bytes(&[n; 32]))
         .collect();
@@ -32,17 +29,17 @@ fn reports(count: usize, rng: &mut Rng) -> Vec<Vec<u8>> {
         .map(|i| {
             let node = i % keys.len();
             let seq = (i / keys.len()) as u64 + 1;
-            let first = rng.below(CONTENTS as u64) as usize;
+            let first = rng.usize(..CONTENTS);
             let entries = (0..ENTRIES)
                 .map(|k| {
-                    let seconds_ms = 4_000 * (1 + rng.below(30));
+                    let seconds_ms = 4_000 * (1 + rng.u64(..30));
                     PlayEntry {
                         content_id: format!("content-{:04}", (first + k / 2) % CONTENTS),
                         country: COUNTRIES[(k % 2) * 4 + (k / 2) % 4].to_string(),
                         segments: seconds_ms / 4_000,
                         bytes: seconds_ms * 300,
                         seconds_ms,
-                        plays: rng.below(4),
+                        plays: rng.u64(..4),
                     }
                 })
                 .collect();
@@ -98,7 +95,7 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(2_000);
-    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut rng = fastrand::Rng::with_seed(0x9e37_79b9_7f4a_7c15);
     let encoded = reports(count, &mut rng);
     let avg_bytes = encoded.iter().map(Vec::len).sum::<usize>() / encoded.len().max(1);
     println!(

@@ -400,19 +400,6 @@ pub(crate) mod tests {
         )
     }
 
-    /// SplitMix64, seeded: reproducible pseudo-random positions for the fuzz-style loops.
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            let mut z = self.0;
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            z ^ (z >> 31)
-        }
-    }
-
     #[test]
     fn round_trip_sign_verify() {
         let r = sample();
@@ -499,32 +486,32 @@ pub(crate) mod tests {
     #[test]
     fn random_tampering_never_panics_nor_verifies() {
         let original = sample().encode();
-        let mut rng = Rng(0x5eed);
+        let mut rng = fastrand::Rng::with_seed(0x5eed);
         for round in 0..5_000 {
             let mut b = original.clone();
             match round % 4 {
                 0 => {
                     // Overwrite a few random bytes.
-                    for _ in 0..1 + rng.next() % 4 {
-                        let i = (rng.next() as usize) % b.len();
-                        b[i] = rng.next() as u8;
+                    for _ in 0..rng.usize(1..=4) {
+                        let i = rng.usize(..b.len());
+                        b[i] = rng.u8(..);
                     }
                 }
                 1 => {
                     // Insert a random byte.
-                    let i = (rng.next() as usize) % b.len();
-                    b.insert(i, rng.next() as u8);
+                    let i = rng.usize(..b.len());
+                    b.insert(i, rng.u8(..));
                 }
                 2 => {
                     // Remove a byte.
-                    let i = (rng.next() as usize) % b.len();
+                    let i = rng.usize(..b.len());
                     b.remove(i);
                 }
                 _ => {
                     // Pure garbage of random length, version byte kept half the time.
-                    let len = (rng.next() % 300) as usize;
-                    b = (0..len).map(|_| rng.next() as u8).collect();
-                    if rng.next() & 1 == 0 && !b.is_empty() {
+                    let len = rng.usize(..300);
+                    b = (0..len).map(|_| rng.u8(..)).collect();
+                    if rng.bool() && !b.is_empty() {
                         b[0] = PLAY_REPORT_FORMAT_VERSION;
                     }
                 }

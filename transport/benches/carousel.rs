@@ -9,19 +9,15 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use mhc_transport::carousel::{
     Assembler, AssemblerConfig, Carousel, CarouselConfig, EncodedObject, Event, ObjectKind,
-    SplitMix64, DEFAULT_MAX_BLOCK_SYMBOLS, UDP_IPV4_OVERHEAD,
+    DEFAULT_MAX_BLOCK_SYMBOLS, UDP_IPV4_OVERHEAD,
 };
 
 const MIB: usize = 1 << 20;
 const RUNS: usize = 3;
 
 fn object(seed: u64, len: usize) -> Bytes {
-    let mut rng = SplitMix64::new(seed);
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        out.extend_from_slice(&rng.next_u64().to_le_bytes());
-    }
-    out.truncate(len);
+    let mut out = vec![0; len];
+    fastrand::Rng::with_seed(seed).fill(&mut out);
     Bytes::from(out)
 }
 
@@ -68,13 +64,13 @@ fn codec(len: usize, max_block_symbols: u32, drop_percent: u64) {
         let datagrams: Vec<Vec<u8>> = carousel.next_cycle().collect();
         (start.elapsed(), datagrams)
     });
-    let mut rng = SplitMix64::new(2);
+    let mut rng = fastrand::Rng::with_seed(2);
     let kept: Vec<&Vec<u8>> = datagrams
         .iter()
         .filter(|d| {
             let esi = u32::from_be_bytes([0, d[63], d[64], d[65]]);
             let is_source = u64::from(esi) < k_min;
-            !(is_source && rng.below(100) < drop_percent)
+            !(is_source && rng.u64(..100) < drop_percent)
         })
         .collect();
     let (decode, ()) = best_of(RUNS, || {
@@ -117,7 +113,7 @@ fn link_cost(objects: &[Bytes], loss_percent: f64, repair_percent: u32) -> (u64,
             .expect("insert");
     }
     let mut assembler = Assembler::new(AssemblerConfig::default()).expect("config");
-    let mut rng = SplitMix64::new(0xbe4c);
+    let mut rng = fastrand::Rng::with_seed(0xbe4c);
     let mut wire = 0u64;
     let mut remaining = objects.len();
     let mut cycles = 0;
@@ -128,7 +124,7 @@ fn link_cost(objects: &[Bytes], loss_percent: f64, repair_percent: u32) -> (u64,
         assert!(cycles < 100, "not converging");
         while cycle.next_into(&mut datagram) {
             wire += (datagram.len() + UDP_IPV4_OVERHEAD) as u64;
-            if rng.chance(loss_percent) {
+            if rng.f64() * 100.0 < loss_percent {
                 continue;
             }
             if let Ok(Some(Event::Complete { .. })) = assembler.push(&datagram) {

@@ -15,8 +15,8 @@
 //!   and reports [`Progress`] of the objects still incomplete.
 //! - Sockets (tokio): [`run_sender`] / [`bind_sender`] and [`run_receiver`] / [`bind_receiver`],
 //!   addressed by a [`UdpUrl`] (`udp://host:port`, unicast or multicast).
-//! - Test and benchmark tools: [`LossyRelay`] (a UDP relay that drops and reorders datagrams)
-//!   and [`SplitMix64`] (a seeded, non-cryptographic PRNG).
+//! - Test and benchmark tools: [`LossyRelay`] (a UDP relay that drops and reorders datagrams,
+//!   seeded through `fastrand`).
 
 mod config_error;
 mod cursor;
@@ -26,7 +26,6 @@ mod packet;
 mod partial;
 mod receiver;
 mod relay;
-mod rng;
 mod sender;
 mod udp;
 
@@ -40,7 +39,6 @@ pub use packet::{
 };
 pub use receiver::{Assembler, AssemblerConfig, AssemblerStats, Event, Progress, ReceiveError};
 pub use relay::{LossyRelay, RelayConfig, RelayStats};
-pub use rng::SplitMix64;
 pub use sender::{Carousel, CarouselConfig, CarouselError, Cycle, DEFAULT_MAX_BLOCK_SYMBOLS};
 pub use udp::{
     bind_receiver, bind_sender, run_receiver, run_sender, SenderOptions, SenderStats, UdpError,

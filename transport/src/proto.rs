@@ -654,20 +654,6 @@ mod tests {
         FrameDecoder::<T>::new().push(bytes)
     }
 
-    /// Tiny seeded xorshift so random inputs are reproducible without a dependency.
-    struct XorShift(u64);
-    impl XorShift {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n as u64) as usize
-        }
-    }
-
     #[test]
     fn requests_roundtrip() -> Result<(), ProtoError> {
         for req in all_requests() {
@@ -971,10 +957,10 @@ mod tests {
 
     #[test]
     fn random_bytes_never_panic() {
-        let mut rng = XorShift(0x5eed_1234_abcd_0001);
+        let mut rng = fastrand::Rng::with_seed(0x5eed_1234_abcd_0001);
         for round in 0..20_000 {
-            let len = rng.below(if round % 2 == 0 { 16 } else { 300 });
-            let mut bytes: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
+            let len = rng.usize(..if round % 2 == 0 { 16 } else { 300 });
+            let mut bytes: Vec<u8> = (0..len).map(|_| rng.u8(..)).collect();
             // Half the time, a plausible prefix so the payload decoder is exercised too.
             if round % 2 == 1 && len >= LEN_PREFIX_BYTES {
                 let plen = (len - LEN_PREFIX_BYTES) as u32;
@@ -988,7 +974,7 @@ mod tests {
             let mut hdr = FrameDecoder::<ResponseHeader>::new();
             let mut rest = &bytes[..];
             while !rest.is_empty() {
-                let n = 1 + rng.below(rest.len());
+                let n = rng.usize(1..=rest.len());
                 let _ = req.push(&rest[..n]);
                 let _ = hdr.push(&rest[..n]);
                 rest = &rest[n..];
@@ -1000,7 +986,7 @@ mod tests {
 
     #[test]
     fn mutated_valid_frames_never_panic() -> Result<(), ProtoError> {
-        let mut rng = XorShift(42);
+        let mut rng = fastrand::Rng::with_seed(42);
         let mut frames = Vec::new();
         for req in all_requests() {
             frames.push(encode_request(&req)?);
@@ -1009,10 +995,10 @@ mod tests {
             frames.push(encode_response_header(&header)?);
         }
         for _ in 0..20_000 {
-            let mut frame = frames[rng.below(frames.len())].clone();
-            for _ in 0..1 + rng.below(3) {
-                let at = LEN_PREFIX_BYTES + rng.below(frame.len() - LEN_PREFIX_BYTES);
-                frame[at] = rng.next() as u8;
+            let mut frame = frames[rng.usize(..frames.len())].clone();
+            for _ in 0..rng.usize(1..=3) {
+                let at = rng.usize(LEN_PREFIX_BYTES..frame.len());
+                frame[at] = rng.u8(..);
             }
             let _ = decode_all::<Request>(&frame);
             let _ = decode_all::<ResponseHeader>(&frame);

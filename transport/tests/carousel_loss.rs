@@ -3,13 +3,13 @@
 use bytes::Bytes;
 use mhc_transport::carousel::{
     Assembler, AssemblerConfig, Carousel, CarouselConfig, CarouselError, Event, ObjectId,
-    ObjectKind, PacketError, ReceiveError, SplitMix64, DEFAULT_SYMBOL_SIZE,
+    ObjectKind, PacketError, ReceiveError, DEFAULT_SYMBOL_SIZE,
 };
 
 /// A one-way link that drops `loss_percent` of datagrams and holds back `reorder_percent` of
 /// the rest for 1 to 16 datagrams.
 struct LossyLink {
-    rng: SplitMix64,
+    rng: fastrand::Rng,
     loss_percent: f64,
     reorder_percent: f64,
     held: Vec<(u64, Vec<u8>)>,
@@ -19,7 +19,7 @@ struct LossyLink {
 impl LossyLink {
     fn new(seed: u64, loss_percent: f64, reorder_percent: f64) -> Self {
         LossyLink {
-            rng: SplitMix64::new(seed),
+            rng: fastrand::Rng::with_seed(seed),
             loss_percent,
             reorder_percent,
             held: Vec::new(),
@@ -31,10 +31,10 @@ impl LossyLink {
     fn carry(&mut self, datagram: Vec<u8>) -> Vec<Vec<u8>> {
         self.seq += 1;
         let mut out = Vec::new();
-        if self.rng.chance(self.loss_percent) {
+        if self.rng.f64() * 100.0 < self.loss_percent {
             // lost
-        } else if self.rng.chance(self.reorder_percent) {
-            let delay = 1 + self.rng.below(16);
+        } else if self.rng.f64() * 100.0 < self.reorder_percent {
+            let delay = self.rng.u64(1..=16);
             self.held.push((self.seq + delay, datagram));
         } else {
             out.push(datagram);
@@ -69,8 +69,9 @@ fn run_cycle(
 }
 
 fn object(seed: u64, len: usize) -> Vec<u8> {
-    let mut rng = SplitMix64::new(seed);
-    (0..len).map(|_| rng.next_u64() as u8).collect()
+    let mut bytes = vec![0; len];
+    fastrand::Rng::with_seed(seed).fill(&mut bytes);
+    bytes
 }
 
 /// Default settings but blocks of at most 256 symbols (297 kB): in unoptimised builds raptorq's

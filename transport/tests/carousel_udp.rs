@@ -6,16 +6,16 @@ use std::time::{Duration, Instant};
 
 use mhc_transport::carousel::{
     bind_receiver, bind_sender, run_receiver, run_sender, Assembler, AssemblerConfig, Carousel,
-    CarouselConfig, Event, LossyRelay, ObjectId, ObjectKind, RelayConfig, SenderOptions,
-    SplitMix64, UdpUrl,
+    CarouselConfig, Event, LossyRelay, ObjectId, ObjectKind, RelayConfig, SenderOptions, UdpUrl,
 };
 use tokio::sync::{mpsc, oneshot};
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
 fn object(seed: u64, len: usize) -> Vec<u8> {
-    let mut rng = SplitMix64::new(seed);
-    (0..len).map(|_| rng.next_u64() as u8).collect()
+    let mut bytes = vec![0; len];
+    fastrand::Rng::with_seed(seed).fill(&mut bytes);
+    bytes
 }
 
 /// A running receiver: its address, assembler, events and a stop switch.

@@ -379,14 +379,8 @@ mod tests {
         let all = leaves(5_000);
         let t = tree(&all, DEFAULT_CACHE_LEVEL);
         let src = all.as_slice();
-        let mut rng = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = |bound: u64| {
-            // xorshift64*: enough spread for picking test positions.
-            rng ^= rng >> 12;
-            rng ^= rng << 25;
-            rng ^= rng >> 27;
-            rng.wrapping_mul(0x2545_f491_4f6c_dd1d) % bound
-        };
+        let mut rng = fastrand::Rng::with_seed(0x9e37_79b9_7f4a_7c15);
+        let mut next = |bound: u64| rng.u64(..bound);
         for _ in 0..300 {
             let n = next(5_000) + 1;
             let m = next(n);

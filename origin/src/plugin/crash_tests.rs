@@ -182,22 +182,9 @@ fn lost_cursor_writes_redeliver_without_double_booking() {
     assert_books(&host, &expected_nano(&reports), &BTreeMap::new());
 }
 
-/// SplitMix64, seeded.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        (z ^ (z >> 31)) % n
-    }
-}
-
 #[test]
 fn random_crash_points_never_lose_or_double_anything() {
-    let mut rng = Rng(0xc4a5);
+    let mut rng = fastrand::Rng::with_seed(0xc4a5);
     let mut f = Fixture::new();
     let mut host = Some(f.host());
     publish_all(host.as_ref().unwrap());
@@ -206,7 +193,7 @@ fn random_crash_points_never_lose_or_double_anything() {
     let mut next_seq = 1;
     for step in 0..80 {
         let h = host.as_ref().unwrap();
-        match rng.below(10) {
+        match rng.u64(..10) {
             0..=3 => {
                 let r = batch(4, next_seq);
                 next_seq += 1;
@@ -220,8 +207,8 @@ fn random_crash_points_never_lose_or_double_anything() {
                 sent.push(r);
             }
             6 => {
-                let artist = format!("ar-{}", rng.below(3));
-                let amount = 1 + rng.below(500) as i64;
+                let artist = format!("ar-{}", rng.u64(..3));
+                let amount = 1 + rng.u64(..500) as i64;
                 let body = serde_json::json!({
                     "reference": format!("tip-{step}"),
                     "artist_id": artist,
@@ -234,7 +221,7 @@ fn random_crash_points_never_lose_or_double_anything() {
                 *tips.entry(artist).or_default() += amount;
             }
             7 if !sent.is_empty() => {
-                let r = sent[rng.below(sent.len() as u64) as usize].clone();
+                let r = sent[rng.usize(..sent.len())].clone();
                 assert!(matches!(
                     h.ingest_report(r, member).unwrap(),
                     ReportOutcome::Duplicate { .. }
@@ -244,11 +231,11 @@ fn random_crash_points_never_lose_or_double_anything() {
                 // Crash: drop everything, maybe lose the unflushed cursor writes, restart with
                 // the ledger enabled or not.
                 drop(host.take());
-                if rng.below(2) == 0 {
+                if rng.bool() {
                     f.db.open_tree(CURSORS_TREE).unwrap().clear().unwrap();
                 }
                 f = f.reopen();
-                host = Some(if rng.below(3) == 0 {
+                host = Some(if rng.u64(..3) == 0 {
                     f.royalty_host()
                 } else {
                     f.host()

@@ -359,7 +359,7 @@ impl Royalty {
 
 #[cfg(test)]
 mod tests {
-    use super::super::testutil::{crypto_account, entry, sheet, usd, Harness, SplitMix64};
+    use super::super::testutil::{crypto_account, entry, sheet, usd, Harness};
     use super::super::{RateConfig, RoyaltyConfig};
     use super::*;
 
@@ -379,10 +379,10 @@ mod tests {
     fn rates_times_seconds_with_remainders_carried() {
         // 333 µ/s and 1 234 567 µ/play: nothing here divides evenly.
         let h = Harness::with_config(rates(333, 1_234_567));
-        let mut rng = SplitMix64::new(7);
+        let mut rng = fastrand::Rng::with_seed(7);
         let mut exact_nano: i128 = 0;
         for i in 0..200 {
-            let e = entry("song", "a", "FR", rng.below(400_000), rng.below(5));
+            let e = entry("song", "a", "FR", rng.u64(..400_000), rng.u64(..5));
             exact_nano += i128::from(e.seconds_ms) * 333 + i128::from(e.plays) * 1_234_567_000;
             h.royalty
                 .record_usage(&format!("u{i}"), 1000, 2000, &[e])

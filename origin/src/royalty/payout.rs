@@ -262,7 +262,7 @@ fn csv_export(id: &str, w: CsvWriter) -> PayoutExport {
 mod tests {
     use std::collections::BTreeMap;
 
-    use super::super::testutil::{crypto_account, entry, sheet, tip, usd, Harness, SplitMix64, T0};
+    use super::super::testutil::{crypto_account, entry, sheet, tip, usd, Harness, T0};
     use super::super::{
         Adjustment, AdjustmentTarget, Currency, Month, PostingKind, RoyaltyConfig, Subscription,
         SubscriptionAllocation,
@@ -426,7 +426,7 @@ mod tests {
     #[test]
     fn seeded_random_ledger_always_balances() {
         let h = Harness::on_disk(RoyaltyConfig::default());
-        let mut rng = SplitMix64::new(2025);
+        let mut rng = fastrand::Rng::with_seed(2025);
         let artists = ["a", "b", "c", "d", "e"];
         for (i, a) in artists.iter().enumerate() {
             let mut acct = if i % 2 == 0 {
@@ -442,22 +442,22 @@ mod tests {
             .unwrap();
         let mut time = Month::new(2025, 1).unwrap().start_ms();
         for step in 0..300 {
-            time += rng.below(3 * 86_400_000);
+            time += rng.u64(..3 * 86_400_000);
             h.set_time(time);
-            let artist = artists[rng.below(5) as usize];
+            let artist = artists[rng.usize(..5)];
             let r = format!("r{step}");
-            match rng.below(6) {
+            match rng.u64(..6) {
                 0 | 1 => {
-                    let content = if rng.below(2) == 0 { "duet" } else { "solo" };
-                    let e = entry(content, artist, "SE", rng.below(5_000_000), rng.below(40));
+                    let content = if rng.bool() { "duet" } else { "solo" };
+                    let e = entry(content, artist, "SE", rng.u64(..5_000_000), rng.u64(..40));
                     h.royalty.record_usage(&r, time, time, &[e]).unwrap();
                 }
-                2 => tip(&h, &r, artist, usd(1 + rng.below(3000) as i64)),
+                2 => tip(&h, &r, artist, usd(1 + rng.u64(..3000) as i64)),
                 3 => {
                     let result = h.royalty.record_subscription(&Subscription {
                         reference: r,
                         period: Month::from_ms(time),
-                        amount: usd(1 + rng.below(5000) as i64),
+                        amount: usd(1 + rng.u64(..5000) as i64),
                         allocation: SubscriptionAllocation::BySecondsWatched,
                     });
                     match result {
@@ -466,7 +466,7 @@ mod tests {
                     }
                 }
                 4 => {
-                    let amount = match rng.below(2001) as i64 - 1000 {
+                    let amount = match rng.u64(..2001) as i64 - 1000 {
                         0 => 1,
                         a => a,
                     };
@@ -480,7 +480,7 @@ mod tests {
                         .unwrap();
                 }
                 _ => {
-                    let kind = if rng.below(2) == 0 {
+                    let kind = if rng.bool() {
                         PayoutMethodKind::Bank
                     } else {
                         PayoutMethodKind::Crypto

@@ -215,7 +215,6 @@ pub(crate) fn accumulate_split(
 
 #[cfg(test)]
 mod tests {
-    use super::super::testutil::SplitMix64;
     use super::*;
 
     fn sheet(shares: &[(&str, u32)]) -> SplitSheet {
@@ -301,25 +300,25 @@ mod tests {
 
     #[test]
     fn seeded_random_splits_lose_nothing() {
-        let mut rng = SplitMix64::new(0x5eed_1234);
+        let mut rng = fastrand::Rng::with_seed(0x5eed_1234);
         for _ in 0..3_000 {
-            let parties = 1 + rng.below(12) as usize;
+            let parties = rng.usize(1..=12);
             // Random cut points of 10000 give random shares that sum to exactly 10000.
-            let mut cuts: Vec<u64> = (0..parties - 1).map(|_| rng.below(10_001)).collect();
+            let mut cuts: Vec<u64> = (0..parties - 1).map(|_| rng.u64(..10_001)).collect();
             cuts.sort_unstable();
             let mut shares = Vec::new();
             let mut prev = 0;
             for (i, cut) in cuts.iter().chain(std::iter::once(&10_000)).enumerate() {
                 shares.push((
-                    format!("artist-{}", rng.below(1000) * 100 + i as u64),
+                    format!("artist-{}", rng.u64(..1000) * 100 + i as u64),
                     (cut - prev) as u128,
                 ));
                 prev = *cut;
             }
-            let total = match rng.below(3) {
-                0 => rng.below(100) as i128 - 50,
-                1 => rng.below(1_000_000_000) as i128 - 500_000_000,
-                _ => (rng.next() >> 2) as i128 * if rng.below(2) == 0 { 1 } else { -1 },
+            let total = match rng.u64(..3) {
+                0 => rng.u64(..100) as i128 - 50,
+                1 => rng.u64(..1_000_000_000) as i128 - 500_000_000,
+                _ => (rng.u64(..) >> 2) as i128 * if rng.bool() { 1 } else { -1 },
             };
             check_division(total, &shares);
 
@@ -337,17 +336,17 @@ mod tests {
 
     #[test]
     fn arbitrary_weights_such_as_seconds_watched() {
-        let mut rng = SplitMix64::new(42);
+        let mut rng = fastrand::Rng::with_seed(42);
         for _ in 0..1_000 {
-            let n = 1 + rng.below(20) as usize;
+            let n = rng.usize(1..=20);
             let weights: Vec<(String, u128)> = (0..n)
-                .map(|i| (format!("c{i}"), u128::from(rng.below(5_000_000))))
+                .map(|i| (format!("c{i}"), u128::from(rng.u64(..5_000_000))))
                 .collect();
             if weights.iter().all(|(_, w)| *w == 0) {
                 assert!(largest_remainder(5, &weights).is_none());
                 continue;
             }
-            check_division(rng.below(100_000) as i128 - 50_000, &weights);
+            check_division(rng.u64(..100_000) as i128 - 50_000, &weights);
         }
     }
 

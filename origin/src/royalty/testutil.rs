@@ -1,5 +1,5 @@
-//! Test helpers: a seeded PRNG (no `rand` crate), a royalty instance on a temporary or on-disk
-//! sled db with a settable clock, and builders for common inputs.
+//! Test helpers: a royalty instance on a temporary or on-disk sled db with a settable clock, and
+//! builders for common inputs. (Randomized tests seed a `fastrand::Rng`.)
 
 use std::path::PathBuf;
 
@@ -9,37 +9,6 @@ use super::{
     ArtistAccount, Currency, Money, PayoutMethod, Royalty, RoyaltyConfig, SplitShare, SplitSheet,
     Tip, UsageEntry,
 };
-
-/// SplitMix64 (Steele, Lea, Flood 2014): tiny, fast, and good enough for property tests; the
-/// seed makes every run reproducible.
-#[derive(Debug, Clone)]
-pub(crate) struct SplitMix64(u64);
-
-impl SplitMix64 {
-    pub fn new(seed: u64) -> Self {
-        SplitMix64(seed)
-    }
-
-    pub fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform-enough in `0..n` (modulo bias is irrelevant for tests); `n > 0`.
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    pub fn shuffle<T>(&mut self, items: &mut [T]) {
-        for i in (1..items.len()).rev() {
-            let j = self.below(i as u64 + 1) as usize;
-            items.swap(i, j);
-        }
-    }
-}
 
 /// A royalty instance with a clock the test sets.
 #[derive(Debug)]

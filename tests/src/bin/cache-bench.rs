@@ -45,17 +45,8 @@ impl Lru {
     }
 }
 
-/// xorshift64*: a small seeded generator, so the trace is the same on every run.
-struct Rng(u64);
-
-impl Rng {
-    fn next_f64(&mut self) -> f64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        (self.0.wrapping_mul(0x2545F4914F6CDD1D) >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
+/// The workspace's seeded PRNG, so the trace is the same on every run.
+type Rng = fastrand::Rng;
 
 fn zipf_cdf(n: usize, s: f64) -> Vec<f64> {
     let weights: Vec<f64> = (1..=n).map(|k| 1.0 / (k as f64).powf(s)).collect();
@@ -72,7 +63,7 @@ fn zipf_cdf(n: usize, s: f64) -> Vec<f64> {
 
 fn trace(requests: usize, catalogue: usize, scan_every: usize, scan_len: usize) -> Vec<u64> {
     let cdf = zipf_cdf(catalogue, 0.9);
-    let mut rng = Rng(0x9E3779B97F4A7C15);
+    let mut rng = Rng::with_seed(0x9E3779B97F4A7C15);
     let mut out = Vec::with_capacity(requests);
     let mut next_scan_key = 1u64 << 40;
     for i in 0..requests {
@@ -83,7 +74,7 @@ fn trace(requests: usize, catalogue: usize, scan_every: usize, scan_len: usize) 
                 next_scan_key += 1;
             }
         }
-        let u = rng.next_f64();
+        let u = rng.f64();
         out.push(cdf.partition_point(|c| *c < u) as u64);
     }
     out

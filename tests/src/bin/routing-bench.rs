@@ -26,21 +26,8 @@ use mhc_node::geo::GeoDb;
 use mhc_node::routing::{self, Candidate, Depth, GeoAvailability, Outcome, Settings};
 use mhc_tests::mmdb::{dbip_flat, MmdbWriter};
 
-/// A small deterministic PRNG (xorshift64*), so runs are comparable.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
+/// The workspace's seeded PRNG, so runs are comparable.
+type Rng = fastrand::Rng;
 
 fn dbip_dir() -> PathBuf {
     std::env::var_os("MHC_DBIP_DIR")
@@ -61,7 +48,7 @@ fn geo_and_clients(rng: &mut Rng, dir: &tempfile::TempDir) -> (GeoDb, Vec<IpAddr
                 (i >> 6) & 0xff,
                 (i & 0x3f) << 2
             );
-            let (lat, lon) = (rng.unit() * 140.0 - 70.0, rng.unit() * 360.0 - 180.0);
+            let (lat, lon) = (rng.f64() * 140.0 - 70.0, rng.f64() * 360.0 - 180.0);
             w.insert(
                 net.parse().expect("net"),
                 dbip_flat("ZZ", lat, lon, "Somewhere"),
@@ -78,7 +65,7 @@ fn geo_and_clients(rng: &mut Rng, dir: &tempfile::TempDir) -> (GeoDb, Vec<IpAddr
         .join(", ");
     let mut clients = Vec::new();
     while clients.len() < 4096 {
-        let ip = IpAddr::from(std::net::Ipv4Addr::from(rng.next() as u32));
+        let ip = IpAddr::from(std::net::Ipv4Addr::from(rng.u32(..)));
         if matches!(db.lookup_ref(ip), Ok(Some(r)) if r.location.is_some()) {
             clients.push(ip);
         }
@@ -122,7 +109,7 @@ fn membership(rng: &mut Rng, members: usize, now: Instant) -> Membership {
             sent_at_ms: 0,
             role,
             region: format!("region-{}", i % 12),
-            location: Some((rng.unit() * 140.0 - 70.0, rng.unit() * 360.0 - 180.0)),
+            location: Some((rng.f64() * 140.0 - 70.0, rng.f64() * 360.0 - 180.0)),
             addrs: PlaneAddrs {
                 http: format!("10.{}.{}.1:8080", i / 256, i % 256),
                 quic: String::new(),
@@ -131,8 +118,8 @@ fn membership(rng: &mut Rng, members: usize, now: Instant) -> Membership {
             },
             mode: WireMode::Normal,
             load: Load {
-                connections: (rng.next() % 500) as u32,
-                bytes_out_per_s: rng.next() % 1_000_000_000,
+                connections: rng.u32(..500),
+                bytes_out_per_s: rng.u64(..1_000_000_000),
                 cache_fill_permille: 0,
             },
             contents,
@@ -161,7 +148,7 @@ fn main() {
     let seconds: f64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(3.0);
     let members: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(100);
     let fixed: Option<usize> = args.next().and_then(|a| a.parse().ok());
-    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    let mut rng = Rng::with_seed(0x9E37_79B9_7F4A_7C15);
     let tmp = tempfile::tempdir().expect("temporary folder");
     let (db, clients, db_desc) = geo_and_clients(&mut rng, &tmp);
     let now = Instant::now();

@@ -450,7 +450,6 @@ impl CompletedSet {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::carousel::rng::SplitMix64;
     use crate::carousel::sender::{Carousel, CarouselConfig};
 
     fn carousel_with(objects: &[(ObjectKind, Vec<u8>)]) -> Carousel {
@@ -683,7 +682,7 @@ mod tests {
         ];
         let mut carousel = carousel_with(&objects);
         let real: Vec<Vec<u8>> = carousel.next_cycle().collect();
-        let mut rng = SplitMix64::new(0x5eed);
+        let mut rng = fastrand::Rng::with_seed(0x5eed);
         let config = AssemblerConfig {
             max_in_progress: 8,
             ..AssemblerConfig::default()
@@ -691,26 +690,26 @@ mod tests {
         let mut assembler = Assembler::new(config).unwrap();
         let mut malformed = 0u64;
         for round in 0..30_000 {
-            let base = &real[rng.below(real.len() as u64) as usize];
+            let base = &real[rng.usize(..real.len())];
             let mut datagram = base.clone();
             match round % 7 {
                 0 => {
-                    let len = rng.below(80) as usize;
-                    datagram = (0..len).map(|_| rng.next_u64() as u8).collect();
+                    let len = rng.usize(..80);
+                    datagram = (0..len).map(|_| rng.u8(..)).collect();
                 }
-                1 => datagram.truncate(rng.below(base.len() as u64 + 1) as usize),
+                1 => datagram.truncate(rng.usize(..=base.len())),
                 2 => {
-                    for _ in 0..1 + rng.below(4) {
-                        let at = rng.below(datagram.len() as u64) as usize;
-                        datagram[at] = rng.next_u64() as u8;
+                    for _ in 0..rng.usize(1..=4) {
+                        let at = rng.usize(..datagram.len());
+                        datagram[at] = rng.u8(..);
                     }
                 }
                 3 => {
                     // Mutate the header fields raptorq is sensitive to (length, OTI, SBN).
-                    let at = 38 + rng.below(28) as usize;
-                    datagram[at] = rng.next_u64() as u8;
+                    let at = rng.usize(38..66);
+                    datagram[at] = rng.u8(..);
                 }
-                4 => datagram.extend((0..rng.below(8)).map(|_| rng.next_u64() as u8)),
+                4 => datagram.extend((0..rng.usize(..8)).map(|_| rng.u8(..))),
                 5 => {
                     // One forged 3-symbol object fed random symbols under random ESIs: its
                     // packets accumulate, so raptorq solves systems of forged repair symbols.
@@ -718,10 +717,10 @@ mod tests {
                     datagram[46..51].copy_from_slice(&3000u64.to_be_bytes()[3..]);
                     datagram[54] = 1;
                     datagram[62] = 0;
-                    let esi = rng.below(1 << 24).to_be_bytes();
+                    let esi = rng.u64(..1 << 24).to_be_bytes();
                     datagram[63..66].copy_from_slice(&esi[5..]);
                     for byte in &mut datagram[66..] {
-                        *byte = rng.next_u64() as u8;
+                        *byte = rng.u8(..);
                     }
                 }
                 _ => {
@@ -730,19 +729,19 @@ mod tests {
                     // reaches raptorq with block sizes the sender never used.
                     // Half are tiny (K ≤ 4), so they decode from forged symbols, repair ones
                     // included, and fail the hash check.
-                    let range = if rng.below(2) == 0 { 4 * 1160 } else { 1 << 22 };
-                    let length = 1 + rng.below(range);
+                    let range = if rng.bool() { 4 * 1160 } else { 1 << 22 };
+                    let length = rng.u64(1..=range);
                     datagram[38..46].copy_from_slice(&length.to_be_bytes());
                     datagram[46..51].copy_from_slice(&length.to_be_bytes()[3..]);
                     datagram[54] = if range < 1 << 22 {
-                        1 + rng.below(4) as u8
+                        rng.u8(1..=4)
                     } else {
-                        rng.next_u64() as u8
+                        rng.u8(..)
                     };
-                    datagram[62] = rng.below(4) as u8;
-                    if rng.below(2) == 0 {
+                    datagram[62] = rng.u8(..4);
+                    if rng.bool() {
                         // Any 24-bit ESI: repair symbols far beyond anything sent.
-                        let esi = rng.next_u64().to_be_bytes();
+                        let esi = rng.u64(..).to_be_bytes();
                         datagram[63..66].copy_from_slice(&esi[..3]);
                     }
                 }

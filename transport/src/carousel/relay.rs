@@ -8,8 +8,6 @@ use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
-use super::rng::SplitMix64;
-
 /// How often the relay thread looks at its stop flag (and releases held-back datagrams when
 /// nothing arrives): short enough that dropping a relay is quick in tests.
 const POLL_INTERVAL: Duration = Duration::from_millis(10);
@@ -153,6 +151,11 @@ impl Drop for LossyRelay {
     }
 }
 
+/// `true` with probability `percent` / 100.
+fn chance(rng: &mut fastrand::Rng, percent: f64) -> bool {
+    rng.f64() * 100.0 < percent
+}
+
 /// The relay loop; `seq` counts arrivals and schedules held-back datagrams.
 fn forward(
     socket: &UdpSocket,
@@ -161,7 +164,7 @@ fn forward(
     stop: &AtomicBool,
     counters: &Counters,
 ) {
-    let mut rng = SplitMix64::new(config.seed);
+    let mut rng = fastrand::Rng::with_seed(config.seed);
     let mut buf = vec![0u8; 65_536];
     let mut held: Vec<(u64, Vec<u8>)> = Vec::new();
     let mut seq = 0u64;
@@ -194,10 +197,10 @@ fn forward(
         counters.datagrams_in.fetch_add(1, Ordering::Relaxed);
         counters.bytes_in.fetch_add(len as u64, Ordering::Relaxed);
         let datagram = &buf[..len];
-        if rng.chance(config.loss_percent) {
+        if chance(&mut rng, config.loss_percent) {
             counters.dropped.fetch_add(1, Ordering::Relaxed);
-        } else if config.reorder_max_delay > 0 && rng.chance(config.reorder_percent) {
-            let delay = 1 + rng.below(u64::from(config.reorder_max_delay));
+        } else if config.reorder_max_delay > 0 && chance(&mut rng, config.reorder_percent) {
+            let delay = rng.u64(1..=u64::from(config.reorder_max_delay));
             held.push((seq + delay, datagram.to_vec()));
             counters.reordered.fetch_add(1, Ordering::Relaxed);
         } else {

@@ -39,17 +39,10 @@ pub fn peer_id(seed: [u8; 32]) -> PeerId {
         .to_peer_id()
 }
 
-/// Deterministic pseudo-random bytes (xorshift seeded with `salt`).
+/// Deterministic pseudo-random bytes (`fastrand` seeded with `salt`).
 pub fn pseudo_random(len: usize, salt: u64) -> Bytes {
-    let mut state = salt | 1;
-    let mut out = Vec::with_capacity(len);
-    while out.len() < len {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        out.extend_from_slice(&state.to_le_bytes());
-    }
-    out.truncate(len);
+    let mut out = vec![0; len];
+    fastrand::Rng::with_seed(salt).fill(&mut out);
     Bytes::from(out)
 }
 
