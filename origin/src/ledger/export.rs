@@ -9,11 +9,11 @@ use ed25519_dalek::VerifyingKey;
 use serde::{Deserialize, Serialize};
 
 use super::entry::{EntryKind, LedgerEntry, ENTRY_FORMAT_VERSION};
-use super::error::LedgerError;
+use super::error::{LedgerError, VerifyError};
 use super::head::{hex_array, SignedTreeHead};
 use super::log::Ledger;
 use super::merkle::{self, Hash};
-use super::verify::{check_head_order, parse_public_key, FullCheck, VerifyError, VerifyReport};
+use super::verify::{check_head_order, parse_public_key, FullCheck, VerifyReport};
 use crate::utc::format_utc_millis;
 
 /// The `format` field of a JSON export.

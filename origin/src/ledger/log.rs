@@ -8,14 +8,13 @@ use ed25519_dalek::SigningKey;
 use mhc_clock::Clock;
 
 use super::entry::{LedgerEntry, NewEntry};
-use super::error::LedgerError;
+use super::error::{LedgerError, VerifyError};
 use super::head::SignedTreeHead;
 use super::merkle::{leaf_hash, Hash};
 use super::store::{
     decode_entry, decode_hash, decode_head, decode_key, next_index, read_heads, Store, StoredLeaves,
 };
 use super::tree::MerkleTree;
-use super::verify::VerifyError;
 
 /// A verifiable append-only ledger of credits and payouts: every batch of entries is committed
 /// to an RFC 9162 Merkle tree (BLAKE3) and a signed tree head, atomically and durably.

@@ -51,7 +51,7 @@ pub use entry::{
     NewEntry, ENTRY_FORMAT_VERSION, MAX_ACCOUNT_LEN, MAX_MEMO_LEN, MAX_REFERENCE_LEN,
     MAX_SOURCE_LEN,
 };
-pub use error::LedgerError;
+pub use error::{LedgerError, VerifyError};
 pub use export::{
     verify_export, verify_exported_entry, ExportScope, ExportedEntry, EXPORT_FORMAT, EXPORT_VERSION,
 };
@@ -63,4 +63,4 @@ pub use merkle::{
 };
 pub use store::{ENTRIES_TREE, HEADS_TREE, LEAVES_TREE, META_TREE};
 pub use tree::{LeafSource, MerkleTree, DEFAULT_CACHE_LEVEL};
-pub use verify::{verify_entry_inclusion, verify_inclusion, VerifyError, VerifyReport};
+pub use verify::{verify_entry_inclusion, verify_inclusion, VerifyReport};
