@@ -18,6 +18,7 @@
 //! - Test and benchmark tools: [`LossyRelay`] (a UDP relay that drops and reorders datagrams,
 //!   seeded through `fastrand`).
 
+mod config;
 mod config_error;
 mod cursor;
 mod object;
@@ -29,6 +30,7 @@ mod relay;
 mod sender;
 mod udp;
 
+pub use config::{CarouselConfig, CarouselError, DEFAULT_MAX_BLOCK_SYMBOLS};
 pub use config_error::ConfigError;
 pub use object::EncodedObject;
 pub use pacer::{Pacer, UDP_IPV4_OVERHEAD};
@@ -39,7 +41,7 @@ pub use packet::{
 };
 pub use receiver::{Assembler, AssemblerConfig, AssemblerStats, Event, Progress, ReceiveError};
 pub use relay::{LossyRelay, RelayConfig, RelayStats};
-pub use sender::{Carousel, CarouselConfig, CarouselError, Cycle, DEFAULT_MAX_BLOCK_SYMBOLS};
+pub use sender::{Carousel, Cycle};
 pub use udp::{
     bind_receiver, bind_sender, run_receiver, run_sender, SenderOptions, SenderStats, UdpError,
     UdpUrl,

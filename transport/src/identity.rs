@@ -26,7 +26,6 @@ use rustls::{
 };
 
 use crate::proto::ALPN;
-use crate::quic::QuicLimits;
 
 /// DER of a PKCS#8 v1 `PrivateKeyInfo` for an ed25519 key (RFC 8410), up to the 32-byte seed.
 const PKCS8_ED25519_PREFIX: [u8; 16] = [
@@ -128,61 +127,24 @@ impl NodeIdentity {
         PrivateKeyDer::Pkcs8(self.key.clone_key())
     }
 
-    /// quinn server configuration with these limits applied.
-    pub(crate) fn server_config(
+    /// The QUIC server crypto: [`Self::rustls_server`] for quinn.
+    pub(crate) fn server_crypto(
         &self,
-        limits: &QuicLimits,
-    ) -> Result<quinn::ServerConfig, IdentityError> {
-        let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(self.rustls_server()?)?;
-        let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-        config.transport_config(Arc::new(limits.server_transport()));
-        Ok(config)
+    ) -> Result<quinn::crypto::rustls::QuicServerConfig, IdentityError> {
+        Ok(quinn::crypto::rustls::QuicServerConfig::try_from(
+            self.rustls_server()?,
+        )?)
     }
 
-    /// quinn client configuration with these limits applied.
-    pub(crate) fn client_config(
+    /// The QUIC client crypto: [`Self::rustls_client`] for quinn.
+    pub(crate) fn client_crypto(
         &self,
         expected: Option<PeerId>,
-        limits: &QuicLimits,
-    ) -> Result<quinn::ClientConfig, IdentityError> {
-        let crypto =
-            quinn::crypto::rustls::QuicClientConfig::try_from(self.rustls_client(expected)?)?;
-        let mut config = quinn::ClientConfig::new(Arc::new(crypto));
-        config.transport_config(Arc::new(limits.client_transport()));
-        Ok(config)
+    ) -> Result<quinn::crypto::rustls::QuicClientConfig, IdentityError> {
+        Ok(quinn::crypto::rustls::QuicClientConfig::try_from(
+            self.rustls_client(expected)?,
+        )?)
     }
-}
-
-/// The quinn server configuration of the node whose ed25519 seed is `seed`.
-///
-/// TLS 1.3 only, ALPN [`ALPN`], a client certificate is required and must be a node certificate
-/// (any node: check [`peer_id_of`] against your membership table). Transport limits come from
-/// `limits` (streams per connection, idle timeout, keep-alive).
-///
-/// # Errors
-///
-/// [`IdentityError`] if rcgen or rustls reject the key; not expected for any 32-byte seed.
-pub fn server_config(
-    seed: &[u8; 32],
-    limits: &QuicLimits,
-) -> Result<quinn::ServerConfig, IdentityError> {
-    NodeIdentity::from_seed(seed)?.server_config(limits)
-}
-
-/// The quinn client configuration of the node whose ed25519 seed is `seed`.
-///
-/// With `expected = Some(id)` the handshake fails unless the server proves the key of `id`;
-/// with `None` any node is accepted and [`peer_id_of`] tells which one answered. Transport
-/// settings are [`QuicLimits::default`].
-///
-/// # Errors
-///
-/// [`IdentityError`] if rcgen or rustls reject the key; not expected for any 32-byte seed.
-pub fn client_config(
-    seed: &[u8; 32],
-    expected: Option<PeerId>,
-) -> Result<quinn::ClientConfig, IdentityError> {
-    NodeIdentity::from_seed(seed)?.client_config(expected, &QuicLimits::default())
 }
 
 /// The [`PeerId`] of the other end of an established connection, from its certificate.
@@ -190,7 +152,8 @@ pub fn client_config(
 /// # Errors
 ///
 /// [`IdentityError::NoPeerCertificate`] before the handshake completed or for a connection not
-/// made with [`server_config`] / [`client_config`]; [`IdentityError::NotNodeCertificate`] if the
+/// made with [`server_config`](crate::server_config) / [`client_config`](crate::client_config);
+/// [`IdentityError::NotNodeCertificate`] if the
 /// certificate does not hold an ed25519 key (impossible once the verifiers here accepted it).
 pub fn peer_id_of(conn: &quinn::Connection) -> Result<PeerId, IdentityError> {
     let identity = conn
@@ -468,15 +431,6 @@ mod tests {
         // Garbage bytes.
         let junk = CertificateDer::from(vec![0x30, 0x03, 0x02, 0x01, 0x00]);
         assert!(any.verify_server_cert(&junk, &[], &name, &[], now).is_err());
-        Ok(())
-    }
-
-    #[test]
-    fn configs_build_without_a_process_provider() -> Result<(), IdentityError> {
-        // The point is that nothing here calls `builder()`; this would panic in this tree.
-        server_config(&[9; 32], &QuicLimits::default())?;
-        client_config(&[9; 32], None)?;
-        client_config(&[9; 32], Some(libp2p_peer_id([8; 32])))?;
         Ok(())
     }
 }

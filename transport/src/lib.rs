@@ -32,13 +32,13 @@ pub use conditional::{
     content_range, if_none_match_matches, if_range_matches, parse_range, unsatisfied_range,
     RangeOutcome,
 };
-pub use identity::{client_config, peer_id_of, server_config, IdentityError};
+pub use identity::{peer_id_of, IdentityError};
 pub use proto::{
     encode_request, encode_response_header, Frame, FrameDecoder, ProtoError, Request,
     ResponseHeader, ALPN, MAX_CONTENT_ID_BYTES, MAX_PLAY_REPORT_BYTES, MAX_PROOF_HASHES,
     MAX_REQUEST_BYTES, MAX_RESPONSE_HEADER_BYTES, MAX_TEXT_BYTES, PROTOCOL_VERSION,
 };
 pub use quic::{
-    ErrorOrigin, Handler, QuicClient, QuicConnection, QuicError, QuicLimits, QuicServer, Response,
-    ResponseBody,
+    client_config, server_config, ErrorOrigin, Handler, QuicClient, QuicConnection, QuicError,
+    QuicLimits, QuicServer, Response, ResponseBody,
 };

@@ -6,6 +6,7 @@
 //! timeouts, and turns transport events into [`QuicError`]s.
 
 mod client;
+mod config;
 mod error;
 mod limits;
 mod server;
@@ -15,6 +16,7 @@ use quinn::{RecvStream, VarInt};
 use crate::proto::{Frame, FrameDecoder, ProtoError};
 
 pub use client::{QuicClient, QuicConnection, ResponseBody};
+pub use config::{client_config, server_config};
 pub use error::{ErrorOrigin, QuicError};
 pub use limits::QuicLimits;
 pub use server::{Handler, QuicServer, Response};

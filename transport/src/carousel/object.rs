@@ -5,11 +5,11 @@ use std::fmt;
 use bytes::Bytes;
 use raptorq::{ObjectTransmissionInformation, SourceBlockEncoder};
 
+use super::config::{CarouselConfig, CarouselError};
 use super::cursor::Slot;
 use super::packet::{
     block_layout, BlockLayout, ObjectId, ObjectKind, PacketHeader, ESI_LIMIT, SYMBOL_ALIGNMENT,
 };
-use super::sender::{CarouselConfig, CarouselError};
 
 /// An object's bytes with their RaptorQ source-block encoders, built once by
 /// [`EncodedObject::encode`] and reused by every cycle.

@@ -159,8 +159,9 @@ impl PartialObject {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::carousel::config::CarouselConfig;
     use crate::carousel::packet::DEFAULT_MAX_OBJECT_BYTES;
-    use crate::carousel::sender::{Carousel, CarouselConfig};
+    use crate::carousel::sender::Carousel;
     use crate::carousel::ObjectKind;
 
     fn datagrams(bytes: Vec<u8>, max_block_symbols: u32) -> Vec<Vec<u8>> {

@@ -450,7 +450,8 @@ impl CompletedSet {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::carousel::sender::{Carousel, CarouselConfig};
+    use crate::carousel::config::CarouselConfig;
+    use crate::carousel::sender::Carousel;
 
     fn carousel_with(objects: &[(ObjectKind, Vec<u8>)]) -> Carousel {
         // Small blocks so that modest objects span several; 64 × 1160 × 255 bytes bounds the

@@ -11,6 +11,7 @@ use libp2p_identity::PeerId;
 use quinn::{Endpoint, RecvStream};
 use tokio::io::{AsyncRead, ReadBuf};
 
+use super::config::node_client_config;
 use super::{code, read_frame, with_timeout, FrameReadError, QuicError, QuicLimits};
 use crate::identity::{peer_id_of, NodeIdentity, CERT_NAME};
 use crate::proto::{encode_request, ProtoError, Request, ResponseHeader};
@@ -112,7 +113,7 @@ impl QuicClient {
         addr: SocketAddr,
         expected: Option<PeerId>,
     ) -> Result<QuicConnection, QuicError> {
-        let config = self.identity.client_config(expected, &self.limits)?;
+        let config = node_client_config(&self.identity, expected, &self.limits)?;
         let connecting = self
             .endpoint
             .connect_with(config, addr, CERT_NAME)

@@ -13,6 +13,7 @@ use quinn::{Endpoint, Incoming, RecvStream, SendStream};
 use tokio::task::JoinHandle;
 use tracing::{debug, warn, Instrument};
 
+use super::config::node_server_config;
 use super::{code, read_frame, with_timeout, FrameReadError, QuicError, QuicLimits};
 use crate::identity::{peer_id_of, NodeIdentity};
 use crate::proto::{encode_response_header, Request, ResponseHeader};
@@ -116,7 +117,7 @@ impl QuicServer {
         handler: Arc<dyn Handler>,
     ) -> Result<Self, QuicError> {
         let identity = NodeIdentity::from_seed(&seed)?;
-        let config = identity.server_config(&limits)?;
+        let config = node_server_config(&identity, &limits)?;
         // Fails (instead of panicking) when called outside a tokio runtime, which also makes
         // the `tokio::spawn` below safe.
         let endpoint =
