@@ -1,38 +1,71 @@
 //! `mhc-node`: the distribution daemon of the MHC streaming platform, one binary for the origin,
 //! edge, mesh and satellite-uplink roles (see `ARCHITECTURE.md`).
 //!
-//! Entry point: [`daemon::start`] turns a validated [`mhc_config::Config`] into a running node
-//! (identity, store, catalog, viewer plane, admin plane); [`cli`] is the command line around it.
+//! Entry point: [`Node::start`] turns a validated [`mhc_config::Config`] into a running node;
+//! [`Cli`] is the command line around it. Inside, the composition root (`node.rs`) builds the
+//! shared [`core`](crate#layout) and binds the planes around it, each from the core and the
+//! narrow handles it needs; [`RolePolicy`] answers every role × mode question in one place.
+//!
+//! # Layout
+//!
+//! | module | what |
+//! |---|---|
+//! | `node` | composition root: build the core, bind the planes, spawn what the policy lists |
+//! | `role` | [`RolePolicy`]: what a node does in its role and mode |
+//! | `core/` | shared state, no sockets: config, identity, catalog, store, emergency, metrics |
+//! | `control/` | libp2p gossip and membership; `ClusterHandle` is its API |
+//! | `fill/` | QUIC client: fills what an edge lacks from its `Parents` |
+//! | `quic_serve` | QUIC server: answers other nodes and takes play reports |
+//! | `mesh/` | iroh-blobs plane: replication among mesh nodes |
+//! | `broadcast/` | satellite uplink carousel and downlink receiver |
+//! | `routing/` | pure routing decisions: client address, location, ranking |
+//! | `geo/` | `.mmdb` databases and their hot reload |
+//! | `viewer/` | the viewer HTTP plane |
+//! | `admin/` | the admin socket: API types, ingest, server |
+//! | `plugins`, `reports` | the origin's plugin host; play counting and the report outbox |
+//! | `http`, `server`, `status` | shared HTTP helpers, accept loops, the node as operators see it |
+//! | `cli/` | the command line, the admin client, the demo |
+//!
+//! Modules are private; what the binary, the end-to-end tests and the benchmarks use is
+//! re-exported below.
 
-pub mod admin;
-pub mod catalog;
-pub mod cli;
-pub mod cluster;
-pub mod daemon;
-pub mod demo;
-pub mod emergency;
-pub mod fill;
-pub mod geo;
-pub mod identity;
-pub mod ingest;
-pub mod mesh;
-pub mod metrics;
-pub mod plugins;
-pub mod quic_plane;
-pub mod reports;
-pub mod routing;
-pub mod satellite;
+mod admin;
+mod broadcast;
+mod cli;
+mod control;
+mod core;
+mod fill;
+mod geo;
+mod http;
+mod mesh;
+mod node;
+mod plugins;
+mod quic_serve;
+mod reports;
+mod role;
+mod routing;
 mod server;
-pub mod state;
-pub mod store;
-pub mod viewer;
+mod status;
+mod viewer;
 
-/// Waits for ctrl-c or SIGTERM (systemd's stop signal).
-pub async fn wait_for_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("installing the SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
-}
+pub use cli::{print_status, wait_for_signal, write_sample, Cli, SAMPLE_ID};
+pub use control::envelope::{open as open_envelope, seal as seal_envelope, EnvelopeError};
+pub use control::membership::{Member, MemberState, Membership, MembershipConfig};
+pub use control::messages::{
+    decode as decode_message, encode as encode_message, ContentAnnouncement, Heartbeat,
+    HeldContent, Load, MessageError, PlaneAddrs, PlayCount, WireRole, CONTENT_TOPIC,
+    EMERGENCY_TOPIC, HEALTH_TOPIC, MAX_MESSAGE_BYTES,
+};
+pub use core::emergency::{now_ms, Action, Command, Rejected, SignedCommand};
+pub use core::store::{AlignedBlob, DiskTier, S3Fifo};
+pub use geo::{
+    GeoDb, GeoError, GeoInfo, GeoStatus, SharedGeo,
+    DEFAULT_RELOAD_INTERVAL as DEFAULT_GEO_RELOAD_INTERVAL,
+};
+pub use node::{sd_notify, Node, RUNTIME_FILE};
+pub use role::{Mode, NotServing, RolePolicy};
+pub use routing::{
+    chosen as chosen_candidate, decide, haversine_km, resolve_client, return_scratch, take_scratch,
+    AddrSource, Candidate, ClientAddr, Decision, Depth, GeoAvailability, Outcome as RouteOutcome,
+    Settings,
+};

@@ -16,19 +16,21 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use http::HeaderMap;
-use libp2p_identity::PeerId;
 use mhc_origin::{PlayEntry, PlayReportBatch, SignedPlayReport};
 use mhc_transport::{Request, ResponseHeader, MAX_PLAY_REPORT_BYTES};
 use tokio::sync::watch;
 
-use crate::cluster::membership::MemberState;
-use crate::cluster::messages::WireRole;
-use crate::state::NodeState;
+use crate::control::ClusterHandle;
+use crate::core::Core;
+use crate::fill::Filler;
+use crate::geo::SharedGeo;
+use crate::plugins::{Outcome, Plugins};
+use parking_lot::Mutex;
 
 /// A session that has not been served for this long is over; the next request starts a new one.
 pub const SESSION_IDLE: Duration = Duration::from_secs(300);
@@ -45,6 +47,8 @@ const OUTBOX_TREE: &str = "reports/outbox";
 /// sled tree of the outbox's counters.
 const META_TREE: &str = "reports/meta";
 const NEXT_SEQ_KEY: &[u8] = b"next_seq";
+/// Longest wait for one origin's answer to one batch; a dead origin must not hold the outbox.
+const DELIVERY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Who is watching, as far as counting goes.
 #[derive(Debug, Clone)]
@@ -55,17 +59,21 @@ pub struct Viewer {
     pub session: u64,
 }
 
-/// The viewer of a request: address (through trusted proxies), country, session key.
-pub fn viewer(state: &NodeState, headers: &HeaderMap, remote: std::net::SocketAddr) -> Viewer {
+/// The viewer of a request: address (through `trusted_proxies`), country (from `geo`),
+/// session key.
+pub fn viewer(
+    geo: &SharedGeo,
+    trusted_proxies: &[ipnet::IpNet],
+    headers: &HeaderMap,
+    remote: std::net::SocketAddr,
+) -> Viewer {
     let forwarded: Vec<&[u8]> = headers
         .get_all("x-forwarded-for")
         .iter()
         .map(http::HeaderValue::as_bytes)
         .collect();
-    let client =
-        crate::routing::resolve_client(remote.ip(), forwarded, &state.config.geo.trusted_proxies);
-    let country = state
-        .geo
+    let client = crate::routing::resolve_client(remote.ip(), forwarded, trusted_proxies);
+    let country = geo
         .current()
         .and_then(|db| {
             db.lookup_ref(client.ip)
@@ -162,7 +170,7 @@ impl Reports {
         metrics.outbox.store(outbox.len() as u64, Ordering::Relaxed);
         Ok(Self {
             counts: Mutex::new(Counts {
-                period_start_ms: crate::emergency::now_ms(),
+                period_start_ms: crate::core::emergency::now_ms(),
                 keys: std::collections::hash_map::RandomState::new(),
                 usage: HashMap::new(),
                 sessions: HashMap::new(),
@@ -180,7 +188,7 @@ impl Reports {
     /// Counts one media segment served to `viewer`.
     pub fn record_segment(&self, content_id: &str, viewer: &Viewer, bytes: u64, duration_ms: u64) {
         let now = Instant::now();
-        let mut c = self.counts.lock().expect("counts lock");
+        let mut c = self.counts.lock();
         let key = std::hash::BuildHasher::hash_one(&c.keys, (viewer.session, content_id));
         if !c.sessions.contains_key(&key) && c.sessions.len() >= MAX_SESSIONS {
             c.sessions
@@ -240,10 +248,10 @@ impl Reports {
     /// # Errors
     /// The outbox cannot be written; the counts are kept for the next call.
     pub fn seal(&self, key: &ed25519_dalek::SigningKey) -> anyhow::Result<usize> {
-        let _writer = self.writer.lock().expect("writer lock");
-        let now = crate::emergency::now_ms();
+        let _writer = self.writer.lock();
+        let now = crate::core::emergency::now_ms();
         let (start, usage) = {
-            let mut c = self.counts.lock().expect("counts lock");
+            let mut c = self.counts.lock();
             // Idle sessions are over.
             let cutoff = Instant::now();
             c.sessions
@@ -269,7 +277,7 @@ impl Reports {
         let batches = self.split_and_sign(key, start, now, usage)?;
         let written = batches.len();
         // The batches are durable: now the counts may go.
-        let mut c = self.counts.lock().expect("counts lock");
+        let mut c = self.counts.lock();
         c.usage.clear();
         c.period_start_ms = now;
         Ok(written)
@@ -346,6 +354,28 @@ impl Reports {
             .collect()
     }
 
+    /// Appends the outbox samples in the Prometheus text format.
+    pub fn render_metrics(&self, out: &mut String) {
+        use std::fmt::Write;
+        let r = &self.metrics;
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let _ = writeln!(
+            out,
+            "# HELP mhc_reports_batches_total Play-report batches of this node, by fate.\n\
+             # TYPE mhc_reports_batches_total counter\n\
+             mhc_reports_batches_total{{outcome=\"written\"}} {}\n\
+             mhc_reports_batches_total{{outcome=\"acked\"}} {}\n\
+             mhc_reports_batches_total{{outcome=\"dropped\"}} {}\n\
+             # HELP mhc_reports_outbox Play-report batches waiting for an origin.\n\
+             # TYPE mhc_reports_outbox gauge\n\
+             mhc_reports_outbox {}",
+            g(&r.batches_written),
+            g(&r.batches_acked),
+            g(&r.batches_dropped),
+            g(&r.outbox),
+        );
+    }
+
     /// Deletes an acknowledged (or refused for good) batch, durably.
     ///
     /// # Errors
@@ -360,159 +390,147 @@ impl Reports {
     }
 }
 
-/// Longest wait for one origin's answer to one batch; a dead origin must not hold the outbox.
-const DELIVERY_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Seals a batch every `reports.report_interval_s` and, separately, delivers the outbox to an
-/// origin, until shutdown (when it seals once more). Sealing never waits for delivery: an
-/// unreachable origin must not keep counts in memory, where a crash would lose them.
-pub async fn run(state: Arc<NodeState>, mut shutdown: watch::Receiver<bool>) {
-    let interval = state.config.reports.interval;
-    let (sealed_tx, mut sealed_rx) = watch::channel(());
-    let deliverer = {
-        let state = Arc::clone(&state);
-        let mut stop = shutdown.clone();
-        tokio::spawn(async move {
-            loop {
-                deliver(&state).await;
-                tokio::select! {
-                    _ = stop.changed() => break,
-                    _ = sealed_rx.changed() => {}
-                    () = tokio::time::sleep(interval) => {}
-                }
-            }
-        })
-    };
-    loop {
-        let stopping = tokio::select! {
-            _ = shutdown.changed() => true,
-            () = tokio::time::sleep(interval) => false,
-        };
-        let sealed = {
-            let state = Arc::clone(&state);
-            tokio::task::spawn_blocking(move || state.reports.seal(state.identity.signing_key()))
-                .await
-        };
-        match sealed {
-            Ok(Ok(n)) if n > 0 => {
-                tracing::debug!(batches = n, "play reports sealed");
-                let _ = sealed_tx.send(());
-            }
-            Ok(Ok(_)) => {}
-            Ok(Err(err)) => tracing::error!(error = %format!("{err:#}"), "sealing play reports"),
-            Err(err) => tracing::error!(error = %err, "sealing play reports"),
-        }
-        if stopping {
-            break;
-        }
-    }
-    deliverer.abort();
+/// What the reporting task needs: the counts and outbox, the node key, who to deliver to and
+/// how.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    /// The shared state (node key, mode, config).
+    pub core: Arc<Core>,
+    /// The counts and the outbox.
+    pub reports: Arc<Reports>,
+    /// Where the origins are.
+    pub cluster: ClusterHandle,
+    /// The QUIC client.
+    pub filler: Arc<Filler>,
+    /// At an origin, its own inbox.
+    pub plugins: Option<Arc<Plugins>>,
 }
 
-/// Sends every waiting batch to the first origin that takes them.
-async fn deliver(state: &Arc<NodeState>) {
-    let pending = state.reports.pending();
-    if pending.is_empty() {
-        return;
-    }
-    if state.emergency.is_emergency() {
-        tracing::debug!(waiting = pending.len(), "emergency mode: play reports wait");
-        return;
-    }
-    // An origin with plugins takes its own reports directly.
-    if let Some(host) = state.plugins.get() {
-        for (seq, bytes) in pending {
-            let outcome = crate::plugins::ingest_encoded(state, host, bytes).await;
-            if !settle(state, seq, outcome) {
-                break;
-            }
-        }
-        return;
-    }
-    for (peer, addr) in origins(state) {
-        let mut delivered_all = true;
-        for (seq, bytes) in &pending {
-            let response = tokio::time::timeout(
-                DELIVERY_TIMEOUT,
-                state.filler.request(
-                    addr,
-                    Some(peer),
-                    Request::PutPlayReport {
-                        report: bytes.clone(),
-                    },
-                ),
-            )
-            .await;
-            let outcome = match response {
-                Ok(Ok(ResponseHeader::ReportAck { .. })) => Outcome::Acked,
-                Ok(Ok(ResponseHeader::Error { message })) => Outcome::Refused(message),
-                Ok(Ok(other)) => Outcome::Later(format!("{other:?}")),
-                Ok(Err(err)) => Outcome::Later(err.to_string()),
-                Err(_) => Outcome::Later(format!("no answer within {DELIVERY_TIMEOUT:?}")),
+impl Delivery {
+    /// Seals a batch every `reports.report_interval_s` and, separately, delivers the outbox to
+    /// an origin, until shutdown (when it seals once more). Sealing never waits for delivery:
+    /// an unreachable origin must not keep counts in memory, where a crash would lose them.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let interval = self.core.config.reports.interval;
+        let (sealed_tx, mut sealed_rx) = watch::channel(());
+        let deliverer = {
+            let this = self.clone();
+            let mut stop = shutdown.clone();
+            tokio::spawn(async move {
+                loop {
+                    this.deliver().await;
+                    tokio::select! {
+                        _ = stop.changed() => break,
+                        _ = sealed_rx.changed() => {}
+                        () = tokio::time::sleep(interval) => {}
+                    }
+                }
+            })
+        };
+        loop {
+            let stopping = tokio::select! {
+                _ = shutdown.changed() => true,
+                () = tokio::time::sleep(interval) => false,
             };
-            if !settle(state, *seq, outcome) {
-                delivered_all = false;
+            let sealed = {
+                let (reports, core) = (Arc::clone(&self.reports), Arc::clone(&self.core));
+                tokio::task::spawn_blocking(move || reports.seal(core.identity.signing_key())).await
+            };
+            match sealed {
+                Ok(Ok(n)) if n > 0 => {
+                    tracing::debug!(batches = n, "play reports sealed");
+                    let _ = sealed_tx.send(());
+                }
+                Ok(Ok(_)) => {}
+                Ok(Err(err)) => {
+                    tracing::error!(error = %format!("{err:#}"), "sealing play reports")
+                }
+                Err(err) => tracing::error!(error = %err, "sealing play reports"),
+            }
+            if stopping {
                 break;
             }
         }
-        if delivered_all {
+        deliverer.abort();
+    }
+
+    /// Sends every waiting batch to the first origin that takes them.
+    async fn deliver(&self) {
+        let pending = self.reports.pending();
+        if pending.is_empty() {
             return;
         }
-    }
-}
-
-/// What became of one batch.
-#[derive(Debug)]
-pub enum Outcome {
-    /// Stored by the origin: delete it.
-    Acked,
-    /// Refused for good (it would be refused again): delete it, count it, say why.
-    Refused(String),
-    /// Try again later.
-    Later(String),
-}
-
-/// Applies an outcome; `false` means stop sending for now.
-fn settle(state: &NodeState, seq: u64, outcome: Outcome) -> bool {
-    let m = &state.reports.metrics;
-    match outcome {
-        Outcome::Acked => {
-            m.batches_acked.fetch_add(1, Ordering::Relaxed);
-            if let Err(err) = state.reports.remove(seq) {
-                tracing::error!(seq, error = %format!("{err:#}"), "removing an acknowledged report");
-                return false;
+        if self.core.emergency.is_emergency() {
+            tracing::debug!(waiting = pending.len(), "emergency mode: play reports wait");
+            return;
+        }
+        // An origin with plugins takes its own reports directly.
+        if let Some(plugins) = &self.plugins {
+            for (seq, bytes) in pending {
+                let outcome = plugins.ingest_encoded(bytes).await;
+                if !self.settle(seq, outcome) {
+                    break;
+                }
             }
-            true
+            return;
         }
-        Outcome::Refused(why) => {
-            m.batches_dropped.fetch_add(1, Ordering::Relaxed);
-            tracing::error!(seq, why = %why, "play report refused by the origin; dropped");
-            let _ = state.reports.remove(seq);
-            true
-        }
-        Outcome::Later(why) => {
-            tracing::debug!(seq, why = %why, "play report not delivered; kept for later");
-            false
+        for origin in self.cluster.origins() {
+            let mut delivered_all = true;
+            for (seq, bytes) in &pending {
+                let response = tokio::time::timeout(
+                    DELIVERY_TIMEOUT,
+                    self.filler.request(
+                        origin.quic,
+                        Some(origin.peer_id),
+                        Request::PutPlayReport {
+                            report: bytes.clone(),
+                        },
+                    ),
+                )
+                .await;
+                let outcome = match response {
+                    Ok(Ok(ResponseHeader::ReportAck { .. })) => Outcome::Acked,
+                    Ok(Ok(ResponseHeader::Error { message })) => Outcome::Refused(message),
+                    Ok(Ok(other)) => Outcome::Later(format!("{other:?}")),
+                    Ok(Err(err)) => Outcome::Later(err.to_string()),
+                    Err(_) => Outcome::Later(format!("no answer within {DELIVERY_TIMEOUT:?}")),
+                };
+                if !self.settle(*seq, outcome) {
+                    delivered_all = false;
+                    break;
+                }
+            }
+            if delivered_all {
+                return;
+            }
         }
     }
-}
 
-/// Alive origins with a QUIC address, least loaded first.
-fn origins(state: &NodeState) -> Vec<(PeerId, std::net::SocketAddr)> {
-    let membership = state.cluster.membership.lock().expect("membership lock");
-    let mut out: Vec<(u32, PeerId, std::net::SocketAddr)> = membership
-        .members()
-        .filter(|m| m.state == MemberState::Alive && m.heartbeat.role == WireRole::Origin)
-        .filter_map(|m| {
-            Some((
-                m.heartbeat.load.connections,
-                m.peer_id,
-                m.heartbeat.addrs.quic.parse().ok()?,
-            ))
-        })
-        .collect();
-    out.sort_by_key(|(load, ..)| *load);
-    out.into_iter().map(|(_, p, a)| (p, a)).collect()
+    /// Applies an outcome; `false` means stop sending for now.
+    fn settle(&self, seq: u64, outcome: Outcome) -> bool {
+        let reports = &self.reports;
+        let m = &reports.metrics;
+        match outcome {
+            Outcome::Acked => {
+                m.batches_acked.fetch_add(1, Ordering::Relaxed);
+                if let Err(err) = reports.remove(seq) {
+                    tracing::error!(seq, error = %format!("{err:#}"), "removing an acknowledged report");
+                    return false;
+                }
+                true
+            }
+            Outcome::Refused(why) => {
+                m.batches_dropped.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(seq, why = %why, "play report refused by the origin; dropped");
+                let _ = reports.remove(seq);
+                true
+            }
+            Outcome::Later(why) => {
+                tracing::debug!(seq, why = %why, "play report not delivered; kept for later");
+                false
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -537,7 +555,7 @@ mod tests {
         for _ in 0..3 {
             r.record_segment("song", &viewer("DE", 2), 1000, 2_000);
         }
-        let c = r.counts.lock().unwrap();
+        let c = r.counts.lock();
         let u = c
             .usage
             .values()

@@ -9,9 +9,9 @@ use futures::StreamExt;
 use libp2p::gossipsub::{self, IdentTopic, MessageAuthenticity, ValidationMode};
 use libp2p::swarm::SwarmEvent;
 use libp2p::{identity, noise, tcp, yamux, Multiaddr, PeerId, Swarm};
-use mhc_node::cluster::envelope::seal;
-use mhc_node::cluster::messages::{
-    encode, Heartbeat, Load, PlaneAddrs, WireMode, WireRole, HEALTH_TOPIC,
+use mhc_node::{
+    encode_message as encode, seal_envelope as seal, Heartbeat, Load, Mode, PlaneAddrs, WireRole,
+    HEALTH_TOPIC,
 };
 use mhc_tests::{wait_until, Cluster, NodeOptions};
 
@@ -79,7 +79,7 @@ fn heartbeat(claimed: PeerId, seq: u64) -> Vec<u8> {
         region: "nowhere".into(),
         location: None,
         addrs: PlaneAddrs::default(),
-        mode: WireMode::Normal,
+        mode: Mode::Normal,
         load: Load::default(),
         contents: Vec::new(),
         contents_total: 0,

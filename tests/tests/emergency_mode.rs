@@ -238,13 +238,13 @@ fn signed_activate(key: &Path, node: &NodeProcess) -> Vec<u8> {
     let seed: [u8; 32] = std::fs::read(key).unwrap().try_into().unwrap();
     let signing = ed25519_dalek::SigningKey::from_bytes(&seed);
     let _ = node;
-    mhc_node::emergency::SignedCommand::sign(
-        mhc_node::emergency::Action::Activate {
+    mhc_node::SignedCommand::sign(
+        mhc_node::Action::Activate {
             reason: "tampered".into(),
             essential: vec![],
         },
-        mhc_node::emergency::now_ms(),
-        mhc_node::emergency::now_ms(),
+        mhc_node::now_ms(),
+        mhc_node::now_ms(),
         &signing,
     )
     .encode()

@@ -12,7 +12,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use mhc_node::geo::GeoDb;
+use mhc_node::GeoDb;
 use mhc_tests::{assert_success, wait_until, write_synthetic_rendition, Cluster, NodeOptions};
 
 const NODES: [(&str, &str, (f64, f64)); 4] = [

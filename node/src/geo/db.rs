@@ -61,9 +61,9 @@ impl GeoDb {
     ///
     /// # Examples
     /// ```no_run
-    /// let db = mhc_node::geo::GeoDb::open("/var/lib/mhc/geo")?;
+    /// let db = mhc_node::GeoDb::open("/var/lib/mhc/geo")?;
     /// let here = db.lookup("81.2.69.142".parse().unwrap())?;
-    /// # Ok::<(), mhc_node::geo::GeoError>(())
+    /// # Ok::<(), mhc_node::GeoError>(())
     /// ```
     pub fn open(path: impl AsRef<Path>) -> Result<Self, GeoError> {
         let path = path.as_ref();

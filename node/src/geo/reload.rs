@@ -3,13 +3,14 @@
 use std::fs;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
 use super::db::database_files;
 use super::{GeoDb, GeoError, GeoFileInfo, GeoInfo};
+use parking_lot::{Mutex, RwLock};
 
 /// How often [`SharedGeo::spawn_reloader`] looks at the files by default. Databases change
 /// monthly at most; 10 s costs a few `stat` calls and picks up a new file before an operator
@@ -28,7 +29,7 @@ const MIN_RELOAD_INTERVAL: Duration = Duration::from_millis(10);
 /// # Examples
 /// ```no_run
 /// # async fn run() {
-/// use mhc_node::geo::{SharedGeo, DEFAULT_RELOAD_INTERVAL};
+/// use mhc_node::{SharedGeo, DEFAULT_GEO_RELOAD_INTERVAL as DEFAULT_RELOAD_INTERVAL};
 ///
 /// let geo = SharedGeo::new();
 /// let reloader = geo.spawn_reloader("/var/lib/mhc/geo", DEFAULT_RELOAD_INTERVAL);
@@ -119,11 +120,7 @@ impl SharedGeo {
 
     /// The database in use. Keep the `Arc` for the whole request.
     pub fn current(&self) -> Option<Arc<GeoDb>> {
-        self.inner
-            .db
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.inner.db.read().clone()
     }
 
     /// [`GeoDb::lookup`] in the database in use; `Ok(None)` without one.
@@ -216,11 +213,8 @@ impl SharedGeo {
         }
     }
 
-    fn state(&self) -> std::sync::MutexGuard<'_, ReloadState> {
-        self.inner
-            .state
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+    fn state(&self) -> parking_lot::MutexGuard<'_, ReloadState> {
+        self.inner.state.lock()
     }
 
     /// Opens `path`, whose files looked like `seen` just before, and swaps it in.
@@ -257,12 +251,7 @@ impl SharedGeo {
         let db = Arc::new(db);
         // The old database is dropped here only if no request holds it; otherwise the last
         // request to finish frees it.
-        let old = self
-            .inner
-            .db
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .replace(db);
+        let old = self.inner.db.write().replace(db);
         drop(old);
         let mut state = self.state();
         state.loaded_at = Some(SystemTime::now());

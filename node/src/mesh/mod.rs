@@ -17,7 +17,7 @@ use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -28,7 +28,6 @@ use iroh::endpoint::Connection;
 use iroh::protocol::Router;
 use iroh::{Endpoint, EndpointAddr, EndpointId, RelayMode, SecretKey};
 use iroh_blobs::api::blobs::{AddPathOptions, ImportMode};
-use iroh_blobs::api::downloader::Downloader;
 use iroh_blobs::api::Store as BlobStore;
 use iroh_blobs::hashseq::HashSeq;
 use iroh_blobs::provider::events::{
@@ -39,8 +38,10 @@ use iroh_blobs::{BlobFormat, BlobsProtocol, Hash, HashAndFormat};
 use libp2p_identity::PeerId;
 use mhc_manifest::Hash32;
 
-use crate::catalog::Published;
-use crate::metrics::Metrics;
+use crate::core::catalog::Published;
+use crate::core::metrics::Metrics;
+use crate::core::store::BlobSource;
+use parking_lot::Mutex;
 use pins::Pins;
 use plays::Plays;
 
@@ -103,7 +104,6 @@ pub struct MeshPlane {
     router: Router,
     store: BlobStore,
     lookup: MemoryLookup,
-    downloader: Downloader,
     local_addr: SocketAddr,
     metrics: Arc<Metrics>,
     pins: Pins,
@@ -154,7 +154,6 @@ impl MeshPlane {
             .context("the iroh endpoint has no socket")?;
         let events = provider_events(Arc::clone(&metrics));
         let blobs = BlobsProtocol::new(&store, Some(events));
-        let downloader = store.downloader(&endpoint);
         let router = Router::builder(endpoint)
             .accept(iroh_blobs::ALPN, blobs)
             .spawn();
@@ -165,7 +164,6 @@ impl MeshPlane {
             router,
             store,
             lookup,
-            downloader,
             local_addr,
             metrics,
             pins: Pins::open(db)?,
@@ -186,11 +184,6 @@ impl MeshPlane {
     /// The iroh blob store.
     pub fn store(&self) -> &BlobStore {
         &self.store
-    }
-
-    /// The multi-provider downloader.
-    pub fn downloader(&self) -> &Downloader {
-        &self.downloader
     }
 
     /// The endpoint.
@@ -220,7 +213,7 @@ impl MeshPlane {
 
     /// Records that this node holds a content version on the mesh plane.
     pub fn set_held(&self, id: &str, version: u64, root: Hash32, bytes: u64) {
-        let mut held = self.held.lock().expect("held lock");
+        let mut held = self.held.lock();
         if held.get(id).is_none_or(|h| h.version <= version) {
             held.insert(
                 id.to_owned(),
@@ -235,22 +228,17 @@ impl MeshPlane {
 
     /// The version of `id` this node holds on the mesh plane.
     pub fn held(&self, id: &str) -> Option<HeldRoot> {
-        self.held.lock().expect("held lock").get(id).copied()
+        self.held.lock().get(id).copied()
     }
 
     /// Bytes of every held version.
     pub fn held_bytes(&self) -> u64 {
-        self.held
-            .lock()
-            .expect("held lock")
-            .values()
-            .map(|h| h.bytes)
-            .sum()
+        self.held.lock().values().map(|h| h.bytes).sum()
     }
 
     /// Marks a root as being replicated now (heartbeats say so), or no longer.
     pub fn set_replicating(&self, root: Hash32, on: bool) {
-        let mut r = self.replicating.lock().expect("replicating lock");
+        let mut r = self.replicating.lock();
         if on {
             r.insert(root);
         } else {
@@ -260,13 +248,7 @@ impl MeshPlane {
 
     /// Roots being replicated now, for the heartbeat.
     pub fn replicating(&self) -> Vec<Hash32> {
-        let mut v: Vec<_> = self
-            .replicating
-            .lock()
-            .expect("replicating lock")
-            .iter()
-            .copied()
-            .collect();
+        let mut v: Vec<_> = self.replicating.lock().iter().copied().collect();
         v.sort_unstable();
         v
     }
@@ -275,33 +257,23 @@ impl MeshPlane {
     pub fn is_penalised(&self, id: &EndpointId) -> bool {
         self.providers
             .lock()
-            .expect("providers lock")
             .get(id)
             .and_then(|r| r.penalised_until)
             .is_some_and(|t| t > Instant::now())
     }
 
     fn penalise(&self, id: EndpointId, for_: Duration) {
-        self.providers
-            .lock()
-            .expect("providers lock")
-            .entry(id)
-            .or_default()
-            .penalised_until = Some(Instant::now() + for_);
+        self.providers.lock().entry(id).or_default().penalised_until = Some(Instant::now() + for_);
     }
 
     /// Lower is better: the smoothed duration of recent fetches from `id` (unmeasured: 0, so
     /// a new provider gets tried).
     pub fn speed_rank(&self, id: &EndpointId) -> f64 {
-        self.providers
-            .lock()
-            .expect("providers lock")
-            .get(id)
-            .map_or(0.0, |r| r.ewma_ms)
+        self.providers.lock().get(id).map_or(0.0, |r| r.ewma_ms)
     }
 
     fn record_speed(&self, id: EndpointId, took: Duration) {
-        let mut providers = self.providers.lock().expect("providers lock");
+        let mut providers = self.providers.lock();
         let r = providers.entry(id).or_default();
         let ms = took.as_secs_f64() * 1000.0;
         r.ewma_ms = if r.ewma_ms == 0.0 {
@@ -365,7 +337,7 @@ impl MeshPlane {
                 m.content_id.as_str(),
                 m.version,
                 existing,
-                replicate::content_bytes(published),
+                published.blob_bytes(),
             );
             return Ok(existing);
         }
@@ -427,7 +399,7 @@ impl MeshPlane {
             m.content_id.as_str(),
             m.version,
             root_hash,
-            replicate::content_bytes(published),
+            published.blob_bytes(),
         );
         Ok(root_hash)
     }
@@ -457,6 +429,12 @@ impl MeshPlane {
         if let Err(err) = self.router.shutdown().await {
             tracing::warn!(error = %err, "stopping the mesh endpoint");
         }
+    }
+}
+
+impl BlobSource for MeshPlane {
+    fn get_blob<'a>(&'a self, hash: &'a Hash32) -> futures::future::BoxFuture<'a, Option<Bytes>> {
+        Box::pin(self.get_bytes(hash))
     }
 }
 

@@ -45,6 +45,7 @@ impl Pins {
     }
 
     /// Whether `id` is pinned.
+    #[cfg(test)]
     pub fn is_pinned(&self, id: &str) -> bool {
         self.tree.contains_key(id).unwrap_or(false)
     }

@@ -5,11 +5,11 @@
 //! live streams, as they go, so it tracks how much a content is watched without keeping
 //! per-viewer state. Two fixed windows of [`WINDOW`] give "recent" without a timer.
 
+use parking_lot::Mutex;
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::cluster::messages::{PlayCount, MAX_HEARTBEAT_PLAYS};
+use crate::control::messages::{PlayCount, MAX_HEARTBEAT_PLAYS};
 
 /// Length of one counting window; the count covers the current and the previous window.
 pub const WINDOW: Duration = Duration::from_secs(300);
@@ -58,7 +58,7 @@ impl Plays {
 
     /// Counts one play of `id`.
     pub fn record(&self, id: &str) {
-        let mut w = self.windows.lock().expect("plays lock");
+        let mut w = self.windows.lock();
         Self::rotate(&mut w, Instant::now());
         if let Some(n) = w.current.get_mut(id) {
             *n = n.saturating_add(1);
@@ -69,7 +69,7 @@ impl Plays {
 
     /// The most played contents of the last one to two windows, most played first.
     pub fn top(&self) -> Vec<PlayCount> {
-        let mut w = self.windows.lock().expect("plays lock");
+        let mut w = self.windows.lock();
         Self::rotate(&mut w, Instant::now());
         let mut sum: HashMap<&str, u32> = HashMap::new();
         for (id, n) in w.current.iter().chain(w.previous.iter()) {
@@ -111,13 +111,13 @@ mod tests {
         let p = Plays::default();
         p.record("a");
         {
-            let mut w = p.windows.lock().unwrap();
+            let mut w = p.windows.lock();
             w.started -= WINDOW;
         }
         p.record("a");
         assert_eq!(p.top()[0].plays, 2, "previous window still counts");
         {
-            let mut w = p.windows.lock().unwrap();
+            let mut w = p.windows.lock();
             w.started -= WINDOW * 2;
         }
         assert!(p.top().is_empty(), "two windows later nothing is recent");

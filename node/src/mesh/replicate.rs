@@ -31,15 +31,15 @@ use iroh::EndpointId;
 use iroh_blobs::api::remote::GetProgressItem;
 use iroh_blobs::hashseq::HashSeq;
 use iroh_blobs::{Hash, HashAndFormat};
-use mhc_config::Role;
 use mhc_manifest::{Hash32, SignedManifest};
 use tokio::sync::watch;
 
 use super::{content_tag, endpoint_id_of, expected_children, MeshPlane};
-use crate::catalog::{CatalogError, Published};
-use crate::cluster::membership::MemberState;
-use crate::cluster::messages::WireRole;
-use crate::state::NodeState;
+use crate::control::membership::MemberState;
+use crate::control::messages::WireRole;
+use crate::control::ClusterHandle;
+use crate::core::catalog::{CatalogError, Published};
+use crate::core::Core;
 
 /// How long a node waits for the owner of a blob to have it before asking the origin instead.
 /// Long enough for an owner to fetch its share at loopback or LAN speed while its peers wait;
@@ -82,10 +82,21 @@ struct Provider {
     distance_km: f64,
 }
 
+/// What replication reads of the rest of the node: the shared state and the membership.
+#[derive(Debug, Clone)]
+pub struct Replication {
+    /// The shared state.
+    pub core: Arc<Core>,
+    /// Who holds what.
+    pub cluster: ClusterHandle,
+}
+
 /// Runs the replication loop of a mesh node until shutdown.
-pub async fn run(state: Arc<NodeState>, mesh: Arc<MeshPlane>, mut shutdown: watch::Receiver<bool>) {
+pub async fn run(state: Replication, mesh: Arc<MeshPlane>, mut shutdown: watch::Receiver<bool>) {
+    let state = Arc::new(state);
     let mut running: HashMap<Hash32, tokio::task::JoinHandle<()>> = HashMap::new();
     let tick = state
+        .core
         .config
         .cluster
         .heartbeat_interval
@@ -135,8 +146,8 @@ pub async fn run(state: Arc<NodeState>, mesh: Arc<MeshPlane>, mut shutdown: watc
 }
 
 /// Tells the endpoint where every alive member's mesh plane listens.
-fn learn_addresses(state: &NodeState, mesh: &MeshPlane) {
-    let membership = state.cluster.membership.lock().expect("membership lock");
+fn learn_addresses(state: &Replication, mesh: &MeshPlane) {
+    let membership = state.cluster.membership();
     for m in membership.members() {
         if m.state != MemberState::Alive {
             continue;
@@ -148,7 +159,7 @@ fn learn_addresses(state: &NodeState, mesh: &MeshPlane) {
 }
 
 /// The latest version of every content that some alive member offers on the mesh.
-pub fn offers(state: &NodeState) -> HashMap<String, Offer> {
+pub fn offers(state: &Replication) -> HashMap<String, Offer> {
     let mut best: HashMap<String, Offer> = HashMap::new();
     let mut consider = |o: Offer| {
         if o.root == [0; 32] {
@@ -169,7 +180,7 @@ pub fn offers(state: &NodeState) -> HashMap<String, Offer> {
             bytes: 0,
         });
     }
-    let membership = state.cluster.membership.lock().expect("membership lock");
+    let membership = state.cluster.membership();
     for m in membership.members() {
         if m.state != MemberState::Alive {
             continue;
@@ -188,7 +199,7 @@ pub fn offers(state: &NodeState) -> HashMap<String, Offer> {
 
 /// What this mesh node should replicate now, most important first: pinned, essential, then
 /// popular in its region while the disk budget lasts.
-pub fn wanted(state: &NodeState, mesh: &MeshPlane) -> Vec<Offer> {
+pub fn wanted(state: &Replication, mesh: &MeshPlane) -> Vec<Offer> {
     let offers = offers(state);
     // Held on the mesh plane, not merely in the catalog: a mesh node that filled a few
     // segments on demand over QUIC has the manifest but not the content.
@@ -198,7 +209,7 @@ pub fn wanted(state: &NodeState, mesh: &MeshPlane) -> Vec<Offer> {
         .pins()
         .list()
         .iter()
-        .chain(state.essential_contents().iter())
+        .chain(state.core.emergency.state().essential().iter())
     {
         if let Some(o) = offers.get(id) {
             if !held(o) && !out.iter().any(|w| w.id == o.id) {
@@ -207,7 +218,7 @@ pub fn wanted(state: &NodeState, mesh: &MeshPlane) -> Vec<Offer> {
         }
     }
     // The uplink carries what it is told to (pins, essential), not what is popular.
-    if state.config.role != Role::Mesh {
+    if !state.core.policy().replicates_popular() {
         return out;
     }
     // Popular in this region: the play counts of alive members in the same region, and ours.
@@ -216,9 +227,9 @@ pub fn wanted(state: &NodeState, mesh: &MeshPlane) -> Vec<Offer> {
         *plays.entry(p.id).or_default() += u64::from(p.plays);
     }
     {
-        let membership = state.cluster.membership.lock().expect("membership lock");
+        let membership = state.cluster.membership();
         for m in membership.members() {
-            if m.state == MemberState::Alive && m.heartbeat.region == state.config.region {
+            if m.state == MemberState::Alive && m.heartbeat.region == state.core.config.region {
                 for p in &m.heartbeat.plays {
                     *plays.entry(p.id.clone()).or_default() += u64::from(p.plays);
                 }
@@ -231,6 +242,7 @@ pub fn wanted(state: &NodeState, mesh: &MeshPlane) -> Vec<Offer> {
         .collect();
     popular.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.id.cmp(&b.1.id)));
     let mut budget = state
+        .core
         .config
         .cache
         .disk_bytes
@@ -251,7 +263,7 @@ pub fn wanted(state: &NodeState, mesh: &MeshPlane) -> Vec<Offer> {
 ///
 /// # Errors
 /// No provider could serve it, it failed verification, or the stores failed.
-pub async fn replicate(state: &NodeState, mesh: &MeshPlane, offer: &Offer) -> anyhow::Result<()> {
+pub async fn replicate(state: &Replication, mesh: &MeshPlane, offer: &Offer) -> anyhow::Result<()> {
     let root = Hash::from_bytes(offer.root);
     fetch_any(state, mesh, offer, root)
         .await
@@ -277,7 +289,7 @@ pub async fn replicate(state: &NodeState, mesh: &MeshPlane, offer: &Offer) -> an
         .await
         .context("reading the manifest")?;
     let signed = match SignedManifest::decode(&encoded)
-        .and_then(|s| s.verify(state.catalog.trusted()).map(|()| s))
+        .and_then(|s| s.verify(state.core.catalog.trusted()).map(|()| s))
     {
         Ok(s) => s,
         Err(err) => {
@@ -301,7 +313,7 @@ pub async fn replicate(state: &NodeState, mesh: &MeshPlane, offer: &Offer) -> an
         mesh.metrics().mesh.rejected.fetch_add(1, Ordering::Relaxed);
         bail!("the HashSeq's children do not match the signed manifest");
     }
-    let bytes = content_bytes(&published);
+    let bytes = published.blob_bytes();
     fetch_children(state, mesh, offer, &children[1..]).await?;
     mesh.store()
         .tags()
@@ -311,7 +323,7 @@ pub async fn replicate(state: &NodeState, mesh: &MeshPlane, offer: &Offer) -> an
         )
         .await
         .context("tagging the replica")?;
-    match state.catalog.publish(signed) {
+    match state.core.catalog.publish(signed) {
         Ok(_) | Err(CatalogError::Stale { .. }) => {}
         Err(err) => return Err(err).context("committing the manifest"),
     }
@@ -323,15 +335,9 @@ pub async fn replicate(state: &NodeState, mesh: &MeshPlane, offer: &Offer) -> an
     Ok(())
 }
 
-/// Bytes of a version's init and media segments.
-pub fn content_bytes(published: &Published) -> u64 {
-    let m = published.manifest();
-    m.segments.iter().map(|s| s.size).sum::<u64>() + m.hls.init.as_ref().map_or(0, |i| i.size)
-}
-
 /// Fetches one small blob (root, manifest) from the first holder that has it.
 async fn fetch_any(
-    state: &NodeState,
+    state: &Replication,
     mesh: &MeshPlane,
     offer: &Offer,
     hash: Hash,
@@ -355,9 +361,9 @@ async fn fetch_any(
 
 /// Alive members that hold `offer`, plus the static peers; best first (measured speed, then
 /// distance), origins last, penalised providers left out.
-fn holders(state: &NodeState, mesh: &MeshPlane, offer: &Offer) -> Vec<Provider> {
+fn holders(state: &Replication, mesh: &MeshPlane, offer: &Offer) -> Vec<Provider> {
     let me = mesh.endpoint().id();
-    let here = state.config.location.as_ref().map(|l| (l.lat, l.lon));
+    let here = state.core.config.location.as_ref().map(|l| (l.lat, l.lon));
     let mut out: Vec<Provider> = mesh
         .static_peers()
         .iter()
@@ -368,7 +374,7 @@ fn holders(state: &NodeState, mesh: &MeshPlane, offer: &Offer) -> Vec<Provider> 
         })
         .collect();
     {
-        let membership = state.cluster.membership.lock().expect("membership lock");
+        let membership = state.cluster.membership();
         for m in membership.members() {
             if m.state != MemberState::Alive {
                 continue;
@@ -406,9 +412,9 @@ fn holders(state: &NodeState, mesh: &MeshPlane, offer: &Offer) -> Vec<Provider> 
 }
 
 /// Mesh members replicating the same root now, and this node, sorted: the owners of blobs.
-fn replicators(state: &NodeState, mesh: &MeshPlane, root: &Hash32) -> Vec<EndpointId> {
+fn replicators(state: &Replication, mesh: &MeshPlane, root: &Hash32) -> Vec<EndpointId> {
     let mut out = vec![mesh.endpoint().id()];
-    let membership = state.cluster.membership.lock().expect("membership lock");
+    let membership = state.cluster.membership();
     for m in membership.members() {
         if m.state == MemberState::Alive && m.heartbeat.replicating.contains(root) {
             if let Some(id) = endpoint_id_of(&m.peer_id) {
@@ -432,15 +438,15 @@ struct Job {
 
 /// Fetches every child blob, shared out among the replicators (see the module docs).
 async fn fetch_children(
-    state: &NodeState,
+    state: &Replication,
     mesh: &MeshPlane,
     offer: &Offer,
     children: &[Hash32],
 ) -> anyhow::Result<()> {
     // Give peers that started on this root at the same moment a heartbeat to say so, so the
     // split of the work is agreed before anyone asks the origin for everything.
-    if state.config.role == Role::Mesh {
-        tokio::time::sleep(state.config.cluster.heartbeat_interval * 2).await;
+    if state.core.policy().replicates_popular() {
+        tokio::time::sleep(state.core.config.cluster.heartbeat_interval * 2).await;
     }
     let me = mesh.endpoint().id();
     let owners = replicators(state, mesh, &offer.root);
@@ -504,7 +510,7 @@ async fn fetch_children(
 }
 
 /// One attempt at one child blob over the providers in the order the module docs give.
-async fn fetch_child(state: &NodeState, mesh: &MeshPlane, offer: &Offer, job: &Job) -> bool {
+async fn fetch_child(state: &Replication, mesh: &MeshPlane, offer: &Offer, job: &Job) -> bool {
     if mesh.has(job.hash).await {
         return true;
     }

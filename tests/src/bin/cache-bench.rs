@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use mhc_node::store::S3Fifo;
+use mhc_node::S3Fifo;
 
 /// Plain LRU over object counts (all objects have the same size here).
 struct Lru {

@@ -133,15 +133,15 @@ fn main() {
     for (seq, action, mode) in [
         (
             1,
-            mhc_node::emergency::Action::Activate {
+            mhc_node::Action::Activate {
                 reason: "bench".into(),
                 essential: vec![],
             },
             "emergency",
         ),
-        (2, mhc_node::emergency::Action::Deactivate, "normal"),
+        (2, mhc_node::Action::Deactivate, "normal"),
     ] {
-        let cmd = mhc_node::emergency::SignedCommand::sign(action, seq, now_ms(), &key).encode();
+        let cmd = mhc_node::SignedCommand::sign(action, seq, now_ms(), &key).encode();
         let sent_ms = now_ms();
         let r = mhc_tests::http_post(c.node(n / 2).addr(), "/v1/emergency", &cmd).unwrap();
         assert_eq!(r.status, 200, "{}", r.text());

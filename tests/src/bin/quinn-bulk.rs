@@ -158,7 +158,7 @@ const BLOB: usize = 2 << 20;
 async fn floor(total: u64, streams: u64) {
     use std::sync::Arc;
 
-    use mhc_node::store::{AlignedBlob, DiskTier};
+    use mhc_node::{AlignedBlob, DiskTier};
 
     let blobs = (total / BLOB as u64) as usize;
     let dir = tempfile::tempdir().unwrap();

@@ -20,10 +20,11 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use libp2p::identity::Keypair;
-use mhc_node::cluster::membership::{Membership, MembershipConfig};
-use mhc_node::cluster::messages::{Heartbeat, HeldContent, Load, PlaneAddrs, WireMode, WireRole};
-use mhc_node::geo::GeoDb;
-use mhc_node::routing::{self, Candidate, Depth, GeoAvailability, Outcome, Settings};
+use mhc_node::{
+    chosen_candidate, decide, return_scratch, take_scratch, Candidate, Depth, GeoAvailability,
+    GeoDb, Heartbeat, HeldContent, Load, Membership, MembershipConfig, Mode, PlaneAddrs,
+    RouteOutcome as Outcome, Settings, WireRole,
+};
 use mhc_tests::mmdb::{dbip_flat, MmdbWriter};
 
 /// The workspace's seeded PRNG, so runs are comparable.
@@ -116,7 +117,7 @@ fn membership(rng: &mut Rng, members: usize, now: Instant) -> Membership {
                 iroh: String::new(),
                 p2p: Vec::new(),
             },
-            mode: WireMode::Normal,
+            mode: Mode::Normal,
             load: Load {
                 connections: rng.u32(..500),
                 bytes_out_per_s: rng.u64(..1_000_000_000),
@@ -162,7 +163,7 @@ fn main() {
         geo: GeoAvailability::Loaded(&db),
         trusted_proxies: &trusted,
         home_region: "region-0",
-        mode: WireMode::Normal,
+        mode: Mode::Normal,
     };
     let self_id = Keypair::generate_ed25519().public().to_peer_id();
     let peer: IpAddr = "127.0.0.1".parse().unwrap();
@@ -180,8 +181,8 @@ fn main() {
             false,
         );
         let guard = table.lock().expect("lock");
-        let mut out: Vec<Candidate<'_>> = routing::take_scratch();
-        let d = routing::decide(
+        let mut out: Vec<Candidate<'_>> = take_scratch();
+        let d = decide(
             &settings,
             peer,
             [headers[i % headers.len()].as_bytes()],
@@ -192,7 +193,7 @@ fn main() {
             depth,
             &mut out,
         );
-        let chosen_len = routing::chosen(&out).map_or(0, |c| c.http.len());
+        let chosen_len = chosen_candidate(&out).map_or(0, |c| c.http.len());
         std::hint::black_box(chosen_len);
         outcomes[match d.outcome {
             Outcome::Geo => 0,
@@ -200,7 +201,7 @@ fn main() {
             Outcome::NoCandidate => 2,
         }] += 1;
         drop(d);
-        routing::return_scratch(out);
+        return_scratch(out);
     };
     let target = 100_000.0;
     for (what, depth) in [

@@ -1,0 +1,209 @@
+//! Publishing at the origin: ingest a rendition into the store, version it, sign it, commit it.
+//!
+//! Atomic: blobs written by a failed ingest are deleted again and no manifest is committed.
+//! Idempotent: the same bytes and metadata give back the published version unchanged.
+//! Streaming: files are hashed while they are copied, never held whole in memory.
+
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use mhc_manifest::{ContentId, Hash32, MediaKind};
+use mhc_origin::{
+    ingest_rendition, publish_version, BlobSink, ImportedBlob, IngestRequest, PublishDecision,
+};
+use parking_lot::Mutex;
+
+use super::api::IngestCommand;
+use crate::control::messages::ContentAnnouncement;
+use crate::control::ClusterHandle;
+use crate::core::catalog::Published;
+use crate::core::store::{DiskTier, Imported};
+use crate::core::Core;
+use crate::mesh::MeshPlane;
+use crate::plugins::Plugins;
+
+/// Publishing at an origin: what an ingest writes to and tells.
+#[derive(Debug)]
+pub struct Ingest {
+    core: Arc<Core>,
+    mesh: Arc<MeshPlane>,
+    cluster: ClusterHandle,
+    plugins: Arc<Plugins>,
+    /// Serialises ingests so versions are assigned one at a time.
+    one_at_a_time: Mutex<()>,
+}
+
+/// What an ingest did.
+#[derive(Debug)]
+pub struct IngestOutcome {
+    /// The version now published.
+    pub published: Arc<Published>,
+    /// False when the bytes and metadata were already published as they are.
+    pub changed: bool,
+}
+
+/// Writes into the disk tier and remembers what it created, for rollback.
+struct StoreSink<'a> {
+    disk: &'a DiskTier,
+    created: Vec<Hash32>,
+    touched: Vec<Hash32>,
+}
+
+impl BlobSink for StoreSink<'_> {
+    fn import_file(
+        &mut self,
+        path: &std::path::Path,
+        max_bytes: u64,
+    ) -> std::io::Result<ImportedBlob> {
+        let (blob, how) = self.disk.import_file(path, max_bytes)?;
+        if how == Imported::New {
+            self.created.push(blob.hash);
+        }
+        self.touched.push(blob.hash);
+        Ok(blob)
+    }
+}
+
+impl StoreSink<'_> {
+    fn rollback(&self) {
+        for hash in &self.created {
+            self.disk.remove(hash);
+        }
+    }
+}
+
+impl Ingest {
+    /// Publishing into `core`'s store and catalog, then on the mesh (`mesh`), to the cluster
+    /// (`cluster`) and to the plugins.
+    pub fn new(
+        core: Arc<Core>,
+        mesh: Arc<MeshPlane>,
+        cluster: ClusterHandle,
+        plugins: Arc<Plugins>,
+    ) -> Self {
+        Self {
+            core,
+            mesh,
+            cluster,
+            plugins,
+            one_at_a_time: Mutex::new(()),
+        }
+    }
+
+    /// Runs one ingest (blocking: call from `spawn_blocking`).
+    ///
+    /// # Errors
+    /// A malformed request; any [`mhc_origin::IngestError`]; the catalog refusing the manifest.
+    /// Nothing is published in any of these cases.
+    pub fn ingest(&self, cmd: &IngestCommand) -> anyhow::Result<IngestOutcome> {
+        let result = self.ingest_inner(cmd);
+        self.core.metrics.record_ingest(match &result {
+            Ok(o) if o.changed => "published",
+            Ok(_) => "unchanged",
+            Err(_) => "failed",
+        });
+        result
+    }
+
+    fn ingest_inner(&self, cmd: &IngestCommand) -> anyhow::Result<IngestOutcome> {
+        let state = &*self.core;
+        let content_id = ContentId::new(cmd.content_id.clone())
+            .with_context(|| format!("content id {:?}", cmd.content_id))?;
+        let media_kind = match cmd.media_kind.as_deref() {
+            None => None,
+            Some("audio") => Some(MediaKind::Audio),
+            Some("video") => Some(MediaKind::Video),
+            Some(other) => bail!("media kind {other:?}: expected audio or video"),
+        };
+        if !cmd.source.is_absolute() {
+            bail!(
+                "source {}: give an absolute path (the daemon does not share the CLI's working \
+             directory)",
+                cmd.source.display()
+            );
+        }
+        let req = IngestRequest {
+            content_id: content_id.clone(),
+            title: cmd.title.clone(),
+            artist_id: cmd.artist_id.clone(),
+            media_kind,
+            codecs: cmd.codecs.clone(),
+            source: cmd.source.clone(),
+        };
+
+        let _one_at_a_time = self.one_at_a_time.lock();
+        let latest = state.catalog.latest(&content_id);
+        let next = latest.as_ref().map_or(1, |p| p.manifest().version + 1);
+        let mut sink = StoreSink {
+            disk: state.store.disk(),
+            created: Vec::new(),
+            touched: Vec::new(),
+        };
+        let mut manifest = match ingest_rendition(&req, next, &mut sink) {
+            Ok(m) => m,
+            Err(e) => {
+                sink.rollback();
+                return Err(e.into());
+            }
+        };
+        let decision = publish_version(latest.as_ref().map(|p| p.manifest()), &manifest);
+        if let (PublishDecision::Unchanged { .. }, Some(latest)) = (&decision, latest) {
+            tracing::info!(content = %content_id, version = latest.manifest().version, "ingest: unchanged");
+            return Ok(IngestOutcome {
+                published: latest,
+                changed: false,
+            });
+        }
+        manifest.version = decision.version();
+        let commit = (|| {
+            state
+                .store
+                .disk()
+                .sync_names(&sink.touched)
+                .context("syncing the blob store")?;
+            let signed = manifest.sign(state.identity.signing_key());
+            let published = state.catalog.publish(signed)?;
+            anyhow::Ok(published)
+        })();
+        match commit {
+            Ok(published) => {
+                self.plugins.published(&published);
+                let m = published.manifest();
+                // Ingest runs on a blocking thread of the runtime, so it may wait for the mesh
+                // store. A failure here leaves the content published for HTTP and QUIC; the mesh
+                // import is retried at the next start.
+                let disk = state.store.disk();
+                let mesh_root = tokio::runtime::Handle::current()
+                .block_on(self.mesh.publish(&published, |h| disk.blob_path(h)))
+                .unwrap_or_else(|err| {
+                    tracing::error!(content = %content_id, error = %format!("{err:#}"), "mesh import failed");
+                    [0; 32]
+                });
+                self.cluster.announce(ContentAnnouncement {
+                    peer_id: Vec::new(),
+                    id: m.content_id.to_string(),
+                    version: m.version,
+                    manifest_hash: published.signed.manifest_hash(),
+                    publisher: m.publisher,
+                    mesh_root,
+                    sent_at_ms: 0,
+                });
+                tracing::info!(
+                    content = %content_id,
+                    version = published.manifest().version,
+                    segments = published.manifest().segments.len(),
+                    manifest = %published.hash_hex,
+                    "published"
+                );
+                Ok(IngestOutcome {
+                    published,
+                    changed: true,
+                })
+            }
+            Err(e) => {
+                sink.rollback();
+                Err(e)
+            }
+        }
+    }
+}

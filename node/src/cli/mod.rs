@@ -1,0 +1,598 @@
+//! The command line: `run`, `demo`, `check-config`, `id`, `keygen`, `ingest`, `status`, and
+//! the operator commands that talk to a running daemon ([`client`]).
+
+mod client;
+mod demo;
+mod ledger;
+mod status;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use bytes::Bytes;
+use clap::{Args, Parser, Subcommand};
+use http::Method;
+use serde_json::json;
+
+use crate::admin::api::ADMIN_SOCKET;
+use crate::core::identity::Identity;
+use crate::node::{self, Node};
+use client::{call as admin_call, http_json, plugin_call};
+pub use demo::{write_sample, SAMPLE_ID};
+pub use status::print_status;
+
+/// Where `status`, `ingest` and other operator commands find the daemon when not told.
+const DEFAULT_DATA_DIR: &str = "/var/lib/mhc";
+
+/// mhc-node: the MHC distribution daemon (origin, edge, mesh, satellite-uplink).
+#[derive(Debug, Parser)]
+#[command(name = "mhc-node", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the daemon with a configuration file.
+    Run {
+        /// The TOML configuration (see `systemd/examples/`).
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Start a local try-out: an origin serving a built-in sample stream, no config needed.
+    Demo {
+        /// Port of the viewer plane on 127.0.0.1 (0 picks a free one).
+        #[arg(long, default_value_t = 8080)]
+        http_port: u16,
+    },
+    /// Load and validate a configuration file, then exit (0 when valid).
+    CheckConfig {
+        /// The TOML configuration.
+        file: PathBuf,
+    },
+    /// Print a complete, commented example configuration for a role.
+    ExampleConfig {
+        /// origin | edge | mesh | satellite-uplink
+        role: mhc_config::Role,
+    },
+    /// Print the node's peer id and public key (creating the key on first use).
+    Id {
+        #[command(flatten)]
+        target: KeyTarget,
+    },
+    /// Create a new ed25519 key file (a publisher or node key) and print its public key.
+    Keygen {
+        /// Where to write the key (mode 0600; never overwritten).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Publish an HLS rendition (a folder with one media playlist and its segments) at the
+    /// running origin.
+    Ingest {
+        /// Content id: lowercase letters, digits, `-` and `_`, up to 64.
+        #[arg(long)]
+        content_id: String,
+        /// Title.
+        #[arg(long)]
+        title: String,
+        /// Artist id (who the royalties go to).
+        #[arg(long)]
+        artist: String,
+        /// `audio` or `video` (default: inferred from the segments).
+        #[arg(long)]
+        media_kind: Option<String>,
+        /// RFC 6381 codecs, e.g. `avc1.64001f,mp4a.40.2`.
+        #[arg(long)]
+        codecs: Option<String>,
+        #[command(flatten)]
+        daemon: DaemonTarget,
+        /// The rendition folder (or its playlist file).
+        dir: PathBuf,
+    },
+    /// Fill a whole content into this node's store now (an edge or mesh node), from its parents.
+    Prefetch {
+        #[command(flatten)]
+        daemon: DaemonTarget,
+        /// Blobs fetched at once.
+        #[arg(long, default_value_t = 4)]
+        concurrency: usize,
+        /// Content id.
+        content_id: String,
+    },
+    /// Pin a content: a mesh node replicates its latest version and keeps it.
+    Pin {
+        #[command(flatten)]
+        daemon: DaemonTarget,
+        /// Content id.
+        content_id: String,
+    },
+    /// Unpin a content.
+    Unpin {
+        #[command(flatten)]
+        daemon: DaemonTarget,
+        /// Content id.
+        content_id: String,
+    },
+    /// Create an operator key (signs emergency commands; its public key goes into the nodes'
+    /// `trust.operators`).
+    OperatorKeygen {
+        /// Where to write the key (mode 0600; never overwritten).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Switch the cluster into or out of emergency broadcast mode with a signed command.
+    Emergency {
+        #[command(subcommand)]
+        action: EmergencyAction,
+    },
+    /// The origin's verifiable ledger of credits and payouts.
+    Ledger {
+        #[command(subcommand)]
+        action: LedgerAction,
+    },
+    /// Call an origin plugin's admin route: `mhc-node plugin royalty GET balances`.
+    Plugin {
+        #[command(flatten)]
+        daemon: DaemonTarget,
+        /// Plugin name (`royalty`, `ledger`).
+        name: String,
+        /// HTTP method: GET, POST or DELETE.
+        method: String,
+        /// Route and query after `/admin/plugins/<name>/`, e.g. `statement/artist-1/2026-11`.
+        path: String,
+        /// Request body from this file (`-` for stdin): JSON, or CSV for statement imports.
+        #[arg(long)]
+        body: Option<PathBuf>,
+        /// Write the answer to this file instead of stdout.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Show the running node's view of itself, its content and the cluster.
+    Status {
+        #[command(flatten)]
+        daemon: DaemonTarget,
+        /// Print the raw JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `mhc-node ledger …`.
+#[derive(Debug, Subcommand)]
+pub enum LedgerAction {
+    /// Recompute the log from its entries and check every signed tree head: at the running
+    /// origin, or offline on an export file (no daemon).
+    Verify {
+        #[command(flatten)]
+        daemon: DaemonTarget,
+        /// Verify this JSON export instead of the daemon's ledger.
+        #[arg(long)]
+        export: Option<PathBuf>,
+        /// With `--export`: the origin's public key (hex) the heads must be signed by.
+        #[arg(long)]
+        public_key: Option<String>,
+    },
+    /// Export entries as JSON (verifiable offline) or CSV.
+    Export {
+        #[command(flatten)]
+        daemon: DaemonTarget,
+        /// `json` or `csv`.
+        #[arg(long, default_value = "json")]
+        format: String,
+        /// Entries recorded from this time (Unix ms) ...
+        #[arg(long)]
+        from_ms: Option<u64>,
+        /// ... until this time (excluded).
+        #[arg(long)]
+        to_ms: Option<u64>,
+        /// Where to write it.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Inclusion proof of one entry (JSON, with the signed tree head it proves against).
+    Proof {
+        #[command(flatten)]
+        daemon: DaemonTarget,
+        /// Entry index.
+        index: u64,
+        /// Tree size to prove against (default: the latest head).
+        #[arg(long)]
+        size: Option<u64>,
+        /// Where to write it (default stdout).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Check an inclusion proof offline against an export: the entry is taken from the export,
+    /// the tree head's signature checked with the export's public key.
+    VerifyProof {
+        /// A JSON export holding the entry.
+        #[arg(long)]
+        export: PathBuf,
+        /// The proof (from `mhc-node ledger proof`).
+        #[arg(long)]
+        proof: PathBuf,
+    },
+}
+
+/// `mhc-node emergency …`.
+#[derive(Debug, Subcommand)]
+pub enum EmergencyAction {
+    /// Enter emergency mode: origins and edges stop serving viewers, mesh nodes and downlink
+    /// receivers serve, the essential content is replicated and broadcast.
+    Activate {
+        #[command(flatten)]
+        command: CommandTarget,
+        /// Why (shown to operators).
+        #[arg(long)]
+        reason: String,
+        /// Content that must stay available (repeatable).
+        #[arg(long)]
+        essential: Vec<String>,
+    },
+    /// Back to normal mode.
+    Deactivate {
+        #[command(flatten)]
+        command: CommandTarget,
+    },
+}
+
+/// Who signs an operator command and which node receives it.
+#[derive(Debug, Args)]
+pub struct CommandTarget {
+    /// The operator key file (from `mhc-node operator-keygen`).
+    #[arg(long)]
+    key: PathBuf,
+    /// Sequence number; default: above both the current time in ms and the node's last.
+    #[arg(long)]
+    seq: Option<u64>,
+    /// Send to this node's viewer plane (`http://host:port`, `POST /v1/emergency`) instead
+    /// of the local daemon's admin socket.
+    #[arg(long)]
+    node: Option<String>,
+    #[command(flatten)]
+    daemon: DaemonTarget,
+}
+
+/// Which node key `id` reads.
+#[derive(Debug, Args)]
+struct KeyTarget {
+    /// The node's configuration file (its `data_dir/node.key`).
+    #[arg(long, short, conflicts_with_all = ["data_dir", "key"])]
+    config: Option<PathBuf>,
+    /// The node's data directory.
+    #[arg(long, conflicts_with = "key")]
+    data_dir: Option<PathBuf>,
+    /// A key file.
+    #[arg(long)]
+    key: Option<PathBuf>,
+}
+
+/// Which running daemon an operator command talks to.
+#[derive(Debug, Args)]
+pub struct DaemonTarget {
+    /// The daemon's configuration file.
+    #[arg(long, short, conflicts_with_all = ["data_dir", "admin_socket"])]
+    config: Option<PathBuf>,
+    /// The daemon's data directory.
+    #[arg(long, conflicts_with = "admin_socket")]
+    data_dir: Option<PathBuf>,
+    /// The admin socket itself.
+    #[arg(long)]
+    admin_socket: Option<PathBuf>,
+}
+
+impl DaemonTarget {
+    fn socket(&self) -> anyhow::Result<PathBuf> {
+        if let Some(s) = &self.admin_socket {
+            return Ok(s.clone());
+        }
+        if let Some(d) = &self.data_dir {
+            return Ok(d.join(ADMIN_SOCKET));
+        }
+        if let Some(c) = &self.config {
+            return Ok(mhc_config::load(c)?.data_dir.join(ADMIN_SOCKET));
+        }
+        Ok(Path::new(DEFAULT_DATA_DIR).join(ADMIN_SOCKET))
+    }
+}
+
+const NO_COMMAND: &str = "mhc-node needs to be told what to do; it does not guess a role.
+  mhc-node demo                      a local try-out with a built-in sample stream
+  mhc-node run --config FILE         run a node (examples in systemd/examples/)
+  mhc-node --help                    every command";
+
+impl Cli {
+    /// Runs the parsed command line.
+    ///
+    /// # Errors
+    /// Whatever the command fails with, with context.
+    pub fn run(self) -> anyhow::Result<ExitCode> {
+        run(self)
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let Some(command) = cli.command else {
+        eprintln!("{NO_COMMAND}");
+        return Ok(ExitCode::from(2));
+    };
+    match command {
+        Command::Run { config } => {
+            let config = mhc_config::load(&config)?;
+            runtime()?.block_on(async {
+                let node = Node::start(config).await?;
+                node::sd_notify("READY=1");
+                wait_for_signal().await;
+                node::sd_notify("STOPPING=1");
+                node.shutdown().await;
+                anyhow::Ok(())
+            })?;
+        }
+        Command::Demo { http_port } => runtime()?.block_on(demo::run(http_port))?,
+        Command::CheckConfig { file } => {
+            let config = mhc_config::load(&file)?;
+            println!(
+                "{}: ok (role {}, data_dir {})",
+                file.display(),
+                config.role,
+                config.data_dir.display()
+            );
+        }
+        Command::ExampleConfig { role } => print!("{}", mhc_config::example_config(role)),
+        Command::Id { target } => {
+            let identity = match (&target.key, &target.data_dir, &target.config) {
+                (Some(key), _, _) => Identity::load(key)?,
+                (None, Some(dir), _) => load_or_create_in(dir)?,
+                (None, None, Some(config)) => {
+                    load_or_create_in(&mhc_config::load(config)?.data_dir)?
+                }
+                (None, None, None) => load_or_create_in(Path::new(DEFAULT_DATA_DIR))?,
+            };
+            println!("peer_id: {}", identity.peer_id());
+            println!("public_key: {}", identity.public_key_hex());
+        }
+        Command::Keygen { out } => {
+            let identity = Identity::generate()?;
+            identity.write_new(&out)?;
+            println!("wrote {}", out.display());
+            println!("public_key: {}", identity.public_key_hex());
+            println!("peer_id: {}", identity.peer_id());
+        }
+        Command::Ingest {
+            content_id,
+            title,
+            artist,
+            media_kind,
+            codecs,
+            daemon,
+            dir,
+        } => {
+            let source = std::path::absolute(&dir)
+                .with_context(|| format!("resolving {}", dir.display()))?;
+            let socket = daemon.socket()?;
+            let answer = runtime()?.block_on(admin_call(
+                &socket,
+                Method::POST,
+                "/admin/ingest",
+                Some(json!({
+                    "content_id": content_id,
+                    "title": title,
+                    "artist_id": artist,
+                    "media_kind": media_kind,
+                    "codecs": codecs,
+                    "source": source,
+                })),
+            ))?;
+            println!(
+                "{} {} v{}: {} segments, {} bytes, manifest {}",
+                answer["outcome"].as_str().unwrap_or("?"),
+                answer["content_id"].as_str().unwrap_or("?"),
+                answer["version"],
+                answer["segments"],
+                answer["bytes"],
+                answer["manifest_hash"].as_str().unwrap_or("?"),
+            );
+            println!("playlist: {}", answer["playlist"].as_str().unwrap_or("?"));
+        }
+        Command::Prefetch {
+            daemon,
+            concurrency,
+            content_id,
+        } => {
+            let socket = daemon.socket()?;
+            let answer = runtime()?.block_on(admin_call(
+                &socket,
+                Method::POST,
+                "/admin/prefetch",
+                Some(json!({ "content_id": content_id, "concurrency": concurrency })),
+            ))?;
+            let ms = answer["duration_ms"].as_u64().unwrap_or(0).max(1);
+            let bytes = answer["bytes"].as_u64().unwrap_or(0);
+            println!(
+                "{} v{}: {} blobs ({} already held), {} bytes in {} ms ({:.0} MB/s)",
+                answer["content_id"].as_str().unwrap_or("?"),
+                answer["version"],
+                answer["blobs"],
+                answer["already_held"],
+                bytes,
+                ms,
+                bytes as f64 / 1e6 / (ms as f64 / 1e3)
+            );
+        }
+        command @ (Command::Pin { .. } | Command::Unpin { .. }) => {
+            let (route, daemon, content_id) = match command {
+                Command::Pin { daemon, content_id } => ("/admin/pin", daemon, content_id),
+                Command::Unpin { daemon, content_id } => ("/admin/unpin", daemon, content_id),
+                _ => unreachable!("matched Pin or Unpin"),
+            };
+            let socket = daemon.socket()?;
+            let answer = runtime()?.block_on(admin_call(
+                &socket,
+                Method::POST,
+                route,
+                Some(json!({ "content_id": content_id })),
+            ))?;
+            println!(
+                "{} {}{}",
+                answer["content_id"].as_str().unwrap_or("?"),
+                if answer["pinned"] == true {
+                    "pinned"
+                } else {
+                    "unpinned"
+                },
+                if answer["changed"] == true {
+                    ""
+                } else {
+                    " (unchanged)"
+                }
+            );
+        }
+        Command::OperatorKeygen { out } => {
+            let identity = Identity::generate()?;
+            identity.write_new(&out)?;
+            println!("wrote {}", out.display());
+            println!("operator public_key: {}", identity.public_key_hex());
+            println!("add it to every node's trust.operators");
+        }
+        Command::Emergency { action } => {
+            let answer = runtime()?.block_on(send_emergency(action))?;
+            println!(
+                "applied: mode {} (seq {})",
+                answer["mode"].as_str().unwrap_or("?"),
+                answer["emergency"]["seq"]
+            );
+        }
+        Command::Ledger { action } => return ledger::ledger_command(action),
+        Command::Plugin {
+            daemon,
+            name,
+            method,
+            path,
+            body,
+            out,
+        } => {
+            let body = match body {
+                Some(p) if p.as_os_str() == "-" => {
+                    let mut b = Vec::new();
+                    std::io::Read::read_to_end(&mut std::io::stdin(), &mut b)?;
+                    b
+                }
+                Some(p) => std::fs::read(&p).with_context(|| format!("reading {}", p.display()))?,
+                None => Vec::new(),
+            };
+            let (status, bytes) = runtime()?.block_on(plugin_call(
+                &daemon.socket()?,
+                &method,
+                &format!("/admin/plugins/{name}/{path}"),
+                body,
+            ))?;
+            write_out(out.as_deref(), &bytes)?;
+            if !status.is_success() {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+        Command::Status { daemon, json } => {
+            let socket = daemon.socket()?;
+            let answer =
+                runtime()?.block_on(admin_call(&socket, Method::GET, "/admin/status", None))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&answer)?);
+            } else {
+                print_status(&answer);
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn load_or_create_in(dir: &Path) -> anyhow::Result<Identity> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    Identity::load_or_create(dir)
+}
+
+/// Waits for ctrl-c or SIGTERM (systemd's stop signal).
+pub async fn wait_for_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing the SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+/// Signs an emergency command and delivers it to one node (which gossips it on).
+async fn send_emergency(action: EmergencyAction) -> anyhow::Result<serde_json::Value> {
+    use crate::core::emergency::{now_ms, Action, SignedCommand};
+    let (target, action) = match action {
+        EmergencyAction::Activate {
+            command,
+            reason,
+            essential,
+        } => {
+            for id in &essential {
+                mhc_manifest::ContentId::new(id.clone())
+                    .map_err(|e| anyhow::anyhow!("--essential {id}: {e}"))?;
+            }
+            (command, Action::Activate { reason, essential })
+        }
+        EmergencyAction::Deactivate { command } => (command, Action::Deactivate),
+    };
+    let key = Identity::load(&target.key)
+        .with_context(|| format!("reading the operator key {}", target.key.display()))?;
+    let current = match &target.node {
+        Some(url) => http_json(url, Method::GET, "/v1/cluster", None).await?["self"]["emergency"]
+            ["seq"]
+            .as_u64(),
+        None => admin_call(&target.daemon.socket()?, Method::GET, "/admin/status", None).await?
+            ["emergency"]["seq"]
+            .as_u64(),
+    }
+    .unwrap_or(0);
+    let now = now_ms();
+    let seq = target.seq.unwrap_or_else(|| now.max(current + 1));
+    let encoded = SignedCommand::sign(action, seq, now, key.signing_key()).encode();
+    match &target.node {
+        Some(url) => {
+            http_json(
+                url,
+                Method::POST,
+                "/v1/emergency",
+                Some(Bytes::from(encoded)),
+            )
+            .await
+        }
+        None => {
+            admin_call(
+                &target.daemon.socket()?,
+                Method::POST,
+                "/admin/emergency",
+                Some(json!({ "command_hex": hex::encode(encoded) })),
+            )
+            .await
+        }
+    }
+}
+
+fn write_out(out: Option<&Path>, bytes: &[u8]) -> anyhow::Result<()> {
+    match out {
+        Some(p) => std::fs::write(p, bytes).with_context(|| format!("writing {}", p.display())),
+        None => {
+            use std::io::Write;
+            let mut stdout = std::io::stdout();
+            stdout.write_all(bytes)?;
+            if !bytes.ends_with(b"\n") {
+                stdout.write_all(b"\n")?;
+            }
+            Ok(())
+        }
+    }
+}

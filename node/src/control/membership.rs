@@ -1,0 +1,393 @@
+//! The membership table: every peer heard from, its latest heartbeat, and whether it is `alive`,
+//! `suspect` or `dead`, judged by how many of its heartbeat periods have passed in silence.
+//!
+//! Pure logic with the clock passed in, so the state machine is tested with virtual time and no
+//! sleeps. Ordering uses `(incarnation, seq)` only: wall clocks of other machines are shown to the
+//! operator but never trusted.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use libp2p::PeerId;
+use serde::{Deserialize, Serialize};
+
+use super::messages::Heartbeat;
+
+/// Liveness of a member.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MemberState {
+    /// Heard from within `suspect_after_missed` periods.
+    Alive,
+    /// Silent for `suspect_after_missed` periods or more; not offered to routing.
+    Suspect,
+    /// Silent for `dead_after_missed` periods or more; kept for the operator for a while.
+    Dead,
+}
+
+impl MemberState {
+    /// Lowercase name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MemberState::Alive => "alive",
+            MemberState::Suspect => "suspect",
+            MemberState::Dead => "dead",
+        }
+    }
+}
+
+/// Failure-detection settings.
+#[derive(Debug, Clone)]
+pub struct MembershipConfig {
+    /// Missed periods before `suspect`.
+    pub suspect_after_missed: u32,
+    /// Missed periods before `dead`.
+    pub dead_after_missed: u32,
+    /// How long a dead member stays listed for the operator.
+    pub dead_retention: Duration,
+    /// Most members tracked; new peers beyond this are ignored (dead ones are evicted first).
+    pub max_members: usize,
+}
+
+/// One member as this node sees it.
+#[derive(Debug, Clone)]
+pub struct Member {
+    /// Peer id.
+    pub peer_id: PeerId,
+    /// Latest accepted heartbeat.
+    pub heartbeat: Heartbeat,
+    /// Liveness.
+    pub state: MemberState,
+    /// When the state last changed.
+    pub state_since: Instant,
+    /// When the latest heartbeat arrived.
+    pub last_seen: Instant,
+    /// Why the member is in its state, in words.
+    pub reason: String,
+}
+
+impl Member {
+    fn period(&self) -> Duration {
+        Duration::from_millis(u64::from(self.heartbeat.interval_ms.max(50)))
+    }
+}
+
+/// What a heartbeat did to the table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Observed {
+    /// A peer not seen before.
+    New,
+    /// A known, alive peer's next heartbeat.
+    Updated,
+    /// A suspect or dead peer is heard again (same incarnation).
+    Recovered(MemberState),
+    /// A restarted peer (higher incarnation).
+    Restarted {
+        /// The incarnation it had before.
+        previous: u64,
+    },
+    /// Older than what is known (earlier incarnation, or a sequence number already seen).
+    Stale,
+    /// The table is full of live members.
+    Full,
+}
+
+/// A state change found by [`Membership::sweep`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transition {
+    /// Peer.
+    pub peer_id: PeerId,
+    /// Old state.
+    pub from: MemberState,
+    /// New state.
+    pub to: MemberState,
+}
+
+/// The table.
+#[derive(Debug)]
+pub struct Membership {
+    cfg: MembershipConfig,
+    members: HashMap<PeerId, Member>,
+}
+
+/// What the sled snapshot keeps of a member: enough to dial it again after a restart.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SnapshotEntry {
+    /// Peer id bytes.
+    pub peer_id: Vec<u8>,
+    /// Its latest heartbeat.
+    pub heartbeat: Heartbeat,
+}
+
+impl Membership {
+    /// An empty table.
+    pub fn new(cfg: MembershipConfig) -> Self {
+        Self {
+            cfg,
+            members: HashMap::new(),
+        }
+    }
+
+    /// Applies a heartbeat (already authenticated: the signer is `peer`).
+    pub fn observe(&mut self, peer: PeerId, hb: Heartbeat, now: Instant) -> Observed {
+        if let Some(m) = self.members.get_mut(&peer) {
+            let known = (m.heartbeat.incarnation, m.heartbeat.seq);
+            if (hb.incarnation, hb.seq) <= known {
+                return Observed::Stale;
+            }
+            let outcome = if hb.incarnation > known.0 {
+                Observed::Restarted { previous: known.0 }
+            } else if m.state != MemberState::Alive {
+                Observed::Recovered(m.state)
+            } else {
+                Observed::Updated
+            };
+            if m.state != MemberState::Alive {
+                m.state = MemberState::Alive;
+                m.state_since = now;
+            }
+            // The reason explains the last transition; routine heartbeats keep it.
+            match &outcome {
+                Observed::Restarted { previous } => {
+                    m.reason = format!("restarted (incarnation {previous} → {})", hb.incarnation)
+                }
+                Observed::Recovered(from) => {
+                    m.reason = format!("heard again after being {}", from.as_str())
+                }
+                _ => {}
+            }
+            m.heartbeat = hb;
+            m.last_seen = now;
+            return outcome;
+        }
+        if self.members.len() >= self.cfg.max_members && !self.evict_one_dead() {
+            return Observed::Full;
+        }
+        self.members.insert(
+            peer,
+            Member {
+                peer_id: peer,
+                heartbeat: hb,
+                state: MemberState::Alive,
+                state_since: now,
+                last_seen: now,
+                reason: "joined".into(),
+            },
+        );
+        Observed::New
+    }
+
+    fn evict_one_dead(&mut self) -> bool {
+        let oldest = self
+            .members
+            .values()
+            .filter(|m| m.state == MemberState::Dead)
+            .min_by_key(|m| m.last_seen)
+            .map(|m| m.peer_id);
+        oldest.is_some_and(|p| self.members.remove(&p).is_some())
+    }
+
+    /// Moves silent members to `suspect` / `dead` and forgets members dead for longer than the
+    /// retention. Call it several times per heartbeat period.
+    pub fn sweep(&mut self, now: Instant) -> Vec<Transition> {
+        let mut changes = Vec::new();
+        let cfg = &self.cfg;
+        for m in self.members.values_mut() {
+            let silent = now.saturating_duration_since(m.last_seen);
+            let period = m.period();
+            let missed = (silent.as_nanos() / period.as_nanos().max(1)) as u64;
+            let target = if missed >= u64::from(cfg.dead_after_missed) {
+                MemberState::Dead
+            } else if missed >= u64::from(cfg.suspect_after_missed) {
+                MemberState::Suspect
+            } else {
+                MemberState::Alive
+            };
+            // Silence only ever worsens the state; only a heartbeat makes a member alive again.
+            let worse = matches!(
+                (m.state, target),
+                (MemberState::Alive, MemberState::Suspect | MemberState::Dead)
+                    | (MemberState::Suspect, MemberState::Dead)
+            );
+            if worse {
+                changes.push(Transition {
+                    peer_id: m.peer_id,
+                    from: m.state,
+                    to: target,
+                });
+                m.reason = format!(
+                    "no heartbeat for {} ms ({missed} periods of {} ms missed)",
+                    silent.as_millis(),
+                    period.as_millis()
+                );
+                m.state = target;
+                m.state_since = now;
+            }
+        }
+        let retention = cfg.dead_retention;
+        self.members.retain(|_, m| {
+            m.state != MemberState::Dead || now.saturating_duration_since(m.state_since) < retention
+        });
+        changes
+    }
+
+    /// Every member.
+    pub fn members(&self) -> impl Iterator<Item = &Member> {
+        self.members.values()
+    }
+
+    /// One member.
+    pub fn get(&self, peer: &PeerId) -> Option<&Member> {
+        self.members.get(peer)
+    }
+
+    /// Members by state: `(alive, suspect, dead)`.
+    pub fn counts(&self) -> (usize, usize, usize) {
+        let mut c = (0, 0, 0);
+        for m in self.members.values() {
+            match m.state {
+                MemberState::Alive => c.0 += 1,
+                MemberState::Suspect => c.1 += 1,
+                MemberState::Dead => c.2 += 1,
+            }
+        }
+        c
+    }
+
+    /// What to persist.
+    pub fn snapshot(&self) -> Vec<SnapshotEntry> {
+        self.members
+            .values()
+            .filter(|m| m.state != MemberState::Dead)
+            .map(|m| SnapshotEntry {
+                peer_id: m.peer_id.to_bytes(),
+                heartbeat: m.heartbeat.clone(),
+            })
+            .collect()
+    }
+
+    /// Restores a snapshot after a restart: the peers are known (and dialled) but not trusted to
+    /// be alive; they start as `suspect` and become `alive` on their next heartbeat or `dead`
+    /// after the usual silence.
+    pub fn restore(&mut self, entries: Vec<SnapshotEntry>, now: Instant) {
+        for e in entries {
+            let Ok(peer) = PeerId::from_bytes(&e.peer_id) else {
+                continue;
+            };
+            if self.members.len() >= self.cfg.max_members {
+                break;
+            }
+            self.members.entry(peer).or_insert(Member {
+                peer_id: peer,
+                heartbeat: e.heartbeat,
+                state: MemberState::Suspect,
+                state_since: now,
+                last_seen: now,
+                reason: "known from the snapshot before this node restarted; not heard since"
+                    .into(),
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::control::messages::tests::heartbeat;
+
+    fn cfg() -> MembershipConfig {
+        MembershipConfig {
+            suspect_after_missed: 3,
+            dead_after_missed: 6,
+            dead_retention: Duration::from_secs(60),
+            max_members: 3,
+        }
+    }
+
+    fn hb(incarnation: u64, seq: u64) -> Heartbeat {
+        let mut h = heartbeat();
+        h.incarnation = incarnation;
+        h.seq = seq;
+        h.interval_ms = 1000;
+        h
+    }
+
+    const S: Duration = Duration::from_secs(1);
+
+    #[test]
+    fn alive_suspect_dead_and_back_in_virtual_time() {
+        let t0 = Instant::now();
+        let mut m = Membership::new(cfg());
+        let p = PeerId::random();
+        assert_eq!(m.observe(p, hb(1, 1), t0), Observed::New);
+        assert!(m.sweep(t0 + 2 * S + S / 2).is_empty());
+        let t = m.sweep(t0 + 3 * S);
+        assert_eq!(t[0].to, MemberState::Suspect);
+        assert!(m.get(&p).unwrap().reason.contains("3 periods"));
+        assert!(m.sweep(t0 + 5 * S).is_empty());
+        let t = m.sweep(t0 + 6 * S);
+        assert_eq!(
+            (t[0].from, t[0].to),
+            (MemberState::Suspect, MemberState::Dead)
+        );
+        // Heard again, same incarnation.
+        assert_eq!(
+            m.observe(p, hb(1, 2), t0 + 7 * S),
+            Observed::Recovered(MemberState::Dead)
+        );
+        assert_eq!(m.get(&p).unwrap().state, MemberState::Alive);
+        // Straight from alive to dead when the sweep was late.
+        let t = m.sweep(t0 + 20 * S);
+        assert_eq!(
+            (t[0].from, t[0].to),
+            (MemberState::Alive, MemberState::Dead)
+        );
+        // Forgotten after the retention.
+        m.sweep(t0 + 20 * S + 60 * S);
+        assert!(m.get(&p).is_none());
+    }
+
+    #[test]
+    fn restarts_replays_and_bounds() {
+        let t0 = Instant::now();
+        let mut m = Membership::new(cfg());
+        let p = PeerId::random();
+        m.observe(p, hb(1, 10), t0);
+        assert_eq!(m.observe(p, hb(1, 10), t0), Observed::Stale);
+        assert_eq!(m.observe(p, hb(1, 9), t0), Observed::Stale);
+        assert_eq!(m.observe(p, hb(0, 99), t0), Observed::Stale);
+        assert_eq!(
+            m.observe(p, hb(2, 1), t0 + S),
+            Observed::Restarted { previous: 1 }
+        );
+        assert_eq!(m.observe(p, hb(2, 2), t0 + 2 * S), Observed::Updated);
+
+        m.observe(PeerId::random(), hb(1, 1), t0);
+        let third = PeerId::random();
+        m.observe(third, hb(1, 1), t0);
+        assert_eq!(m.observe(PeerId::random(), hb(1, 1), t0), Observed::Full);
+        // A dead member makes room.
+        m.sweep(t0 + 7 * S);
+        m.observe(p, hb(2, 3), t0 + 7 * S);
+        assert_eq!(m.counts(), (1, 0, 2));
+        assert_eq!(
+            m.observe(PeerId::random(), hb(1, 1), t0 + 7 * S),
+            Observed::New
+        );
+    }
+
+    #[test]
+    fn snapshot_restores_as_suspect() {
+        let t0 = Instant::now();
+        let mut m = Membership::new(cfg());
+        let p = PeerId::random();
+        m.observe(p, hb(3, 1), t0);
+        let snap = m.snapshot();
+        let mut fresh = Membership::new(cfg());
+        fresh.restore(snap, t0);
+        assert_eq!(fresh.get(&p).unwrap().state, MemberState::Suspect);
+        assert_eq!(
+            fresh.observe(p, hb(3, 2), t0 + S),
+            Observed::Recovered(MemberState::Suspect)
+        );
+    }
+}

@@ -1,0 +1,444 @@
+//! Emergency broadcast mode: signed operator commands, their verification, and the persisted
+//! mode they put the node in.
+//!
+//! A command is signed by an operator key (`mhc-node operator-keygen`) over the domain tag
+//! `mhc-emergency-v1` and the postcard encoding of the command. A node obeys it only if the
+//! signer is in `trust.operators`, the signature holds, its sequence number is above the last
+//! one applied (persisted, so a replay does nothing even after a restart), it was issued within
+//! ±[`MAX_CLOCK_SKEW`] of the node's clock, and it is at most [`MAX_COMMAND_BYTES`] long. The
+//! signature is the authority, not the sender: the same bytes arrive by gossip, by
+//! `POST /v1/emergency`, by the admin socket or from the satellite, and are judged the same.
+
+use parking_lot::RwLock;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
+use serde::{Deserialize, Serialize};
+
+/// Domain tag of command signatures.
+const SIGNATURE_TAG: &[u8] = b"mhc-emergency-v1";
+/// Format byte of encoded commands.
+const FORMAT: u8 = 1;
+/// Largest encoded command accepted. A reason of [`MAX_REASON_BYTES`] and
+/// [`MAX_ESSENTIAL`] ids of 64 bytes fit in about 6 KiB.
+pub const MAX_COMMAND_BYTES: usize = 8 * 1024;
+/// Longest reason text.
+pub const MAX_REASON_BYTES: usize = 1024;
+/// Most essential content ids in one command.
+pub const MAX_ESSENTIAL: usize = 64;
+/// How far a command's issue time may be from the node's clock.
+pub const MAX_CLOCK_SKEW: Duration = Duration::from_secs(300);
+
+/// sled tree of the emergency state.
+const TREE: &str = "emergency";
+/// Key of the last applied signed command.
+const LAST_KEY: &[u8] = b"last";
+/// Key of when it was applied (ms since the epoch, big-endian).
+const SINCE_KEY: &[u8] = b"since_ms";
+
+/// What a command asks for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Action {
+    /// Enter emergency mode.
+    Activate {
+        /// Why, for operators and viewers.
+        reason: String,
+        /// Content ids mesh nodes replicate and the uplink broadcasts.
+        essential: Vec<String>,
+    },
+    /// Back to normal mode.
+    Deactivate,
+}
+
+/// An operator command (what is signed).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Command {
+    /// What to do.
+    pub action: Action,
+    /// Must exceed the last sequence number a node applied.
+    pub seq: u64,
+    /// When the operator issued it, ms since the Unix epoch.
+    pub issued_at_ms: u64,
+    /// The operator's public key.
+    pub operator: [u8; 32],
+}
+
+/// A command with its signature.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedCommand {
+    /// The command.
+    pub command: Command,
+    /// ed25519 signature over the tag and the command's postcard encoding.
+    pub signature: Vec<u8>,
+}
+
+/// Why a command was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Rejected {
+    /// Larger than [`MAX_COMMAND_BYTES`] or with oversized fields.
+    #[error("command too large ({0})")]
+    TooLarge(String),
+    /// Not a command of this format.
+    #[error("malformed command: {0}")]
+    Malformed(String),
+    /// The signer is not in `trust.operators`.
+    #[error("signer {0} is not a trusted operator")]
+    UnknownOperator(String),
+    /// The signature does not verify.
+    #[error("bad signature")]
+    BadSignature,
+    /// Sequence number not above the last applied one.
+    #[error("sequence {seq} is not above the last applied {last} (replay or stale)")]
+    Stale {
+        /// The command's.
+        seq: u64,
+        /// The node's.
+        last: u64,
+    },
+    /// Issued too far from the node's clock.
+    #[error("issued {skew_s} s away from this node's clock (limit 300 s)")]
+    Clock {
+        /// Signed difference, seconds.
+        skew_s: i64,
+    },
+}
+
+impl Rejected {
+    /// Metric label.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Rejected::TooLarge(_) => "too_large",
+            Rejected::Malformed(_) => "malformed",
+            Rejected::UnknownOperator(_) => "unknown_operator",
+            Rejected::BadSignature => "bad_signature",
+            Rejected::Stale { .. } => "stale",
+            Rejected::Clock { .. } => "clock",
+        }
+    }
+}
+
+fn signed_bytes(command: &Command) -> Vec<u8> {
+    let mut msg = SIGNATURE_TAG.to_vec();
+    msg.extend(postcard::to_allocvec(command).expect("commands serialise"));
+    msg
+}
+
+impl SignedCommand {
+    /// Signs `action` with the operator key.
+    pub fn sign(action: Action, seq: u64, issued_at_ms: u64, key: &SigningKey) -> Self {
+        let command = Command {
+            action,
+            seq,
+            issued_at_ms,
+            operator: key.verifying_key().to_bytes(),
+        };
+        let signature = key.sign(&signed_bytes(&command)).to_bytes().to_vec();
+        Self { command, signature }
+    }
+
+    /// The wire form: a format byte and the postcard encoding.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = vec![FORMAT];
+        out.extend(postcard::to_allocvec(self).expect("commands serialise"));
+        out
+    }
+
+    /// Decodes the wire form, bounded and canonical.
+    ///
+    /// # Errors
+    /// [`Rejected::TooLarge`] or [`Rejected::Malformed`].
+    pub fn decode(bytes: &[u8]) -> Result<Self, Rejected> {
+        if bytes.len() > MAX_COMMAND_BYTES {
+            return Err(Rejected::TooLarge(format!("{} bytes", bytes.len())));
+        }
+        let Some((&format, body)) = bytes.split_first() else {
+            return Err(Rejected::Malformed("empty".into()));
+        };
+        if format != FORMAT {
+            return Err(Rejected::Malformed(format!("unknown format {format}")));
+        }
+        let (signed, rest): (SignedCommand, _) =
+            postcard::take_from_bytes(body).map_err(|e| Rejected::Malformed(e.to_string()))?;
+        if !rest.is_empty() {
+            return Err(Rejected::Malformed("trailing bytes".into()));
+        }
+        if let Action::Activate { reason, essential } = &signed.command.action {
+            if reason.len() > MAX_REASON_BYTES {
+                return Err(Rejected::TooLarge("reason".into()));
+            }
+            if essential.len() > MAX_ESSENTIAL || essential.iter().any(|e| e.len() > 64) {
+                return Err(Rejected::TooLarge("essential".into()));
+            }
+        }
+        Ok(signed)
+    }
+
+    /// Checks signer, signature and clock (not the sequence, which needs the node's state).
+    ///
+    /// # Errors
+    /// [`Rejected`].
+    pub fn verify(&self, operators: &[[u8; 32]], now_ms: u64) -> Result<(), Rejected> {
+        let c = &self.command;
+        if !operators.contains(&c.operator) {
+            return Err(Rejected::UnknownOperator(hex::encode(c.operator)));
+        }
+        let key = VerifyingKey::from_bytes(&c.operator).map_err(|_| Rejected::BadSignature)?;
+        let sig = Signature::from_slice(&self.signature).map_err(|_| Rejected::BadSignature)?;
+        key.verify(&signed_bytes(c), &sig)
+            .map_err(|_| Rejected::BadSignature)?;
+        let skew_ms = c.issued_at_ms as i128 - now_ms as i128;
+        if skew_ms.unsigned_abs() > MAX_CLOCK_SKEW.as_millis() {
+            return Err(Rejected::Clock {
+                skew_s: (skew_ms / 1000) as i64,
+            });
+        }
+        Ok(())
+    }
+
+    /// Whether this command puts nodes in emergency mode.
+    pub fn is_emergency(&self) -> bool {
+        matches!(self.command.action, Action::Activate { .. })
+    }
+}
+
+/// The node's emergency state as the last applied command left it.
+#[derive(Debug, Clone, Default)]
+pub struct EmergencyState {
+    /// The last applied command, if any.
+    pub last: Option<SignedCommand>,
+    /// When it was applied here, ms since the epoch (0: never).
+    pub since_ms: u64,
+}
+
+impl EmergencyState {
+    /// Whether the node is in emergency mode.
+    pub fn is_emergency(&self) -> bool {
+        self.last.as_ref().is_some_and(SignedCommand::is_emergency)
+    }
+
+    /// The last applied sequence number (0: none).
+    pub fn seq(&self) -> u64 {
+        self.last.as_ref().map_or(0, |c| c.command.seq)
+    }
+
+    /// Essential content ids while in emergency mode.
+    pub fn essential(&self) -> Vec<String> {
+        match self.last.as_ref().map(|c| &c.command.action) {
+            Some(Action::Activate { essential, .. }) => essential.clone(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// The reason of the active emergency.
+    pub fn reason(&self) -> Option<&str> {
+        match self.last.as_ref().map(|c| &c.command.action) {
+            Some(Action::Activate { reason, .. }) => Some(reason),
+            _ => None,
+        }
+    }
+
+    /// The state as `/v1/cluster` and `mhc-node status` show it.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "active": self.is_emergency(),
+            "seq": self.seq(),
+            "since_ms": self.since_ms,
+            "reason": self.reason(),
+            "essential": self.essential(),
+            "command_hex": self.last.as_ref().map(|c| hex::encode(c.encode())),
+        })
+    }
+}
+
+/// The persisted emergency state of a node.
+#[derive(Debug)]
+pub struct Emergency {
+    tree: sled::Tree,
+    operators: Vec<[u8; 32]>,
+    state: RwLock<EmergencyState>,
+}
+
+/// What applying a command did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Applied {
+    /// The mode changed (or a newer command of the same mode was recorded).
+    Applied {
+        /// Emergency now.
+        emergency: bool,
+    },
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Emergency {
+    /// Loads the state from `db`. A stored command is re-checked for its signature (not its
+    /// age: a restart hours later keeps the mode).
+    ///
+    /// # Errors
+    /// The database cannot be read.
+    pub fn open(db: &sled::Db, operators: Vec<[u8; 32]>) -> anyhow::Result<Self> {
+        let tree = db.open_tree(TREE).context("opening the emergency tree")?;
+        let mut mode = EmergencyState::default();
+        if let Some(bytes) = tree.get(LAST_KEY)? {
+            match SignedCommand::decode(&bytes) {
+                Ok(cmd) => {
+                    mode.since_ms = tree
+                        .get(SINCE_KEY)?
+                        .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+                        .map_or(0, u64::from_be_bytes);
+                    mode.last = Some(cmd);
+                }
+                Err(err) => tracing::error!(error = %err, "stored emergency command unreadable"),
+            }
+        }
+        Ok(Self {
+            tree,
+            operators,
+            state: RwLock::new(mode),
+        })
+    }
+
+    /// The current state: the last applied command and when.
+    pub fn state(&self) -> EmergencyState {
+        self.state.read().clone()
+    }
+
+    /// Whether the node is in emergency mode now.
+    pub fn is_emergency(&self) -> bool {
+        self.state.read().is_emergency()
+    }
+
+    /// The sequence number of the last applied command (0: none).
+    pub fn last_seq(&self) -> u64 {
+        self.state.read().seq()
+    }
+
+    /// Verifies and applies an encoded command; durable before it returns.
+    ///
+    /// # Errors
+    /// [`Rejected`] with the reason; nothing changes.
+    pub fn apply(&self, bytes: &[u8]) -> Result<(Applied, SignedCommand), Rejected> {
+        let cmd = SignedCommand::decode(bytes)?;
+        cmd.verify(&self.operators, now_ms())?;
+        let mut mode = self.state.write();
+        let last = mode.seq();
+        if cmd.command.seq <= last {
+            return Err(Rejected::Stale {
+                seq: cmd.command.seq,
+                last,
+            });
+        }
+        let since = now_ms();
+        let persisted = (|| {
+            self.tree.insert(LAST_KEY, cmd.encode())?;
+            self.tree.insert(SINCE_KEY, &since.to_be_bytes())?;
+            self.tree.flush()
+        })();
+        if let Err(err) = persisted {
+            tracing::error!(error = %err, "persisting an emergency command failed; not applied");
+            return Err(Rejected::Malformed(format!("could not persist: {err}")));
+        }
+        mode.last = Some(cmd.clone());
+        mode.since_ms = since;
+        Ok((
+            Applied::Applied {
+                emergency: cmd.is_emergency(),
+            },
+            cmd,
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(n: u8) -> SigningKey {
+        SigningKey::from_bytes(&[n; 32])
+    }
+
+    fn activate(seq: u64, k: &SigningKey) -> Vec<u8> {
+        SignedCommand::sign(
+            Action::Activate {
+                reason: "storm".into(),
+                essential: vec!["news".into()],
+            },
+            seq,
+            now_ms(),
+            k,
+        )
+        .encode()
+    }
+
+    fn open(dir: &std::path::Path) -> Emergency {
+        let db = sled::open(dir).unwrap();
+        Emergency::open(&db, vec![key(1).verifying_key().to_bytes()]).unwrap()
+    }
+
+    #[test]
+    fn applies_persists_and_refuses_replays() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let e = open(dir.path());
+            assert!(!e.is_emergency());
+            e.apply(&activate(5, &key(1))).unwrap();
+            assert!(e.is_emergency());
+            assert_eq!(e.state().essential(), vec!["news".to_owned()]);
+            assert!(matches!(
+                e.apply(&activate(5, &key(1))),
+                Err(Rejected::Stale { seq: 5, last: 5 })
+            ));
+        }
+        let e = open(dir.path());
+        assert!(e.is_emergency(), "the mode survives a restart");
+        assert!(matches!(
+            e.apply(&activate(4, &key(1))),
+            Err(Rejected::Stale { .. })
+        ));
+        let off = SignedCommand::sign(Action::Deactivate, 6, now_ms(), &key(1)).encode();
+        e.apply(&off).unwrap();
+        assert!(!e.is_emergency());
+    }
+
+    #[test]
+    fn refuses_unknown_tampered_old_and_malformed() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = open(dir.path());
+        assert!(matches!(
+            e.apply(&activate(1, &key(2))),
+            Err(Rejected::UnknownOperator(_))
+        ));
+        let mut tampered = activate(1, &key(1));
+        let n = tampered.len();
+        tampered[n - 70] ^= 1; // inside the command, before the signature
+        assert!(e.apply(&tampered).is_err());
+        let old = SignedCommand::sign(Action::Deactivate, 1, now_ms() - 600_000, &key(1));
+        assert!(matches!(
+            e.apply(&old.encode()),
+            Err(Rejected::Clock { .. })
+        ));
+        assert!(matches!(
+            e.apply(&vec![1u8; MAX_COMMAND_BYTES + 1]),
+            Err(Rejected::TooLarge(_))
+        ));
+        let good = activate(1, &key(1));
+        for i in 0..good.len() {
+            let _ = SignedCommand::decode(&good[..i]);
+            let mut flipped = good.clone();
+            flipped[i] ^= 0xff;
+            if let Ok(cmd) = SignedCommand::decode(&flipped) {
+                // A flip that still decodes must fail verification.
+                assert!(cmd
+                    .verify(&[key(1).verifying_key().to_bytes()], now_ms())
+                    .is_err());
+            }
+        }
+        assert!(!e.is_emergency());
+    }
+}

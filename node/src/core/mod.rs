@@ -1,0 +1,179 @@
+//! The state every plane shares, and nothing else: configuration, identity, the verified
+//! catalog, the blob store, the emergency state and the metrics. No sockets, no tasks.
+//!
+//! Planes are built from an `Arc<Core>` plus the narrow handles they need (the control plane's
+//! [`ClusterHandle`](crate::control::ClusterHandle), the filler, the mesh plane); the
+//! composition root ([`crate::node`]) builds the core first and the planes around it.
+
+pub mod catalog;
+pub mod emergency;
+pub mod identity;
+pub mod metrics;
+pub mod store;
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context;
+use ed25519_dalek::VerifyingKey;
+use mhc_config::Config;
+
+use crate::role::{Mode, RolePolicy};
+use catalog::Catalog;
+use emergency::Emergency;
+use identity::Identity;
+use metrics::Metrics;
+use store::{BlobSource, Store};
+
+/// sled tree of the node's own lifecycle facts.
+const NODE_TREE: &str = "cluster";
+/// Key of the incarnation counter (in the control plane's tree, where it always was).
+const INCARNATION_KEY: &[u8] = b"incarnation";
+
+/// The shared state of one node.
+#[derive(Debug)]
+pub struct Core {
+    /// Validated configuration.
+    pub config: Config,
+    /// The node key.
+    pub identity: Identity,
+    /// Verified manifests.
+    pub catalog: Catalog,
+    /// The content-addressed blob store.
+    pub store: Arc<Store>,
+    /// The last applied operator command, persisted.
+    pub emergency: Emergency,
+    /// Every metric of the node.
+    pub metrics: Arc<Metrics>,
+    /// The sled database (catalog, membership snapshot, emergency state, outbox, plugins).
+    pub db: sled::Db,
+    /// This run's incarnation number (grows at every start, so peers tell a restart from a
+    /// delayed heartbeat).
+    pub incarnation: u64,
+    started: Instant,
+    ready: AtomicBool,
+}
+
+impl Core {
+    /// Opens the stores of `config.data_dir` around an already opened database: the blob
+    /// store (with `behind` as its last tier, the mesh plane's store), the catalog (verifying
+    /// every stored manifest again), the emergency state; and advances the incarnation.
+    ///
+    /// # Errors
+    /// A store cannot be opened, or `trust.publishers` holds something that is not a key.
+    pub fn open(
+        config: Config,
+        identity: Identity,
+        db: sled::Db,
+        metrics: Arc<Metrics>,
+        behind: Option<Arc<dyn BlobSource>>,
+    ) -> anyhow::Result<Self> {
+        let policy = RolePolicy::new(config.role, Mode::Normal, false);
+        let data_dir = &config.data_dir;
+        let store = Arc::new(
+            Store::open(
+                &data_dir.join("blobs"),
+                config.cache.memory_bytes,
+                config.cache.disk_bytes,
+                policy.evicts(),
+                Arc::clone(&metrics),
+                behind,
+            )
+            .with_context(|| format!("opening blob store in {}", data_dir.display()))?,
+        );
+        let mut trusted: Vec<VerifyingKey> = Vec::new();
+        for (i, key) in config.trust.publishers.iter().enumerate() {
+            trusted.push(
+                VerifyingKey::from_bytes(key).map_err(|e| {
+                    anyhow::anyhow!("trust.publishers[{i}]: not an ed25519 key: {e}")
+                })?,
+            );
+        }
+        if policy.publishes() {
+            // A lone origin needs no trust config: it trusts what it signs itself.
+            trusted.push(identity.signing_key().verifying_key());
+        }
+        let catalog = Catalog::open(&db, trusted)?;
+        let emergency = Emergency::open(&db, config.trust.operators.clone())?;
+        let incarnation = next_incarnation(&db).context("advancing the incarnation")?;
+        Ok(Self {
+            config,
+            identity,
+            catalog,
+            store,
+            emergency,
+            metrics,
+            db,
+            incarnation,
+            started: Instant::now(),
+            ready: AtomicBool::new(false),
+        })
+    }
+
+    /// The mode the node is in now.
+    pub fn mode(&self) -> Mode {
+        if self.emergency.is_emergency() {
+            Mode::Emergency
+        } else {
+            Mode::Normal
+        }
+    }
+
+    /// What this node does in its role and current mode.
+    pub fn policy(&self) -> RolePolicy {
+        RolePolicy::new(
+            self.config.role,
+            self.mode(),
+            self.config.satellite.downlink.is_some(),
+        )
+    }
+
+    /// Marks the node ready (or not) for `/readyz`.
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::SeqCst);
+    }
+
+    /// Whether `/readyz` answers 200.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst)
+    }
+
+    /// How long the node has been up.
+    pub fn uptime(&self) -> std::time::Duration {
+        self.started.elapsed()
+    }
+}
+
+/// Opens the node's sled database under `data_dir/db`.
+///
+/// # Errors
+/// The database cannot be opened (another process holds it: the admin socket is the way in).
+pub fn open_db(path: &Path) -> anyhow::Result<sled::Db> {
+    sled::Config::new()
+        .path(path)
+        // Catalog and plugin state are small; sled's 1 GiB default cache would only hide leaks.
+        .cache_capacity(64 * 1024 * 1024)
+        .open()
+        .with_context(|| {
+            format!(
+                "opening database {} (is another mhc-node using this data_dir? talk to it through \
+                 its admin socket instead)",
+                path.display()
+            )
+        })
+}
+
+/// Increments and durably stores the node's incarnation number, returning the new value.
+fn next_incarnation(db: &sled::Db) -> anyhow::Result<u64> {
+    let tree = db.open_tree(NODE_TREE)?;
+    let previous = tree
+        .get(INCARNATION_KEY)?
+        .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+        .map_or(0, u64::from_be_bytes);
+    let next = previous + 1;
+    tree.insert(INCARNATION_KEY, &next.to_be_bytes())?;
+    tree.flush()?;
+    Ok(next)
+}

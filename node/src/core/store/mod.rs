@@ -1,0 +1,173 @@
+//! The node's one content-addressed segment store: a bounded RAM tier of shared [`Bytes`] in front
+//! of BLAKE3-named files on disk, shared by every plane, and behind them a [`BlobSource`]: the
+//! mesh plane's iroh-blobs store, where a mesh node keeps what it replicated.
+//!
+//! Bytes enter only with a checked hash ([`DiskTier::import_file`] hashes while it copies;
+//! [`DiskTier::put_verified`] checks first) and leave only after being hashed again on their way
+//! into RAM, so bit-rot or tampering on disk is never served.
+
+mod aligned;
+mod disk;
+mod ram;
+mod s3fifo;
+
+use std::io;
+use std::path::Path;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use mhc_manifest::Hash32;
+
+pub use aligned::AlignedBlob;
+pub use disk::{DiskTier, Imported};
+pub use ram::RamTier;
+pub use s3fifo::S3Fifo;
+
+use super::metrics::Metrics;
+
+/// A store of whole blobs behind the disk tier (the mesh plane's iroh-blobs store). What it
+/// returns is hashed again before it is served or kept, like a disk read.
+pub trait BlobSource: Send + Sync + std::fmt::Debug + 'static {
+    /// The bytes of a complete blob, if the source holds it.
+    ///
+    /// # Cancel safety
+    /// Must be cancel-safe: a cancelled read changes nothing.
+    fn get_blob<'a>(&'a self, hash: &'a Hash32) -> BoxFuture<'a, Option<Bytes>>;
+}
+
+/// Why a blob could not be produced.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The store does not hold the blob.
+    #[error("blob {} is not in the store", hex::encode(.0))]
+    Missing(Hash32),
+    /// The bytes on disk no longer hash to their name; they were moved aside and not served.
+    #[error("blob {} is corrupt on disk (hash mismatch); moved to blobs/corrupt", hex::encode(.0))]
+    Corrupt(Hash32),
+    /// Reading the disk failed.
+    #[error("reading blob {}: {source}", hex::encode(hash))]
+    Io {
+        /// The blob.
+        hash: Hash32,
+        /// The I/O error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// RAM tier + disk tier.
+#[derive(Debug)]
+pub struct Store {
+    ram: RamTier,
+    disk: DiskTier,
+    behind: Option<Arc<dyn BlobSource>>,
+    metrics: Arc<Metrics>,
+}
+
+impl Store {
+    /// Opens the store under `blobs_dir`, with `behind` (if any) as its last tier.
+    ///
+    /// # Errors
+    /// The disk tier cannot be opened.
+    pub fn open(
+        blobs_dir: &Path,
+        memory_bytes: u64,
+        disk_bytes: u64,
+        evictable: bool,
+        metrics: Arc<Metrics>,
+        behind: Option<Arc<dyn BlobSource>>,
+    ) -> io::Result<Self> {
+        Ok(Self {
+            ram: RamTier::new(memory_bytes),
+            disk: DiskTier::open(blobs_dir, disk_bytes, evictable)?,
+            behind,
+            metrics,
+        })
+    }
+
+    /// The disk tier, for imports.
+    pub fn disk(&self) -> &DiskTier {
+        &self.disk
+    }
+
+    /// The RAM tier.
+    pub fn ram(&self) -> &RamTier {
+        &self.ram
+    }
+
+    /// The verified bytes of a blob: from RAM, or read from disk, re-hashed, and kept in RAM.
+    ///
+    /// # Errors
+    /// [`StoreError::Missing`], [`StoreError::Corrupt`] (counted and logged), I/O.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: a cancelled read leaves the store unchanged.
+    pub async fn get(self: &Arc<Self>, hash: &Hash32) -> Result<Bytes, StoreError> {
+        if let Some(bytes) = self.ram.get(hash) {
+            self.disk.touch(hash);
+            self.metrics.store_hit();
+            return Ok(bytes);
+        }
+        self.metrics.store_miss();
+        let this = Arc::clone(self);
+        let hash = *hash;
+        let from_disk = tokio::task::spawn_blocking(move || this.load_from_disk(&hash))
+            .await
+            .map_err(|e| StoreError::Io {
+                hash,
+                source: io::Error::other(e),
+            })?;
+        match (from_disk, &self.behind) {
+            (Err(StoreError::Missing(_)), Some(source)) => {
+                self.load_from_source(source.as_ref(), &hash).await
+            }
+            (result, _) => result,
+        }
+    }
+
+    /// A blob of the source behind the disk, re-hashed like a disk read before it is served.
+    async fn load_from_source(
+        &self,
+        source: &dyn BlobSource,
+        hash: &Hash32,
+    ) -> Result<Bytes, StoreError> {
+        let Some(bytes) = source.get_blob(hash).await else {
+            return Err(StoreError::Missing(*hash));
+        };
+        if blake3::hash(&bytes).as_bytes() != hash {
+            self.metrics.store_corrupt();
+            tracing::error!(blob = %hex::encode(hash), "blob from behind the disk tier does not match its hash; not served");
+            return Err(StoreError::Corrupt(*hash));
+        }
+        self.ram.insert(*hash, bytes.clone());
+        Ok(bytes)
+    }
+
+    fn load_from_disk(&self, hash: &Hash32) -> Result<Bytes, StoreError> {
+        let bytes = match self.disk.read(hash) {
+            Ok(Some(bytes)) => bytes,
+            Ok(None) => return Err(StoreError::Missing(*hash)),
+            Err(source) => {
+                return Err(StoreError::Io {
+                    hash: *hash,
+                    source,
+                })
+            }
+        };
+        if blake3::hash(&bytes).as_bytes() != hash {
+            self.metrics.store_corrupt();
+            tracing::error!(
+                blob = %hex::encode(hash),
+                path = %self.disk.blob_path(hash).display(),
+                "blob on disk does not match its hash; quarantined, not served"
+            );
+            self.disk.quarantine(hash);
+            self.ram.remove(hash);
+            return Err(StoreError::Corrupt(*hash));
+        }
+        let bytes = Bytes::from(bytes);
+        self.ram.insert(*hash, bytes.clone());
+        Ok(bytes)
+    }
+}

@@ -1,0 +1,205 @@
+//! Why a fill failed, kept precise enough to steer: who caused it, whether asking again may
+//! help, and the label it is counted under in `mhc_fill_failures_total{reason}`.
+
+use mhc_transport::{ErrorOrigin, QuicError};
+
+/// What went wrong with one parent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureReason {
+    /// The parent could not be reached, or the connection was lost or timed out. Another
+    /// parent is asked; this one is not held guilty.
+    Unreachable,
+    /// The parent broke the protocol (a frame, header or body that is not what the request
+    /// asks for) or is not the node it should be. Penalised.
+    Protocol,
+    /// The parent sent bytes that do not match the signed manifest (or announced a size the
+    /// manifest contradicts). Penalised.
+    Verification,
+    /// The parent sent a manifest that does not decode, is for another content, or is not
+    /// signed by a trusted publisher. Penalised.
+    BadManifest,
+    /// The parent answered that it is busy or failed itself; asking again later may help.
+    Busy,
+    /// This node could not send the request or store the answer.
+    Local,
+}
+
+impl FailureReason {
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            FailureReason::Unreachable => "unreachable",
+            FailureReason::Protocol => "protocol",
+            FailureReason::Verification => "verification",
+            FailureReason::BadManifest => "bad_manifest",
+            FailureReason::Busy => "busy",
+            FailureReason::Local => "local",
+        }
+    }
+
+    /// Who caused it.
+    pub fn origin(self) -> ErrorOrigin {
+        match self {
+            FailureReason::Unreachable => ErrorOrigin::Connection,
+            FailureReason::Protocol
+            | FailureReason::Verification
+            | FailureReason::BadManifest
+            | FailureReason::Busy => ErrorOrigin::Peer,
+            FailureReason::Local => ErrorOrigin::Local,
+        }
+    }
+
+    /// Whether the parent is avoided for a while: it sent something no honest, working parent
+    /// sends.
+    pub fn penalises(self) -> bool {
+        matches!(
+            self,
+            FailureReason::Protocol | FailureReason::Verification | FailureReason::BadManifest
+        )
+    }
+
+    /// The reason of a transport error, from its origin (pingora's idea: the error says who
+    /// caused it).
+    pub fn of_quic(err: &QuicError) -> Self {
+        match err.origin() {
+            ErrorOrigin::Local => FailureReason::Local,
+            ErrorOrigin::Connection => FailureReason::Unreachable,
+            // A reset stream is a parent shutting down or dropping the request, not a lie.
+            ErrorOrigin::Peer if matches!(err, QuicError::StreamReset { .. }) => {
+                FailureReason::Busy
+            }
+            // Another node answers at the parent's address: the parent is not reachable there,
+            // and the node that answered did nothing wrong (it proved who it is).
+            ErrorOrigin::Peer if matches!(err, QuicError::WrongPeer { .. }) => {
+                FailureReason::Unreachable
+            }
+            ErrorOrigin::Peer => FailureReason::Protocol,
+        }
+    }
+}
+
+/// The classification of the last parent failure of a fill.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Failure {
+    /// What went wrong.
+    pub reason: FailureReason,
+    /// Whether asking the same parent again (later, on a new connection) may succeed.
+    pub retryable: bool,
+}
+
+impl Failure {
+    /// A failure of the transport, classified by the transport.
+    pub fn quic(err: &QuicError) -> Self {
+        Self {
+            reason: FailureReason::of_quic(err),
+            retryable: err.is_retryable(),
+        }
+    }
+
+    /// A failure of the answer's content (checked here, not by the transport).
+    pub fn content(reason: FailureReason) -> Self {
+        Self {
+            reason,
+            retryable: matches!(reason, FailureReason::Busy),
+        }
+    }
+}
+
+/// Why a fill failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum FillError {
+    /// Every parent asked said it does not have the content (or the segment).
+    #[error("not found upstream: {0}")]
+    NotFound(String),
+    /// Every parent failed otherwise; `last` is how the last one failed.
+    #[error("every parent failed: {detail}")]
+    Unavailable {
+        /// What each parent did, for operators.
+        detail: String,
+        /// The last parent's failure.
+        last: Failure,
+    },
+    /// This node has no parent to ask (an origin, or an edge with none configured or alive).
+    #[error("no parent to fill from")]
+    NoParent,
+    /// This node failed (a task or the store), not its parents.
+    #[error("fill failed here: {0}")]
+    Local(String),
+}
+
+impl FillError {
+    /// Who caused it: [`ErrorOrigin::Peer`] when a parent broke the protocol or lied,
+    /// [`ErrorOrigin::Connection`] when parents could not be reached, [`ErrorOrigin::Local`]
+    /// for this node's own failures and when there is no parent to ask.
+    pub fn origin(&self) -> ErrorOrigin {
+        match self {
+            FillError::NotFound(_) => ErrorOrigin::Peer,
+            FillError::Unavailable { last, .. } => last.reason.origin(),
+            FillError::NoParent | FillError::Local(_) => ErrorOrigin::Local,
+        }
+    }
+
+    /// Whether asking again later may succeed (an edge with no alive parent now may have one
+    /// after the next heartbeat).
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            FillError::NotFound(_) => false,
+            FillError::NoParent => true,
+            FillError::Unavailable { last, .. } => last.retryable,
+            FillError::Local(_) => true,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_parents_that_lie_or_break_the_protocol_are_penalised() {
+        use FailureReason::*;
+        for r in [Unreachable, Busy, Local] {
+            assert!(!r.penalises(), "{}", r.label());
+        }
+        for r in [Protocol, Verification, BadManifest] {
+            assert!(r.penalises(), "{}", r.label());
+            assert_eq!(r.origin(), ErrorOrigin::Peer);
+        }
+        assert_eq!(
+            FailureReason::of_quic(&QuicError::Timeout(std::time::Duration::from_secs(1))),
+            Unreachable
+        );
+        assert_eq!(
+            FailureReason::of_quic(&QuicError::BodyTooLarge {
+                body_len: 2,
+                max: 1
+            }),
+            Protocol
+        );
+        assert_eq!(
+            FailureReason::of_quic(&QuicError::StreamReset { code: 0 }),
+            Busy
+        );
+        let elsewhere = QuicError::WrongPeer {
+            addr: "127.0.0.1:1".parse().unwrap(),
+            expected: libp2p::PeerId::random(),
+        };
+        assert_eq!(FailureReason::of_quic(&elsewhere), Unreachable);
+    }
+
+    #[test]
+    fn a_fill_error_keeps_the_class_of_its_last_failure() {
+        let e = FillError::Unavailable {
+            detail: String::new(),
+            last: Failure::quic(&QuicError::Timeout(std::time::Duration::from_secs(1))),
+        };
+        assert_eq!(e.origin(), ErrorOrigin::Connection);
+        assert!(e.is_retryable());
+        let e = FillError::Unavailable {
+            detail: String::new(),
+            last: Failure::content(FailureReason::Verification),
+        };
+        assert_eq!(e.origin(), ErrorOrigin::Peer);
+        assert!(!e.is_retryable());
+    }
+}

@@ -1,0 +1,675 @@
+//! Filling from parents: how an edge (or a tier of edges) gets manifests and segments it does not
+//! hold, over the QUIC data plane, without ever serving a byte it has not verified.
+//!
+//! - Manifests are verified against `trust.publishers` before they enter the catalog.
+//! - Segments are verified against the BLAKE3 hash the verified manifest lists before they enter
+//!   the store.
+//! - Every failure is classified ([`FailureReason`]): a parent that broke the protocol or sent
+//!   bytes or a manifest that fail verification is penalised (metric, log, avoided for a
+//!   while); an unreachable parent is passed over for the next one without blame.
+//! - Concurrent requests for one missing segment share one upstream fetch (request coalescing),
+//!   and the fetch runs in its own task, so a viewer that disconnects does not cancel it for the
+//!   others.
+//! - Unknown content is remembered for a short time (negative caching), so a burst of requests
+//!   for a missing id costs one round of upstream questions.
+//! - When every parent is unreachable, the manifest already held is served (serve-stale).
+
+mod error;
+mod parents;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::future::{BoxFuture, FutureExt, Shared};
+use libp2p::PeerId;
+use mhc_manifest::{ContentId, Hash32, SignedManifest};
+use mhc_transport::{QuicClient, QuicConnection, QuicError, Request, ResponseHeader};
+use parking_lot::Mutex;
+
+use crate::core::catalog::{CatalogError, Published};
+use crate::core::store::AlignedBlob;
+use crate::core::Core;
+pub use error::{Failure, FailureReason, FillError};
+use parents::Penalties;
+pub use parents::{ParentAddr, Parents};
+
+/// How long a "nobody has this content" answer is remembered.
+const NEGATIVE_TTL: Duration = Duration::from_secs(10);
+/// How often an edge re-asks its parents whether a newer manifest exists.
+pub const MANIFEST_REFRESH: Duration = Duration::from_secs(5);
+/// Largest manifest accepted from a parent.
+const MAX_MANIFEST_BYTES: u64 = mhc_manifest::MAX_ENCODED_MANIFEST_BYTES as u64;
+/// Segments prefetched after the one a viewer asked for.
+pub const PREFETCH_SEGMENTS: usize = 2;
+
+type SharedWork<T> = Shared<BoxFuture<'static, Result<T, FillError>>>;
+/// Work in flight by key: every caller asking for a key while its work runs awaits the same
+/// result.
+type InFlight<K, T> = Mutex<HashMap<K, SharedWork<T>>>;
+
+/// Which blob of a manifest.
+#[derive(Debug, Clone, Copy)]
+pub enum Part {
+    /// The init segment.
+    Init,
+    /// Media segment `i`.
+    Segment(usize),
+}
+
+/// What [`Filler::fill_all`] did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct FillReport {
+    /// Content id.
+    pub content_id: String,
+    /// Manifest version filled.
+    pub version: u64,
+    /// Blobs in the content (segments plus init).
+    pub blobs: usize,
+    /// Blobs that were already held.
+    pub already_held: usize,
+    /// Bytes of the whole content.
+    pub bytes: u64,
+    /// Wall time, ms.
+    pub duration_ms: u64,
+}
+
+/// The fill machinery of one node: its QUIC client, the connections to its parents, the work
+/// in flight and what it remembers about parents and missing content.
+pub struct Filler {
+    core: Arc<Core>,
+    parents: Arc<dyn Parents>,
+    client: QuicClient,
+    connections: tokio::sync::Mutex<HashMap<SocketAddr, QuicConnection>>,
+    inflight: InFlight<Hash32, Bytes>,
+    manifests_inflight: InFlight<ContentId, ()>,
+    negative: Mutex<HashMap<ContentId, Instant>>,
+    penalties: Penalties,
+    checked: Mutex<HashMap<ContentId, Instant>>,
+}
+
+impl std::fmt::Debug for Filler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Filler")
+            .field("local_addr", &self.client.local_addr())
+            .finish()
+    }
+}
+
+impl Filler {
+    /// A filler for `core` over `parents`, whose QUIC client binds next to `listen.quic` (same
+    /// address family, any port).
+    ///
+    /// # Errors
+    /// The client endpoint cannot be bound.
+    pub fn new(core: Arc<Core>, parents: Arc<dyn Parents>) -> Result<Self, QuicError> {
+        let listen = core.config.listen.quic;
+        let bind = SocketAddr::new(listen.ip(), 0);
+        let client = QuicClient::new(bind, core.identity.signing_key().to_bytes())?;
+        Ok(Self {
+            core,
+            parents,
+            client,
+            connections: tokio::sync::Mutex::new(HashMap::new()),
+            inflight: Mutex::new(HashMap::new()),
+            manifests_inflight: Mutex::new(HashMap::new()),
+            negative: Mutex::new(HashMap::new()),
+            penalties: Penalties::default(),
+            checked: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Whether `id` was recently found missing everywhere upstream.
+    pub fn known_missing(&self, id: &ContentId) -> bool {
+        let mut negative = self.negative.lock();
+        match negative.get(id) {
+            Some(at) if at.elapsed() < NEGATIVE_TTL => true,
+            Some(_) => {
+                negative.remove(id);
+                false
+            }
+            None => false,
+        }
+    }
+
+    fn mark_checked(&self, id: &ContentId) {
+        self.checked.lock().insert(id.clone(), Instant::now());
+    }
+
+    /// Whether the manifest of `id` should be re-checked upstream (not checked recently).
+    pub fn manifest_due(&self, id: &ContentId) -> bool {
+        self.checked
+            .lock()
+            .get(id)
+            .is_none_or(|at| at.elapsed() >= MANIFEST_REFRESH)
+    }
+
+    async fn connection(&self, parent: &ParentAddr) -> Result<QuicConnection, QuicError> {
+        let mut conns = self.connections.lock().await;
+        if let Some(c) = conns.get(&parent.addr) {
+            if !c.is_closed() && parent.peer_id.is_none_or(|p| p == c.peer_id()) {
+                return Ok(c.clone());
+            }
+        }
+        let conn = self.client.connect(parent.addr, parent.peer_id).await?;
+        conns.insert(parent.addr, conn.clone());
+        Ok(conn)
+    }
+
+    /// One body-less request to a node's QUIC plane (a play report), over the cached
+    /// connection; the answer's header.
+    ///
+    /// # Errors
+    /// Connecting or the exchange failed.
+    pub async fn request(
+        &self,
+        addr: SocketAddr,
+        peer: Option<PeerId>,
+        req: Request,
+    ) -> Result<ResponseHeader, QuicError> {
+        let target = ParentAddr {
+            addr,
+            peer_id: peer,
+        };
+        let (header, _) = self.connection(&target).await?.request(&req, 0).await?;
+        Ok(header)
+    }
+
+    /// One request to one parent, over its (cached) connection.
+    async fn ask(
+        &self,
+        parent: &ParentAddr,
+        req: &Request,
+        max_body: u64,
+    ) -> Result<(ResponseHeader, Bytes), QuicError> {
+        self.connection(parent).await?.request(req, max_body).await
+    }
+
+    /// The parents of this node, best first, penalised parents last, never `exclude`.
+    pub fn parents(&self, exclude: Option<PeerId>) -> Vec<ParentAddr> {
+        self.penalties.order(self.parents.parents(), exclude)
+    }
+
+    /// Counts a failure of `parent`, logs it, and penalises the parent if it misbehaved.
+    fn blame(&self, parent: &ParentAddr, reason: FailureReason, what: &dyn std::fmt::Display) {
+        self.core.metrics.record_fill_failure(reason.label());
+        if reason.penalises() {
+            tracing::warn!(parent = %parent.addr, reason = reason.label(), error = %what,
+                "parent misbehaved; penalised, trying the next");
+            self.penalties.penalise(parent.addr);
+        } else {
+            tracing::debug!(parent = %parent.addr, reason = reason.label(), error = %what,
+                "parent could not deliver; trying the next");
+        }
+    }
+
+    /// Runs `work` in a task of its own (a caller that goes away does not cancel it for the
+    /// others) and returns its shareable result; the key leaves `table` when the work is done.
+    /// Call with `table` locked and insert the returned future under `key`.
+    fn spawn_shared<K, T, F>(
+        self: &Arc<Self>,
+        table: fn(&Filler) -> &InFlight<K, T>,
+        key: K,
+        work: F,
+    ) -> SharedWork<T>
+    where
+        K: std::hash::Hash + Eq + Send + 'static,
+        T: Clone + Send + Sync + 'static,
+        F: std::future::Future<Output = Result<T, FillError>> + Send + 'static,
+    {
+        let this = Arc::clone(self);
+        let task = tokio::spawn(async move {
+            let result = work.await;
+            table(&this).lock().remove(&key);
+            result
+        });
+        async move {
+            task.await
+                .unwrap_or_else(|e| Err(FillError::Local(format!("fill task: {e}"))))
+        }
+        .boxed()
+        .shared()
+    }
+
+    /// Makes sure the catalog holds the newest manifest of `id` that the parents have:
+    /// fetched, verified against the trusted publishers, committed. Concurrent callers share
+    /// one fetch.
+    ///
+    /// # Errors
+    /// [`FillError`]; with a manifest already held, callers serve it (stale) instead.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: the fetch runs in a task of its own and goes on for the other callers.
+    pub async fn refresh_manifest(
+        self: &Arc<Self>,
+        id: &ContentId,
+        exclude: Option<PeerId>,
+    ) -> Result<(), FillError> {
+        if !self.core.policy().fills_from_parents() {
+            return Err(FillError::NoParent);
+        }
+        let fut = {
+            let mut inflight = self.manifests_inflight.lock();
+            match inflight.get(id) {
+                Some(f) => f.clone(),
+                None => {
+                    let (this, id2) = (Arc::clone(self), id.clone());
+                    let shared =
+                        self.spawn_shared(|f| &f.manifests_inflight, id.clone(), async move {
+                            this.fetch_manifest(&id2, exclude).await
+                        });
+                    inflight.insert(id.clone(), shared.clone());
+                    shared
+                }
+            }
+        };
+        fut.await
+    }
+
+    async fn fetch_manifest(
+        &self,
+        id: &ContentId,
+        exclude: Option<PeerId>,
+    ) -> Result<(), FillError> {
+        let parents = self.parents(exclude);
+        if parents.is_empty() {
+            return Err(FillError::NoParent);
+        }
+        let catalog = &self.core.catalog;
+        let held = catalog.latest(id).map(|p| p.manifest().version);
+        let req = Request::GetManifest {
+            content_id: id.to_string(),
+            min_version: held.unwrap_or(0),
+        };
+        let mut attempts = Attempts::default();
+        for parent in &parents {
+            let body = match self.ask(parent, &req, MAX_MANIFEST_BYTES).await {
+                Ok((ResponseHeader::Manifest { .. }, body)) => body,
+                answer => {
+                    attempts.unusable(self, parent, answer);
+                    continue;
+                }
+            };
+            let signed = match SignedManifest::decode(&body) {
+                Ok(s) if s.manifest.content_id == *id => s,
+                Ok(_) => {
+                    attempts.failed(
+                        self,
+                        parent,
+                        FailureReason::BadManifest,
+                        &"answered with another content",
+                    );
+                    continue;
+                }
+                Err(e) => {
+                    attempts.failed(self, parent, FailureReason::BadManifest, &e);
+                    continue;
+                }
+            };
+            match catalog.publish(signed) {
+                Ok(_) | Err(CatalogError::Stale { .. }) => {
+                    self.mark_checked(id);
+                    return Ok(());
+                }
+                Err(CatalogError::Db(e)) => return Err(FillError::Local(format!("catalog: {e}"))),
+                Err(e) => attempts.failed(self, parent, FailureReason::BadManifest, &e),
+            }
+        }
+        if held.is_some() {
+            // Stale but ours: the parents were asked; what we hold stays valid and signed.
+            self.mark_checked(id);
+        }
+        let error = attempts.conclude(parents.len());
+        if matches!(error, FillError::NotFound(_)) {
+            self.negative.lock().insert(id.clone(), Instant::now());
+        }
+        Err(error)
+    }
+
+    /// The verified bytes of a segment (or init segment): from the store, or filled from a
+    /// parent, verified, stored, then returned. Concurrent callers for one blob share one fetch.
+    ///
+    /// # Errors
+    /// [`FillError`]: nothing verified could be obtained.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: the fetch runs in a task of its own and goes on for the other callers.
+    pub async fn segment(
+        self: &Arc<Self>,
+        published: &Arc<Published>,
+        part: Part,
+        exclude: Option<PeerId>,
+    ) -> Result<Bytes, FillError> {
+        let m = published.manifest();
+        let (hash, size) = match part {
+            Part::Init => match &m.hls.init {
+                Some(init) => (init.hash, init.size),
+                None => return Err(FillError::NotFound("no init segment".into())),
+            },
+            Part::Segment(i) => match m.segments.get(i) {
+                Some(s) => (s.hash, s.size),
+                None => return Err(FillError::NotFound(format!("no segment {i}"))),
+            },
+        };
+        let store = &self.core.store;
+        if let Ok(bytes) = store.get(&hash).await {
+            return Ok(bytes);
+        }
+        if !self.core.policy().fills_from_parents() {
+            return Err(FillError::NoParent);
+        }
+        let fut = {
+            let mut inflight = self.inflight.lock();
+            match inflight.get(&hash) {
+                Some(f) => f.clone(),
+                // A fetch that finished between our store miss and taking this lock stored the
+                // bytes before leaving the table: look again rather than fetch twice.
+                None if store.ram().get(&hash).is_some() || store.disk().contains(&hash) => {
+                    let store = Arc::clone(store);
+                    async move {
+                        store
+                            .get(&hash)
+                            .await
+                            .map_err(|e| FillError::Local(e.to_string()))
+                    }
+                    .boxed()
+                    .shared()
+                }
+                None => {
+                    let this = Arc::clone(self);
+                    let published2 = Arc::clone(published);
+                    let shared = self.spawn_shared(|f| &f.inflight, hash, async move {
+                        this.fetch_segment(&published2, part, hash, size, exclude)
+                            .await
+                    });
+                    inflight.insert(hash, shared.clone());
+                    shared
+                }
+            }
+        };
+        fut.await
+    }
+
+    async fn fetch_segment(
+        &self,
+        published: &Arc<Published>,
+        part: Part,
+        hash: Hash32,
+        size: u64,
+        exclude: Option<PeerId>,
+    ) -> Result<Bytes, FillError> {
+        let m = published.manifest();
+        let parents = self.parents(exclude);
+        if parents.is_empty() {
+            return Err(FillError::NoParent);
+        }
+        let req = match part {
+            Part::Init => Request::GetInit {
+                content_id: m.content_id.to_string(),
+                version: m.version,
+            },
+            Part::Segment(i) => Request::GetSegment {
+                content_id: m.content_id.to_string(),
+                version: m.version,
+                index: i as u32,
+            },
+        };
+        let mut attempts = Attempts::default();
+        for parent in &parents {
+            let started = Instant::now();
+            let blob = match self.receive_blob(parent, &req, size).await {
+                Received::Blob(blob) => blob,
+                Received::WrongSize(announced) => {
+                    tracing::warn!(parent = %parent.addr, content = %m.content_id, ?part, announced, size,
+                        "parent announced a blob of the wrong size");
+                    attempts.failed(
+                        self,
+                        parent,
+                        FailureReason::Verification,
+                        &format_args!("{announced} bytes announced, {size} expected"),
+                    );
+                    continue;
+                }
+                Received::Unusable(answer) => {
+                    attempts.unusable(self, parent, answer);
+                    continue;
+                }
+            };
+            // The one check that matters: the bytes hash to what the signed manifest says (the
+            // parent's claimed hash and proof are not trusted). It is made by the disk tier as
+            // it stores them, off the async workers, in one pass over the bytes.
+            let stored = {
+                let store = Arc::clone(&self.core.store);
+                tokio::task::spawn_blocking(move || {
+                    let stored = store.disk().put_verified_aligned(&hash, &blob);
+                    (blob, stored)
+                })
+                .await
+            };
+            let (blob, stored) = match stored {
+                Ok(done) => done,
+                Err(e) => return Err(FillError::Local(format!("storing a fill: {e}"))),
+            };
+            match stored {
+                Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                    tracing::warn!(parent = %parent.addr, content = %m.content_id, ?part,
+                        "parent sent bytes that fail verification");
+                    attempts.failed(
+                        self,
+                        parent,
+                        FailureReason::Verification,
+                        &"bytes failed verification",
+                    );
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "storing a filled segment (serving it anyway)")
+                }
+                Ok(_) => {}
+            }
+            let body = blob.into_bytes();
+            self.core.store.ram().insert(hash, body.clone());
+            self.core
+                .metrics
+                .record_fill(body.len() as u64, started.elapsed());
+            return Ok(body);
+        }
+        Err(attempts.conclude(parents.len()))
+    }
+
+    /// Asks `parent` for a blob of `size` bytes and receives its body into block-aligned memory.
+    async fn receive_blob(&self, parent: &ParentAddr, req: &Request, size: u64) -> Received {
+        let conn = match self.connection(parent).await {
+            Ok(conn) => conn,
+            Err(e) => return Received::Unusable(Err(e)),
+        };
+        let (header, body) = match conn.request_streaming(req).await {
+            Ok(answer) => answer,
+            Err(e) => return Received::Unusable(Err(e)),
+        };
+        if !matches!(header, ResponseHeader::Segment { .. }) {
+            return Received::Unusable(Ok((header, Bytes::new())));
+        }
+        let announced = body.remaining();
+        let Some(len) = (announced == size)
+            .then(|| usize::try_from(size).ok())
+            .flatten()
+        else {
+            return Received::WrongSize(announced);
+        };
+        let mut blob = AlignedBlob::zeroed(len);
+        match body.read_exact_into(blob.as_mut_slice()).await {
+            Ok(()) => Received::Blob(blob),
+            Err(e) => Received::Unusable(Err(e)),
+        }
+    }
+
+    /// Fetches the next segments after `index` in the background, so a player's next requests
+    /// hit the cache.
+    pub fn prefetch(self: &Arc<Self>, published: &Arc<Published>, index: usize) {
+        if !self.core.policy().fills_from_parents() {
+            return;
+        }
+        let store = &self.core.store;
+        let count = published.manifest().segments.len();
+        for next in (index + 1..count).take(PREFETCH_SEGMENTS) {
+            let hash = published.manifest().segments[next].hash;
+            if store.ram().get(&hash).is_some() || store.disk().contains(&hash) {
+                continue;
+            }
+            let this = Arc::clone(self);
+            let published = Arc::clone(published);
+            tokio::spawn(async move {
+                if let Err(e) = this.segment(&published, Part::Segment(next), None).await {
+                    tracing::debug!(error = %e, next, "prefetch failed");
+                }
+            });
+        }
+    }
+
+    /// Fills a whole content (latest version), `concurrency` blobs at a time: an operator's or
+    /// a policy's "have all of this here now" (pins, essential content, warm-up before a
+    /// premiere).
+    ///
+    /// # Errors
+    /// The manifest cannot be had, or a blob could not be filled from any parent.
+    pub async fn fill_all(
+        self: &Arc<Self>,
+        id: &ContentId,
+        concurrency: usize,
+    ) -> Result<FillReport, FillError> {
+        use futures::stream::{self, StreamExt, TryStreamExt};
+
+        let started = Instant::now();
+        let catalog = &self.core.catalog;
+        if catalog.latest(id).is_none() || self.manifest_due(id) {
+            if let Err(e) = self.refresh_manifest(id, None).await {
+                if catalog.latest(id).is_none() {
+                    return Err(e);
+                }
+            }
+        }
+        let published = catalog
+            .latest(id)
+            .ok_or_else(|| FillError::NotFound(id.to_string()))?;
+        let m = published.manifest();
+        let mut parts: Vec<(Part, Hash32)> = Vec::with_capacity(m.segments.len() + 1);
+        if let Some(init) = &m.hls.init {
+            parts.push((Part::Init, init.hash));
+        }
+        parts.extend(
+            m.segments
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (Part::Segment(i), s.hash)),
+        );
+        let already_held = parts
+            .iter()
+            .filter(|(_, h)| self.core.store.disk().contains(h))
+            .count();
+        let blobs = parts.len();
+        stream::iter(parts)
+            .map(|(part, _)| {
+                let this = Arc::clone(self);
+                let published = Arc::clone(&published);
+                async move {
+                    this.segment(&published, part, None)
+                        .await
+                        .map(|b| b.len() as u64)
+                }
+            })
+            .buffer_unordered(concurrency.clamp(1, 64))
+            .try_fold((), |(), _| async { Ok(()) })
+            .await?;
+        Ok(FillReport {
+            content_id: id.to_string(),
+            version: m.version,
+            blobs,
+            already_held,
+            bytes: m.total_bytes(),
+            duration_ms: started.elapsed().as_millis() as u64,
+        })
+    }
+}
+
+/// What a parent answered to a blob request.
+enum Received {
+    /// The body, of the expected size, in block-aligned memory; not verified yet.
+    Blob(AlignedBlob),
+    /// A segment header announcing another size than the manifest's: wrong bytes, unread.
+    WrongSize(u64),
+    /// Anything else (not found, busy, an error, a transport failure).
+    Unusable(Result<(ResponseHeader, Bytes), QuicError>),
+}
+
+/// What the parents said, for the error when none delivered.
+#[derive(Default)]
+struct Attempts {
+    failures: Vec<String>,
+    not_found: usize,
+    last: Option<Failure>,
+}
+
+impl Attempts {
+    /// Records a failure of `parent` (counted, logged, penalised if it misbehaved).
+    fn failed(
+        &mut self,
+        filler: &Filler,
+        parent: &ParentAddr,
+        reason: FailureReason,
+        what: &dyn std::fmt::Display,
+    ) {
+        filler.blame(parent, reason, what);
+        self.last = Some(Failure::content(reason));
+        self.failures.push(format!("{}: {what}", parent.addr));
+    }
+
+    /// Records an answer that carried nothing usable: not found, busy or failed, an
+    /// unexpected header, or a transport error, each classified.
+    fn unusable(
+        &mut self,
+        filler: &Filler,
+        parent: &ParentAddr,
+        answer: Result<(ResponseHeader, Bytes), QuicError>,
+    ) {
+        match answer {
+            Ok((ResponseHeader::NotFound { reason }, _)) => {
+                self.not_found += 1;
+                self.failures
+                    .push(format!("{}: not found ({reason})", parent.addr));
+            }
+            Ok((ResponseHeader::Busy { retry_after_ms }, _)) => self.failed(
+                filler,
+                parent,
+                FailureReason::Busy,
+                &format_args!("busy (retry after {retry_after_ms} ms)"),
+            ),
+            Ok((ResponseHeader::Error { message }, _)) => {
+                self.failed(filler, parent, FailureReason::Busy, &message)
+            }
+            Ok((other, _)) => self.failed(
+                filler,
+                parent,
+                FailureReason::Protocol,
+                &format_args!("unexpected answer {other:?}"),
+            ),
+            Err(e) => {
+                let failure = Failure::quic(&e);
+                filler.blame(parent, failure.reason, &e);
+                self.last = Some(failure);
+                self.failures.push(format!("{}: {e}", parent.addr));
+            }
+        }
+    }
+
+    /// `NotFound` when every one of `asked` parents said so, else `Unavailable`.
+    fn conclude(self, asked: usize) -> FillError {
+        let detail = self.failures.join("; ");
+        match self.last {
+            Some(last) if self.not_found < asked => FillError::Unavailable { detail, last },
+            _ => FillError::NotFound(detail),
+        }
+    }
+}

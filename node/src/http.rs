@@ -1,0 +1,99 @@
+//! HTTP helpers the viewer plane and the admin plane share: the response body type, JSON and
+//! text answers, errors, and bounded request bodies.
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Response, StatusCode};
+use http_body_util::Full;
+use mhc_transport::headers::CACHE_NONE;
+use serde_json::json;
+
+/// Response body of the viewer and admin planes: everything is served from memory.
+pub type Body = Full<Bytes>;
+
+/// A response with a body, its type, length and `Cache-Control`.
+pub fn full(
+    status: StatusCode,
+    content_type: &'static str,
+    body: Bytes,
+    cache: &'static str,
+) -> Response<Body> {
+    let len = body.len();
+    let mut resp = Response::new(Full::new(body));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
+    resp
+}
+
+/// A plain-text response.
+pub fn text(status: StatusCode, body: &'static str, cache: &'static str) -> Response<Body> {
+    full(
+        status,
+        "text/plain; charset=utf-8",
+        Bytes::from_static(body.as_bytes()),
+        cache,
+    )
+}
+
+/// A JSON response, pretty-printed (people read these), ending in a newline.
+pub fn json_response(
+    status: StatusCode,
+    value: &serde_json::Value,
+    cache: &'static str,
+) -> Response<Body> {
+    let mut body = serde_json::to_vec_pretty(value).expect("JSON values serialise");
+    body.push(b'\n');
+    full(status, "application/json", Bytes::from(body), cache)
+}
+
+/// An error answer: JSON `{"error": "...", "status": N}`, never cached.
+pub fn error(status: StatusCode, message: &str) -> Response<Body> {
+    json_response(
+        status,
+        &json!({ "error": message, "status": status.as_u16() }),
+        CACHE_NONE,
+    )
+}
+
+/// The `Content-Length` a response announces (0 when it announces none).
+pub fn content_length(resp: &Response<Body>) -> u64 {
+    resp.headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Reads a request body of at most `limit` bytes.
+///
+/// # Errors
+/// The body is longer, or reading it failed (the message says which).
+///
+/// # Cancel safety
+/// Not cancel-safe: what was read is lost.
+pub async fn read_limited<B>(body: B, limit: usize) -> Result<Bytes, String>
+where
+    B: hyper::body::Body<Data = Bytes> + Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    use http_body_util::{BodyExt, Limited};
+    Limited::new(body, limit)
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .map_err(|e| e.to_string())
+}
+
+/// A plugin's admin answer as an HTTP response.
+pub fn plugin_response(a: mhc_origin::plugin::AdminResponse) -> Response<Body> {
+    let mut resp = Response::new(Full::new(Bytes::from(a.body)));
+    *resp.status_mut() =
+        StatusCode::from_u16(a.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    if let Ok(ct) = HeaderValue::from_str(&a.content_type) {
+        resp.headers_mut().insert(header::CONTENT_TYPE, ct);
+    }
+    resp
+}

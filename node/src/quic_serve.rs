@@ -1,0 +1,194 @@
+//! The serving side of the QUIC data plane: answers other nodes' `GetManifest`, `GetSegment`
+//! and `GetInit` from the catalog and the store, filling from its own parents first when it is
+//! an edge that lacks the content (so edges can be parents of edges), and takes play reports at
+//! an origin.
+//!
+//! The handler is built from the core and its handles before the server binds, so the server
+//! never sees a half-built node.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::future::{BoxFuture, FutureExt};
+use libp2p::PeerId;
+use mhc_manifest::ContentId;
+use mhc_transport::{Handler, Request, Response, ResponseHeader};
+
+use crate::core::catalog::Published;
+use crate::core::Core;
+use crate::fill::{FillError, Filler, Part};
+use crate::plugins::{Outcome, Plugins};
+
+/// Serves the QUIC data plane for one node.
+#[derive(Debug, Clone)]
+pub struct QuicServe {
+    core: Arc<Core>,
+    filler: Arc<Filler>,
+    plugins: Option<Arc<Plugins>>,
+}
+
+impl QuicServe {
+    /// A handler over `core`, filling through `filler`, taking play reports into `plugins`
+    /// (an origin's; `None` elsewhere, and reports are answered "busy" so senders try an
+    /// origin).
+    pub fn new(core: Arc<Core>, filler: Arc<Filler>, plugins: Option<Arc<Plugins>>) -> Self {
+        Self {
+            core,
+            filler,
+            plugins,
+        }
+    }
+
+    async fn answer(&self, peer: PeerId, req: Request) -> Response {
+        if let Request::PutPlayReport { report } = req {
+            return self.play_report(report).await;
+        }
+        let Ok(id) = ContentId::new(req.content_id().unwrap_or_default().to_owned()) else {
+            return Response::without_body(ResponseHeader::not_found("malformed content id"));
+        };
+        match req {
+            Request::GetManifest { min_version, .. } => {
+                let catalog = &self.core.catalog;
+                let mut held = catalog.latest(&id);
+                let fresh_enough = held
+                    .as_ref()
+                    .is_some_and(|p| p.manifest().version >= min_version);
+                if !fresh_enough && !self.filler.known_missing(&id) {
+                    // Never ask the requester back: that is a loop, not a parent.
+                    let _ = self.filler.refresh_manifest(&id, Some(peer)).await;
+                    held = catalog.latest(&id);
+                }
+                match held {
+                    Some(p) if p.manifest().version >= min_version => Response::new(
+                        ResponseHeader::Manifest {
+                            version: p.manifest().version,
+                            body_len: p.encoded.len() as u64,
+                        },
+                        p.encoded.clone(),
+                    ),
+                    _ => Response::without_body(ResponseHeader::not_found(format!(
+                        "no manifest of {id} at version {min_version} or later"
+                    ))),
+                }
+            }
+            Request::GetSegment { version, index, .. } => {
+                let Some(p) = self.version_held(&id, version, peer).await else {
+                    return Response::without_body(ResponseHeader::not_found(format!(
+                        "no manifest {id} v{version}"
+                    )));
+                };
+                let Some(info) = p.manifest().segments.get(index as usize) else {
+                    return Response::without_body(ResponseHeader::not_found(format!(
+                        "{id} v{version} has no segment {index}"
+                    )));
+                };
+                let (hash, size) = (info.hash, info.size);
+                match self
+                    .filler
+                    .segment(&p, Part::Segment(index as usize), Some(peer))
+                    .await
+                {
+                    Ok(bytes) => {
+                        segment_response(hash, size, p.proof_hashes(index as usize), bytes)
+                    }
+                    Err(e) => fill_error(e),
+                }
+            }
+            Request::GetInit { version, .. } => {
+                let Some(p) = self.version_held(&id, version, peer).await else {
+                    return Response::without_body(ResponseHeader::not_found(format!(
+                        "no manifest {id} v{version}"
+                    )));
+                };
+                let Some(init) = p.manifest().hls.init.clone() else {
+                    return Response::without_body(ResponseHeader::not_found("no init segment"));
+                };
+                match self.filler.segment(&p, Part::Init, Some(peer)).await {
+                    Ok(bytes) => segment_response(init.hash, init.size, Vec::new(), bytes),
+                    Err(e) => fill_error(e),
+                }
+            }
+            Request::PutPlayReport { .. } => unreachable!("answered above"),
+        }
+    }
+
+    /// A node's play report: stored durably by the plugin host, then acknowledged.
+    async fn play_report(&self, report: Vec<u8>) -> Response {
+        let Some(plugins) = &self.plugins else {
+            // Not an origin: the sender will try an origin.
+            return Response::without_body(ResponseHeader::Busy {
+                retry_after_ms: 5_000,
+            });
+        };
+        let seq = mhc_origin::SignedPlayReport::decode(&report).map_or(0, |r| r.batch.seq);
+        match plugins.ingest_encoded(report).await {
+            Outcome::Acked => Response::without_body(ResponseHeader::ReportAck {
+                seq,
+                duplicate: false,
+            }),
+            Outcome::Later(_) => Response::without_body(ResponseHeader::Busy {
+                retry_after_ms: 5_000,
+            }),
+            Outcome::Refused(why) => Response::without_body(ResponseHeader::error(why)),
+        }
+    }
+
+    async fn version_held(
+        &self,
+        id: &ContentId,
+        version: u64,
+        requester: PeerId,
+    ) -> Option<Arc<Published>> {
+        let catalog = &self.core.catalog;
+        if let Some(p) = catalog.version(id, version) {
+            return Some(p);
+        }
+        let _ = self.filler.refresh_manifest(id, Some(requester)).await;
+        catalog.version(id, version)
+    }
+}
+
+impl Handler for QuicServe {
+    fn handle(&self, peer: PeerId, req: Request) -> BoxFuture<'static, Response> {
+        let this = self.clone();
+        async move {
+            let kind = match &req {
+                Request::GetManifest { .. } => "manifest",
+                Request::GetSegment { .. } => "segment",
+                Request::GetInit { .. } => "init",
+                Request::PutPlayReport { .. } => "play_report",
+            };
+            let response = this.answer(peer, req).await;
+            let outcome = match &response.header {
+                ResponseHeader::Manifest { .. }
+                | ResponseHeader::Segment { .. }
+                | ResponseHeader::ReportAck { .. } => "ok",
+                ResponseHeader::NotFound { .. } => "not_found",
+                ResponseHeader::Busy { .. } => "busy",
+                ResponseHeader::Error { .. } => "error",
+            };
+            this.core
+                .metrics
+                .record_quic_response(kind, outcome, response.body.len() as u64);
+            response
+        }
+        .boxed()
+    }
+}
+
+fn segment_response(hash: [u8; 32], size: u64, proof: Vec<[u8; 32]>, bytes: Bytes) -> Response {
+    debug_assert_eq!(bytes.len() as u64, size);
+    Response::new(ResponseHeader::Segment { hash, size, proof }, bytes)
+}
+
+fn fill_error(e: FillError) -> Response {
+    match e {
+        FillError::NotFound(reason) => Response::without_body(ResponseHeader::not_found(reason)),
+        FillError::NoParent => {
+            Response::without_body(ResponseHeader::error("segment bytes are not readable here"))
+        }
+        FillError::Unavailable { detail, .. } | FillError::Local(detail) => {
+            Response::without_body(ResponseHeader::error(detail))
+        }
+    }
+}

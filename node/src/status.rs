@@ -1,0 +1,108 @@
+//! This node as operators see it: the `self` of `/v1/cluster` and `mhc-node status`, and the
+//! gauges `/metrics` reads at scrape time.
+
+use std::sync::Arc;
+
+use serde_json::json;
+
+use crate::control::{BoundAddrs, ClusterHandle};
+use crate::core::metrics::Gauges;
+use crate::core::Core;
+
+/// What the viewer and admin planes say about this node.
+#[derive(Debug, Clone)]
+pub struct NodeStatus {
+    core: Arc<Core>,
+    cluster: ClusterHandle,
+    addrs: BoundAddrs,
+}
+
+impl NodeStatus {
+    /// The status of the node of `core`, whose planes listen at `addrs`.
+    pub fn new(core: Arc<Core>, cluster: ClusterHandle, addrs: BoundAddrs) -> Self {
+        Self {
+            core,
+            cluster,
+            addrs,
+        }
+    }
+
+    /// Where the planes listen.
+    pub fn addrs(&self) -> &BoundAddrs {
+        &self.addrs
+    }
+
+    /// This node as `/v1/cluster` and `mhc-node status` describe it.
+    pub fn self_description(&self) -> serde_json::Value {
+        let core = &self.core;
+        let c = &core.config;
+        let emergency = core.emergency.state();
+        let store = &core.store;
+        json!({
+            "peer_id": core.identity.peer_id().to_string(),
+            "public_key": core.identity.public_key_hex(),
+            "role": c.role.as_str(),
+            "region": c.region,
+            "location": c.location.as_ref().map(|l| json!({"lat": l.lat, "lon": l.lon})),
+            "state": "alive",
+            "incarnation": core.incarnation,
+            "mode": core.mode().as_str(),
+            "mode_since_ms": emergency.since_ms,
+            "emergency": emergency.to_json(),
+            "version": env!("CARGO_PKG_VERSION"),
+            "uptime_ms": core.uptime().as_millis() as u64,
+            "addrs": {
+                "http": self.addrs.http.to_string(),
+                "quic": self.addrs.quic.to_string(),
+                "iroh": self.addrs.iroh.to_string(),
+            },
+            "load": {
+                "connections_open": core.metrics.connections_open(),
+                "ram_bytes": store.ram().used_bytes(),
+                "disk_bytes": store.disk().used_bytes(),
+                "disk_capacity_bytes": store.disk().capacity_bytes(),
+            },
+            "contents": core.catalog.len(),
+        })
+    }
+
+    /// The admin plane's `status`: this node, its mode, the members, the contents.
+    pub fn status_json(&self) -> serde_json::Value {
+        let contents: Vec<_> = self
+            .core
+            .catalog
+            .list()
+            .iter()
+            .map(|p| {
+                let m = p.manifest();
+                json!({"id": m.content_id, "version": m.version, "segments": m.segments.len(),
+                       "bytes": m.total_bytes(), "title": m.title})
+            })
+            .collect();
+        json!({
+            "self": self.self_description(),
+            "mode": self.core.mode().as_str(),
+            "emergency": self.core.emergency.state().to_json(),
+            "members": self.cluster.members_json(),
+            "contents": contents,
+        })
+    }
+
+    /// Point-in-time gauges for `/metrics`.
+    pub fn gauges(&self) -> Gauges {
+        let core = &self.core;
+        let store = &core.store;
+        Gauges {
+            role: core.config.role.as_str(),
+            ram_bytes: store.ram().used_bytes(),
+            ram_capacity_bytes: store.ram().capacity_bytes(),
+            disk_bytes: store.disk().used_bytes(),
+            disk_capacity_bytes: store.disk().capacity_bytes(),
+            contents: core.catalog.len() as u64,
+            uptime_s: core.uptime().as_secs_f64(),
+            members: self.cluster.counts(),
+            emergency: core.emergency.is_emergency(),
+            mode_since_ms: core.emergency.state().since_ms,
+        }
+    }
+}
