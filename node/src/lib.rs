@@ -56,7 +56,7 @@ pub use control::messages::{
     HeldContent, Load, MessageError, PlaneAddrs, PlayCount, WireRole, CONTENT_TOPIC,
     EMERGENCY_TOPIC, HEALTH_TOPIC, MAX_MESSAGE_BYTES,
 };
-pub use core::emergency::{now_ms, Action, Command, Rejected, SignedCommand};
+pub use core::emergency::{Action, Command, Rejected, SignedCommand};
 pub use core::store::{AlignedBlob, DiskTier, S3Fifo};
 pub use geo::{
     GeoDb, GeoError, GeoInfo, GeoStatus, SharedGeo,

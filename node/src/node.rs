@@ -164,6 +164,7 @@ impl Node {
             identity,
             db,
             metrics,
+            mhc_clock::Clock::system(),
             Some(Arc::clone(&mesh) as _),
         )?);
         if core.emergency.is_emergency() {
@@ -203,7 +204,11 @@ impl Node {
         } else {
             None
         };
-        let reports = Arc::new(Reports::open(&core.db, config.reports.max_outbox_batches)?);
+        let reports = Arc::new(Reports::open(
+            &core.db,
+            config.reports.max_outbox_batches,
+            core.clock.clone(),
+        )?);
 
         let quic_server = QuicServer::bind(
             config.listen.quic,

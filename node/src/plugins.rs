@@ -90,10 +90,11 @@ impl Plugins {
             .map(|t| toml::Value::Table(t).try_into())
             .transpose()
             .map_err(|e| anyhow::anyhow!("[plugins.ledger]: {e}"))?;
-        let host = PluginHost::new(
+        let host = PluginHost::with_clock(
             &core.db,
             core.identity.signing_key().clone(),
             &PluginsConfig { royalty, ledger },
+            core.clock.clone(),
         )
         .map_err(|e| anyhow::anyhow!("starting the origin plugins: {e}"))?;
         tracing::info!(plugins = ?host.plugin_names(), "origin plugins ready");
@@ -200,10 +201,8 @@ impl Plugins {
                 _ = shutdown.changed() => break,
                 () = tokio::time::sleep(TICK) => {}
             }
-            let host = Arc::clone(&self.host);
-            let summary =
-                tokio::task::spawn_blocking(move || host.tick(crate::core::emergency::now_ms()))
-                    .await;
+            let (host, now) = (Arc::clone(&self.host), self.core.clock.now_ms());
+            let summary = tokio::task::spawn_blocking(move || host.tick(now)).await;
             if let Ok(summary) = summary {
                 for f in summary.failures {
                     tracing::warn!(plugin = %f.plugin, event = %f.event, error = %f.error, panicked = f.panicked, "plugin delivery failed");

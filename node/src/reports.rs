@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use http::HeaderMap;
+use mhc_clock::Clock;
 use mhc_origin::{PlayEntry, PlayReportBatch, SignedPlayReport};
 use mhc_transport::{Request, ResponseHeader, MAX_PLAY_REPORT_BYTES};
 use tokio::sync::watch;
@@ -152,6 +153,7 @@ pub struct Reports {
     meta: sled::Tree,
     /// Serialises batch creation (sequence numbers).
     writer: Mutex<()>,
+    clock: Clock,
     max_outbox: u64,
     /// Counters.
     pub metrics: ReportMetrics,
@@ -162,7 +164,7 @@ impl Reports {
     ///
     /// # Errors
     /// The trees cannot be opened.
-    pub fn open(db: &sled::Db, max_outbox: u64) -> anyhow::Result<Self> {
+    pub fn open(db: &sled::Db, max_outbox: u64, clock: Clock) -> anyhow::Result<Self> {
         let outbox = db
             .open_tree(OUTBOX_TREE)
             .context("opening the report outbox")?;
@@ -170,7 +172,7 @@ impl Reports {
         metrics.outbox.store(outbox.len() as u64, Ordering::Relaxed);
         Ok(Self {
             counts: Mutex::new(Counts {
-                period_start_ms: crate::core::emergency::now_ms(),
+                period_start_ms: clock.now_ms(),
                 keys: std::collections::hash_map::RandomState::new(),
                 usage: HashMap::new(),
                 sessions: HashMap::new(),
@@ -180,6 +182,7 @@ impl Reports {
                 .open_tree(META_TREE)
                 .context("opening the report counters")?,
             writer: Mutex::new(()),
+            clock,
             max_outbox,
             metrics,
         })
@@ -249,7 +252,7 @@ impl Reports {
     /// The outbox cannot be written; the counts are kept for the next call.
     pub fn seal(&self, key: &ed25519_dalek::SigningKey) -> anyhow::Result<usize> {
         let _writer = self.writer.lock();
-        let now = crate::core::emergency::now_ms();
+        let now = self.clock.now_ms();
         let (start, usage) = {
             let mut c = self.counts.lock();
             // Idle sessions are over.
@@ -548,7 +551,7 @@ mod tests {
     fn a_play_is_thirty_seconds_of_one_session_counted_once() {
         let dir = tempfile::tempdir().unwrap();
         let db = sled::open(dir.path()).unwrap();
-        let r = Reports::open(&db, 10).unwrap();
+        let r = Reports::open(&db, 10, Clock::system()).unwrap();
         for _ in 0..20 {
             r.record_segment("song", &viewer("DE", 1), 1000, 2_000);
         }
@@ -576,7 +579,7 @@ mod tests {
         let key = ed25519_dalek::SigningKey::from_bytes(&[3; 32]);
         let seqs: Vec<u64> = {
             let db = sled::open(dir.path()).unwrap();
-            let r = Reports::open(&db, 1000).unwrap();
+            let r = Reports::open(&db, 1000, Clock::system()).unwrap();
             // Enough pairs to need several batches.
             for i in 0..300 {
                 r.record_segment(&format!("content-{i}"), &viewer("FR", i), 500, 2_000);
@@ -586,7 +589,7 @@ mod tests {
             r.pending().iter().map(|(s, _)| *s).collect()
         };
         let db = sled::open(dir.path()).unwrap();
-        let r = Reports::open(&db, 1000).unwrap();
+        let r = Reports::open(&db, 1000, Clock::system()).unwrap();
         let pending = r.pending();
         assert_eq!(pending.iter().map(|(s, _)| *s).collect::<Vec<_>>(), seqs);
         let mut entries = 0;
@@ -613,7 +616,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = sled::open(dir.path()).unwrap();
         let key = ed25519_dalek::SigningKey::from_bytes(&[4; 32]);
-        let r = Reports::open(&db, 2).unwrap();
+        let r = Reports::open(&db, 2, Clock::system()).unwrap();
         for round in 0..4u64 {
             r.record_segment("song", &viewer("US", round), 1, 1);
             r.seal(&key).unwrap();

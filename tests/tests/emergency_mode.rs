@@ -243,8 +243,8 @@ fn signed_activate(key: &Path, node: &NodeProcess) -> Vec<u8> {
             reason: "tampered".into(),
             essential: vec![],
         },
-        mhc_node::now_ms(),
-        mhc_node::now_ms(),
+        mhc_clock::Clock::system().now_ms(),
+        mhc_clock::Clock::system().now_ms(),
         &signing,
     )
     .encode()

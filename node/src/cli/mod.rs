@@ -531,7 +531,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 /// Signs an emergency command and delivers it to one node (which gossips it on).
 async fn send_emergency(action: EmergencyAction) -> anyhow::Result<serde_json::Value> {
-    use crate::core::emergency::{now_ms, Action, SignedCommand};
+    use crate::core::emergency::{Action, SignedCommand};
     let (target, action) = match action {
         EmergencyAction::Activate {
             command,
@@ -557,7 +557,7 @@ async fn send_emergency(action: EmergencyAction) -> anyhow::Result<serde_json::V
             .as_u64(),
     }
     .unwrap_or(0);
-    let now = now_ms();
+    let now = mhc_clock::Clock::system().now_ms();
     let seq = target.seq.unwrap_or_else(|| now.max(current + 1));
     let encoded = SignedCommand::sign(action, seq, now, key.signing_key()).encode();
     match &target.node {

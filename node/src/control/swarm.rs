@@ -5,7 +5,7 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::num::NonZeroUsize;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use futures::StreamExt;
@@ -378,13 +378,6 @@ pub fn split_p2p(addr: &Multiaddr) -> Option<(PeerId, Multiaddr)> {
     }
 }
 
-fn wall_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
 /// Per-sender admission counters, reset every heartbeat period.
 #[derive(Default)]
 struct RateLimiter {
@@ -508,7 +501,7 @@ async fn run(wiring: Wiring, mut swarm: Swarm<Behaviour>, mut listen_addrs: Vec<
             Some(cmd) = commands.recv() => match cmd {
                 ClusterCommand::AnnounceContent(mut ann) => {
                     ann.peer_id = local.to_bytes();
-                    ann.sent_at_ms = wall_ms();
+                    ann.sent_at_ms = state.clock.now_ms();
                     let bytes = seal(state, CONTENT_TOPIC, &encode(&ann));
                     match swarm.behaviour_mut().gossipsub.publish(content.clone(), bytes) {
                         Ok(_) => state.metrics.record_gossip("out", CONTENT_TOPIC),
@@ -573,7 +566,12 @@ async fn run(wiring: Wiring, mut swarm: Swarm<Behaviour>, mut listen_addrs: Vec<
 
 /// Wraps a payload in the node-key-signed envelope.
 fn seal(state: &Core, topic: &str, payload: &[u8]) -> Vec<u8> {
-    super::envelope::seal(state.identity.signing_key(), topic, wall_ms(), payload)
+    super::envelope::seal(
+        state.identity.signing_key(),
+        topic,
+        state.clock.now_ms(),
+        payload,
+    )
 }
 
 /// Validates one gossip message and applies it; the verdict goes back to gossipsub (which
@@ -667,7 +665,7 @@ fn admit_message(
             manifest_hash: ann.manifest_hash,
             mesh_root: ann.mesh_root,
             announced_by: signer,
-            received_at_ms: wall_ms(),
+            received_at_ms: state.clock.now_ms(),
             sent_at_ms: ann.sent_at_ms,
         });
         MessageAcceptance::Accept
@@ -786,7 +784,7 @@ fn build_heartbeat(
         peer_id: state.identity.peer_id().to_bytes(),
         incarnation: state.incarnation,
         seq,
-        sent_at_ms: wall_ms(),
+        sent_at_ms: state.clock.now_ms(),
         role: WireRole::from(c.role),
         region: c.region.clone(),
         location: c.location.as_ref().map(|l| (l.lat, l.lon)),

@@ -10,10 +10,11 @@
 //! `POST /v1/emergency`, by the admin socket or from the satellite, and are judged the same.
 
 use parking_lot::RwLock;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::Context;
 use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
+use mhc_clock::Clock;
 use serde::{Deserialize, Serialize};
 
 /// Domain tag of command signatures.
@@ -256,6 +257,7 @@ impl EmergencyState {
 pub struct Emergency {
     tree: sled::Tree,
     operators: Vec<[u8; 32]>,
+    clock: Clock,
     state: RwLock<EmergencyState>,
 }
 
@@ -269,20 +271,13 @@ pub enum Applied {
     },
 }
 
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 impl Emergency {
     /// Loads the state from `db`. A stored command is re-checked for its signature (not its
     /// age: a restart hours later keeps the mode).
     ///
     /// # Errors
     /// The database cannot be read.
-    pub fn open(db: &sled::Db, operators: Vec<[u8; 32]>) -> anyhow::Result<Self> {
+    pub fn open(db: &sled::Db, operators: Vec<[u8; 32]>, clock: Clock) -> anyhow::Result<Self> {
         let tree = db.open_tree(TREE).context("opening the emergency tree")?;
         let mut mode = EmergencyState::default();
         if let Some(bytes) = tree.get(LAST_KEY)? {
@@ -300,6 +295,7 @@ impl Emergency {
         Ok(Self {
             tree,
             operators,
+            clock,
             state: RwLock::new(mode),
         })
     }
@@ -325,7 +321,7 @@ impl Emergency {
     /// [`Rejected`] with the reason; nothing changes.
     pub fn apply(&self, bytes: &[u8]) -> Result<(Applied, SignedCommand), Rejected> {
         let cmd = SignedCommand::decode(bytes)?;
-        cmd.verify(&self.operators, now_ms())?;
+        cmd.verify(&self.operators, self.clock.now_ms())?;
         let mut mode = self.state.write();
         let last = mode.seq();
         if cmd.command.seq <= last {
@@ -334,7 +330,7 @@ impl Emergency {
                 last,
             });
         }
-        let since = now_ms();
+        let since = self.clock.now_ms();
         let persisted = (|| {
             self.tree.insert(LAST_KEY, cmd.encode())?;
             self.tree.insert(SINCE_KEY, &since.to_be_bytes())?;
@@ -359,6 +355,10 @@ impl Emergency {
 mod tests {
     use super::*;
 
+    fn now_ms() -> u64 {
+        Clock::system().now_ms()
+    }
+
     fn key(n: u8) -> SigningKey {
         SigningKey::from_bytes(&[n; 32])
     }
@@ -378,7 +378,12 @@ mod tests {
 
     fn open(dir: &std::path::Path) -> Emergency {
         let db = sled::open(dir).unwrap();
-        Emergency::open(&db, vec![key(1).verifying_key().to_bytes()]).unwrap()
+        Emergency::open(
+            &db,
+            vec![key(1).verifying_key().to_bytes()],
+            Clock::system(),
+        )
+        .unwrap()
     }
 
     #[test]

@@ -18,6 +18,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use ed25519_dalek::VerifyingKey;
+use mhc_clock::Clock;
 use mhc_config::Config;
 
 use crate::role::{Mode, RolePolicy};
@@ -47,6 +48,8 @@ pub struct Core {
     pub emergency: Emergency,
     /// Every metric of the node.
     pub metrics: Arc<Metrics>,
+    /// The wall clock every time stamp reads (commands, heartbeats, reports, plugins).
+    pub clock: Clock,
     /// The sled database (catalog, membership snapshot, emergency state, outbox, plugins).
     pub db: sled::Db,
     /// This run's incarnation number (grows at every start, so peers tell a restart from a
@@ -68,6 +71,7 @@ impl Core {
         identity: Identity,
         db: sled::Db,
         metrics: Arc<Metrics>,
+        clock: Clock,
         behind: Option<Arc<dyn BlobSource>>,
     ) -> anyhow::Result<Self> {
         let policy = RolePolicy::new(config.role, Mode::Normal, false);
@@ -96,7 +100,7 @@ impl Core {
             trusted.push(identity.signing_key().verifying_key());
         }
         let catalog = Catalog::open(&db, trusted)?;
-        let emergency = Emergency::open(&db, config.trust.operators.clone())?;
+        let emergency = Emergency::open(&db, config.trust.operators.clone(), clock.clone())?;
         let incarnation = next_incarnation(&db).context("advancing the incarnation")?;
         Ok(Self {
             config,
@@ -105,6 +109,7 @@ impl Core {
             store,
             emergency,
             metrics,
+            clock,
             db,
             incarnation,
             started: Instant::now(),
