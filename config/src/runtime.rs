@@ -72,12 +72,6 @@ impl Role {
             Role::SatelliteUplink => "satellite-uplink",
         }
     }
-
-    /// Whether the node serves the viewer HTTP plane in normal operation
-    /// (false only for [`Role::SatelliteUplink`]).
-    pub fn serves_viewers_in_normal_mode(self) -> bool {
-        !matches!(self, Role::SatelliteUplink)
-    }
 }
 
 impl fmt::Display for Role {
@@ -269,14 +263,6 @@ mod tests {
             assert_eq!(err.given, bad);
             assert!(err.to_string().contains("satellite-uplink"), "{err}");
         }
-    }
-
-    #[test]
-    fn only_satellite_uplink_skips_viewers() {
-        assert!(Role::Origin.serves_viewers_in_normal_mode());
-        assert!(Role::Edge.serves_viewers_in_normal_mode());
-        assert!(Role::Mesh.serves_viewers_in_normal_mode());
-        assert!(!Role::SatelliteUplink.serves_viewers_in_normal_mode());
     }
 
     #[test]
