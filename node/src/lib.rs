@@ -27,7 +27,8 @@
 //! | `cli/` | the command line, the admin client, the demo |
 //!
 //! Modules are private; what the binary, the end-to-end tests and the benchmarks use is
-//! re-exported below.
+//! re-exported below. The wire formats (gossip messages, the QUIC protocol, the carousel) are
+//! [`mhc_transport`]'s.
 
 mod admin;
 mod broadcast;
@@ -49,13 +50,7 @@ mod status;
 mod viewer;
 
 pub use cli::{print_status, wait_for_signal, write_sample, Cli, SAMPLE_ID};
-pub use control::envelope::{open as open_envelope, seal as seal_envelope, EnvelopeError};
 pub use control::membership::{Member, MemberState, Membership, MembershipConfig};
-pub use control::messages::{
-    decode as decode_message, encode as encode_message, ContentAnnouncement, Heartbeat,
-    HeldContent, Load, MessageError, PlaneAddrs, PlayCount, WireRole, CONTENT_TOPIC,
-    EMERGENCY_TOPIC, HEALTH_TOPIC, MAX_MESSAGE_BYTES,
-};
 pub use core::emergency::{Action, Command, Rejected, SignedCommand};
 pub use core::store::{AlignedBlob, DiskTier, S3Fifo};
 pub use geo::{
@@ -63,7 +58,7 @@ pub use geo::{
     DEFAULT_RELOAD_INTERVAL as DEFAULT_GEO_RELOAD_INTERVAL,
 };
 pub use node::{sd_notify, Node, RUNTIME_FILE};
-pub use role::{Mode, NotServing, RolePolicy};
+pub use role::{NotServing, RolePolicy};
 pub use routing::{
     chosen as chosen_candidate, decide, haversine_km, resolve_client, return_scratch, take_scratch,
     AddrSource, Candidate, ClientAddr, Decision, Depth, GeoAvailability, Outcome as RouteOutcome,

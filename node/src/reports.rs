@@ -550,7 +550,7 @@ mod tests {
     #[test]
     fn a_play_is_thirty_seconds_of_one_session_counted_once() {
         let dir = tempfile::tempdir().unwrap();
-        let db = sled::open(dir.path()).unwrap();
+        let db = crate::core::test_db(dir.path());
         let r = Reports::open(&db, 10, Clock::system()).unwrap();
         for _ in 0..20 {
             r.record_segment("song", &viewer("DE", 1), 1000, 2_000);
@@ -578,7 +578,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let key = ed25519_dalek::SigningKey::from_bytes(&[3; 32]);
         let seqs: Vec<u64> = {
-            let db = sled::open(dir.path()).unwrap();
+            let db = crate::core::test_db(dir.path());
             let r = Reports::open(&db, 1000, Clock::system()).unwrap();
             // Enough pairs to need several batches.
             for i in 0..300 {
@@ -588,7 +588,7 @@ mod tests {
             assert_eq!(r.seal(&key).unwrap(), 0, "nothing new, nothing sealed");
             r.pending().iter().map(|(s, _)| *s).collect()
         };
-        let db = sled::open(dir.path()).unwrap();
+        let db = crate::core::test_db(dir.path());
         let r = Reports::open(&db, 1000, Clock::system()).unwrap();
         let pending = r.pending();
         assert_eq!(pending.iter().map(|(s, _)| *s).collect::<Vec<_>>(), seqs);
@@ -614,7 +614,7 @@ mod tests {
     #[test]
     fn a_full_outbox_keeps_the_oldest() {
         let dir = tempfile::tempdir().unwrap();
-        let db = sled::open(dir.path()).unwrap();
+        let db = crate::core::test_db(dir.path());
         let key = ed25519_dalek::SigningKey::from_bytes(&[4; 32]);
         let r = Reports::open(&db, 2, Clock::system()).unwrap();
         for round in 0..4u64 {

@@ -24,31 +24,26 @@
 use std::fmt;
 
 use mhc_config::Role;
-use serde::{Deserialize, Serialize};
+pub use mhc_transport::gossip::messages::Mode;
+use mhc_transport::gossip::messages::WireRole;
 
-/// Serving mode, set by signed operator commands (and carried in heartbeats: the variant order
-/// is part of the control-plane wire format).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Mode {
-    /// All roles serve.
-    Normal,
-    /// Emergency broadcast mode: the hierarchy steps aside, the mesh and the sky serve.
-    Emergency,
-}
-
-impl Mode {
-    /// The mode's name: `"normal"` or `"emergency"`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Mode::Normal => "normal",
-            Mode::Emergency => "emergency",
-        }
+/// The configured role a heartbeat's wire role names.
+pub fn role_of(wire: WireRole) -> Role {
+    match wire {
+        WireRole::Origin => Role::Origin,
+        WireRole::Edge => Role::Edge,
+        WireRole::Mesh => Role::Mesh,
+        WireRole::SatelliteUplink => Role::SatelliteUplink,
     }
 }
 
-impl fmt::Display for Mode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+/// A configured role as heartbeats carry it.
+pub fn wire_role(role: Role) -> WireRole {
+    match role {
+        Role::Origin => WireRole::Origin,
+        Role::Edge => WireRole::Edge,
+        Role::Mesh => WireRole::Mesh,
+        Role::SatelliteUplink => WireRole::SatelliteUplink,
     }
 }
 
@@ -208,6 +203,14 @@ mod tests {
                 .to_string(),
             "role edge does not serve viewers in emergency mode"
         );
+    }
+
+    #[test]
+    fn wire_roles_name_the_configured_roles_both_ways() {
+        for role in Role::ALL {
+            assert_eq!(role_of(wire_role(role)), role);
+            assert_eq!(wire_role(role).as_str(), role.as_str());
+        }
     }
 
     #[test]

@@ -9,11 +9,11 @@ use futures::StreamExt;
 use libp2p::gossipsub::{self, IdentTopic, MessageAuthenticity, ValidationMode};
 use libp2p::swarm::SwarmEvent;
 use libp2p::{identity, noise, tcp, yamux, Multiaddr, PeerId, Swarm};
-use mhc_node::{
-    encode_message as encode, seal_envelope as seal, Heartbeat, Load, Mode, PlaneAddrs, WireRole,
-    HEALTH_TOPIC,
-};
 use mhc_tests::{wait_until, Cluster, NodeOptions};
+use mhc_transport::gossip::envelope::seal;
+use mhc_transport::gossip::messages::{
+    encode, Heartbeat, Load, Mode, PlaneAddrs, WireRole, HEALTH_TOPIC,
+};
 
 /// A hostile peer: a libp2p swarm and the ed25519 key of its identity (to seal envelopes as
 /// a real node would, or not).

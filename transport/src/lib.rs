@@ -15,6 +15,10 @@
 //!   [`QuicClient::connect`] gives a [`QuicConnection`] whose [`QuicConnection::request`] and
 //!   [`QuicConnection::request_streaming`] fetch manifests and segments.
 //!
+//! Control plane (gossiped over libp2p by the node):
+//! - [`gossip`]: heartbeats, content announcements and the signed envelope, bounded and
+//!   canonical.
+//!
 //! Broadcast plane (one-way UDP, unicast or multicast, e.g. over a satellite link):
 //! - [`carousel`]: a RaptorQ-protected object carousel; [`Carousel`] is the sans-I/O sender,
 //!   [`Assembler`] the sans-I/O receiver, and [`carousel::run_sender`] /
@@ -22,6 +26,7 @@
 
 pub mod carousel;
 mod conditional;
+pub mod gossip;
 pub mod headers;
 mod identity;
 mod proto;

@@ -1,8 +1,10 @@
 //! The carousel over real loopback UDP, through a lossy, reordering relay.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
 
 use mhc_transport::carousel::{
     bind_receiver, bind_sender, run_receiver, run_sender, Assembler, AssemblerConfig, Carousel,
@@ -119,7 +121,7 @@ async fn objects_cross_a_lossy_relay() -> TestResult {
             },
             () = &mut deadline => panic!(
                 "timed out; incomplete: {:?}",
-                receiver.assembler.lock().unwrap().incomplete()
+                receiver.assembler.lock().incomplete()
             ),
         }
     }
@@ -137,7 +139,7 @@ async fn objects_cross_a_lossy_relay() -> TestResult {
     assert!(relayed.bytes_in <= stats.bytes);
     // Bounded traffic: a handful of cycles at most.
     assert!(stats.bytes < 12_000_000, "{stats:?}");
-    let assembled = receiver.assembler.lock().unwrap().stats();
+    let assembled = receiver.assembler.lock().stats();
     assert_eq!(assembled.completed, 4);
     assert_eq!(assembled.malformed, 0);
     Ok(())

@@ -7,13 +7,14 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use mhc_manifest::{Hash32, SignedManifest};
 use mhc_transport::carousel::{
     bind_receiver, run_receiver, Assembler, AssemblerConfig, Event, ObjectKind,
 };
+use parking_lot::Mutex;
 use tokio::sync::{mpsc, watch};
 
 use super::{MAX_ORPHAN_BYTES, PROGRESS_REPORT};
@@ -70,7 +71,7 @@ pub async fn run_downlink(
         tokio::select! {
             _ = shutdown.changed() => break,
             _ = report.tick() => {
-                let a = assembler.lock().expect("assembler lock");
+                let a = assembler.lock();
                 let sat = &state.metrics.broadcast;
                 sat.objects_incomplete.store(a.incomplete().len() as u64, Ordering::Relaxed);
                 sat.malformed.store(a.stats().malformed, Ordering::Relaxed);

@@ -8,12 +8,13 @@
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use mhc_transport::carousel::{
     bind_sender, run_sender, Carousel, CarouselConfig, ObjectKind, SenderOptions,
 };
+use parking_lot::Mutex;
 use tokio::sync::watch;
 
 use super::REFRESH;
@@ -92,7 +93,7 @@ pub async fn run_uplink(
                     let n = objects.len();
                     let encoded = tokio::task::spawn_blocking({
                         let carousel = Arc::clone(&carousel);
-                        move || carousel.lock().expect("carousel lock").replace_all(objects)
+                        move || carousel.lock().replace_all(objects)
                     })
                     .await;
                     match encoded {
@@ -118,7 +119,7 @@ pub async fn run_uplink(
                 }
             }
         }
-        let cycles = carousel.lock().expect("carousel lock").cycle_number();
+        let cycles = carousel.lock().cycle_number();
         state
             .metrics
             .broadcast

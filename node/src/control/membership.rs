@@ -292,7 +292,7 @@ impl Membership {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::control::messages::tests::heartbeat;
+    use crate::control::fixtures::heartbeat;
 
     fn cfg() -> MembershipConfig {
         MembershipConfig {

@@ -6,10 +6,10 @@
 //! them current. What this node says about itself in its heartbeats comes from the rest of the
 //! node through [`Advertise`], so the control plane depends on no other plane.
 
-pub mod envelope;
 pub mod membership;
-pub mod messages;
 mod swarm;
+
+pub use mhc_transport::gossip::{envelope, messages};
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -395,6 +395,50 @@ fn load_snapshot(db: &sled::Db) -> Option<Vec<SnapshotEntry>> {
         Err(err) => {
             tracing::warn!(error = %err, "membership snapshot unreadable; starting empty");
             None
+        }
+    }
+}
+
+/// Plausible control-plane values for unit tests.
+#[cfg(test)]
+pub(crate) mod fixtures {
+    use super::messages::{Heartbeat, HeldContent, Load, Mode, PlaneAddrs, WireRole};
+
+    /// A heartbeat of an alive edge in eu-west holding `song` v2.
+    pub(crate) fn heartbeat() -> Heartbeat {
+        Heartbeat {
+            peer_id: vec![1, 2, 3],
+            incarnation: 4,
+            seq: 5,
+            sent_at_ms: 6,
+            role: WireRole::Edge,
+            region: "eu-west".into(),
+            location: Some((52.37, 4.9)),
+            addrs: PlaneAddrs {
+                http: "10.0.0.1:8080".into(),
+                quic: "10.0.0.1:4433".into(),
+                iroh: "10.0.0.1:4434".into(),
+                p2p: vec!["/ip4/10.0.0.1/tcp/4001".into()],
+            },
+            mode: Mode::Normal,
+            load: Load {
+                connections: 3,
+                bytes_out_per_s: 1000,
+                cache_fill_permille: 10,
+            },
+            contents: vec![HeldContent {
+                id: "song".into(),
+                version: 2,
+                mesh_root: [0; 32],
+                bytes: 0,
+            }],
+            contents_total: 1,
+            software: "0.1.0".into(),
+            interval_ms: 1000,
+            replicating: Vec::new(),
+            plays: Vec::new(),
+            emergency_seq: 0,
+            downlink: false,
         }
     }
 }

@@ -23,7 +23,7 @@ use libp2p::{
 use tokio::sync::watch;
 
 use super::messages::{
-    decode, encode, ContentAnnouncement, Heartbeat, Load, PlaneAddrs, WireRole, CONTENT_TOPIC,
+    decode, encode, ContentAnnouncement, Heartbeat, Load, PlaneAddrs, CONTENT_TOPIC,
     EMERGENCY_TOPIC, HEALTH_TOPIC, MAX_HEARTBEAT_CONTENTS, MAX_HEARTBEAT_REPLICATING,
     MAX_MESSAGE_BYTES, MAX_P2P_ADDRS,
 };
@@ -785,7 +785,7 @@ fn build_heartbeat(
         incarnation: state.incarnation,
         seq,
         sent_at_ms: state.clock.now_ms(),
-        role: WireRole::from(c.role),
+        role: crate::role::wire_role(c.role),
         region: c.region.clone(),
         location: c.location.as_ref().map(|l| (l.lat, l.lon)),
         addrs: PlaneAddrs {

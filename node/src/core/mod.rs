@@ -170,6 +170,21 @@ pub fn open_db(path: &Path) -> anyhow::Result<sled::Db> {
         })
 }
 
+/// Opens the sled database at `path` in a unit test, also right after another handle to it was
+/// dropped: sled's background flusher lets go of the file lock a moment after the last handle,
+/// so an immediate reopen may find it still held (seen as a flaky test under load).
+#[cfg(test)]
+pub(crate) fn test_db(path: &Path) -> sled::Db {
+    let deadline = Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match sled::open(path) {
+            Ok(db) => return db,
+            Err(e) if Instant::now() >= deadline => panic!("opening {}: {e}", path.display()),
+            Err(_) => std::thread::sleep(std::time::Duration::from_millis(10)),
+        }
+    }
+}
+
 /// Increments and durably stores the node's incarnation number, returning the new value.
 fn next_incarnation(db: &sled::Db) -> anyhow::Result<u64> {
     let tree = db.open_tree(NODE_TREE)?;

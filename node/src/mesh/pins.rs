@@ -70,12 +70,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let id: ContentId = "song".parse().unwrap();
         {
-            let db = sled::open(dir.path()).unwrap();
+            let db = crate::core::test_db(dir.path());
             let pins = Pins::open(&db).unwrap();
             assert!(pins.pin(&id).unwrap());
             assert!(!pins.pin(&id).unwrap());
         }
-        let db = sled::open(dir.path()).unwrap();
+        let db = crate::core::test_db(dir.path());
         let pins = Pins::open(&db).unwrap();
         assert!(pins.is_pinned("song"));
         assert_eq!(pins.list(), vec!["song".to_owned()]);

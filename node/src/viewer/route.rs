@@ -13,7 +13,7 @@ use mhc_transport::headers::{CACHE_NONE, CONTENT_TYPE_M3U8};
 use serde_json::json;
 
 use super::Viewer;
-use crate::control::messages::{Load, WireRole};
+use crate::control::messages::Load;
 use crate::http::{error, full, json_response, Body};
 use crate::routing::{self, Depth, GeoAvailability};
 
@@ -190,7 +190,7 @@ impl Viewer {
         let peer_id = self.core.identity.peer_id();
         let this = routing::Candidate::this_node(
             &peer_id,
-            WireRole::from(self.core.config.role),
+            crate::role::wire_role(self.core.config.role),
             &self.core.config.region,
             self.core.config.location.as_ref().map(|l| (l.lat, l.lon)),
             &self_http,

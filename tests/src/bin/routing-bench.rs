@@ -22,10 +22,10 @@ use std::time::{Duration, Instant};
 use libp2p::identity::Keypair;
 use mhc_node::{
     chosen_candidate, decide, return_scratch, take_scratch, Candidate, Depth, GeoAvailability,
-    GeoDb, Heartbeat, HeldContent, Load, Membership, MembershipConfig, Mode, PlaneAddrs,
-    RouteOutcome as Outcome, Settings, WireRole,
+    GeoDb, Membership, MembershipConfig, RouteOutcome as Outcome, Settings,
 };
 use mhc_tests::mmdb::{dbip_flat, MmdbWriter};
+use mhc_transport::gossip::messages::{Heartbeat, HeldContent, Load, Mode, PlaneAddrs, WireRole};
 
 /// The workspace's seeded PRNG, so runs are comparable.
 type Rng = fastrand::Rng;

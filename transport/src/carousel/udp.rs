@@ -5,7 +5,9 @@ use std::future::Future;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::str::FromStr;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::{Duration, Instant};
 
 use futures::FutureExt;
@@ -308,7 +310,7 @@ pub async fn run_sender(
     let mut datagram = Vec::with_capacity(MAX_DATAGRAM_LEN);
     tokio::pin!(shutdown);
     loop {
-        let mut cycle = lock(&carousel).next_cycle();
+        let mut cycle = carousel.lock().next_cycle();
         if cycle.is_empty() {
             tokio::select! {
                 biased;
@@ -424,7 +426,7 @@ pub async fn run_receiver(
                 received.map_err(io_error("receiving a datagram"))?.0
             }
         };
-        let result = lock(&assembler).push(&buf[..len]);
+        let result = assembler.lock().push(&buf[..len]);
         match result {
             Ok(None) => {}
             Ok(Some(event)) => {
@@ -437,14 +439,6 @@ pub async fn run_receiver(
             Err(err) => debug!("carousel datagram dropped: {err}"),
         }
     }
-}
-
-/// Locks a mutex, ignoring poisoning: the carousel and assembler hold no invariant a panic
-/// elsewhere could break halfway (their methods do not panic).
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[cfg(test)]

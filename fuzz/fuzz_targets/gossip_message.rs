@@ -1,0 +1,29 @@
+//! Heartbeats, content announcements and operator commands are decoded from whatever a peer
+//! gossips (after its envelope's signature, which any peer with a key passes). Decoding
+//! arbitrary bytes must never panic, must stay within the size bound, and whatever decodes must
+//! be canonical: it re-encodes to the very bytes it came from (so one message has one encoding
+//! and one content-addressed id). Bounds checks and command verification must not panic either.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use mhc_transport::gossip::command::SignedCommand;
+use mhc_transport::gossip::messages::{
+    decode, encode, ContentAnnouncement, Heartbeat, MAX_MESSAGE_BYTES,
+};
+
+fuzz_target!(|data: &[u8]| {
+    if let Ok(hb) = decode::<Heartbeat>(data) {
+        assert!(data.len() <= MAX_MESSAGE_BYTES);
+        assert_eq!(encode(&hb), data, "a heartbeat decoded from non-canonical bytes");
+        let _ = hb.check_bounds();
+    }
+    if let Ok(ann) = decode::<ContentAnnouncement>(data) {
+        assert_eq!(encode(&ann), data, "an announcement decoded from non-canonical bytes");
+    }
+    if let Ok(cmd) = SignedCommand::decode(data) {
+        assert_eq!(SignedCommand::decode(&cmd.encode()).as_ref(), Ok(&cmd));
+        let operator = cmd.command.operator;
+        let _ = cmd.verify(&[operator], cmd.command.issued_at_ms);
+        let _ = cmd.verify(&[], 0);
+    }
+});
