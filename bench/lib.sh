@@ -3,9 +3,12 @@
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 shared=${MHC_SHARED:-$root/../shared}
-bin=$root/target/release/mhc-node
+# MHC_NODE_BIN runs another build (an earlier commit's, for a before/after comparison in one
+# session) instead of building this checkout's.
+bin=${MHC_NODE_BIN:-$root/target/release/mhc-node}
 
 build_release() {
+  [ -n "${MHC_NODE_BIN:-}" ] && return 0
   (cd "$root" && cargo build --release --locked -p mhc-node >&2)
 }
 
