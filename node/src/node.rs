@@ -199,16 +199,17 @@ impl Node {
             Filler::new(Arc::clone(&core), Arc::new(parents))
                 .context("binding the QUIC fill client")?,
         );
+        let reports = Arc::new(Reports::open(
+            &core.db,
+            config.reports.max_outbox_batches,
+            core.clock.clone(),
+            &core.metrics,
+        )?);
         let plugins = if policy.runs_plugins() {
             Some(Arc::new(Plugins::open(Arc::clone(&core), cluster.clone())?))
         } else {
             None
         };
-        let reports = Arc::new(Reports::open(
-            &core.db,
-            config.reports.max_outbox_batches,
-            core.clock.clone(),
-        )?);
 
         let quic_server = QuicServer::bind(
             config.listen.quic,

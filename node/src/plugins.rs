@@ -6,16 +6,20 @@
 //! Every origin keeps a play-report inbox, even with no plugin enabled: a plugin enabled later
 //! receives the whole history, and nodes never drop reports an origin could have kept.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use mhc_origin::plugin::{AdminRequest, AdminResponse, ContentPublished, ReportOutcome};
 use mhc_origin::{PluginHost, PluginsConfig, ReportError, SignedPlayReport};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::MetricType;
 use tokio::sync::watch;
 
 use crate::control::ClusterHandle;
 use crate::core::catalog::Published;
+use crate::core::metrics::{fixed_family, Metrics, OutcomeLabel};
 use crate::core::Core;
 
 /// How often the host is ticked (retries of held deliveries, ledger catch-up).
@@ -57,16 +61,67 @@ pub async fn admin_route(
 }
 
 /// Play reports received by this origin, by outcome.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct InboxMetrics {
     /// Stored (new).
-    pub accepted: AtomicU64,
+    pub accepted: Counter,
     /// Resends of stored reports (acknowledged again, no effect).
-    pub duplicate: AtomicU64,
+    pub duplicate: Counter,
     /// Refused: bad signature, not a member, malformed, sequence reused.
-    pub rejected: AtomicU64,
+    pub rejected: Counter,
     /// Not stored now, to be resent (storage trouble).
-    pub deferred: AtomicU64,
+    pub deferred: Counter,
+}
+
+impl InboxMetrics {
+    /// The counters, registered with `metrics`.
+    fn new(metrics: &Metrics) -> Self {
+        let (received, [accepted, duplicate, rejected, deferred]) = fixed_family(
+            ["accepted", "duplicate", "rejected", "deferred"]
+                .map(|outcome| OutcomeLabel { outcome }),
+        );
+        metrics.register(
+            "mhc_reports_received",
+            "Play reports received by this origin, by outcome",
+            received,
+        );
+        Self {
+            accepted,
+            duplicate,
+            rejected,
+            deferred,
+        }
+    }
+}
+
+/// `mhc_plugin_events_total{plugin,outcome}`, read from the plugin host at every scrape. It
+/// holds the host weakly: the metrics do not keep a stopped host open.
+#[derive(Debug)]
+struct PluginEvents(Weak<PluginHost>);
+
+impl Collector for PluginEvents {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> std::fmt::Result {
+        let Some(host) = self.0.upgrade() else {
+            return Ok(());
+        };
+        let stats = host.stats();
+        if stats.is_empty() {
+            return Ok(());
+        }
+        let mut family = encoder.encode_descriptor(
+            "mhc_plugin_events",
+            "Events delivered to each plugin, by outcome.",
+            None,
+            MetricType::Counter,
+        )?;
+        for s in &stats {
+            for (outcome, n) in [("ok", s.events), ("error", s.errors), ("panic", s.panics)] {
+                let labels = [("plugin", s.name.as_str()), ("outcome", outcome)];
+                ConstCounter::new(n).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Plugins {
@@ -98,11 +153,15 @@ impl Plugins {
         )
         .map_err(|e| anyhow::anyhow!("starting the origin plugins: {e}"))?;
         tracing::info!(plugins = ?host.plugin_names(), "origin plugins ready");
+        let host = Arc::new(host);
+        let inbox = InboxMetrics::new(&core.metrics);
+        core.metrics
+            .register_collector(PluginEvents(Arc::downgrade(&host)));
         Ok(Self {
             core,
             cluster,
-            host: Arc::new(host),
-            inbox: InboxMetrics::default(),
+            host,
+            inbox,
         })
     }
 
@@ -124,7 +183,7 @@ impl Plugins {
         let report = match SignedPlayReport::decode(&bytes) {
             Ok(r) => r,
             Err(err) => {
-                inbox.rejected.fetch_add(1, Ordering::Relaxed);
+                inbox.rejected.inc();
                 tracing::warn!(error = %err, "play report refused");
                 return Outcome::Refused(err.to_string());
             }
@@ -141,31 +200,31 @@ impl Plugins {
         };
         match result {
             Ok(Ok(ReportOutcome::Accepted { .. })) => {
-                inbox.accepted.fetch_add(1, Ordering::Relaxed);
+                inbox.accepted.inc();
                 Outcome::Acked
             }
             Ok(Ok(ReportOutcome::Duplicate { .. })) => {
-                inbox.duplicate.fetch_add(1, Ordering::Relaxed);
+                inbox.duplicate.inc();
                 tracing::debug!(node, seq, "play report resent; acknowledged again");
                 Outcome::Acked
             }
             // Not (yet) a member: the sender keeps it and tries again; the origin counts it.
             Ok(Err(err @ ReportError::NotMember(_))) => {
-                inbox.rejected.fetch_add(1, Ordering::Relaxed);
+                inbox.rejected.inc();
                 tracing::warn!(node, seq, error = %err, "play report from a non-member refused");
                 Outcome::Later(err.to_string())
             }
             Ok(Err(err)) if err.is_retryable() => {
-                inbox.deferred.fetch_add(1, Ordering::Relaxed);
+                inbox.deferred.inc();
                 Outcome::Later(err.to_string())
             }
             Ok(Err(err)) => {
-                inbox.rejected.fetch_add(1, Ordering::Relaxed);
+                inbox.rejected.inc();
                 tracing::warn!(node, seq, error = %err, "play report refused");
                 Outcome::Refused(err.to_string())
             }
             Err(err) => {
-                inbox.deferred.fetch_add(1, Ordering::Relaxed);
+                inbox.deferred.inc();
                 Outcome::Later(err.to_string())
             }
         }
@@ -225,39 +284,5 @@ impl Plugins {
         tokio::task::spawn_blocking(move || host.admin(&name, &req))
             .await
             .unwrap_or_else(|e| AdminResponse::error(500, &format!("plugin admin task: {e}")))
-    }
-
-    /// Appends the plugin and inbox samples in the Prometheus text format.
-    pub fn render_metrics(&self, out: &mut String) {
-        use std::fmt::Write;
-        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let i = &self.inbox;
-        let _ = writeln!(
-            out,
-            "# HELP mhc_reports_received_total Play reports received by this origin, by outcome.\n\
-         # TYPE mhc_reports_received_total counter\n\
-         mhc_reports_received_total{{outcome=\"accepted\"}} {}\n\
-         mhc_reports_received_total{{outcome=\"duplicate\"}} {}\n\
-         mhc_reports_received_total{{outcome=\"rejected\"}} {}\n\
-         mhc_reports_received_total{{outcome=\"deferred\"}} {}",
-            g(&i.accepted),
-            g(&i.duplicate),
-            g(&i.rejected),
-            g(&i.deferred),
-        );
-        let _ = writeln!(
-            out,
-            "# HELP mhc_plugin_events_total Events delivered to each plugin, by outcome.\n\
-         # TYPE mhc_plugin_events_total counter"
-        );
-        for s in self.host.stats() {
-            let _ = writeln!(
-                out,
-                "mhc_plugin_events_total{{plugin=\"{}\",outcome=\"ok\"}} {}\n\
-             mhc_plugin_events_total{{plugin=\"{}\",outcome=\"error\"}} {}\n\
-             mhc_plugin_events_total{{plugin=\"{}\",outcome=\"panic\"}} {}",
-                s.name, s.events, s.name, s.errors, s.name, s.panics
-            );
-        }
     }
 }

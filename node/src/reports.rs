@@ -24,9 +24,11 @@ use http::HeaderMap;
 use mhc_clock::Clock;
 use mhc_origin::{PlayEntry, PlayReportBatch, SignedPlayReport};
 use mhc_transport::{Request, ResponseHeader, MAX_PLAY_REPORT_BYTES};
+use prometheus_client::metrics::counter::Counter;
 use tokio::sync::watch;
 
 use crate::control::ClusterHandle;
+use crate::core::metrics::{fixed_family, CountGauge, Metrics, OutcomeLabel};
 use crate::core::Core;
 use crate::fill::Filler;
 use crate::geo::SharedGeo;
@@ -130,19 +132,45 @@ struct Counts {
     sessions: HashMap<u64, Session>,
 }
 
-/// Counters of the reporting pipeline, for `/metrics`.
-#[derive(Debug, Default)]
+/// Counters of the reporting pipeline, registered with the node's metrics.
+#[derive(Debug)]
 pub struct ReportMetrics {
     /// Batches written to the outbox.
-    pub batches_written: AtomicU64,
+    pub batches_written: Counter,
     /// Batches acknowledged by an origin.
-    pub batches_acked: AtomicU64,
+    pub batches_acked: Counter,
     /// Batches dropped: outbox full, or refused for good by the origin.
-    pub batches_dropped: AtomicU64,
+    pub batches_dropped: Counter,
     /// Batches waiting in the outbox.
-    pub outbox: AtomicU64,
-    /// Usage the bounds made us drop (pairs beyond the per-period bound).
+    pub outbox: CountGauge,
+    /// Usage the bounds made us drop (pairs beyond the per-period bound); not exposed.
     pub dropped_usage: AtomicU64,
+}
+
+impl ReportMetrics {
+    /// The counters, registered with `metrics`.
+    fn new(metrics: &Metrics) -> Self {
+        let (batches, [batches_written, batches_acked, batches_dropped]) =
+            fixed_family(["written", "acked", "dropped"].map(|outcome| OutcomeLabel { outcome }));
+        let outbox = CountGauge::default();
+        metrics.register(
+            "mhc_reports_batches",
+            "Play-report batches of this node, by fate",
+            batches,
+        );
+        metrics.register(
+            "mhc_reports_outbox",
+            "Play-report batches waiting for an origin",
+            outbox.clone(),
+        );
+        Self {
+            batches_written,
+            batches_acked,
+            batches_dropped,
+            outbox,
+            dropped_usage: AtomicU64::new(0),
+        }
+    }
 }
 
 /// The node's play counter and outbox.
@@ -160,16 +188,21 @@ pub struct Reports {
 }
 
 impl Reports {
-    /// Opens the outbox in `db`.
+    /// Opens the outbox in `db`; its counters join `metrics`.
     ///
     /// # Errors
     /// The trees cannot be opened.
-    pub fn open(db: &sled::Db, max_outbox: u64, clock: Clock) -> anyhow::Result<Self> {
+    pub fn open(
+        db: &sled::Db,
+        max_outbox: u64,
+        clock: Clock,
+        metrics: &Metrics,
+    ) -> anyhow::Result<Self> {
         let outbox = db
             .open_tree(OUTBOX_TREE)
             .context("opening the report outbox")?;
-        let metrics = ReportMetrics::default();
-        metrics.outbox.store(outbox.len() as u64, Ordering::Relaxed);
+        let metrics = ReportMetrics::new(metrics);
+        metrics.outbox.set(outbox.len() as u64);
         Ok(Self {
             counts: Mutex::new(Counts {
                 period_start_ms: clock.now_ms(),
@@ -323,7 +356,7 @@ impl Reports {
             };
             rest = &rest[take..];
             if self.outbox.len() as u64 >= self.max_outbox {
-                self.metrics.batches_dropped.fetch_add(1, Ordering::Relaxed);
+                self.metrics.batches_dropped.inc();
                 tracing::error!(
                     seq,
                     "play-report outbox full; batch dropped (the oldest are kept)"
@@ -337,12 +370,8 @@ impl Reports {
         }
         self.outbox.flush()?;
         self.meta.flush()?;
-        self.metrics
-            .batches_written
-            .fetch_add(written.len() as u64, Ordering::Relaxed);
-        self.metrics
-            .outbox
-            .store(self.outbox.len() as u64, Ordering::Relaxed);
+        self.metrics.batches_written.inc_by(written.len() as u64);
+        self.metrics.outbox.set(self.outbox.len() as u64);
         Ok(written)
     }
 
@@ -357,28 +386,6 @@ impl Reports {
             .collect()
     }
 
-    /// Appends the outbox samples in the Prometheus text format.
-    pub fn render_metrics(&self, out: &mut String) {
-        use std::fmt::Write;
-        let r = &self.metrics;
-        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let _ = writeln!(
-            out,
-            "# HELP mhc_reports_batches_total Play-report batches of this node, by fate.\n\
-             # TYPE mhc_reports_batches_total counter\n\
-             mhc_reports_batches_total{{outcome=\"written\"}} {}\n\
-             mhc_reports_batches_total{{outcome=\"acked\"}} {}\n\
-             mhc_reports_batches_total{{outcome=\"dropped\"}} {}\n\
-             # HELP mhc_reports_outbox Play-report batches waiting for an origin.\n\
-             # TYPE mhc_reports_outbox gauge\n\
-             mhc_reports_outbox {}",
-            g(&r.batches_written),
-            g(&r.batches_acked),
-            g(&r.batches_dropped),
-            g(&r.outbox),
-        );
-    }
-
     /// Deletes an acknowledged (or refused for good) batch, durably.
     ///
     /// # Errors
@@ -386,9 +393,7 @@ impl Reports {
     pub fn remove(&self, seq: u64) -> anyhow::Result<()> {
         self.outbox.remove(seq.to_be_bytes())?;
         self.outbox.flush()?;
-        self.metrics
-            .outbox
-            .store(self.outbox.len() as u64, Ordering::Relaxed);
+        self.metrics.outbox.set(self.outbox.len() as u64);
         Ok(())
     }
 }
@@ -515,7 +520,7 @@ impl Delivery {
         let m = &reports.metrics;
         match outcome {
             Outcome::Acked => {
-                m.batches_acked.fetch_add(1, Ordering::Relaxed);
+                m.batches_acked.inc();
                 if let Err(err) = reports.remove(seq) {
                     tracing::error!(seq, error = %format!("{err:#}"), "removing an acknowledged report");
                     return false;
@@ -523,7 +528,7 @@ impl Delivery {
                 true
             }
             Outcome::Refused(why) => {
-                m.batches_dropped.fetch_add(1, Ordering::Relaxed);
+                m.batches_dropped.inc();
                 tracing::error!(seq, why = %why, "play report refused by the origin; dropped");
                 let _ = reports.remove(seq);
                 true
@@ -551,7 +556,7 @@ mod tests {
     fn a_play_is_thirty_seconds_of_one_session_counted_once() {
         let dir = tempfile::tempdir().unwrap();
         let db = crate::core::test_db(dir.path());
-        let r = Reports::open(&db, 10, Clock::system()).unwrap();
+        let r = Reports::open(&db, 10, Clock::system(), &Metrics::default()).unwrap();
         for _ in 0..20 {
             r.record_segment("song", &viewer("DE", 1), 1000, 2_000);
         }
@@ -579,7 +584,7 @@ mod tests {
         let key = ed25519_dalek::SigningKey::from_bytes(&[3; 32]);
         let seqs: Vec<u64> = {
             let db = crate::core::test_db(dir.path());
-            let r = Reports::open(&db, 1000, Clock::system()).unwrap();
+            let r = Reports::open(&db, 1000, Clock::system(), &Metrics::default()).unwrap();
             // Enough pairs to need several batches.
             for i in 0..300 {
                 r.record_segment(&format!("content-{i}"), &viewer("FR", i), 500, 2_000);
@@ -589,7 +594,7 @@ mod tests {
             r.pending().iter().map(|(s, _)| *s).collect()
         };
         let db = crate::core::test_db(dir.path());
-        let r = Reports::open(&db, 1000, Clock::system()).unwrap();
+        let r = Reports::open(&db, 1000, Clock::system(), &Metrics::default()).unwrap();
         let pending = r.pending();
         assert_eq!(pending.iter().map(|(s, _)| *s).collect::<Vec<_>>(), seqs);
         let mut entries = 0;
@@ -616,13 +621,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = crate::core::test_db(dir.path());
         let key = ed25519_dalek::SigningKey::from_bytes(&[4; 32]);
-        let r = Reports::open(&db, 2, Clock::system()).unwrap();
+        let r = Reports::open(&db, 2, Clock::system(), &Metrics::default()).unwrap();
         for round in 0..4u64 {
             r.record_segment("song", &viewer("US", round), 1, 1);
             r.seal(&key).unwrap();
         }
         let seqs: Vec<u64> = r.pending().iter().map(|(s, _)| *s).collect();
         assert_eq!(seqs, vec![1, 2]);
-        assert_eq!(r.metrics.batches_dropped.load(Ordering::Relaxed), 2);
+        assert_eq!(r.metrics.batches_dropped.get(), 2);
     }
 }

@@ -507,6 +507,65 @@ impl Drop for NodeProcess {
     }
 }
 
+/// The metric families of an OpenMetrics text exposition (`GET /metrics`), `(name, type)` in
+/// order, after checking its shape: each family declared once, by `# HELP` then `# TYPE`, and
+/// with at least one sample; every sample under its family, named as its type allows (a
+/// counter's samples end in `_total`), with a number for a value; `# EOF` once, last.
+///
+/// # Panics
+/// The text breaks one of these rules; the message names the line.
+pub fn metric_families(text: &str) -> Vec<(String, String)> {
+    let body = text
+        .strip_suffix("# EOF\n")
+        .unwrap_or_else(|| panic!("the exposition does not end with `# EOF`:\n{text}"));
+    let mut families: Vec<(String, String)> = Vec::new();
+    let mut samples = 0;
+    let mut lines = body.lines();
+    while let Some(line) = lines.next() {
+        if let Some(help) = line.strip_prefix("# HELP ") {
+            if let Some((name, _)) = families.last() {
+                assert!(samples > 0, "{name} has no samples");
+            }
+            let (name, _) = help.split_once(' ').expect("HELP has a text");
+            let ty = lines
+                .next()
+                .and_then(|l| l.strip_prefix(&format!("# TYPE {name} ")))
+                .unwrap_or_else(|| panic!("{name}: no TYPE right after its HELP"));
+            assert!(
+                families.iter().all(|(n, _)| n != name),
+                "{name} declared twice"
+            );
+            families.push((name.to_owned(), ty.to_owned()));
+            samples = 0;
+            continue;
+        }
+        assert!(!line.starts_with('#'), "unexpected comment: {line}");
+        let (name, ty) = families
+            .last()
+            .unwrap_or_else(|| panic!("sample before any family: {line}"));
+        let (series, value) = line
+            .rsplit_once(' ')
+            .unwrap_or_else(|| panic!("sample without a value: {line}"));
+        assert!(value.parse::<f64>().is_ok(), "not a number: {line}");
+        let sample = series.split_once('{').map_or(series, |(n, _)| n);
+        let suffixes: &[&str] = match ty.as_str() {
+            "counter" => &["_total"],
+            "gauge" => &[""],
+            "histogram" => &["_bucket", "_sum", "_count"],
+            other => panic!("{name}: unexpected type {other}"),
+        };
+        assert!(
+            suffixes.iter().any(|s| sample == format!("{name}{s}")),
+            "{line} is not a sample of {ty} {name}"
+        );
+        samples += 1;
+    }
+    if let Some((name, _)) = families.last() {
+        assert!(samples > 0, "{name} has no samples");
+    }
+    families
+}
+
 /// An HTTP response as the test client read it.
 #[derive(Debug, Clone)]
 pub struct HttpResponse {

@@ -352,10 +352,10 @@ fn listing_routing_cluster_and_health() {
     assert!(cluster["members"].is_array());
 
     let metrics = node.get("/metrics");
-    assert!(metrics
-        .header("content-type")
-        .unwrap()
-        .starts_with("text/plain; version=0.0.4"));
+    assert_eq!(
+        metrics.header("content-type"),
+        Some("application/openmetrics-text; version=1.0.0; charset=utf-8")
+    );
     let text = metrics.text();
     for family in [
         "mhc_http_requests_total",

@@ -6,7 +6,6 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -20,6 +19,7 @@ use tokio::sync::{mpsc, watch};
 use super::{MAX_ORPHAN_BYTES, PROGRESS_REPORT};
 use crate::control::ClusterHandle;
 use crate::core::catalog::CatalogError;
+use crate::core::metrics::mirror_total;
 use crate::core::Core;
 
 /// A verified manifest whose segments are still arriving.
@@ -73,20 +73,20 @@ pub async fn run_downlink(
             _ = report.tick() => {
                 let a = assembler.lock();
                 let sat = &state.metrics.broadcast;
-                sat.objects_incomplete.store(a.incomplete().len() as u64, Ordering::Relaxed);
-                sat.malformed.store(a.stats().malformed, Ordering::Relaxed);
+                sat.objects_incomplete.set(a.incomplete().len() as u64);
+                mirror_total(&sat.malformed, a.stats().malformed);
             }
             event = rx.recv() => {
                 let Some(event) = event else { break };
                 match event {
                     Event::Complete { kind, bytes, first_cycle, cycle, .. } => {
                         if cycle != first_cycle {
-                            state.metrics.broadcast.objects_late.fetch_add(1, Ordering::Relaxed);
+                            state.metrics.broadcast.objects_late.inc();
                         }
                         on_object(&state, &cluster, kind, bytes, &mut pending, &mut orphans, &mut orphan_bytes);
                     }
                     Event::Corrupt { id, kind } => {
-                        state.metrics.broadcast.objects_rejected.fetch_add(1, Ordering::Relaxed);
+                        state.metrics.broadcast.objects_rejected.inc();
                         tracing::warn!(object = %id, ?kind, "broadcast object did not hash to its id; dropped");
                     }
                 }
@@ -110,10 +110,10 @@ fn on_object(
     match kind {
         ObjectKind::Bulletin => match cluster.obey(state, &bytes, "satellite") {
             Ok(()) | Err(crate::core::emergency::Rejected::Stale { .. }) => {
-                sat.objects_received[2].fetch_add(1, Ordering::Relaxed);
+                sat.objects_received[2].inc();
             }
             Err(_) => {
-                sat.objects_rejected.fetch_add(1, Ordering::Relaxed);
+                sat.objects_rejected.inc();
             }
         },
         ObjectKind::Manifest => {
@@ -122,12 +122,12 @@ fn on_object(
             {
                 Ok(s) => s,
                 Err(err) => {
-                    sat.objects_rejected.fetch_add(1, Ordering::Relaxed);
+                    sat.objects_rejected.inc();
                     tracing::warn!(error = %err, "broadcast manifest not trusted; dropped");
                     return;
                 }
             };
-            sat.objects_received[0].fetch_add(1, Ordering::Relaxed);
+            sat.objects_received[0].inc();
             let m = &signed.manifest;
             let key = (m.content_id.to_string(), m.version);
             if pending.contains_key(&key)
@@ -163,17 +163,17 @@ fn on_object(
         ObjectKind::Segment => {
             let wanted = pending.values().any(|p| p.missing.contains(&hash));
             if wanted {
-                sat.objects_received[1].fetch_add(1, Ordering::Relaxed);
+                sat.objects_received[1].inc();
                 store_segment(state, &hash, &bytes, pending);
                 commit_complete(state, pending);
             } else if state.store.disk().contains(&hash) {
                 // A repeat from a later cycle of something already held: checked by its hash
                 // on the way in, nothing to store (and no scan of the catalog per datagram
                 // burst).
-                sat.objects_received[1].fetch_add(1, Ordering::Relaxed);
+                sat.objects_received[1].inc();
             } else if listed_in_catalog(state, &hash) {
                 // Held content whose copy here was lost (evicted): restore it.
-                sat.objects_received[1].fetch_add(1, Ordering::Relaxed);
+                sat.objects_received[1].inc();
                 let _ = state.store.disk().put_verified(&hash, &bytes);
             } else {
                 // Its manifest may come later in the cycle: keep it, bounded, unverified and
@@ -226,11 +226,7 @@ fn commit_complete(state: &Core, pending: &mut HashMap<(String, u64), Pending>) 
         let p = pending.remove(&key).expect("listed above");
         match state.catalog.publish(p.signed) {
             Ok(_) | Err(CatalogError::Stale { .. }) => {
-                state
-                    .metrics
-                    .broadcast
-                    .contents_received
-                    .fetch_add(1, Ordering::Relaxed);
+                state.metrics.broadcast.contents_received.inc();
                 tracing::info!(content = %key.0, version = key.1, "received whole from the satellite");
             }
             Err(err) => {

@@ -7,7 +7,6 @@
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -19,6 +18,7 @@ use tokio::sync::watch;
 
 use super::REFRESH;
 use crate::core::catalog::Published;
+use crate::core::metrics::mirror_total;
 use crate::core::Core;
 use crate::mesh::MeshPlane;
 
@@ -99,11 +99,7 @@ pub async fn run_uplink(
                     match encoded {
                         Ok(Ok(_)) => {
                             carried = fingerprint;
-                            state
-                                .metrics
-                                .broadcast
-                                .carousel_objects
-                                .store(n as u64, Ordering::Relaxed);
+                            state.metrics.broadcast.carousel_objects.set(n as u64);
                             tracing::info!(
                                 objects = n,
                                 contents = wanted.contents.len(),
@@ -120,11 +116,7 @@ pub async fn run_uplink(
             }
         }
         let cycles = carousel.lock().cycle_number();
-        state
-            .metrics
-            .broadcast
-            .cycles
-            .store(u64::from(cycles), Ordering::Relaxed);
+        mirror_total(&state.metrics.broadcast.cycles, u64::from(cycles));
     }
     let _ = sender.await;
 }

@@ -16,7 +16,6 @@ pub mod replicate;
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -462,10 +461,7 @@ fn provider_events(metrics: Arc<Metrics>) -> EventSender {
                         RequestUpdate::Aborted(a) => a.stats,
                         _ => continue,
                     };
-                    metrics
-                        .mesh
-                        .sent_bytes
-                        .fetch_add(stats.payload_bytes_sent, Ordering::Relaxed);
+                    metrics.mesh.sent_bytes.inc_by(stats.payload_bytes_sent);
                 }
             });
         }

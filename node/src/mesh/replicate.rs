@@ -21,7 +21,6 @@
 //! asked only for what is missing, so a provider lost mid-transfer costs no bytes already in.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -293,13 +292,13 @@ pub async fn replicate(state: &Replication, mesh: &MeshPlane, offer: &Offer) -> 
     {
         Ok(s) => s,
         Err(err) => {
-            mesh.metrics().mesh.rejected.fetch_add(1, Ordering::Relaxed);
+            mesh.metrics().mesh.rejected.inc();
             bail!("manifest under mesh root is not trusted: {err}");
         }
     };
     let m = &signed.manifest;
     if m.content_id.as_str() != offer.id || m.version != offer.version {
-        mesh.metrics().mesh.rejected.fetch_add(1, Ordering::Relaxed);
+        mesh.metrics().mesh.rejected.inc();
         bail!(
             "mesh root carries {} v{}, not the offered {} v{}",
             m.content_id,
@@ -310,7 +309,7 @@ pub async fn replicate(state: &Replication, mesh: &MeshPlane, offer: &Offer) -> 
     }
     let published = Published::new(signed.clone());
     if expected_children(&published) != children {
-        mesh.metrics().mesh.rejected.fetch_add(1, Ordering::Relaxed);
+        mesh.metrics().mesh.rejected.inc();
         bail!("the HashSeq's children do not match the signed manifest");
     }
     let bytes = published.blob_bytes();
@@ -328,10 +327,7 @@ pub async fn replicate(state: &Replication, mesh: &MeshPlane, offer: &Offer) -> 
         Err(err) => return Err(err).context("committing the manifest"),
     }
     mesh.set_held(&offer.id, offer.version, offer.root, bytes);
-    mesh.metrics()
-        .mesh
-        .replications
-        .fetch_add(1, Ordering::Relaxed);
+    mesh.metrics().mesh.replications.inc();
     Ok(())
 }
 
@@ -574,10 +570,7 @@ impl MeshPlane {
         match &result {
             Ok(took) => self.record_speed(provider, *took),
             Err(FetchError::Corrupt(why)) => {
-                self.metrics()
-                    .mesh
-                    .provider_failures
-                    .fetch_add(1, Ordering::Relaxed);
+                self.metrics().mesh.provider_failures.inc();
                 tracing::warn!(
                     provider = %provider.fmt_short(),
                     blob = %hash,
@@ -587,10 +580,7 @@ impl MeshPlane {
                 self.penalise(provider, CORRUPT_PENALTY);
             }
             Err(err) if claims_it => {
-                self.metrics()
-                    .mesh
-                    .provider_failures
-                    .fetch_add(1, Ordering::Relaxed);
+                self.metrics().mesh.provider_failures.inc();
                 tracing::debug!(provider = %provider.fmt_short(), blob = %hash, error = %err, "mesh fetch failed");
                 self.forget_connection(&provider);
                 self.penalise(provider, FAILURE_PENALTY);
@@ -628,17 +618,11 @@ impl MeshPlane {
                 GetProgressItem::Progress(total) => {
                     let delta = total.saturating_sub(counted);
                     counted = counted.max(total);
-                    self.metrics()
-                        .mesh
-                        .received_bytes
-                        .fetch_add(delta, Ordering::Relaxed);
+                    self.metrics().mesh.received_bytes.inc_by(delta);
                 }
                 GetProgressItem::Done(stats) => {
                     let delta = stats.payload_bytes_read.saturating_sub(counted);
-                    self.metrics()
-                        .mesh
-                        .received_bytes
-                        .fetch_add(delta, Ordering::Relaxed);
+                    self.metrics().mesh.received_bytes.inc_by(delta);
                     return if self.has(hash).await {
                         Ok(started.elapsed())
                     } else {

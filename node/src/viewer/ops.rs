@@ -8,6 +8,7 @@ use mhc_transport::headers::CACHE_NONE;
 use serde_json::json;
 
 use super::Viewer;
+use crate::core::metrics::CONTENT_TYPE;
 use crate::http::{error, full, json_response, read_limited, text, Body};
 
 /// Largest `POST /v1/emergency` body read.
@@ -153,17 +154,7 @@ impl Viewer {
     }
 
     pub(super) fn metrics(&self) -> Response<Body> {
-        let mut body = self.core.metrics.render(&self.status.gauges());
-        self.core.metrics.broadcast.render(&mut body);
-        self.reports.render_metrics(&mut body);
-        if let Some(plugins) = &self.plugins {
-            plugins.render_metrics(&mut body);
-        }
-        full(
-            StatusCode::OK,
-            "text/plain; version=0.0.4; charset=utf-8",
-            Bytes::from(body),
-            CACHE_NONE,
-        )
+        let body = self.core.metrics.encode(&self.status.gauges());
+        full(StatusCode::OK, CONTENT_TYPE, Bytes::from(body), CACHE_NONE)
     }
 }
