@@ -58,6 +58,18 @@ pub fn error(status: StatusCode, message: &str) -> Response<Body> {
     )
 }
 
+/// An error answer not rendered yet: its status and message (small enough to return in a
+/// `Result`, unlike a whole response).
+#[derive(Debug)]
+pub struct Refused(pub StatusCode, pub String);
+
+impl Refused {
+    /// The answer: [`error`] with this status and message.
+    pub fn into_response(self) -> Response<Body> {
+        error(self.0, &self.1)
+    }
+}
+
 /// The `Content-Length` a response announces (0 when it announces none).
 pub fn content_length(resp: &Response<Body>) -> u64 {
     resp.headers()

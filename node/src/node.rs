@@ -17,7 +17,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::admin::api::ADMIN_SOCKET;
-use crate::admin::{Admin, AdminParts, Ingest};
+use crate::admin::{Admin, Ingest};
 use crate::control::messages::{HeldContent, PlayCount};
 use crate::control::{Advertise, BoundAddrs, ClusterHandle, ControlPlane, Wiring};
 use crate::core::identity::Identity;
@@ -32,7 +32,7 @@ use crate::quic_serve::QuicServe;
 use crate::reports::{Delivery, Reports};
 use crate::server;
 use crate::status::NodeStatus;
-use crate::viewer::{Viewer, ViewerParts};
+use crate::viewer::Viewer;
 
 /// File in `data_dir` that says where a running node listens (ports chosen by the OS when the
 /// config says port 0), for operators' scripts and the test harness. Removed at shutdown.
@@ -258,7 +258,7 @@ impl Node {
             }));
         }
         {
-            let viewer = Arc::new(Viewer::new(ViewerParts {
+            let viewer = Arc::new(Viewer {
                 core: Arc::clone(&core),
                 filler: Arc::clone(&filler),
                 cluster: cluster.clone(),
@@ -267,7 +267,7 @@ impl Node {
                 mesh: Arc::clone(&mesh),
                 plugins: plugins.clone(),
                 status: status.clone(),
-            }));
+            });
             let metrics = Arc::clone(&core.metrics);
             let http = &config.http;
             let (max_connections, header_read_timeout) =
@@ -294,7 +294,7 @@ impl Node {
                     Arc::clone(p),
                 ))
             });
-            let admin = Arc::new(Admin::new(AdminParts {
+            let admin = Arc::new(Admin {
                 core: Arc::clone(&core),
                 filler: Arc::clone(&filler),
                 cluster: cluster.clone(),
@@ -302,7 +302,7 @@ impl Node {
                 plugins: plugins.clone(),
                 ingest,
                 status: status.clone(),
-            }));
+            });
             let rx = shutdown_rx.clone();
             tasks.push(tokio::spawn(async move {
                 server::serve_unix(admin_listener, rx, move |req| {

@@ -9,16 +9,16 @@ mod ingest;
 
 use std::sync::Arc;
 
-use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
+use mhc_manifest::ContentId;
 use mhc_transport::headers::CACHE_NONE;
 use serde_json::json;
 
 use crate::control::ClusterHandle;
 use crate::core::Core;
 use crate::fill::Filler;
-use crate::http::{error, json_response, plugin_response, read_limited, Body};
+use crate::http::{error, json_response, plugin_response, read_limited, Body, Refused};
 use crate::mesh::MeshPlane;
 use crate::plugins::Plugins;
 use crate::status::NodeStatus;
@@ -29,21 +29,10 @@ use ingest::IngestOutcome;
 /// Largest admin request body accepted.
 const MAX_ADMIN_BODY_BYTES: usize = 64 * 1024;
 
-/// The admin plane of one node.
+/// The admin plane of one node: the core and the handles its routes need (built by the
+/// composition root).
 #[derive(Debug)]
 pub struct Admin {
-    core: Arc<Core>,
-    filler: Arc<Filler>,
-    cluster: ClusterHandle,
-    mesh: Arc<MeshPlane>,
-    plugins: Option<Arc<Plugins>>,
-    ingest: Option<Arc<Ingest>>,
-    status: NodeStatus,
-}
-
-/// What an [`Admin`] is built from.
-#[derive(Debug)]
-pub struct AdminParts {
     /// The shared state.
     pub core: Arc<Core>,
     /// Prefetches.
@@ -60,32 +49,12 @@ pub struct AdminParts {
     pub status: NodeStatus,
 }
 
-impl Admin {
-    /// The admin plane over `parts`.
-    pub fn new(parts: AdminParts) -> Self {
-        let AdminParts {
-            core,
-            filler,
-            cluster,
-            mesh,
-            plugins,
-            ingest,
-            status,
-        } = parts;
-        Self {
-            core,
-            filler,
-            cluster,
-            mesh,
-            plugins,
-            ingest,
-            status,
-        }
-    }
+/// An admin answer, or the refusal that ends a route early.
+type Answer = Result<Response<Body>, Refused>;
 
+impl Admin {
     /// Answers one admin request.
     pub async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<Body> {
-        let path = req.uri().path().to_owned();
         if let Some(target) = req
             .uri()
             .path_and_query()
@@ -105,113 +74,110 @@ impl Admin {
                 crate::plugins::admin_route(self.plugins.as_ref(), &method, &target, body).await,
             );
         }
-        match (req.method().clone(), path.as_str()) {
-            (Method::GET, "/admin/status") => json_ok(&self.status.status_json()),
-            (Method::POST, "/admin/ingest") => {
-                let body = match read_body(req).await {
-                    Ok(b) => b,
-                    Err(resp) => return resp,
-                };
-                let cmd: IngestCommand = match serde_json::from_slice(&body) {
-                    Ok(cmd) => cmd,
-                    Err(e) => {
-                        return error(StatusCode::BAD_REQUEST, &format!("ingest request: {e}"))
-                    }
-                };
-                let Some(ingest) = self.ingest.clone() else {
-                    return error(
-                        StatusCode::UNPROCESSABLE_ENTITY,
-                        &format!(
-                            "this node's role is {}; only an origin publishes content",
-                            self.core.config.role
-                        ),
-                    );
-                };
-                let result = tokio::task::spawn_blocking(move || ingest.ingest(&cmd)).await;
-                match result {
-                    Ok(Ok(outcome)) => json_ok(&outcome_json(&outcome)),
-                    Ok(Err(e)) => error(StatusCode::UNPROCESSABLE_ENTITY, &format!("{e:#}")),
-                    Err(e) => error(
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        &format!("ingest task: {e}"),
-                    ),
-                }
-            }
-            (Method::POST, "/admin/prefetch") => {
-                let body = match read_body(req).await {
-                    Ok(b) => b,
-                    Err(resp) => return resp,
-                };
-                let cmd: PrefetchCommand = match serde_json::from_slice(&body) {
-                    Ok(cmd) => cmd,
-                    Err(e) => {
-                        return error(StatusCode::BAD_REQUEST, &format!("prefetch request: {e}"))
-                    }
-                };
-                let id = match mhc_manifest::ContentId::new(cmd.content_id.clone()) {
-                    Ok(id) => id,
-                    Err(e) => return error(StatusCode::BAD_REQUEST, &format!("content id: {e}")),
-                };
-                match self
-                    .filler
-                    .fill_all(&id, cmd.concurrency.unwrap_or(4))
-                    .await
-                {
-                    Ok(report) => {
-                        json_ok(&serde_json::to_value(report).expect("report serialises"))
-                    }
-                    Err(e) => error(StatusCode::BAD_GATEWAY, &e.to_string()),
-                }
-            }
-            (Method::POST, "/admin/emergency") => {
-                let body = match read_body(req).await {
-                    Ok(b) => b,
-                    Err(resp) => return resp,
-                };
-                let cmd: EmergencyBody = match serde_json::from_slice(&body) {
-                    Ok(cmd) => cmd,
-                    Err(e) => {
-                        return error(StatusCode::BAD_REQUEST, &format!("emergency request: {e}"))
-                    }
-                };
-                let Ok(bytes) = hex::decode(&cmd.command_hex) else {
-                    return error(StatusCode::BAD_REQUEST, "command_hex is not hex");
-                };
-                match self.cluster.obey(&self.core, &bytes, "admin") {
-                    Ok(()) => json_ok(&json!({ "applied": true, "mode": self.core.mode().as_str(),
-                                               "emergency": self.core.emergency.state().to_json() })),
-                    Err(e) => error(StatusCode::UNPROCESSABLE_ENTITY, &e.to_string()),
-                }
-            }
-            (Method::POST, route @ ("/admin/pin" | "/admin/unpin")) => {
-                let pin = route == "/admin/pin";
-                let body = match read_body(req).await {
-                    Ok(b) => b,
-                    Err(resp) => return resp,
-                };
-                let cmd: PinCommand = match serde_json::from_slice(&body) {
-                    Ok(cmd) => cmd,
-                    Err(e) => return error(StatusCode::BAD_REQUEST, &format!("pin request: {e}")),
-                };
-                let id = match mhc_manifest::ContentId::new(cmd.content_id) {
-                    Ok(id) => id,
-                    Err(e) => return error(StatusCode::BAD_REQUEST, &format!("content id: {e}")),
-                };
-                let pins = self.mesh.pins();
-                let changed = if pin { pins.pin(&id) } else { pins.unpin(&id) };
-                match changed {
-                    Ok(changed) => json_ok(&json!({
-                        "content_id": id,
-                        "pinned": pin,
-                        "changed": changed,
-                        "pins": pins.list(),
-                    })),
-                    Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &format!("{e:#}")),
-                }
-            }
-            _ => error(StatusCode::NOT_FOUND, "no such admin route"),
+        let path = req.uri().path().to_owned();
+        let answer = match (req.method().clone(), path.as_str()) {
+            (Method::GET, "/admin/status") => Ok(json_ok(&self.status.status_json())),
+            (Method::POST, "/admin/ingest") => self.ingest(req).await,
+            (Method::POST, "/admin/prefetch") => self.prefetch(req).await,
+            (Method::POST, "/admin/emergency") => self.emergency(req).await,
+            (Method::POST, "/admin/pin") => self.pin(req, true).await,
+            (Method::POST, "/admin/unpin") => self.pin(req, false).await,
+            _ => Err(Refused(StatusCode::NOT_FOUND, "no such admin route".into())),
+        };
+        answer.unwrap_or_else(Refused::into_response)
+    }
+
+    /// `POST /admin/ingest`: publishes a rendition (an origin only).
+    async fn ingest(&self, req: Request<Incoming>) -> Answer {
+        let cmd: IngestCommand = json_body(req, "ingest request").await?;
+        let Some(ingest) = self.ingest.clone() else {
+            return Err(Refused(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!(
+                    "this node's role is {}; only an origin publishes content",
+                    self.core.config.role
+                ),
+            ));
+        };
+        match tokio::task::spawn_blocking(move || ingest.ingest(&cmd)).await {
+            Ok(Ok(outcome)) => Ok(json_ok(&outcome_json(&outcome))),
+            Ok(Err(e)) => Err(Refused(StatusCode::UNPROCESSABLE_ENTITY, format!("{e:#}"))),
+            Err(e) => Err(Refused(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("ingest task: {e}"),
+            )),
         }
     }
+
+    /// `POST /admin/prefetch`: fills a whole content now.
+    async fn prefetch(&self, req: Request<Incoming>) -> Answer {
+        let cmd: PrefetchCommand = json_body(req, "prefetch request").await?;
+        let id = content_id(cmd.content_id)?;
+        match self
+            .filler
+            .fill_all(&id, cmd.concurrency.unwrap_or(4))
+            .await
+        {
+            Ok(report) => Ok(json_ok(
+                &serde_json::to_value(report).expect("report serialises"),
+            )),
+            Err(e) => Err(Refused(StatusCode::BAD_GATEWAY, e.to_string())),
+        }
+    }
+
+    /// `POST /admin/emergency`: applies (and gossips) a signed operator command.
+    async fn emergency(&self, req: Request<Incoming>) -> Answer {
+        let cmd: EmergencyBody = json_body(req, "emergency request").await?;
+        let Ok(bytes) = hex::decode(&cmd.command_hex) else {
+            return Err(Refused(
+                StatusCode::BAD_REQUEST,
+                "command_hex is not hex".into(),
+            ));
+        };
+        match self.cluster.obey(&self.core, &bytes, "admin") {
+            Ok(()) => Ok(json_ok(&json!({
+                "applied": true,
+                "mode": self.core.mode().as_str(),
+                "emergency": self.core.emergency.state().to_json(),
+            }))),
+            Err(e) => Err(Refused(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())),
+        }
+    }
+
+    /// `POST /admin/pin` and `/admin/unpin`.
+    async fn pin(&self, req: Request<Incoming>, pin: bool) -> Answer {
+        let cmd: PinCommand = json_body(req, "pin request").await?;
+        let id = content_id(cmd.content_id)?;
+        let pins = self.mesh.pins();
+        let changed = if pin { pins.pin(&id) } else { pins.unpin(&id) };
+        match changed {
+            Ok(changed) => Ok(json_ok(&json!({
+                "content_id": id,
+                "pinned": pin,
+                "changed": changed,
+                "pins": pins.list(),
+            }))),
+            Err(e) => Err(Refused(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}"))),
+        }
+    }
+}
+
+/// The JSON body of an admin request (at most [`MAX_ADMIN_BODY_BYTES`]), or the `400` that
+/// says why not, naming `what` the body was meant to be.
+async fn json_body<T: serde::de::DeserializeOwned>(
+    req: Request<Incoming>,
+    what: &str,
+) -> Result<T, Refused> {
+    let body = read_limited(req.into_body(), MAX_ADMIN_BODY_BYTES)
+        .await
+        .map_err(|e| Refused(StatusCode::BAD_REQUEST, format!("request body: {e}")))?;
+    serde_json::from_slice(&body)
+        .map_err(|e| Refused(StatusCode::BAD_REQUEST, format!("{what}: {e}")))
+}
+
+/// A content id from a request, or the `400` that says why it is not one.
+fn content_id(id: String) -> Result<ContentId, Refused> {
+    ContentId::new(id).map_err(|e| Refused(StatusCode::BAD_REQUEST, format!("content id: {e}")))
 }
 
 fn outcome_json(o: &IngestOutcome) -> serde_json::Value {
@@ -227,12 +193,6 @@ fn outcome_json(o: &IngestOutcome) -> serde_json::Value {
         "merkle_root": hex::encode(m.merkle_root),
         "playlist": format!("/v1/content/{}/index.m3u8", m.content_id),
     })
-}
-
-async fn read_body(req: Request<Incoming>) -> Result<Bytes, Response<Body>> {
-    read_limited(req.into_body(), MAX_ADMIN_BODY_BYTES)
-        .await
-        .map_err(|e| error(StatusCode::BAD_REQUEST, &format!("request body: {e}")))
 }
 
 fn json_ok(v: &serde_json::Value) -> Response<Body> {

@@ -40,22 +40,10 @@ use content::{manifest, playlist};
 /// Longest request path looked at; anything longer is malformed.
 const MAX_PATH_LEN: usize = 512;
 
-/// The viewer plane of one node: the core and the handles its answers need.
+/// The viewer plane of one node: the core and the handles its answers need (built by the
+/// composition root).
 #[derive(Debug)]
 pub struct Viewer {
-    core: Arc<Core>,
-    filler: Arc<Filler>,
-    cluster: ClusterHandle,
-    geo: SharedGeo,
-    reports: Arc<Reports>,
-    mesh: Arc<MeshPlane>,
-    plugins: Option<Arc<Plugins>>,
-    status: NodeStatus,
-}
-
-/// What a [`Viewer`] is built from.
-#[derive(Debug)]
-pub struct ViewerParts {
     /// The shared state.
     pub core: Arc<Core>,
     /// Fills what this node lacks.
@@ -75,30 +63,6 @@ pub struct ViewerParts {
 }
 
 impl Viewer {
-    /// The viewer plane over `parts`.
-    pub fn new(parts: ViewerParts) -> Self {
-        let ViewerParts {
-            core,
-            filler,
-            cluster,
-            geo,
-            reports,
-            mesh,
-            plugins,
-            status,
-        } = parts;
-        Self {
-            core,
-            filler,
-            cluster,
-            geo,
-            reports,
-            mesh,
-            plugins,
-            status,
-        }
-    }
-
     /// Answers one viewer request and records it in the metrics.
     pub async fn handle<B>(self: Arc<Self>, req: Request<B>, remote: SocketAddr) -> Response<Body>
     where
