@@ -17,7 +17,7 @@ fn ip(args: &[&str]) {
     let out = Command::new("ip")
         .args(args)
         .output()
-        .expect("iproute2 is installed");
+        .expect("ip is installed (apt-get install iproute2; scripts/install-test-deps does)");
     assert!(
         out.status.success(),
         "ip {}: {}",

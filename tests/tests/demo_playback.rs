@@ -57,7 +57,7 @@ fn ffmpeg_reads_the_demo_stream_to_the_end() {
         .arg(&demo.playlist)
         .args(["-map", "0", "-c", "copy", "-f", "null", "-"])
         .output()
-        .expect("ffmpeg is installed (.ci/run installs it)");
+        .expect("ffmpeg is installed (apt-get install ffmpeg; scripts/install-test-deps does)");
     assert!(
         out.status.success(),
         "ffmpeg failed: {}",
@@ -75,7 +75,7 @@ fn hlsjs_in_chromium_plays_the_demo_stream_cross_origin() {
     let browser_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("browser");
     assert!(
         browser_dir.join("node_modules/hls.js").is_dir(),
-        "run `npm ci` in tests/browser (and install chromium) first; .ci/run does both"
+        "run `npm ci` in tests/browser (and apt-get install chromium) first; scripts/install-test-deps does both"
     );
     let demo = Demo::start();
     let out = Command::new("timeout")
@@ -84,7 +84,7 @@ fn hlsjs_in_chromium_plays_the_demo_stream_cross_origin() {
         .arg(&demo.playlist)
         .args(["3", "60"])
         .output()
-        .expect("node is installed");
+        .expect("node is installed (apt-get install nodejs npm; scripts/install-test-deps does)");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),

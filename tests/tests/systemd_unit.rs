@@ -34,7 +34,7 @@ fn unit_verifies_and_is_hardened() {
             .arg("verify")
             .arg(dir.path().join(name))
             .output()
-            .expect("systemd-analyze is installed (.ci/run installs systemd)");
+            .expect("systemd-analyze is installed (apt-get install systemd; scripts/install-test-deps does)");
         assert_success(&out, &format!("systemd-analyze verify {name}"));
         assert!(
             out.stderr.is_empty(),
