@@ -139,8 +139,11 @@ impl Default for ClusterSection {
 pub struct TrustSection {
     /// Keys whose signed manifests are accepted. Default `[]`.
     pub publishers: Vec<String>,
-    /// Keys allowed to operate (administer) this node. Default `[]`.
+    /// Keys allowed to operate (administer) this node, and whose node certificates admit
+    /// members. Default `[]`.
     pub operators: Vec<String>,
+    /// This node's certificate (`mhc-node enroll`). Default: `node.cert` in `data_dir`.
+    pub certificate: Option<String>,
 }
 
 /// `[cache]`: cache tier sizes.
@@ -298,7 +301,8 @@ mod tests {
             TrustSection::default(),
             TrustSection {
                 publishers: vec![],
-                operators: vec![]
+                operators: vec![],
+                certificate: None,
             }
         );
 

@@ -63,8 +63,11 @@
 //! [trust]
 //! # ed25519 public keys (64 hex characters) whose signed manifests are accepted.
 //! publishers = []
-//! # ed25519 public keys (64 hex characters) allowed to operate this node.
+//! # ed25519 public keys (64 hex characters) allowed to operate this node; their node
+//! # certificates admit members.
 //! operators = []
+//! # This node's certificate from an operator (`mhc-node enroll`); default: node.cert in data_dir.
+//! # certificate = "/etc/mhc/node.cert"
 //!
 //! [cache]
 //! # RAM tier in MiB (integer); 0 disables the RAM tier.
@@ -234,8 +237,11 @@ dead_after_missed = 6
 [trust]
 # ed25519 public keys (64 hex characters) whose signed manifests are accepted.
 publishers = []
-# ed25519 public keys (64 hex characters) allowed to operate this node.
+# ed25519 public keys (64 hex characters) allowed to operate this node; their node
+# certificates admit members.
 operators = []
+# This node's certificate from an operator (`mhc-node enroll`); default: node.cert in data_dir.
+# certificate = "/etc/mhc/node.cert"
 
 [cache]
 # RAM tier in MiB (integer); 0 disables the RAM tier.

@@ -155,6 +155,8 @@ pub struct Trust {
     pub publishers: Vec<[u8; 32]>,
     /// Operator keys.
     pub operators: Vec<[u8; 32]>,
+    /// This node's certificate file, if not `data_dir/node.cert`.
+    pub certificate: Option<PathBuf>,
 }
 
 /// Cache tier sizes in bytes.

@@ -238,6 +238,15 @@ fn trust(cx: &Ctx<'_>, t: TrustSection) -> Result<Trust> {
     Ok(Trust {
         publishers: public_keys(cx, "trust.publishers", &t.publishers)?,
         operators: public_keys(cx, "trust.operators", &t.operators)?,
+        certificate: match t.certificate {
+            Some(path) if path.is_empty() => {
+                return Err(cx.err(
+                    "trust.certificate",
+                    "must not be empty (leave it out for data_dir/node.cert)",
+                ))
+            }
+            path => path.map(PathBuf::from),
+        },
     })
 }
 

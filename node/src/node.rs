@@ -170,6 +170,7 @@ impl Node {
         if core.emergency.is_emergency() {
             tracing::warn!("starting in emergency mode (persisted from an earlier command)");
         }
+        report_enrollment(&core);
         let policy = core.policy();
         let config = &core.config;
 
@@ -182,7 +183,7 @@ impl Node {
             }
         }
 
-        let (cluster, cluster_commands) = ClusterHandle::new(config, &core.db);
+        let (cluster, cluster_commands) = ClusterHandle::new(config, &core.db, core.clock.clone());
         let parents = UpstreamParents {
             configured: config
                 .upstream
@@ -352,6 +353,22 @@ impl Node {
                 shutdown_rx.clone(),
             )));
         }
+        if core.enrollment.is_some() {
+            // The certificate outlives most processes; say it again every hour once it nears
+            // its end.
+            let (core, mut stop) = (Arc::clone(&core), shutdown_rx.clone());
+            tasks.push(tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = stop.changed() => break,
+                        () = tokio::time::sleep(std::time::Duration::from_secs(3600)) => {}
+                    }
+                    if let Some(e) = &core.enrollment {
+                        e.warn_if_expiring(core.clock.now_ms());
+                    }
+                }
+            }));
+        }
         core.set_ready(true);
         let peer = core.identity.peer_id();
         let p2p_addrs: Vec<String> = p2p_listen
@@ -443,6 +460,36 @@ impl Node {
         let _ = fs::remove_file(self.core.config.data_dir.join(RUNTIME_FILE));
         tracing::info!("node stopped");
     }
+}
+
+/// Says how this node is enrolled, and exposes its certificate's expiry as
+/// `mhc_certificate_expiry_timestamp_seconds` (0: no certificate) for alerts.
+fn report_enrollment(core: &Core) {
+    let expiry =
+        prometheus_client::metrics::gauge::Gauge::<u64, std::sync::atomic::AtomicU64>::default();
+    match &core.enrollment {
+        Some(e) => {
+            let c = &e.signed.certificate;
+            tracing::info!(
+                certificate = %e.path.display(),
+                serial = c.serial,
+                operator = %hex::encode(c.operator),
+                expires = %crate::core::enrollment::utc(c.not_after_ms),
+                "enrolled"
+            );
+            e.warn_if_expiring(core.clock.now_ms());
+            expiry.set(c.not_after_ms / 1000);
+        }
+        None => tracing::warn!(
+            "not enrolled (no node certificate): other nodes will not admit this one as a member; \
+             `mhc-node id` prints the key an operator enrolls with `mhc-node enroll`"
+        ),
+    }
+    core.metrics.register(
+        "mhc_certificate_expiry_timestamp_seconds",
+        "When this node's certificate expires, seconds since the epoch (0: not enrolled)",
+        expiry,
+    );
 }
 
 /// Makes every version in the catalog available on the mesh plane: an origin imports its

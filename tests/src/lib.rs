@@ -17,6 +17,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use ed25519_dalek::SigningKey;
+use mhc_transport::gossip::cert::{Area, NodeCertificate, SignedCertificate};
+use mhc_transport::gossip::messages::WireRole;
+
 /// How long a node gets to write its runtime file after being started.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
 /// Socket timeouts of the test client.
@@ -85,6 +89,10 @@ pub struct NodeOptions {
     pub region: String,
     /// Top-level `location = { lat, lon }`, if any.
     pub location: Option<(f64, f64)>,
+    /// Whether the cluster's operator enrolls the node before its first start (a certificate
+    /// for its role, region and place, viewer hosts 127.0.0.1 and its p2p address); default
+    /// yes.
+    pub enroll: bool,
 }
 
 impl NodeOptions {
@@ -101,7 +109,14 @@ impl NodeOptions {
             p2p_ip: "127.0.0.1".into(),
             region: "test".into(),
             location: None,
+            enroll: true,
         }
+    }
+
+    /// Starts the node without a certificate: no member admits it.
+    pub fn unenrolled(mut self) -> Self {
+        self.enroll = false;
+        self
     }
 
     /// Places the node: top-level `region` and `location` (written before any table, where
@@ -170,6 +185,11 @@ impl Cluster {
         self.start_with(name, NodeOptions::new(role).extra(extra_toml))
     }
 
+    /// The cluster's operator key: it enrolls the nodes, and every node trusts it.
+    pub fn operator(&self) -> SigningKey {
+        cluster_operator(self.dir.path())
+    }
+
     /// Starts a node with full options. Returns its index.
     pub fn start_with(&mut self, name: &str, opts: NodeOptions) -> usize {
         let mut node = NodeProcess::configure(self.dir.path(), name, opts);
@@ -225,6 +245,9 @@ impl NodeProcess {
     fn configure(root: &Path, name: &str, opts: NodeOptions) -> Self {
         let data_dir = root.join(name);
         let config_path = root.join(format!("{name}.toml"));
+        if opts.enroll {
+            enroll(root, &data_dir, &opts);
+        }
         let node = Self {
             name: name.to_owned(),
             log_path: root.join(format!("{name}.log")),
@@ -242,9 +265,18 @@ impl NodeProcess {
         node
     }
 
-    /// (Re)writes the config file from [`NodeProcess::options`].
+    /// (Re)writes the config file from [`NodeProcess::options`]: the cluster's operator joins
+    /// `trust.operators` (with any operator keys the test's own `[trust]` table lists).
     pub fn write_config(&self) {
         let o = &self.options;
+        let root = self
+            .config_path
+            .parent()
+            .expect("config in the cluster folder");
+        let extra = with_operator(
+            &o.extra_toml,
+            &hex::encode(cluster_operator(root).verifying_key().as_bytes()),
+        );
         let bootstrap: Vec<String> = o.bootstrap.iter().map(|b| format!("{b:?}")).collect();
         let config = format!(
             "role = \"{}\"\n\
@@ -273,7 +305,7 @@ impl NodeProcess {
             o.suspect_after,
             o.dead_after,
             bootstrap.join(", "),
-            o.extra_toml,
+            extra,
         );
         fs::write(&self.config_path, config).expect("writing node config");
     }
@@ -763,4 +795,82 @@ pub fn operator_key(dir: &Path, name: &str) -> (PathBuf, String) {
         .find_map(|l| l.strip_prefix("operator public_key: ").map(str::to_owned))
         .expect("the public key is printed");
     (path, key)
+}
+
+/// The operator key of the cluster in `root`: derived from the folder, so every node of one
+/// cluster (and only of that one) trusts it.
+fn cluster_operator(root: &Path) -> SigningKey {
+    let seed = blake3::hash(format!("mhc-test-operator:{}", root.display()).as_bytes());
+    SigningKey::from_bytes(seed.as_bytes())
+}
+
+/// `extra` (TOML tables a test appends) with `operator` added to `trust.operators`.
+fn with_operator(extra: &str, operator: &str) -> String {
+    let mut doc: toml::Table = extra.parse().expect("a test's extra TOML parses");
+    let trust = doc
+        .entry("trust")
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+        .as_table_mut()
+        .expect("[trust] is a table");
+    let operators = trust
+        .entry("operators")
+        .or_insert_with(|| toml::Value::Array(Vec::new()))
+        .as_array_mut()
+        .expect("trust.operators is an array");
+    if !operators.iter().any(|o| o.as_str() == Some(operator)) {
+        operators.push(toml::Value::String(operator.to_owned()));
+    }
+    toml::to_string(&doc).expect("TOML serialises")
+}
+
+/// Gives the node in `data_dir` its key (unless it has one) and a certificate from the
+/// cluster's operator for its role, region and place, valid for a day either side of now.
+fn enroll(root: &Path, data_dir: &Path, opts: &NodeOptions) {
+    fs::create_dir_all(data_dir).expect("creating the node's data_dir");
+    let key_path = data_dir.join("node.key");
+    if !key_path.exists() {
+        use std::os::unix::fs::OpenOptionsExt;
+        let seed = blake3::hash(format!("mhc-test-node:{}", data_dir.display()).as_bytes());
+        fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&key_path)
+            .and_then(|mut f| f.write_all(seed.as_bytes()))
+            .expect("writing the node key");
+    }
+    let seed: [u8; 32] = fs::read(&key_path)
+        .expect("reading the node key")
+        .try_into()
+        .expect("a 32-byte node key");
+    let node = SigningKey::from_bytes(&seed).verifying_key().to_bytes();
+    let role = match opts.role.as_str() {
+        "origin" => WireRole::Origin,
+        "edge" => WireRole::Edge,
+        "mesh" => WireRole::Mesh,
+        "satellite-uplink" => WireRole::SatelliteUplink,
+        other => panic!("unknown role {other}"),
+    };
+    let now = mhc_clock::Clock::system().now_ms();
+    let mut http = vec!["127.0.0.1".to_owned()];
+    if opts.p2p_ip != "127.0.0.1" {
+        http.push(opts.p2p_ip.clone());
+    }
+    let certificate = NodeCertificate {
+        node,
+        role,
+        region: opts.region.clone(),
+        area: opts.location.map(|(lat, lon)| Area {
+            lat,
+            lon,
+            radius_km: 50.0,
+        }),
+        http,
+        not_before_ms: now - 86_400_000,
+        not_after_ms: now + 86_400_000,
+        serial: now,
+        operator: [0; 32],
+    };
+    let signed = SignedCertificate::sign(certificate, &cluster_operator(root));
+    fs::write(data_dir.join("node.cert"), signed.encode()).expect("writing node.cert");
 }

@@ -1,6 +1,7 @@
 //! A hostile libp2p peer, written here with libp2p itself, attacks a node's control plane:
 //! heartbeats signed by one key claiming another peer, forged signatures, unparseable and
-//! oversized payloads, and a flood. Each is rejected and counted, the attacker's score drops, memory stays bounded, and the
+//! oversized payloads, heartbeats with no certificate, and a flood from an enrolled member.
+//! Each is rejected and counted, the attacker's score drops, memory stays bounded, and the
 //! node keeps serving.
 
 use std::time::Duration;
@@ -10,9 +11,11 @@ use libp2p::gossipsub::{self, IdentTopic, MessageAuthenticity, ValidationMode};
 use libp2p::swarm::SwarmEvent;
 use libp2p::{identity, noise, tcp, yamux, Multiaddr, PeerId, Swarm};
 use mhc_tests::{wait_until, Cluster, NodeOptions};
+use mhc_transport::gossip::cert::{NodeCertificate, SignedCertificate};
 use mhc_transport::gossip::envelope::seal;
 use mhc_transport::gossip::messages::{
-    encode, Heartbeat, Load, Mode, PlaneAddrs, WireRole, HEALTH_TOPIC,
+    encode, Heartbeat, Load, Mode, PlaneAddrs, WireRole, HEALTH_TOPIC, MAX_MESSAGE_BYTES,
+    MESSAGE_FORMAT,
 };
 
 /// A hostile peer: a libp2p swarm and the ed25519 key of its identity (to seal envelopes as
@@ -70,7 +73,11 @@ fn hostile_swarm(seed: [u8; 32]) -> Swarm<gossipsub::Behaviour> {
 }
 
 fn heartbeat(claimed: PeerId, seq: u64) -> Vec<u8> {
-    encode(&Heartbeat {
+    encode(&heartbeat_with(claimed, seq, Vec::new()))
+}
+
+fn heartbeat_with(claimed: PeerId, seq: u64, certificate: Vec<u8>) -> Heartbeat {
+    Heartbeat {
         peer_id: claimed.to_bytes(),
         incarnation: 1,
         seq,
@@ -89,7 +96,28 @@ fn heartbeat(claimed: PeerId, seq: u64) -> Vec<u8> {
         plays: Vec::new(),
         emergency_seq: 0,
         downlink: false,
-    })
+        certificate,
+    }
+}
+
+/// A certificate from `operator` for `key` as an edge in the region the heartbeats claim.
+fn certificate_for(
+    key: &ed25519_dalek::SigningKey,
+    operator: &ed25519_dalek::SigningKey,
+) -> Vec<u8> {
+    let now = mhc_clock::Clock::system().now_ms();
+    let cert = NodeCertificate {
+        node: key.verifying_key().to_bytes(),
+        role: WireRole::Edge,
+        region: "nowhere".into(),
+        area: None,
+        http: Vec::new(),
+        not_before_ms: now - 60_000,
+        not_after_ms: now + 3_600_000,
+        serial: 1,
+        operator: [0; 32],
+    };
+    SignedCertificate::sign(cert, operator).encode()
 }
 
 fn rss_kb(pid: u32) -> u64 {
@@ -208,8 +236,8 @@ async fn hostile_peers_are_rejected_penalised_and_harmless() {
     // 4. Over our size limit but under gossipsub's frame limit; 5. far over the frame limit,
     //    dropped by the codec before any validation.
     let mut evil = attacker(&victim_addr, victim_id).await;
-    let mut oversize = vec![2u8];
-    oversize.extend(std::iter::repeat_n(0x42, 25_000));
+    let mut oversize = vec![MESSAGE_FORMAT];
+    oversize.extend(std::iter::repeat_n(0x42, MAX_MESSAGE_BYTES + 100));
     evil.send(&oversize);
     pump(&mut evil.swarm, Duration::from_millis(300)).await;
     evil.send_raw(vec![7u8; 200_000]);
@@ -217,9 +245,36 @@ async fn hostile_peers_are_rejected_penalised_and_harmless() {
     assert!(wait_until(Duration::from_secs(5), || rejected("oversize") >= 1.0));
     assert_eq!(c.node(0).get("/healthz").status, 200);
 
-    // 6. A flood of well-formed heartbeats from one attacker's own identity.
+    // 6. Well-formed heartbeats from a key no operator enrolled: refused, never a member.
+    let mut evil = attacker(&victim_addr, victim_id).await;
+    let stranger = *evil.swarm.local_peer_id();
+    evil.send(&heartbeat(stranger, 1));
+    pump(&mut evil.swarm, Duration::from_millis(300)).await;
+    assert!(wait_until(Duration::from_secs(5), || rejected(
+        "not_enrolled"
+    ) >= 1.0));
+    assert!(
+        c.node(0).member_state(&stranger.to_string()).is_none(),
+        "an unenrolled key became a member"
+    );
+
+    // 7. An enrolled key that claims a place its certificate does not allow: refused.
+    let mut evil = attacker(&victim_addr, victim_id).await;
+    let liar = *evil.swarm.local_peer_id();
+    let mut lie = heartbeat_with(liar, 1, certificate_for(&evil.key, &c.operator()));
+    lie.location = Some((48.8566, 2.3522));
+    evil.send(&encode(&lie));
+    pump(&mut evil.swarm, Duration::from_millis(300)).await;
+    assert!(wait_until(Duration::from_secs(5), || rejected("claim") >= 1.0));
+    assert!(
+        c.node(0).member_state(&liar.to_string()).is_none(),
+        "a member claiming a place beyond its certificate was admitted"
+    );
+
+    // 8. A flood of well-formed heartbeats from a member (enrolled by the cluster's operator).
     let mut evil = attacker(&victim_addr, victim_id).await;
     let flooder = *evil.swarm.local_peer_id();
+    let flooder_cert = certificate_for(&evil.key, &c.operator());
     let rss_before = rss_kb(pid);
     let accepted = || {
         c.node(0)
@@ -228,7 +283,7 @@ async fn hostile_peers_are_rejected_penalised_and_harmless() {
     };
     let accepted_before = accepted();
     for seq in 1..=3000u64 {
-        evil.send(&heartbeat(flooder, seq));
+        evil.send(&encode(&heartbeat_with(flooder, seq, flooder_cert.clone())));
         if seq % 100 == 0 {
             pump(&mut evil.swarm, Duration::from_millis(20)).await;
             assert_eq!(
@@ -259,17 +314,6 @@ async fn hostile_peers_are_rejected_penalised_and_harmless() {
     );
     assert_eq!(c.node(0).get("/healthz").status, 200);
 
-    // A well-behaved peer is unaffected.
-    let boot = c.node(0).p2p.clone();
-    let mut friends = Cluster::new();
-    friends.start_with(
-        "friend",
-        NodeOptions::new("edge").heartbeat_ms(500).bootstrap(&boot),
-    );
-    let friend = friends.node(0).peer_id.clone().unwrap();
-    assert!(wait_until(Duration::from_secs(10), || {
-        c.node(0).member_state(&friend).as_deref() == Some("alive")
-    }));
     eprintln!(
         "rejected: signer_mismatch {} bad_signature {} malformed {} oversize {} rate {}; flood applied {applied}/3000; flooder score {:?}; rss {rss_before} -> {rss_after} kB",
         rejected("signer_mismatch"),
@@ -279,4 +323,14 @@ async fn hostile_peers_are_rejected_penalised_and_harmless() {
         rejected("rate"),
         score_of(flooder)
     );
+    // A well-behaved peer is unaffected.
+    let boot = c.node(0).p2p.clone();
+    let friend = c.start_with(
+        "friend",
+        NodeOptions::new("edge").heartbeat_ms(500).bootstrap(&boot),
+    );
+    let friend = c.node(friend).peer_id.clone().unwrap();
+    assert!(wait_until(Duration::from_secs(10), || {
+        c.node(0).member_state(&friend).as_deref() == Some("alive")
+    }));
 }

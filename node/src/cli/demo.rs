@@ -8,9 +8,14 @@ use anyhow::Context;
 use http::Method;
 use serde_json::json;
 
+use mhc_transport::gossip::cert::{Area, NodeCertificate, SignedCertificate};
+
 use super::client::call;
 use super::{print_status, wait_for_signal};
+use crate::core::enrollment::NODE_CERT_FILE;
+use crate::core::identity::Identity;
 use crate::node::Node;
+use crate::role::wire_role;
 
 /// The sample rendition (see `node/sample/make-sample.sh`): 8 s of H.264 + AAC in 2 s fMP4
 /// segments, about 320 KB.
@@ -39,7 +44,7 @@ pub fn write_sample(dir: &Path) -> anyhow::Result<()> {
 }
 
 /// The demo's config for one node: loopback only, OS-chosen ports except the origin's viewer
-/// port, one-second heartbeats.
+/// port, one-second heartbeats; enrolled by the demo's own operator key.
 fn node_config(
     dir: &Path,
     name: &str,
@@ -47,6 +52,7 @@ fn node_config(
     http_port: u16,
     bootstrap: &[String],
     publishers: &[String],
+    operator: &Identity,
 ) -> anyhow::Result<mhc_config::Config> {
     let data_dir = dir.join(name);
     let config_path = dir.join(format!("{name}.toml"));
@@ -66,14 +72,44 @@ fn node_config(
          bootstrap = [{}]\n\
          [trust]\n\
          publishers = [{}]\n\
+         operators = [\"{}\"]\n\
          [cache]\n\
          memory_mb = 64\n\
          disk_gb = 1\n",
         bootstrap.join(", "),
-        publishers.join(", ")
+        publishers.join(", "),
+        operator.public_key_hex()
     );
     fs::write(&config_path, &text)?;
-    Ok(mhc_config::from_toml_str(&text, &config_path)?)
+    let config = mhc_config::from_toml_str(&text, &config_path)?;
+    enroll(&config, operator)?;
+    Ok(config)
+}
+
+/// Gives the demo node of `config` its key and a certificate from the demo's operator, for its
+/// role in region `local`, within 50 km of its location, viewers on 127.0.0.1, for a day.
+fn enroll(config: &mhc_config::Config, operator: &Identity) -> anyhow::Result<()> {
+    fs::create_dir_all(&config.data_dir)?;
+    let node = Identity::load_or_create(&config.data_dir)?;
+    let now = mhc_clock::Clock::system().now_ms();
+    let certificate = NodeCertificate {
+        node: node.public_key(),
+        role: wire_role(config.role),
+        region: config.region.clone(),
+        area: config.location.as_ref().map(|l| Area {
+            lat: l.lat,
+            lon: l.lon,
+            radius_km: 50.0,
+        }),
+        http: vec!["127.0.0.1".into()],
+        not_before_ms: now.saturating_sub(60_000),
+        not_after_ms: now + 86_400_000,
+        serial: now,
+        operator: [0; 32],
+    };
+    let signed = SignedCertificate::sign(certificate, operator.signing_key());
+    fs::write(config.data_dir.join(NODE_CERT_FILE), signed.encode())?;
+    Ok(())
 }
 
 /// Runs the demo until ctrl-c or SIGTERM: an origin serving the sample, two edges that join it
@@ -87,18 +123,45 @@ pub async fn run(http_port: u16) -> anyhow::Result<()> {
         .prefix("mhc-demo-")
         .tempdir()
         .context("creating the demo's temporary directory")?;
-    let origin = Node::start(node_config(dir.path(), "origin", "origin", 0, &[], &[])?).await?;
+    // The demo is its own operator: it enrolls every node it starts.
+    let operator = Identity::generate()?;
+    let origin = Node::start(node_config(
+        dir.path(),
+        "origin",
+        "origin",
+        0,
+        &[],
+        &[],
+        &operator,
+    )?)
+    .await?;
     // The edges trust what the origin signs and find it (their parent) through the membership
     // table: no upstream configuration.
     let trusted = [origin.public_key_hex()];
     let mut edges = Vec::new();
     for (name, port) in [("edge-1", http_port), ("edge-2", 0)] {
-        let config = node_config(dir.path(), name, "edge", port, origin.p2p_addrs(), &trusted)?;
+        let config = node_config(
+            dir.path(),
+            name,
+            "edge",
+            port,
+            origin.p2p_addrs(),
+            &trusted,
+            &operator,
+        )?;
         edges.push(Node::start(config).await?);
     }
     let mut meshes = Vec::new();
     for name in ["mesh-1", "mesh-2"] {
-        let config = node_config(dir.path(), name, "mesh", 0, origin.p2p_addrs(), &trusted)?;
+        let config = node_config(
+            dir.path(),
+            name,
+            "mesh",
+            0,
+            origin.p2p_addrs(),
+            &trusted,
+            &operator,
+        )?;
         let node = Node::start(config).await?;
         node.pin(&SAMPLE_ID.parse()?)?;
         meshes.push(node);

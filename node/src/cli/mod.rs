@@ -20,6 +20,7 @@ use crate::core::identity::Identity;
 use crate::node::{self, Node};
 use client::{call as admin_call, http_json, plugin_call};
 pub use demo::{write_sample, SAMPLE_ID};
+use mhc_transport::gossip::cert::{Area, NodeCertificate, SignedCertificate};
 pub use status::print_status;
 
 /// Where `status`, `ingest` and other operator commands find the daemon when not told.
@@ -119,6 +120,43 @@ enum Command {
     /// `trust.operators`).
     OperatorKeygen {
         /// Where to write the key (mode 0600; never overwritten).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Sign a node certificate with an operator key: the node may join the cluster in this
+    /// role, region and place, and advertise these viewer hosts.
+    Enroll {
+        /// The operator key file (from `mhc-node operator-keygen`; its public key is in the
+        /// nodes' `trust.operators`).
+        #[arg(long)]
+        key: PathBuf,
+        /// The node's public key, 64 hex characters (`mhc-node id` on the node prints it).
+        #[arg(long)]
+        node: String,
+        /// origin | edge | mesh | satellite-uplink
+        #[arg(long)]
+        role: mhc_config::Role,
+        /// The region the node must advertise (its configuration's `region`).
+        #[arg(long)]
+        region: String,
+        /// Where the node may say it is, `LAT,LON` in degrees (its configuration's `location`).
+        #[arg(long, value_parser = parse_lat_lon)]
+        location: Option<(f64, f64)>,
+        /// How far from `--location` it may be, km.
+        #[arg(long, default_value_t = 50.0, requires = "location")]
+        radius_km: f64,
+        /// A viewer-plane host the node may advertise, `HOST` or `HOST:PORT` (repeatable); the
+        /// first is what it advertises when its bound address is not among them.
+        #[arg(long)]
+        http: Vec<String>,
+        /// Days the certificate is valid from now.
+        #[arg(long, default_value_t = 365)]
+        valid_days: u32,
+        /// The certificate's serial number (default: the current time in ms, so each one the
+        /// operator issues differs).
+        #[arg(long)]
+        serial: Option<u64>,
+        /// Where to write the certificate (the node reads `data_dir/node.cert`).
         #[arg(long)]
         out: PathBuf,
     },
@@ -456,6 +494,57 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("operator public_key: {}", identity.public_key_hex());
             println!("add it to every node's trust.operators");
         }
+        Command::Enroll {
+            key,
+            node,
+            role,
+            region,
+            location,
+            radius_km,
+            http,
+            valid_days,
+            serial,
+            out,
+        } => {
+            let operator = Identity::load(&key)
+                .with_context(|| format!("reading the operator key {}", key.display()))?;
+            let mut node_key = [0u8; 32];
+            hex::decode_to_slice(node.trim(), &mut node_key)
+                .map_err(|e| anyhow::anyhow!("--node {node}: not 64 hex characters: {e}"))?;
+            let now = mhc_clock::Clock::system().now_ms();
+            // A few minutes of slack before now: a node whose clock runs behind accepts it too.
+            let not_before_ms = now.saturating_sub(10 * 60 * 1000);
+            let cert = NodeCertificate {
+                node: node_key,
+                role: crate::role::wire_role(role),
+                region,
+                area: location.map(|(lat, lon)| Area {
+                    lat,
+                    lon,
+                    radius_km,
+                }),
+                http,
+                not_before_ms,
+                not_after_ms: now + u64::from(valid_days) * 86_400_000,
+                serial: serial.unwrap_or(now),
+                operator: [0; 32],
+            };
+            cert.check_bounds()
+                .map_err(|e| anyhow::anyhow!("the certificate would not be accepted: {e}"))?;
+            let signed = SignedCertificate::sign(cert, operator.signing_key());
+            std::fs::write(&out, signed.encode())
+                .with_context(|| format!("writing {}", out.display()))?;
+            let c = &signed.certificate;
+            println!("wrote {}", out.display());
+            println!(
+                "node {} enrolled as {} in region {:?}, serial {}, valid until {}",
+                hex::encode(c.node),
+                c.role.as_str(),
+                c.region,
+                c.serial,
+                crate::core::enrollment::utc(c.not_after_ms)
+            );
+        }
         Command::Emergency { action } => {
             let answer = runtime()?.block_on(send_emergency(action))?;
             println!(
@@ -510,6 +599,27 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 fn load_or_create_in(dir: &Path) -> anyhow::Result<Identity> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     Identity::load_or_create(dir)
+}
+
+/// `LAT,LON` in degrees.
+fn parse_lat_lon(s: &str) -> Result<(f64, f64), String> {
+    let (lat, lon) = s
+        .split_once(',')
+        .ok_or_else(|| format!("{s:?}: expected LAT,LON"))?;
+    let lat: f64 = lat
+        .trim()
+        .parse()
+        .map_err(|e| format!("latitude {lat:?}: {e}"))?;
+    let lon: f64 = lon
+        .trim()
+        .parse()
+        .map_err(|e| format!("longitude {lon:?}: {e}"))?;
+    if !(-90.0..=90.0).contains(&lat) || !(-180.0..=180.0).contains(&lon) {
+        return Err(format!(
+            "{s}: latitude in [-90, 90], longitude in [-180, 180]"
+        ));
+    }
+    Ok((lat, lon))
 }
 
 /// Waits for ctrl-c or SIGTERM (systemd's stop signal).

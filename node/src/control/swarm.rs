@@ -23,7 +23,7 @@ use libp2p::{
 use tokio::sync::watch;
 
 use super::messages::{
-    decode, encode, ContentAnnouncement, Heartbeat, Load, PlaneAddrs, CONTENT_TOPIC,
+    decode, encode, ContentAnnouncement, Heartbeat, Load, PlaneAddrs, WireRole, CONTENT_TOPIC,
     EMERGENCY_TOPIC, HEALTH_TOPIC, MAX_HEARTBEAT_CONTENTS, MAX_HEARTBEAT_REPLICATING,
     MAX_MESSAGE_BYTES, MAX_P2P_ADDRS,
 };
@@ -32,6 +32,7 @@ use super::{
     KnownContent,
 };
 use crate::core::Core;
+use mhc_transport::gossip::cert::split_host_port;
 
 /// Peers this node dials on its own (from the DHT, heartbeats and its snapshot). The control
 /// plane needs a connected graph, not a clique: with 8 dialled (and as many accepted), a
@@ -616,6 +617,14 @@ fn admit_message(
         if hb.check_bounds().is_err() {
             return reject("bounds");
         }
+        // Only an enrolled node is a member, and only as far as its certificate allows.
+        let Some(key) = super::peer_key(&signer) else {
+            return reject("signer_mismatch");
+        };
+        if let Err(refusal) = cluster.admission().admit(&key, &hb) {
+            tracing::debug!(peer = %signer, error = %refusal, "heartbeat refused");
+            return reject(refusal.label());
+        }
         metrics.record_gossip("in", HEALTH_TOPIC);
         if hb.emergency_seq < state.emergency.last_seq() {
             cluster
@@ -658,6 +667,14 @@ fn admit_message(
         if mhc_manifest::ContentId::new(ann.id.clone()).is_err() {
             return reject("bounds");
         }
+        // Announcements come from origins that are members. A sender not (yet) a member is
+        // ignored, not held guilty: its first heartbeat may still be on its way, and heartbeats
+        // list held content anyway.
+        match cluster.membership().get(&signer).map(|m| m.heartbeat.role) {
+            None => return MessageAcceptance::Ignore,
+            Some(WireRole::Origin) => {}
+            Some(_) => return reject("claim"),
+        }
         metrics.record_gossip("in", CONTENT_TOPIC);
         cluster.shared.record_announcement(KnownContent {
             id: ann.id,
@@ -673,8 +690,12 @@ fn admit_message(
         if !limiter.admit(signer, EMERGENCY_TOPIC, MAX_EMERGENCY_PER_PERIOD) {
             return reject("rate");
         }
+        // The operator's signature is the authority, but only members' publications are
+        // looked at (a stranger's copy of a genuine command arrives from members too).
+        if cluster.membership().get(&signer).is_none() {
+            return MessageAcceptance::Ignore;
+        }
         metrics.record_gossip("in", EMERGENCY_TOPIC);
-        // The relaying peer is not the authority; the operator's signature is.
         match cluster.obey(state, data, "gossip") {
             Ok(()) => MessageAcceptance::Accept,
             // Already applied (another peer relayed it first) or older: harmless, not relayed.
@@ -789,7 +810,7 @@ fn build_heartbeat(
         region: c.region.clone(),
         location: c.location.as_ref().map(|l| (l.lat, l.lon)),
         addrs: PlaneAddrs {
-            http: advertise(bound.http),
+            http: viewer_address(state, advertise(bound.http), bound.http.port()),
             quic: advertise(bound.quic),
             iroh: advertise(bound.iroh),
             p2p,
@@ -816,6 +837,29 @@ fn build_heartbeat(
         plays: advertised.plays(),
         emergency_seq: state.emergency.last_seq(),
         downlink: c.satellite.downlink.is_some(),
+        certificate: state
+            .enrollment
+            .as_ref()
+            .map(|e| e.encoded.clone())
+            .unwrap_or_default(),
+    }
+}
+
+/// The viewer address heartbeats advertise: the bound one, unless the node's certificate lists
+/// viewer hosts and does not allow it; then the first of them, with the bound port when it
+/// names none (a certificate for `edge1.example.net` makes the node advertise that name).
+fn viewer_address(core: &Core, bound: String, port: u16) -> String {
+    let Some(enrollment) = &core.enrollment else {
+        return bound;
+    };
+    let c = &enrollment.signed.certificate;
+    if c.allows_http(&bound) {
+        return bound;
+    }
+    match c.http.first() {
+        None => String::new(),
+        Some(entry) if split_host_port(entry).is_some() => entry.clone(),
+        Some(host) => format!("{host}:{port}"),
     }
 }
 

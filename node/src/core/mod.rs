@@ -1,5 +1,5 @@
-//! The state every plane shares, and nothing else: configuration, identity, the verified
-//! catalog, the blob store, the emergency state and the metrics. No sockets, no tasks.
+//! The state every plane shares, and nothing else: configuration, identity and its certificate,
+//! the verified catalog, the blob store, the emergency state and the metrics. No sockets, no tasks.
 //!
 //! Planes are built from an `Arc<Core>` plus the narrow handles they need (the control plane's
 //! [`ClusterHandle`](crate::control::ClusterHandle), the filler, the mesh plane); the
@@ -7,6 +7,7 @@
 
 pub mod catalog;
 pub mod emergency;
+pub mod enrollment;
 pub mod identity;
 pub mod metrics;
 pub mod store;
@@ -24,6 +25,7 @@ use mhc_config::Config;
 use crate::role::{Mode, RolePolicy};
 use catalog::Catalog;
 use emergency::Emergency;
+use enrollment::Enrollment;
 use identity::Identity;
 use metrics::Metrics;
 use store::{BlobSource, Store};
@@ -40,6 +42,8 @@ pub struct Core {
     pub config: Config,
     /// The node key.
     pub identity: Identity,
+    /// Its certificate from an operator, checked at start; `None`: not enrolled.
+    pub enrollment: Option<Enrollment>,
     /// Verified manifests.
     pub catalog: Catalog,
     /// The content-addressed blob store.
@@ -75,6 +79,7 @@ impl Core {
         behind: Option<Arc<dyn BlobSource>>,
     ) -> anyhow::Result<Self> {
         let policy = RolePolicy::new(config.role, Mode::Normal, false);
+        let enrollment = Enrollment::load(&config, &identity, clock.now_ms())?;
         let data_dir = &config.data_dir;
         let store = Arc::new(
             Store::open(
@@ -105,6 +110,7 @@ impl Core {
         Ok(Self {
             config,
             identity,
+            enrollment,
             catalog,
             store,
             emergency,

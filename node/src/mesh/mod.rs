@@ -67,14 +67,7 @@ pub fn expected_children(published: &Published) -> Vec<Hash32> {
 /// The ed25519 key inside a peer id (every mhc peer id is an ed25519 identity multihash), as
 /// the iroh endpoint id of the same node: one key on every plane.
 pub fn endpoint_id_of(peer: &PeerId) -> Option<EndpointId> {
-    let multihash = peer.as_ref();
-    // Identity multihash (code 0x00): the digest is the protobuf-encoded public key.
-    if multihash.code() != 0 {
-        return None;
-    }
-    let key = libp2p_identity::PublicKey::try_decode_protobuf(multihash.digest()).ok()?;
-    let ed = key.try_into_ed25519().ok()?;
-    EndpointId::from_bytes(&ed.to_bytes()).ok()
+    EndpointId::from_bytes(&crate::control::peer_key(peer)?).ok()
 }
 
 /// A content version this node holds on the mesh plane.

@@ -10,8 +10,7 @@ use crate::control::membership::{Member, MemberState};
 use crate::control::messages::{Load, WireRole};
 use crate::role::{role_of, Mode, NotServing, RolePolicy};
 
-/// Mean Earth radius (IUGG), km: the radius of the sphere the haversine formula assumes.
-pub const EARTH_RADIUS_KM: f64 = 6371.0088;
+pub use mhc_transport::gossip::cert::{haversine_km, EARTH_RADIUS_KM};
 
 /// Width of the distance bands nodes are compared in, km. Two nodes whose distances from the
 /// client fall in the same band are equally near and the less loaded one wins. City-level geo-IP
@@ -19,19 +18,6 @@ pub const EARTH_RADIUS_KM: f64 = 6371.0088;
 /// records, and DB-IP lite places whole networks at one city), so finer distinctions would rank
 /// by noise and never let load matter between nodes of one metro area.
 pub const DISTANCE_BAND_KM: f64 = 25.0;
-
-/// Great-circle distance between two `(lat, lon)` points in degrees, km (haversine formula).
-///
-/// # Examples
-/// ```
-/// let london = (51.5074, -0.1278);
-/// let paris = (48.8566, 2.3522);
-/// let km = mhc_node::haversine_km(london, paris);
-/// assert!((km - 343.6).abs() < 1.0);
-/// ```
-pub fn haversine_km(a: (f64, f64), b: (f64, f64)) -> f64 {
-    Point::new(a).km_to(b)
-}
 
 /// A usable coordinate pair: finite and in range.
 fn valid_location(loc: Option<(f64, f64)>) -> Option<(f64, f64)> {
@@ -459,14 +445,14 @@ fn compare(a: &Candidate<'_>, b: &Candidate<'_>) -> Ordering {
 
 /// A client location with its trigonometry done once per decision, not once per candidate.
 #[derive(Debug, Clone, Copy)]
-struct Point {
+pub(super) struct Point {
     lat_rad: f64,
     cos_lat: f64,
     lon: f64,
 }
 
 impl Point {
-    fn new((lat, lon): (f64, f64)) -> Self {
+    pub(super) fn new((lat, lon): (f64, f64)) -> Self {
         let lat_rad = lat.to_radians();
         Self {
             lat_rad,
@@ -475,8 +461,8 @@ impl Point {
         }
     }
 
-    /// [`haversine_km`] from this point.
-    fn km_to(&self, (lat, lon): (f64, f64)) -> f64 {
+    /// [`haversine_km`] from this point, with this point's trigonometry done once.
+    pub(super) fn km_to(&self, (lat, lon): (f64, f64)) -> f64 {
         let lat2 = lat.to_radians();
         let dlat = lat2 - self.lat_rad;
         let dlon = (lon - self.lon).to_radians();

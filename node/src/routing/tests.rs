@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use libp2p::PeerId;
 
-use super::rank::{Key, EARTH_RADIUS_KM};
+use super::rank::{Key, Point, EARTH_RADIUS_KM};
 use super::*;
 use crate::control::membership::MemberState;
 use crate::control::messages::{HeldContent, Load, WireRole};
@@ -21,6 +21,19 @@ fn nets(list: &[&str]) -> Vec<IpNet> {
 fn resolve(peer: &str, xff: &[&str], trusted: &[&str]) -> ClientAddr {
     let lines: Vec<&[u8]> = xff.iter().map(|s| s.as_bytes()).collect();
     resolve_client(ip(peer), lines, &nets(trusted))
+}
+
+#[test]
+fn the_per_decision_distance_agrees_with_haversine() {
+    let mut rng = fastrand::Rng::with_seed(7);
+    for _ in 0..1000 {
+        let a = (rng.f64() * 180.0 - 90.0, rng.f64() * 360.0 - 180.0);
+        let b = (rng.f64() * 180.0 - 90.0, rng.f64() * 360.0 - 180.0);
+        assert!(
+            (Point::new(a).km_to(b) - haversine_km(a, b)).abs() < 1e-6,
+            "{a:?} {b:?}"
+        );
+    }
 }
 
 #[test]

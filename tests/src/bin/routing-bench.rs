@@ -131,6 +131,7 @@ fn membership(rng: &mut Rng, members: usize, now: Instant) -> Membership {
             plays: Vec::new(),
             emergency_seq: 0,
             downlink: false,
+            certificate: Vec::new(),
         };
         // A few are heard long ago, so the sweep makes them suspect or dead.
         let heard = match i % 25 {

@@ -6,9 +6,10 @@
 //! which must equal that signer. Decoding is bounded and canonical: what decodes re-encodes to the same
 //! bytes.
 
-use std::fmt;
-
 use serde::{Deserialize, Serialize};
+
+use super::cert::MAX_CERTIFICATE_BYTES;
+pub use super::roles::{Mode, WireRole};
 
 /// Topic of heartbeats.
 pub const HEALTH_TOPIC: &str = "mhc/health/1";
@@ -17,14 +18,14 @@ pub const CONTENT_TOPIC: &str = "mhc/content/1";
 /// Topic of emergency commands (used by the emergency plane).
 pub const EMERGENCY_TOPIC: &str = "mhc/emergency/1";
 
-/// Format byte of every control-plane message of this version (2: mesh roots, sizes, plays
-/// and replication in heartbeats and announcements).
-pub const MESSAGE_FORMAT: u8 = 2;
+/// Format byte of every control-plane message of this version (3: heartbeats carry the
+/// sender's node certificate).
+pub const MESSAGE_FORMAT: u8 = 3;
 /// Largest control-plane message accepted, in bytes. A heartbeat at every bound (128 content
 /// entries of maximal id length with their mesh roots, 16 roots being replicated, 32 play
-/// counts) is about 20 KiB; gossipsub's transport limit is set just above this, so anything
-/// bigger never reaches the decoder.
-pub const MAX_MESSAGE_BYTES: usize = 24 * 1024;
+/// counts, a certificate of [`MAX_CERTIFICATE_BYTES`]) is about 23 KiB; gossipsub's transport
+/// limit is set just above this, so anything bigger never reaches the decoder.
+pub const MAX_MESSAGE_BYTES: usize = 28 * 1024;
 /// Most content entries a heartbeat lists (the rest are announced on `mhc/content/1`).
 pub const MAX_HEARTBEAT_CONTENTS: usize = 128;
 /// Most mesh roots a heartbeat lists as being replicated (a mesh node replicates a few at once).
@@ -51,57 +52,6 @@ pub enum MessageError {
     /// A field is out of its bounds.
     #[error("field out of bounds: {0}")]
     Bounds(&'static str),
-}
-
-/// The role a member claims, as carried on the wire.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum WireRole {
-    /// Origin.
-    Origin,
-    /// Edge.
-    Edge,
-    /// Mesh.
-    Mesh,
-    /// Satellite uplink.
-    SatelliteUplink,
-}
-
-impl WireRole {
-    /// The role's config name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            WireRole::Origin => "origin",
-            WireRole::Edge => "edge",
-            WireRole::Mesh => "mesh",
-            WireRole::SatelliteUplink => "satellite-uplink",
-        }
-    }
-}
-
-/// Serving mode, set by signed operator commands and carried in heartbeats (the variant order
-/// is part of the wire format).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Mode {
-    /// All roles serve.
-    Normal,
-    /// Emergency broadcast mode: the hierarchy steps aside, the mesh and the sky serve.
-    Emergency,
-}
-
-impl Mode {
-    /// The mode's name: `"normal"` or `"emergency"`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Mode::Normal => "normal",
-            Mode::Emergency => "emergency",
-        }
-    }
-}
-
-impl fmt::Display for Mode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
 }
 
 /// Addresses of every plane of a member.
@@ -193,6 +143,9 @@ pub struct Heartbeat {
     pub emergency_seq: u64,
     /// Whether the sender receives the satellite downlink (it serves in emergency mode).
     pub downlink: bool,
+    /// The sender's node certificate ([`super::cert::SignedCertificate::encode`]); empty when it has none,
+    /// and then it is no member.
+    pub certificate: Vec<u8>,
 }
 
 /// An origin's announcement that a content version was published.
@@ -287,6 +240,9 @@ impl Heartbeat {
         if !(50..=3_600_000).contains(&self.interval_ms) {
             return Err(MessageError::Bounds("interval_ms"));
         }
+        if self.certificate.len() > MAX_CERTIFICATE_BYTES {
+            return Err(MessageError::Bounds("certificate"));
+        }
         Ok(())
     }
 }
@@ -329,6 +285,7 @@ mod tests {
             plays: Vec::new(),
             emergency_seq: 0,
             downlink: false,
+            certificate: Vec::new(),
         }
     }
 

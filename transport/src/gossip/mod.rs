@@ -3,6 +3,8 @@
 //! in. The node's libp2p swarm carries them; the decoders here face every byte a peer sends,
 //! so they are bounded, canonical and fuzzed (`fuzz/fuzz_targets/gossip_*.rs`).
 
+pub mod cert;
 pub mod command;
 pub mod envelope;
 pub mod messages;
+mod roles;
