@@ -1,4 +1,4 @@
-//! Heartbeats, content announcements and operator commands are decoded from whatever a peer
+//! Heartbeats, content announcements, node certificates and operator commands are decoded from whatever a peer
 //! gossips (after its envelope's signature, which any peer with a key passes). Decoding
 //! arbitrary bytes must never panic, must stay within the size bound, and whatever decodes must
 //! be canonical: it re-encodes to the very bytes it came from (so one message has one encoding
@@ -6,6 +6,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use mhc_transport::gossip::cert::SignedCertificate;
 use mhc_transport::gossip::command::SignedCommand;
 use mhc_transport::gossip::messages::{
     decode, encode, ContentAnnouncement, Heartbeat, MAX_MESSAGE_BYTES,
@@ -19,6 +20,12 @@ fuzz_target!(|data: &[u8]| {
     }
     if let Ok(ann) = decode::<ContentAnnouncement>(data) {
         assert_eq!(encode(&ann), data, "an announcement decoded from non-canonical bytes");
+    }
+    if let Ok(cert) = SignedCertificate::decode(data) {
+        assert_eq!(cert.encode(), data, "a certificate decoded from non-canonical bytes");
+        let c = &cert.certificate;
+        let _ = cert.verify(&[c.operator], c.not_before_ms);
+        let _ = c.allows_http("127.0.0.1:8080");
     }
     if let Ok(cmd) = SignedCommand::decode(data) {
         assert_eq!(SignedCommand::decode(&cmd.encode()).as_ref(), Ok(&cmd));
