@@ -25,13 +25,29 @@ wait_http() {
   echo "$http"
 }
 
+# enroll WORKDIR DATA_DIR ROLE: creates the node key in DATA_DIR and a certificate for it from
+# the bench's operator (WORKDIR/operator.key, created on first use), as an operator would;
+# prints the operator's public key for `trust.operators`.
+enroll() {
+  local work=$1 data=$2 role=$3 node operator
+  [ -f "$work/operator.key" ] || "$bin" operator-keygen --out "$work/operator.key" >/dev/null
+  operator=$("$bin" id --key "$work/operator.key" 2>/dev/null | sed -n 's/^public_key: //p')
+  node=$("$bin" id --data-dir "$data" 2>/dev/null | sed -n 's/^public_key: //p')
+  "$bin" enroll --key "$work/operator.key" --node "$node" --role "$role" --region default \
+    --http 127.0.0.1 --valid-days 30 --out "$data/node.cert" >/dev/null
+  echo "$operator"
+}
+
 # start_origin WORKDIR MEMORY_MB DISK_GB -> sets $origin_pid, $origin_http, $origin_data
 start_origin() {
-  local work=$1 memory_mb=$2 disk_gb=$3
+  local work=$1 memory_mb=$2 disk_gb=$3 operator
   origin_data=$work/origin
+  operator=$(enroll "$work" "$origin_data" origin)
   cat > "$work/origin.toml" <<TOML
 role = "origin"
 data_dir = "$origin_data"
+[trust]
+operators = ["$operator"]
 [listen]
 http = "127.0.0.1:0"
 quic = "127.0.0.1:0"
@@ -55,7 +71,8 @@ stop_origin() {
 start_edge() {
   local work=$1 name=$2 memory_mb=$3 disk_gb=$4
   edge_data=$work/$name
-  local key peer quic
+  local key peer quic operator
+  operator=$(enroll "$work" "$edge_data" edge)
   key=$(sed -n 's/.*"public_key": "\(.*\)".*/\1/p' "$origin_data/runtime.json")
   peer=$(sed -n 's/.*"peer_id": "\(.*\)".*/\1/p' "$origin_data/runtime.json")
   quic=$(sed -n 's/.*"quic": "\(.*\)".*/\1/p' "$origin_data/runtime.json")
@@ -69,6 +86,7 @@ p2p = "/ip4/127.0.0.1/tcp/0"
 iroh = "127.0.0.1:0"
 [trust]
 publishers = ["$key"]
+operators = ["$operator"]
 [upstream]
 parents = ["$peer@$quic"]
 [cache]

@@ -183,7 +183,7 @@ impl Node {
             }
         }
 
-        let (cluster, cluster_commands) = ClusterHandle::new(config, &core.db, core.clock.clone());
+        let (cluster, cluster_commands) = ClusterHandle::new(config, &core.db);
         let parents = UpstreamParents {
             configured: config
                 .upstream
@@ -207,7 +207,7 @@ impl Node {
             &core.metrics,
         )?);
         let plugins = if policy.runs_plugins() {
-            Some(Arc::new(Plugins::open(Arc::clone(&core), cluster.clone())?))
+            Some(Arc::new(Plugins::open(Arc::clone(&core))?))
         } else {
             None
         };

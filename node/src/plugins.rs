@@ -14,13 +14,14 @@ use mhc_origin::{PluginHost, PluginsConfig, ReportError, SignedPlayReport};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::MetricType;
 use tokio::sync::watch;
 
-use crate::control::ClusterHandle;
 use crate::core::catalog::Published;
-use crate::core::metrics::{fixed_family, Metrics, OutcomeLabel};
+use crate::core::metrics::{fixed_family, Metrics, OutcomeLabel, ReasonLabel};
 use crate::core::Core;
+use crate::role::{role_of, Mode, RolePolicy};
 
 /// How often the host is ticked (retries of held deliveries, ledger catch-up).
 const TICK: Duration = Duration::from_secs(2);
@@ -40,7 +41,6 @@ pub enum Outcome {
 #[derive(Debug)]
 pub struct Plugins {
     core: Arc<Core>,
-    cluster: ClusterHandle,
     host: Arc<PluginHost>,
     /// Play reports received, by outcome.
     pub inbox: InboxMetrics,
@@ -71,6 +71,8 @@ pub struct InboxMetrics {
     pub rejected: Counter,
     /// Not stored now, to be resent (storage trouble).
     pub deferred: Counter,
+    /// The refused ones by reason (`mhc_reports_rejected_total{reason}`).
+    rejected_by: Family<ReasonLabel, Counter>,
 }
 
 impl InboxMetrics {
@@ -85,12 +87,27 @@ impl InboxMetrics {
             "Play reports received by this origin, by outcome",
             received,
         );
+        let rejected_by = Family::default();
+        metrics.register(
+            "mhc_reports_rejected",
+            "Play reports refused by this origin, by reason (never credited)",
+            rejected_by.clone(),
+        );
         Self {
             accepted,
             duplicate,
             rejected,
             deferred,
+            rejected_by,
         }
+    }
+
+    /// Counts one refused report.
+    fn reject(&self, reason: &'static str) {
+        self.rejected.inc();
+        self.rejected_by
+            .get_or_create(&ReasonLabel { reason })
+            .inc();
     }
 }
 
@@ -129,7 +146,7 @@ impl Plugins {
     ///
     /// # Errors
     /// A plugin table does not fit its plugin's settings (named), or the stores cannot be opened.
-    pub fn open(core: Arc<Core>, cluster: ClusterHandle) -> anyhow::Result<Self> {
+    pub fn open(core: Arc<Core>) -> anyhow::Result<Self> {
         let config = &core.config;
         let royalty = config
             .plugins
@@ -157,24 +174,24 @@ impl Plugins {
         let inbox = InboxMetrics::new(&core.metrics);
         core.metrics
             .register_collector(PluginEvents(Arc::downgrade(&host)));
-        Ok(Self {
-            core,
-            cluster,
-            host,
-            inbox,
-        })
+        Ok(Self { core, host, inbox })
     }
 
-    /// Whether the node whose key signed a report may report: this origin itself, or a member of
-    /// the membership table (in any state: a node back from a partition delivers what it kept).
-    fn is_member(core: &Core, cluster: &ClusterHandle, node: &[u8; 32]) -> bool {
+    /// Whether the node whose key signed a report may report: this origin itself, or a node
+    /// admitted on a certificate that is valid now and grants a role that reports plays (in
+    /// any membership state: a node back from a partition delivers what it kept).
+    fn may_report(core: &Core, node: &[u8; 32]) -> bool {
         if *node == core.identity.public_key() {
             return true;
         }
-        let Ok(key) = libp2p_identity::ed25519::PublicKey::try_from_bytes(node) else {
-            return false;
-        };
-        cluster.is_member(&libp2p_identity::PublicKey::from(key).to_peer_id())
+        core.admission.admitted(node).is_some_and(|cert| {
+            RolePolicy::new(role_of(cert.certificate.role), Mode::Normal, false).reports_plays()
+        })
+    }
+
+    /// Counts a report refused at the QUIC door: its sender proved no enrollment.
+    pub fn refused_unenrolled(&self) {
+        self.inbox.reject("not_enrolled");
     }
 
     /// Verifies, de-duplicates, stores and delivers an encoded play report.
@@ -183,7 +200,7 @@ impl Plugins {
         let report = match SignedPlayReport::decode(&bytes) {
             Ok(r) => r,
             Err(err) => {
-                inbox.rejected.inc();
+                inbox.reject(err.reason());
                 tracing::warn!(error = %err, "play report refused");
                 return Outcome::Refused(err.to_string());
             }
@@ -191,10 +208,10 @@ impl Plugins {
         let seq = report.batch.seq;
         let node = hex::encode(report.batch.node);
         let result = {
-            let (core, cluster) = (Arc::clone(&self.core), self.cluster.clone());
+            let core = Arc::clone(&self.core);
             let host = Arc::clone(&self.host);
             tokio::task::spawn_blocking(move || {
-                host.ingest_report(report, |node| Self::is_member(&core, &cluster, node))
+                host.ingest_report(report, |node| Self::may_report(&core, node))
             })
             .await
         };
@@ -210,7 +227,7 @@ impl Plugins {
             }
             // Not (yet) a member: the sender keeps it and tries again; the origin counts it.
             Ok(Err(err @ ReportError::NotMember(_))) => {
-                inbox.rejected.inc();
+                inbox.reject(err.reason());
                 tracing::warn!(node, seq, error = %err, "play report from a non-member refused");
                 Outcome::Later(err.to_string())
             }
@@ -219,7 +236,7 @@ impl Plugins {
                 Outcome::Later(err.to_string())
             }
             Ok(Err(err)) => {
-                inbox.rejected.inc();
+                inbox.reject(err.reason());
                 tracing::warn!(node, seq, error = %err, "play report refused");
                 Outcome::Refused(err.to_string())
             }

@@ -3,6 +3,11 @@
 //! an edge that lacks the content (so edges can be parents of edges), and takes play reports at
 //! an origin.
 //!
+//! The door: a peer is answered only after its `Hello` showed a certificate that a trusted
+//! operator signed for the key it proved in the TLS handshake. Anything else it asks is
+//! answered `NotAdmitted` and counted, so an unenrolled process can neither read through this
+//! node (and make it fill for it) nor hand it play reports.
+//!
 //! The handler is built from the core and its handles before the server binds, so the server
 //! never sees a half-built node.
 
@@ -14,7 +19,9 @@ use libp2p::PeerId;
 use mhc_manifest::ContentId;
 use mhc_transport::{Handler, Request, Response, ResponseHeader};
 
+use crate::core::admission::Refusal;
 use crate::core::catalog::Published;
+use crate::core::identity::peer_key;
 use crate::core::Core;
 use crate::fill::{FillError, Filler, Part};
 use crate::plugins::{Outcome, Plugins};
@@ -40,9 +47,21 @@ impl QuicServe {
     }
 
     async fn answer(&self, peer: PeerId, req: Request) -> Response {
-        if let Request::PutPlayReport { report } = req {
-            return self.play_report(report).await;
-        }
+        let req = match req {
+            Request::Hello { certificate } => return self.hello(peer, &certificate),
+            req if !self.admits(&peer) => {
+                if matches!(req, Request::PutPlayReport { .. }) {
+                    if let Some(plugins) = &self.plugins {
+                        plugins.refused_unenrolled();
+                    }
+                }
+                return Response::without_body(ResponseHeader::not_admitted(
+                    "not enrolled here: say hello with a node certificate first",
+                ));
+            }
+            Request::PutPlayReport { report } => return self.play_report(report).await,
+            req => req,
+        };
         let Ok(id) = ContentId::new(req.content_id().unwrap_or_default().to_owned()) else {
             return Response::without_body(ResponseHeader::not_found("malformed content id"));
         };
@@ -108,8 +127,37 @@ impl QuicServe {
                     Err(e) => fill_error(e),
                 }
             }
-            Request::PutPlayReport { .. } => unreachable!("answered above"),
+            Request::PutPlayReport { .. } | Request::Hello { .. } => {
+                unreachable!("answered above")
+            }
         }
+    }
+
+    /// A peer's hello: admitted on its certificate, answered with this node's.
+    fn hello(&self, peer: PeerId, certificate: &[u8]) -> Response {
+        let admitted = peer_key(&peer)
+            .ok_or(Refusal::NotEnrolled)
+            .and_then(|key| self.core.admission.present(&key, certificate));
+        match admitted {
+            Ok(_) => Response::without_body(ResponseHeader::Hello {
+                certificate: self
+                    .core
+                    .enrollment
+                    .as_ref()
+                    .map(|e| e.encoded.clone())
+                    .unwrap_or_default(),
+            }),
+            Err(refusal) => {
+                self.core.metrics.record_quic_refused(refusal.label());
+                tracing::debug!(%peer, error = %refusal, "QUIC hello refused");
+                Response::without_body(ResponseHeader::not_admitted(refusal.to_string()))
+            }
+        }
+    }
+
+    /// Whether `peer` said hello with a certificate that is still good.
+    fn admits(&self, peer: &PeerId) -> bool {
+        peer_key(peer).is_some_and(|key| self.core.admission.admitted(&key).is_some())
     }
 
     /// A node's play report: stored durably by the plugin host, then acknowledged.
@@ -157,12 +205,15 @@ impl Handler for QuicServe {
                 Request::GetSegment { .. } => "segment",
                 Request::GetInit { .. } => "init",
                 Request::PutPlayReport { .. } => "play_report",
+                Request::Hello { .. } => "hello",
             };
             let response = this.answer(peer, req).await;
             let outcome = match &response.header {
                 ResponseHeader::Manifest { .. }
                 | ResponseHeader::Segment { .. }
-                | ResponseHeader::ReportAck { .. } => "ok",
+                | ResponseHeader::ReportAck { .. }
+                | ResponseHeader::Hello { .. } => "ok",
+                ResponseHeader::NotAdmitted { .. } => "not_admitted",
                 ResponseHeader::NotFound { .. } => "not_found",
                 ResponseHeader::Busy { .. } => "busy",
                 ResponseHeader::Error { .. } => "error",

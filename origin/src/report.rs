@@ -130,8 +130,9 @@ pub enum ReportError {
         /// The report's reference, `play:<node hex>:<seq>`.
         reference: String,
     },
-    /// The node is not a member of the cluster (checked by the origin's inbox).
-    #[error("node {0} is not a member of this cluster")]
+    /// The node is not enrolled in the cluster, or its certificate grants no role that
+    /// reports plays (checked by the origin's inbox).
+    #[error("node {0} is not an enrolled member of this cluster")]
     NotMember(String),
     /// The node already sent a different batch under this seq (its state was reset?). Refused:
     /// acknowledging it would drop its usage, applying it would count a seq twice.
@@ -155,6 +156,23 @@ impl ReportError {
     /// other error would repeat).
     pub fn is_retryable(&self) -> bool {
         matches!(self, ReportError::Storage(_))
+    }
+
+    /// Metric label of a refusal (`mhc_reports_rejected_total{reason}`).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ReportError::TooLarge { .. }
+            | ReportError::Truncated
+            | ReportError::UnknownVersion(_)
+            | ReportError::Decode(_)
+            | ReportError::TrailingBytes(_)
+            | ReportError::NotCanonical => "malformed",
+            ReportError::Invalid { .. } => "invalid",
+            ReportError::BadNodeKey(_) | ReportError::BadSignature { .. } => "signature",
+            ReportError::NotMember(_) => "not_enrolled",
+            ReportError::SeqReused { .. } => "seq_reused",
+            ReportError::Storage(_) | ReportError::Corrupt(_) => "storage",
+        }
     }
 }
 

@@ -190,6 +190,13 @@ impl Cluster {
         cluster_operator(self.dir.path())
     }
 
+    /// An encoded certificate from the cluster's operator for the node key of `seed`, in
+    /// `role` and region `test`: what an enrolled process that is not an mhc-node (a test's
+    /// own QUIC peer) presents in its hello.
+    pub fn certificate(&self, seed: [u8; 32], role: &str) -> Vec<u8> {
+        SignedCertificate::sign(day_certificate(&seed, role, "test"), &self.operator()).encode()
+    }
+
     /// Starts a node with full options. Returns its index.
     pub fn start_with(&mut self, name: &str, opts: NodeOptions) -> usize {
         let mut node = NodeProcess::configure(self.dir.path(), name, opts);
@@ -843,8 +850,27 @@ fn enroll(root: &Path, data_dir: &Path, opts: &NodeOptions) {
         .expect("reading the node key")
         .try_into()
         .expect("a 32-byte node key");
-    let node = SigningKey::from_bytes(&seed).verifying_key().to_bytes();
-    let role = match opts.role.as_str() {
+    let mut http = vec!["127.0.0.1".to_owned()];
+    if opts.p2p_ip != "127.0.0.1" {
+        http.push(opts.p2p_ip.clone());
+    }
+    let certificate = NodeCertificate {
+        area: opts.location.map(|(lat, lon)| Area {
+            lat,
+            lon,
+            radius_km: 50.0,
+        }),
+        http,
+        ..day_certificate(&seed, &opts.role, &opts.region)
+    };
+    let signed = SignedCertificate::sign(certificate, &cluster_operator(root));
+    fs::write(data_dir.join("node.cert"), signed.encode()).expect("writing node.cert");
+}
+
+/// A certificate for the node key of `seed` in `role` and `region`, valid for a day either
+/// side of now, placed nowhere, with no viewer host; not signed yet.
+fn day_certificate(seed: &[u8; 32], role: &str, region: &str) -> NodeCertificate {
+    let role = match role {
         "origin" => WireRole::Origin,
         "edge" => WireRole::Edge,
         "mesh" => WireRole::Mesh,
@@ -852,25 +878,15 @@ fn enroll(root: &Path, data_dir: &Path, opts: &NodeOptions) {
         other => panic!("unknown role {other}"),
     };
     let now = mhc_clock::Clock::system().now_ms();
-    let mut http = vec!["127.0.0.1".to_owned()];
-    if opts.p2p_ip != "127.0.0.1" {
-        http.push(opts.p2p_ip.clone());
-    }
-    let certificate = NodeCertificate {
-        node,
+    NodeCertificate {
+        node: SigningKey::from_bytes(seed).verifying_key().to_bytes(),
         role,
-        region: opts.region.clone(),
-        area: opts.location.map(|(lat, lon)| Area {
-            lat,
-            lon,
-            radius_km: 50.0,
-        }),
-        http,
+        region: region.to_owned(),
+        area: None,
+        http: Vec::new(),
         not_before_ms: now - 86_400_000,
         not_after_ms: now + 86_400_000,
         serial: now,
         operator: [0; 32],
-    };
-    let signed = SignedCertificate::sign(certificate, &cluster_operator(root));
-    fs::write(data_dir.join("node.cert"), signed.encode()).expect("writing node.cert");
+    }
 }

@@ -1,6 +1,7 @@
 //! The edge role on real processes: verified QUIC fill from the origin with request
-//! coalescing, serving on after the origin dies, edges as parents of edges, a hostile parent
-//! that flips a byte, and a parent whose certificate is not the peer it claims to be.
+//! coalescing, serving on after the origin dies, edges as parents of edges, an enrolled hostile
+//! parent that flips a byte, an unenrolled parent that is never believed, and a parent whose
+//! TLS certificate is not the peer it claims to be.
 
 use std::fs;
 use std::net::SocketAddr;
@@ -10,7 +11,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::future::{BoxFuture, FutureExt};
 use mhc_tests::{assert_success, copy_sample, wait_until, Cluster, NodeOptions, NodeProcess};
-use mhc_transport::{Handler, QuicClient, QuicServer, Request, Response};
+use mhc_transport::{Handler, QuicClient, QuicServer, Request, Response, ResponseHeader};
 
 /// Trust the origin's key and fill from `parents` (each `peerid@addr`).
 fn edge_options(origin: &NodeProcess, parents: &[String]) -> NodeOptions {
@@ -130,17 +131,33 @@ fn unknown_content_is_a_404_and_is_cached_briefly() {
     );
 }
 
-/// A parent that relays to the real origin but flips one byte of segment 3.
+/// A parent that relays to the real origin but flips one byte of segment 3. It says hello
+/// with `certificate` (empty: it is not enrolled), and relays as an enrolled edge
+/// (`relay_certificate`, for the key of its client).
 struct FlipSegment3 {
     origin: SocketAddr,
     client: Arc<QuicClient>,
+    certificate: Vec<u8>,
+    relay_certificate: Vec<u8>,
 }
 
 impl Handler for FlipSegment3 {
     fn handle(&self, _peer: libp2p::PeerId, req: Request) -> BoxFuture<'static, Response> {
         let (origin, client) = (self.origin, Arc::clone(&self.client));
+        if let Request::Hello { .. } = req {
+            let certificate = self.certificate.clone();
+            return async move { Response::without_body(ResponseHeader::Hello { certificate }) }
+                .boxed();
+        }
+        let certificate = self.relay_certificate.clone();
         async move {
             let conn = client.connect(origin, None).await.unwrap();
+            let hello = Request::Hello { certificate };
+            let (admitted, _) = conn.request(&hello, 0).await.unwrap();
+            assert!(
+                matches!(admitted, ResponseHeader::Hello { .. }),
+                "{admitted:?}"
+            );
             let flip = matches!(req, Request::GetSegment { index: 3, .. });
             let (header, body) = conn.request(&req, 64 << 20).await.unwrap();
             let mut body = body.to_vec();
@@ -153,39 +170,37 @@ impl Handler for FlipSegment3 {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_hostile_parent_is_caught_and_the_viewer_gets_the_right_bytes() {
-    let mut c = Cluster::new();
-    let o = origin_with_sample(&mut c);
-    let origin_quic = c.node(o).quic.unwrap();
+/// The byte-flipping parent, enrolled as an edge (`enrolled`) or not, relaying as an
+/// enrolled edge.
+fn flipping_parent(c: &Cluster, origin: SocketAddr, enrolled: bool) -> QuicServer {
     let loopback: SocketAddr = "127.0.0.1:0".parse().unwrap();
-    let hostile = QuicServer::bind(
+    QuicServer::bind(
         loopback,
         [66u8; 32],
         Default::default(),
         Arc::new(FlipSegment3 {
-            origin: origin_quic,
+            origin,
             client: Arc::new(QuicClient::new(loopback, [67u8; 32]).unwrap()),
+            certificate: if enrolled {
+                c.certificate([66u8; 32], "edge")
+            } else {
+                Vec::new()
+            },
+            relay_certificate: c.certificate([67u8; 32], "edge"),
         }),
     )
-    .unwrap();
-    let hostile_parent = format!("{}@{}", hostile.peer_id(), hostile.local_addr());
-    // The hostile parent comes first, the honest origin second.
-    let parents = [hostile_parent, c.node(o).as_parent()];
-    let e = c.start_with("edge", edge_options(c.node(o), &parents));
-    let edge_addr = c.node(e).addr();
-    let expected: Vec<Vec<u8>> = (0..4).map(|i| sample_file(&c, i)).collect();
+    .unwrap()
+}
 
+/// A viewer asks edge `e` for segments 0-3 of the sample and gets exactly the published bytes.
+async fn viewer_gets_the_first_four_segments(c: &Cluster, e: usize) {
+    let edge_addr = c.node(e).addr();
+    let expected: Vec<Vec<u8>> = (0..4).map(|i| sample_file(c, i)).collect();
     let bodies = tokio::task::spawn_blocking(move || {
         (0..4)
             .map(|i| {
-                mhc_tests::http_request(
-                    edge_addr,
-                    "GET",
-                    &format!("/v1/content/sample/seg/{i}.m4s"),
-                    &[],
-                )
-                .unwrap()
+                let path = format!("/v1/content/sample/seg/{i}.m4s");
+                mhc_tests::http_request(edge_addr, "GET", &path, &[]).unwrap()
             })
             .collect::<Vec<_>>()
     })
@@ -195,6 +210,20 @@ async fn a_hostile_parent_is_caught_and_the_viewer_gets_the_right_bytes() {
         assert_eq!(r.status, 200);
         assert_eq!(r.body, expected[i], "segment {i}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hostile_parent_is_caught_and_the_viewer_gets_the_right_bytes() {
+    let mut c = Cluster::new();
+    let o = origin_with_sample(&mut c);
+    let origin_quic = c.node(o).quic.unwrap();
+    // Enrolled, and lying anyway: enrollment is no reason to believe bytes.
+    let hostile = flipping_parent(&c, origin_quic, true);
+    let hostile_parent = format!("{}@{}", hostile.peer_id(), hostile.local_addr());
+    // The hostile parent comes first, the honest origin second.
+    let parents = [hostile_parent, c.node(o).as_parent()];
+    let e = c.start_with("edge", edge_options(c.node(o), &parents));
+    viewer_gets_the_first_four_segments(&c, e).await;
     let edge = c.node(e);
     assert_eq!(
         edge.metric("mhc_fill_failures_total{reason=\"verification\"}"),
@@ -209,6 +238,31 @@ async fn a_hostile_parent_is_caught_and_the_viewer_gets_the_right_bytes() {
             >= 5.0
     );
     hostile.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unenrolled_parent_is_never_asked_for_content() {
+    let mut c = Cluster::new();
+    let o = origin_with_sample(&mut c);
+    let origin_quic = c.node(o).quic.unwrap();
+    let stranger = flipping_parent(&c, origin_quic, false);
+    let stranger_parent = format!("{}@{}", stranger.peer_id(), stranger.local_addr());
+    let parents = [stranger_parent, c.node(o).as_parent()];
+    let e = c.start_with("edge", edge_options(c.node(o), &parents));
+    viewer_gets_the_first_four_segments(&c, e).await;
+    let edge = c.node(e);
+    assert!(
+        edge.metric("mhc_fill_failures_total{reason=\"not_enrolled\"}")
+            .unwrap()
+            >= 1.0
+    );
+    // Its hello was refused, so nothing it would have sent was taken or even asked for.
+    assert_eq!(
+        edge.metric("mhc_fill_failures_total{reason=\"verification\"}"),
+        None
+    );
+    assert!(edge.log_tail().contains("not enrolled"));
+    stranger.shutdown().await;
 }
 
 #[test]

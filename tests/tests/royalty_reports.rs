@@ -256,13 +256,20 @@ fn balances_equal_the_plays_and_the_ledger_verifies_offline() {
         .unwrap();
     let origin_quic = c.node(o).quic.unwrap();
     let origin_peer = c.node(o).peer_id.as_deref().unwrap().parse().unwrap();
-    let send = |bytes: Vec<u8>| -> ResponseHeader {
+    // Sent as the node of `seed`, after a hello with `certificate` when there is one.
+    let send_as = |seed: [u8; 32], certificate: Option<Vec<u8>>, bytes: Vec<u8>| {
         runtime.block_on(async {
-            let client = QuicClient::new("127.0.0.1:0".parse().unwrap(), [7; 32]).unwrap();
+            let client = QuicClient::new("127.0.0.1:0".parse().unwrap(), seed).unwrap();
             let conn = client
                 .connect(origin_quic, Some(origin_peer))
                 .await
                 .unwrap();
+            // A refused hello does not stop a hostile sender: the report goes anyway.
+            if let Some(certificate) = certificate {
+                conn.request(&Request::Hello { certificate }, 0)
+                    .await
+                    .unwrap();
+            }
             let (header, _) = conn
                 .request(&Request::PutPlayReport { report: bytes }, 0)
                 .await
@@ -288,6 +295,29 @@ fn balances_equal_the_plays_and_the_ledger_verifies_offline() {
     let forged = SignedPlayReport::sign(batch(1, 50), &stranger)
         .unwrap()
         .encode();
+    // Unenrolled, with and without a hello: not even looked at.
+    let empty_hello = Some(Vec::new());
+    for hello in [None, empty_hello] {
+        let header = send_as([9; 32], hello, forged.clone());
+        assert!(
+            matches!(header, ResponseHeader::NotAdmitted { .. }),
+            "a non-member's report was taken: {header:?}"
+        );
+    }
+    assert_eq!(
+        c.node(o)
+            .metric("mhc_reports_rejected_total{reason=\"not_enrolled\"}")
+            .unwrap(),
+        2.0
+    );
+    // A member's key (edge 1's) over edge 1's own admitted connection.
+    let seed: [u8; 32] = std::fs::read(c.node(e1).data_dir.join("node.key"))
+        .unwrap()
+        .try_into()
+        .unwrap();
+    let certificate = std::fs::read(c.node(e1).data_dir.join("node.cert")).unwrap();
+    let send = |bytes: Vec<u8>| send_as(seed, Some(certificate.clone()), bytes);
+    // Signed by a stranger, though: refused.
     assert!(
         matches!(
             send(forged),
@@ -295,11 +325,7 @@ fn balances_equal_the_plays_and_the_ledger_verifies_offline() {
         ),
         "a non-member's report was acknowledged"
     );
-    // A member's key (edge 1's), with a sequence number it already used: refused.
-    let seed: [u8; 32] = std::fs::read(c.node(e1).data_dir.join("node.key"))
-        .unwrap()
-        .try_into()
-        .unwrap();
+    // With a sequence number edge 1 already used: refused.
     let edge_key = ed25519_dalek::SigningKey::from_bytes(&seed);
     let reused = SignedPlayReport::sign(batch(1, 50), &edge_key)
         .unwrap()

@@ -18,6 +18,8 @@ use std::marker::PhantomData;
 use serde::de::{Deserializer, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
+use crate::gossip::cert::MAX_CERTIFICATE_BYTES;
+
 /// TLS application protocol of the node data plane.
 ///
 /// A new incompatible wire format gets a new ALPN (`mhc/2`), so old and new nodes fail at the
@@ -105,6 +107,16 @@ pub enum Request {
         /// The encoded signed report.
         report: Vec<u8>,
     },
+    /// The first request on a connection: the client's node certificate (an encoded
+    /// `SignedCertificate`, at most [`MAX_CERTIFICATE_BYTES`]; empty for none). Until a peer
+    /// proved it is enrolled, it is answered nothing else.
+    ///
+    /// Answered with [`ResponseHeader::Hello`] carrying the server's certificate. (Last, so
+    /// the older variants keep their wire numbers.)
+    Hello {
+        /// The client's encoded node certificate.
+        certificate: Vec<u8>,
+    },
 }
 
 impl Request {
@@ -114,7 +126,7 @@ impl Request {
             Request::GetManifest { content_id, .. }
             | Request::GetSegment { content_id, .. }
             | Request::GetInit { content_id, .. } => Some(content_id),
-            Request::PutPlayReport { .. } => None,
+            Request::PutPlayReport { .. } | Request::Hello { .. } => None,
         }
     }
 
@@ -122,6 +134,9 @@ impl Request {
         match self {
             Request::PutPlayReport { report } => {
                 check_len("report", report.len(), MAX_PLAY_REPORT_BYTES)
+            }
+            Request::Hello { certificate } => {
+                check_len("certificate", certificate.len(), MAX_CERTIFICATE_BYTES)
             }
             _ => check_len(
                 "content_id",
@@ -192,6 +207,20 @@ pub enum ResponseHeader {
         /// Whether it was a resend of a report already stored.
         duplicate: bool,
     },
+    /// The answer to [`Request::Hello`]: the server's node certificate (empty for none). No
+    /// body. (Last, so the older variants keep their wire numbers.)
+    Hello {
+        /// The server's encoded node certificate.
+        certificate: Vec<u8>,
+    },
+    /// The server does not admit the client: its [`Request::Hello`] carried no certificate a
+    /// trusted operator signed for its key, or it sent no hello on this connection (or the
+    /// server forgot it, or its certificate expired or was revoked). No body. A client whose
+    /// certificate is good says hello again on a new connection.
+    NotAdmitted {
+        /// Why, for logs (at most [`MAX_TEXT_BYTES`]).
+        reason: String,
+    },
 }
 
 impl ResponseHeader {
@@ -203,7 +232,9 @@ impl ResponseHeader {
             ResponseHeader::NotFound { .. }
             | ResponseHeader::ReportAck { .. }
             | ResponseHeader::Busy { .. }
-            | ResponseHeader::Error { .. } => 0,
+            | ResponseHeader::Error { .. }
+            | ResponseHeader::Hello { .. }
+            | ResponseHeader::NotAdmitted { .. } => 0,
         }
     }
 
@@ -223,6 +254,14 @@ impl ResponseHeader {
         }
     }
 
+    /// A [`ResponseHeader::NotAdmitted`], with `reason` cut to [`MAX_TEXT_BYTES`] at a
+    /// character boundary so the header always encodes.
+    pub fn not_admitted(reason: impl Into<String>) -> Self {
+        ResponseHeader::NotAdmitted {
+            reason: truncate_text(reason.into()),
+        }
+    }
+
     fn validate(&self) -> Result<(), ProtoError> {
         match self {
             ResponseHeader::Segment { proof, .. } => {
@@ -233,6 +272,12 @@ impl ResponseHeader {
             }
             ResponseHeader::Error { message } => {
                 check_len("message", message.len(), MAX_TEXT_BYTES)
+            }
+            ResponseHeader::NotAdmitted { reason } => {
+                check_len("reason", reason.len(), MAX_TEXT_BYTES)
+            }
+            ResponseHeader::Hello { certificate } => {
+                check_len("certificate", certificate.len(), MAX_CERTIFICATE_BYTES)
             }
             ResponseHeader::Manifest { .. }
             | ResponseHeader::ReportAck { .. }
@@ -623,6 +668,15 @@ mod tests {
                 content_id: "video_1".into(),
                 version: 7,
             },
+            Request::PutPlayReport {
+                report: vec![3; MAX_PLAY_REPORT_BYTES],
+            },
+            Request::Hello {
+                certificate: vec![5; MAX_CERTIFICATE_BYTES],
+            },
+            Request::Hello {
+                certificate: Vec::new(),
+            },
         ]
     }
 
@@ -647,6 +701,14 @@ mod tests {
                 retry_after_ms: 250,
             },
             ResponseHeader::error("disk on fire"),
+            ResponseHeader::ReportAck {
+                seq: 4,
+                duplicate: true,
+            },
+            ResponseHeader::Hello {
+                certificate: vec![6; MAX_CERTIFICATE_BYTES],
+            },
+            ResponseHeader::not_admitted("no certificate"),
         ]
     }
 
@@ -837,6 +899,24 @@ mod tests {
             Err(ProtoError::FieldTooLong { field: "proof", .. })
         ));
 
+        let long_hello = Request::Hello {
+            certificate: vec![0; MAX_CERTIFICATE_BYTES + 1],
+        };
+        let raw = encode_frame(
+            &RequestFrameRef {
+                version: PROTOCOL_VERSION,
+                request: &long_hello,
+            },
+            MAX_REQUEST_BYTES,
+        )?;
+        assert!(matches!(
+            decode_all::<Request>(&raw),
+            Err(ProtoError::FieldTooLong {
+                field: "certificate",
+                ..
+            })
+        ));
+
         let long_text = ResponseHeader::Error {
             message: "e".repeat(MAX_TEXT_BYTES + 1),
         };
@@ -1009,6 +1089,6 @@ mod tests {
     #[test]
     fn body_len_per_variant() {
         let lens: Vec<u64> = all_headers().iter().map(ResponseHeader::body_len).collect();
-        assert_eq!(lens, [1234, 6_000_000, 0, 0, 0, 0]);
+        assert_eq!(lens, [1234, 6_000_000, 0, 0, 0, 0, 0, 0, 0]);
     }
 }

@@ -6,11 +6,9 @@
 //! them current. What this node says about itself in its heartbeats comes from the rest of the
 //! node through [`Advertise`], so the control plane depends on no other plane.
 
-mod admission;
 pub mod membership;
 mod swarm;
 
-pub use admission::Admission;
 pub use mhc_transport::gossip::{envelope, messages};
 
 use std::collections::{HashMap, HashSet};
@@ -124,8 +122,6 @@ struct ClusterShared {
     /// Set when a member's heartbeat shows it has not applied this node's last emergency
     /// command: the command is published again (at most every few seconds).
     emergency_behind: AtomicBool,
-    /// Who may be a member.
-    admission: Admission,
 }
 
 /// The receiving end of a [`ClusterHandle`]'s requests, for [`ControlPlane::spawn`].
@@ -135,11 +131,7 @@ pub struct ClusterCommands(mpsc::Receiver<ClusterCommand>);
 impl ClusterHandle {
     /// A fresh control-plane state, its membership restored from `db`'s snapshot, and the
     /// receiving end of its requests for the swarm thread.
-    pub fn new(
-        config: &mhc_config::Config,
-        db: &sled::Db,
-        clock: mhc_clock::Clock,
-    ) -> (Self, ClusterCommands) {
+    pub fn new(config: &mhc_config::Config, db: &sled::Db) -> (Self, ClusterCommands) {
         let mut membership = Membership::new(MembershipConfig {
             suspect_after_missed: config.cluster.suspect_after_missed,
             dead_after_missed: config.cluster.dead_after_missed,
@@ -160,7 +152,6 @@ impl ClusterHandle {
             commands: tx,
             snapshot_dirty: AtomicBool::new(false),
             emergency_behind: AtomicBool::new(false),
-            admission: Admission::new(config.trust.operators.clone(), clock),
         };
         (
             Self {
@@ -168,11 +159,6 @@ impl ClusterHandle {
             },
             ClusterCommands(rx),
         )
-    }
-
-    /// Who may be a member: certificates checked against `trust.operators` (each once).
-    pub fn admission(&self) -> &Admission {
-        &self.shared.admission
     }
 
     /// The membership table, locked: routing borrows members while it decides. Hold it briefly.
@@ -262,12 +248,6 @@ impl ClusterHandle {
     /// Members by state, `(alive, suspect, dead)`, not counting this node.
     pub fn counts(&self) -> (usize, usize, usize) {
         self.membership().counts()
-    }
-
-    /// Whether `peer` is in the membership table, in any state (a node back from a
-    /// partition still delivers what it kept).
-    pub fn is_member(&self, peer: &PeerId) -> bool {
-        self.membership().get(peer).is_some()
     }
 
     /// The alive origins with a usable QUIC address, least loaded first.
@@ -411,17 +391,6 @@ fn load_snapshot(db: &sled::Db) -> Option<Vec<SnapshotEntry>> {
             None
         }
     }
-}
-
-/// The ed25519 public key a peer id names (every mhc peer id is an ed25519 identity multihash).
-pub fn peer_key(peer: &PeerId) -> Option<[u8; 32]> {
-    let multihash = peer.as_ref();
-    // Identity multihash (code 0x00): the digest is the protobuf-encoded public key.
-    if multihash.code() != 0 {
-        return None;
-    }
-    let key = libp2p_identity::PublicKey::try_decode_protobuf(multihash.digest()).ok()?;
-    Some(key.try_into_ed25519().ok()?.to_bytes())
 }
 
 /// Plausible control-plane values for unit tests.

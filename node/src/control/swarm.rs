@@ -618,10 +618,10 @@ fn admit_message(
             return reject("bounds");
         }
         // Only an enrolled node is a member, and only as far as its certificate allows.
-        let Some(key) = super::peer_key(&signer) else {
+        let Some(key) = crate::core::identity::peer_key(&signer) else {
             return reject("signer_mismatch");
         };
-        if let Err(refusal) = cluster.admission().admit(&key, &hb) {
+        if let Err(refusal) = state.admission.admit(&key, &hb) {
             tracing::debug!(peer = %signer, error = %refusal, "heartbeat refused");
             return reject(refusal.label());
         }

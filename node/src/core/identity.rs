@@ -136,6 +136,17 @@ impl Identity {
     }
 }
 
+/// The ed25519 public key a peer id names (every mhc peer id is an ed25519 identity multihash).
+pub fn peer_key(peer: &libp2p_identity::PeerId) -> Option<[u8; 32]> {
+    let multihash = peer.as_ref();
+    // Identity multihash (code 0x00): the digest is the protobuf-encoded public key.
+    if multihash.code() != 0 {
+        return None;
+    }
+    let key = libp2p_identity::PublicKey::try_decode_protobuf(multihash.digest()).ok()?;
+    Some(key.try_into_ed25519().ok()?.to_bytes())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -51,8 +51,9 @@ pub struct OutcomeLabel {
 
 /// Label `reason`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelSet)]
-struct ReasonLabel {
-    reason: &'static str,
+pub struct ReasonLabel {
+    /// Why the thing counted happened.
+    pub reason: &'static str,
 }
 
 /// Labels of `mhc_http_requests_total`.
@@ -139,6 +140,7 @@ pub struct Metrics {
     /// Routing decisions by outcome, in the order of [`ROUTING_OUTCOMES`].
     routing_decisions: [Counter; 3],
     quic_responses: Family<QuicLabels, Counter>,
+    quic_refused: Family<ReasonLabel, Counter>,
     quic_body_bytes: Counter,
     fills: Counter,
     fill_bytes: Counter,
@@ -326,6 +328,7 @@ impl Metrics {
             gossip_rejected: Family::default(),
             routing_decisions,
             quic_responses: Family::default(),
+            quic_refused: Family::default(),
             quic_body_bytes: Counter::default(),
             fills: Counter::default(),
             fill_bytes: Counter::default(),
@@ -420,6 +423,11 @@ impl Metrics {
             "mhc_quic_responses",
             "QUIC data-plane answers to other nodes, by request kind and outcome",
             m.quic_responses.clone(),
+        );
+        r.register(
+            "mhc_quic_refused",
+            "QUIC hellos refused (the peer proved no accepted node certificate), by reason",
+            m.quic_refused.clone(),
         );
         r.register(
             "mhc_quic_body_bytes",
@@ -662,6 +670,13 @@ impl Metrics {
             .get_or_create(&QuicLabels { kind, outcome })
             .inc();
         self.quic_body_bytes.inc_by(body);
+    }
+
+    /// Counts one refused QUIC hello (`reason`: not_enrolled/certificate).
+    pub fn record_quic_refused(&self, reason: &'static str) {
+        self.quic_refused
+            .get_or_create(&ReasonLabel { reason })
+            .inc();
     }
 
     /// Counts one verified fill from a parent.

@@ -5,6 +5,7 @@
 //! [`ClusterHandle`](crate::control::ClusterHandle), the filler, the mesh plane); the
 //! composition root ([`crate::node`]) builds the core first and the planes around it.
 
+pub mod admission;
 pub mod catalog;
 pub mod emergency;
 pub mod enrollment;
@@ -23,6 +24,7 @@ use mhc_clock::Clock;
 use mhc_config::Config;
 
 use crate::role::{Mode, RolePolicy};
+use admission::Admission;
 use catalog::Catalog;
 use emergency::Emergency;
 use enrollment::Enrollment;
@@ -44,6 +46,8 @@ pub struct Core {
     pub identity: Identity,
     /// Its certificate from an operator, checked at start; `None`: not enrolled.
     pub enrollment: Option<Enrollment>,
+    /// Who is a member, on which certificate: the check at every door (gossip, QUIC, reports).
+    pub admission: Admission,
     /// Verified manifests.
     pub catalog: Catalog,
     /// The content-addressed blob store.
@@ -107,10 +111,12 @@ impl Core {
         let catalog = Catalog::open(&db, trusted)?;
         let emergency = Emergency::open(&db, config.trust.operators.clone(), clock.clone())?;
         let incarnation = next_incarnation(&db).context("advancing the incarnation")?;
+        let admission = Admission::new(config.trust.operators.clone(), clock.clone());
         Ok(Self {
             config,
             identity,
             enrollment,
+            admission,
             catalog,
             store,
             emergency,

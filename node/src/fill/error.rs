@@ -3,6 +3,8 @@
 
 use mhc_transport::{ErrorOrigin, QuicError};
 
+use crate::core::admission::Refusal;
+
 /// What went wrong with one parent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FailureReason {
@@ -22,6 +24,12 @@ pub enum FailureReason {
     Busy,
     /// This node could not send the request or store the answer.
     Local,
+    /// The parent presented no certificate a trusted operator signed: it is no member, and
+    /// nothing it sends is taken. Penalised.
+    NotEnrolled,
+    /// The parent does not admit this node (its certificate expired, was revoked, or is not
+    /// signed by an operator that parent trusts): this node's problem, not the parent's.
+    Refused,
 }
 
 impl FailureReason {
@@ -34,6 +42,8 @@ impl FailureReason {
             FailureReason::BadManifest => "bad_manifest",
             FailureReason::Busy => "busy",
             FailureReason::Local => "local",
+            FailureReason::NotEnrolled => "not_enrolled",
+            FailureReason::Refused => "refused",
         }
     }
 
@@ -44,8 +54,9 @@ impl FailureReason {
             FailureReason::Protocol
             | FailureReason::Verification
             | FailureReason::BadManifest
-            | FailureReason::Busy => ErrorOrigin::Peer,
-            FailureReason::Local => ErrorOrigin::Local,
+            | FailureReason::Busy
+            | FailureReason::NotEnrolled => ErrorOrigin::Peer,
+            FailureReason::Local | FailureReason::Refused => ErrorOrigin::Local,
         }
     }
 
@@ -54,7 +65,10 @@ impl FailureReason {
     pub fn penalises(self) -> bool {
         matches!(
             self,
-            FailureReason::Protocol | FailureReason::Verification | FailureReason::BadManifest
+            FailureReason::Protocol
+                | FailureReason::Verification
+                | FailureReason::BadManifest
+                | FailureReason::NotEnrolled
         )
     }
 
@@ -78,6 +92,23 @@ impl FailureReason {
     }
 }
 
+/// Why a request to a parent brought no answer to look at.
+#[derive(Debug, thiserror::Error)]
+pub enum AskError {
+    /// The transport failed.
+    #[error(transparent)]
+    Quic(#[from] QuicError),
+    /// The parent's hello carried no certificate a trusted operator signed for its key.
+    #[error("parent is not enrolled: {0}")]
+    NotEnrolled(#[from] Refusal),
+    /// The parent does not admit this node (the reason is the parent's).
+    #[error("parent does not admit this node: {0}")]
+    Refused(String),
+    /// The parent answered the hello with something else than a hello.
+    #[error("unexpected answer to hello: {0}")]
+    Unexpected(String),
+}
+
 /// The classification of the last parent failure of a fill.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Failure {
@@ -93,6 +124,16 @@ impl Failure {
         Self {
             reason: FailureReason::of_quic(err),
             retryable: err.is_retryable(),
+        }
+    }
+
+    /// A failed request, classified.
+    pub fn ask(err: &AskError) -> Self {
+        match err {
+            AskError::Quic(e) => Self::quic(e),
+            AskError::NotEnrolled(_) => Self::content(FailureReason::NotEnrolled),
+            AskError::Refused(_) => Self::content(FailureReason::Refused),
+            AskError::Unexpected(_) => Self::content(FailureReason::Protocol),
         }
     }
 
@@ -158,10 +199,10 @@ mod tests {
     #[test]
     fn only_parents_that_lie_or_break_the_protocol_are_penalised() {
         use FailureReason::*;
-        for r in [Unreachable, Busy, Local] {
+        for r in [Unreachable, Busy, Local, Refused] {
             assert!(!r.penalises(), "{}", r.label());
         }
-        for r in [Protocol, Verification, BadManifest] {
+        for r in [Protocol, Verification, BadManifest, NotEnrolled] {
             assert!(r.penalises(), "{}", r.label());
             assert_eq!(r.origin(), ErrorOrigin::Peer);
         }

@@ -29,10 +29,12 @@ use mhc_manifest::{ContentId, Hash32, SignedManifest};
 use mhc_transport::{QuicClient, QuicConnection, QuicError, Request, ResponseHeader};
 use parking_lot::Mutex;
 
+use crate::core::admission::Refusal;
 use crate::core::catalog::{CatalogError, Published};
+use crate::core::identity::peer_key;
 use crate::core::store::AlignedBlob;
 use crate::core::Core;
-pub use error::{Failure, FailureReason, FillError};
+pub use error::{AskError, Failure, FailureReason, FillError};
 use parents::Penalties;
 pub use parents::{ParentAddr, Parents};
 
@@ -146,7 +148,9 @@ impl Filler {
             .is_none_or(|at| at.elapsed() >= MANIFEST_REFRESH)
     }
 
-    async fn connection(&self, parent: &ParentAddr) -> Result<QuicConnection, QuicError> {
+    /// The connection to `parent`: the cached one, or a new one on which both sides showed
+    /// their certificates ([`Filler::hello`]).
+    async fn connection(&self, parent: &ParentAddr) -> Result<QuicConnection, AskError> {
         let mut conns = self.connections.lock().await;
         if let Some(c) = conns.get(&parent.addr) {
             if !c.is_closed() && parent.peer_id.is_none_or(|p| p == c.peer_id()) {
@@ -154,8 +158,44 @@ impl Filler {
             }
         }
         let conn = self.client.connect(parent.addr, parent.peer_id).await?;
+        if let Err(e) = self.hello(&conn).await {
+            conn.close();
+            conns.remove(&parent.addr);
+            return Err(e);
+        }
         conns.insert(parent.addr, conn.clone());
         Ok(conn)
+    }
+
+    /// The first exchange on a new connection: this node's certificate for the parent's. A
+    /// parent that proves no enrollment is asked nothing (whatever it would answer is not
+    /// taken); a parent that does not admit this node says so.
+    async fn hello(&self, conn: &QuicConnection) -> Result<(), AskError> {
+        let certificate = self
+            .core
+            .enrollment
+            .as_ref()
+            .map(|e| e.encoded.clone())
+            .unwrap_or_default();
+        let (header, _) = conn.request(&Request::Hello { certificate }, 0).await?;
+        match header {
+            ResponseHeader::Hello { certificate } => {
+                let key = peer_key(&conn.peer_id()).ok_or(Refusal::NotEnrolled)?;
+                self.core.admission.certificate(&key, &certificate)?;
+                Ok(())
+            }
+            ResponseHeader::NotAdmitted { reason } => Err(AskError::Refused(reason)),
+            other => Err(AskError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// Drops the cached connection to `addr` after the parent said it does not admit this
+    /// node on it (it forgot the hello, or the certificate lapsed): the next request connects
+    /// and says hello again.
+    async fn forget(&self, addr: SocketAddr) {
+        if let Some(conn) = self.connections.lock().await.remove(&addr) {
+            conn.close();
+        }
     }
 
     /// One body-less request to a node's QUIC plane (a play report), over the cached
@@ -168,12 +208,16 @@ impl Filler {
         addr: SocketAddr,
         peer: Option<PeerId>,
         req: Request,
-    ) -> Result<ResponseHeader, QuicError> {
+    ) -> Result<ResponseHeader, AskError> {
         let target = ParentAddr {
             addr,
             peer_id: peer,
         };
         let (header, _) = self.connection(&target).await?.request(&req, 0).await?;
+        if let ResponseHeader::NotAdmitted { reason } = header {
+            self.forget(addr).await;
+            return Err(AskError::Refused(reason));
+        }
         Ok(header)
     }
 
@@ -183,8 +227,17 @@ impl Filler {
         parent: &ParentAddr,
         req: &Request,
         max_body: u64,
-    ) -> Result<(ResponseHeader, Bytes), QuicError> {
-        self.connection(parent).await?.request(req, max_body).await
+    ) -> Result<(ResponseHeader, Bytes), AskError> {
+        let answer = self
+            .connection(parent)
+            .await?
+            .request(req, max_body)
+            .await?;
+        if let (ResponseHeader::NotAdmitted { reason }, _) = answer {
+            self.forget(parent.addr).await;
+            return Err(AskError::Refused(reason));
+        }
+        Ok(answer)
     }
 
     /// The parents of this node, best first, penalised parents last, never `exclude`.
@@ -487,8 +540,12 @@ impl Filler {
         };
         let (header, body) = match conn.request_streaming(req).await {
             Ok(answer) => answer,
-            Err(e) => return Received::Unusable(Err(e)),
+            Err(e) => return Received::Unusable(Err(e.into())),
         };
+        if let ResponseHeader::NotAdmitted { reason } = header {
+            self.forget(parent.addr).await;
+            return Received::Unusable(Err(AskError::Refused(reason)));
+        }
         if !matches!(header, ResponseHeader::Segment { .. }) {
             return Received::Unusable(Ok((header, Bytes::new())));
         }
@@ -502,7 +559,7 @@ impl Filler {
         let mut blob = AlignedBlob::zeroed(len);
         match body.read_exact_into(blob.as_mut_slice()).await {
             Ok(()) => Received::Blob(blob),
-            Err(e) => Received::Unusable(Err(e)),
+            Err(e) => Received::Unusable(Err(e.into())),
         }
     }
 
@@ -601,7 +658,7 @@ enum Received {
     /// A segment header announcing another size than the manifest's: wrong bytes, unread.
     WrongSize(u64),
     /// Anything else (not found, busy, an error, a transport failure).
-    Unusable(Result<(ResponseHeader, Bytes), QuicError>),
+    Unusable(Result<(ResponseHeader, Bytes), AskError>),
 }
 
 /// What the parents said, for the error when none delivered.
@@ -632,7 +689,7 @@ impl Attempts {
         &mut self,
         filler: &Filler,
         parent: &ParentAddr,
-        answer: Result<(ResponseHeader, Bytes), QuicError>,
+        answer: Result<(ResponseHeader, Bytes), AskError>,
     ) {
         match answer {
             Ok((ResponseHeader::NotFound { reason }, _)) => {
@@ -656,7 +713,7 @@ impl Attempts {
                 &format_args!("unexpected answer {other:?}"),
             ),
             Err(e) => {
-                let failure = Failure::quic(&e);
+                let failure = Failure::ask(&e);
                 filler.blame(parent, failure.reason, &e);
                 self.last = Some(failure);
                 self.failures.push(format!("{}: {e}", parent.addr));

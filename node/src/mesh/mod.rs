@@ -67,7 +67,7 @@ pub fn expected_children(published: &Published) -> Vec<Hash32> {
 /// The ed25519 key inside a peer id (every mhc peer id is an ed25519 identity multihash), as
 /// the iroh endpoint id of the same node: one key on every plane.
 pub fn endpoint_id_of(peer: &PeerId) -> Option<EndpointId> {
-    EndpointId::from_bytes(&crate::control::peer_key(peer)?).ok()
+    EndpointId::from_bytes(&crate::core::identity::peer_key(peer)?).ok()
 }
 
 /// A content version this node holds on the mesh plane.

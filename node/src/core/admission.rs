@@ -2,9 +2,13 @@
 //! `trust.operators` signed for the very key that signed the heartbeat, valid now, and whose
 //! claims (role, region, place, viewer address) that certificate allows.
 //!
+//! The same certificate admits a peer on the QUIC plane, presented in its first request
+//! ([`Admission::present`]); [`Admission::admitted`] then answers for every later request, and
+//! for the play reports the peer signs.
+//!
 //! A certificate's signature is checked once: verified certificates are remembered by the
 //! BLAKE3 of their bytes (bounded), so a member's every heartbeat costs a hash and a lookup,
-//! not a signature check. The validity period is checked on every heartbeat (a certificate can
+//! not a signature check. The validity period is checked at every use (a certificate can
 //! expire while its holder runs).
 
 use std::collections::HashMap;
@@ -17,6 +21,8 @@ use parking_lot::Mutex;
 
 /// Verified certificates remembered; beyond it the memory starts over (members re-verify once).
 const MAX_VERIFIED: usize = 4096;
+/// Admitted node keys remembered; beyond it the memory starts over (peers present again).
+const MAX_ADMITTED: usize = 4096;
 
 /// Why a heartbeat does not make its sender a member.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -49,6 +55,8 @@ pub struct Admission {
     operators: Vec<[u8; 32]>,
     clock: Clock,
     verified: Mutex<HashMap<[u8; 32], Arc<SignedCertificate>>>,
+    /// Node keys that presented an accepted certificate (in a heartbeat or a QUIC hello).
+    admitted: Mutex<HashMap<[u8; 32], Arc<SignedCertificate>>>,
 }
 
 impl Admission {
@@ -58,7 +66,44 @@ impl Admission {
             operators,
             clock,
             verified: Mutex::new(HashMap::new()),
+            admitted: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Admits `node` on the certificate it presents (`encoded`), for its later requests.
+    ///
+    /// # Errors
+    /// As [`Admission::certificate`].
+    pub fn present(
+        &self,
+        node: &[u8; 32],
+        encoded: &[u8],
+    ) -> Result<Arc<SignedCertificate>, Refusal> {
+        let cert = self.certificate(node, encoded)?;
+        self.remember(node, &cert);
+        Ok(cert)
+    }
+
+    /// The certificate `node` was admitted on, while it is valid.
+    pub fn admitted(&self, node: &[u8; 32]) -> Option<Arc<SignedCertificate>> {
+        let cert = self.admitted.lock().get(node).cloned()?;
+        let now = self.clock.now_ms();
+        let c = &cert.certificate;
+        (c.not_before_ms <= now && now < c.not_after_ms).then_some(cert)
+    }
+
+    fn remember(&self, node: &[u8; 32], cert: &Arc<SignedCertificate>) {
+        let mut admitted = self.admitted.lock();
+        if admitted
+            .get(node)
+            .is_some_and(|known| Arc::ptr_eq(known, cert))
+        {
+            return;
+        }
+        if admitted.len() >= MAX_ADMITTED {
+            admitted.clear();
+        }
+        admitted.insert(*node, Arc::clone(cert));
     }
 
     /// The certificate `encoded`, if a trusted operator signed it for `node` and it is valid
@@ -132,6 +177,7 @@ impl Admission {
         if !hb.addrs.http.is_empty() && !c.allows_http(&hb.addrs.http) {
             return Err(Refusal::Claim("viewer address"));
         }
+        self.remember(node, &cert);
         Ok(cert)
     }
 }
