@@ -49,6 +49,7 @@ impl NodeStatus {
             "mode": core.mode().as_str(),
             "mode_since_ms": emergency.since_ms,
             "emergency": emergency.to_json(),
+            "revocations": core.admission.revocations_json(),
             "version": env!("CARGO_PKG_VERSION"),
             "uptime_ms": core.uptime().as_millis() as u64,
             "addrs": {

@@ -190,6 +190,23 @@ impl Cluster {
         cluster_operator(self.dir.path())
     }
 
+    /// The cluster's operator key as a key file (`--key` of `mhc-node enroll`, `revoke`,
+    /// `emergency`), written on first use.
+    pub fn operator_key_file(&self) -> PathBuf {
+        use std::os::unix::fs::OpenOptionsExt;
+        let path = self.dir.path().join("operator.key");
+        if !path.exists() {
+            fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)
+                .and_then(|mut f| f.write_all(&self.operator().to_bytes()))
+                .expect("writing the operator key");
+        }
+        path
+    }
+
     /// An encoded certificate from the cluster's operator for the node key of `seed`, in
     /// `role` and region `test`: what an enrolled process that is not an mhc-node (a test's
     /// own QUIC peer) presents in its hello.

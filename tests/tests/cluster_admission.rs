@@ -1,9 +1,11 @@
 //! Admission on real processes: a node with a fresh key that no operator enrolled reaches the
-//! gossip, placed right next to the viewers, and is never a member nor a routing answer; and a
-//! node refuses to start with a certificate that has expired or grants another role.
+//! gossip, placed right next to the viewers, and is never a member nor a routing answer; a node
+//! refuses to start with a certificate that has expired or grants another role; and a revoked
+//! edge is dead on every member at once, refused after restarts (its own and theirs), and a
+//! member that was away learns of it.
 
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use mhc_tests::{
     assert_success, node_binary, operator_key, sample_dir, wait_until, Cluster, NodeOptions,
@@ -165,4 +167,128 @@ fn a_node_refuses_to_start_with_an_expired_certificate_or_another_role() {
         "started as mesh with an edge certificate"
     );
     assert!(stderr.contains("grants role edge, not mesh"), "{stderr}");
+}
+
+#[test]
+fn a_revoked_edge_is_dead_everywhere_at_once_and_stays_refused() {
+    let mut c = Cluster::new();
+    let o = c.start_with(
+        "origin",
+        NodeOptions::new("origin").heartbeat_ms(HEARTBEAT_MS),
+    );
+    assert_success(&c.node(o).ingest("sample", &sample_dir()), "ingest");
+    let boot = c.node(o).p2p.clone();
+    let key = c.node(o).public_key.clone().unwrap();
+    let trust = format!("[trust]\npublishers = [\"{key}\"]\n");
+    let edge = || {
+        NodeOptions::new("edge")
+            .heartbeat_ms(HEARTBEAT_MS)
+            .bootstrap(&boot)
+            .extra(&trust)
+    };
+    let (e1, victim, away) = (
+        c.start_with("e1", edge()),
+        c.start_with("victim", edge()),
+        c.start_with("away", edge()),
+    );
+    let victim_id = c.node(victim).peer_id.clone().unwrap();
+    let victim_key = c.node(victim).public_key.clone().unwrap();
+    for n in [o, e1, away] {
+        assert!(
+            wait_until(Duration::from_secs(15), || c
+                .node(n)
+                .member_state(&victim_id)
+                .as_deref()
+                == Some("alive")),
+            "{} never saw the victim alive",
+            c.node(n).name
+        );
+    }
+    // It serves, filling from the origin over QUIC.
+    assert_eq!(
+        c.node(victim).get("/v1/content/sample/seg/0.m4s").status,
+        200
+    );
+    c.node_mut(away).stop();
+
+    let operator = c.operator_key_file();
+    let url = format!("http://{}", c.node(o).addr());
+    let revoke = c.node(o).cli(&[
+        "revoke",
+        "--key",
+        operator.to_str().unwrap(),
+        "--node",
+        &victim_key,
+        "--reason",
+        "disk stolen",
+        "--node-url",
+        &url,
+    ]);
+    assert_success(&revoke, "mhc-node revoke");
+    let revoked_at = Instant::now();
+    for n in [o, e1] {
+        assert!(
+            wait_until(Duration::from_secs(2), || c
+                .node(n)
+                .member_state(&victim_id)
+                .as_deref()
+                == Some("dead")),
+            "{} did not take the victim for dead within 2 s",
+            c.node(n).name
+        );
+    }
+    let took = revoked_at.elapsed();
+    assert!(took < Duration::from_secs(2), "{took:?}");
+    // Its QUIC requests are refused: a segment it does not hold cannot be filled.
+    assert_ne!(
+        c.node(victim).get("/v1/content/sample/seg/3.m4s").status,
+        200
+    );
+    assert!(
+        c.node(o)
+            .metric("mhc_quic_responses_total{kind=\"segment\",outcome=\"not_admitted\"}")
+            .unwrap_or(0.0)
+            >= 1.0
+    );
+    assert!(c
+        .node(victim)
+        .log_tail()
+        .contains("this node's key was revoked"));
+
+    // It restarts, and so does the origin: still refused (the origin read its list back).
+    c.node_mut(victim).stop();
+    c.node_mut(o).stop();
+    c.node_mut(o).spawn();
+    c.node_mut(victim).spawn();
+    assert!(
+        wait_until(Duration::from_secs(10), || c
+            .node(o)
+            .metric("mhc_gossip_rejected_total{reason=\"revoked\"}")
+            .unwrap_or(0.0)
+            >= 2.0),
+        "the origin did not refuse the restarted victim's heartbeats as revoked"
+    );
+    for n in [o, e1] {
+        assert_ne!(
+            c.node(n).member_state(&victim_id).as_deref(),
+            Some("alive"),
+            "{} admitted the victim again",
+            c.node(n).name
+        );
+    }
+
+    // The member that was away catches up from the others' heartbeats.
+    c.node_mut(away).spawn();
+    assert!(
+        wait_until(Duration::from_secs(15), || c
+            .node(away)
+            .cluster_view()
+            .is_some_and(|v| v["self"]["revocations"]["revoked_nodes"] == 1)),
+        "the node that was away never learnt of the revocation"
+    );
+    std::thread::sleep(Duration::from_millis(5 * HEARTBEAT_MS));
+    assert_ne!(
+        c.node(away).member_state(&victim_id).as_deref(),
+        Some("alive")
+    );
 }

@@ -97,6 +97,8 @@ fn heartbeat_with(claimed: PeerId, seq: u64, certificate: Vec<u8>) -> Heartbeat 
         emergency_seq: 0,
         downlink: false,
         certificate,
+        revoked: [0; 32],
+        revoked_count: 0,
     }
 }
 

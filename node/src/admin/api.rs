@@ -47,3 +47,10 @@ pub struct EmergencyBody {
     /// The command's wire bytes, hex.
     pub command_hex: String,
 }
+
+/// `POST /admin/revoke` body: an encoded signed revocation.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RevokeBody {
+    /// The revocation's wire bytes, hex.
+    pub revocation_hex: String,
+}

@@ -22,7 +22,7 @@ use crate::http::{error, json_response, plugin_response, read_limited, Body, Ref
 use crate::mesh::MeshPlane;
 use crate::plugins::Plugins;
 use crate::status::NodeStatus;
-use api::{EmergencyBody, IngestCommand, PinCommand, PrefetchCommand};
+use api::{EmergencyBody, IngestCommand, PinCommand, PrefetchCommand, RevokeBody};
 pub use ingest::Ingest;
 use ingest::IngestOutcome;
 
@@ -80,6 +80,7 @@ impl Admin {
             (Method::POST, "/admin/ingest") => self.ingest(req).await,
             (Method::POST, "/admin/prefetch") => self.prefetch(req).await,
             (Method::POST, "/admin/emergency") => self.emergency(req).await,
+            (Method::POST, "/admin/revoke") => self.revoke(req).await,
             (Method::POST, "/admin/pin") => self.pin(req, true).await,
             (Method::POST, "/admin/unpin") => self.pin(req, false).await,
             _ => Err(Refused(StatusCode::NOT_FOUND, "no such admin route".into())),
@@ -140,6 +141,21 @@ impl Admin {
                 "mode": self.core.mode().as_str(),
                 "emergency": self.core.emergency.state().to_json(),
             }))),
+            Err(e) => Err(Refused(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())),
+        }
+    }
+
+    /// `POST /admin/revoke`: applies (and gossips) a signed revocation.
+    async fn revoke(&self, req: Request<Incoming>) -> Answer {
+        let body: RevokeBody = json_body(req, "revoke request").await?;
+        let Ok(bytes) = hex::decode(&body.revocation_hex) else {
+            return Err(Refused(
+                StatusCode::BAD_REQUEST,
+                "revocation_hex is not hex".into(),
+            ));
+        };
+        match self.cluster.revoke(&self.core, &bytes, "admin") {
+            Ok(revoked) => Ok(json_ok(&self.core.admission.revocation_json(&revoked))),
             Err(e) => Err(Refused(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())),
         }
     }

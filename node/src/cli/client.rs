@@ -85,7 +85,7 @@ pub async fn http_json(
     use http_body_util::{BodyExt, Full};
     let authority = base
         .strip_prefix("http://")
-        .with_context(|| format!("--node {base}: expected http://host:port"))?
+        .with_context(|| format!("{base}: expected http://host:port"))?
         .trim_end_matches('/');
     let stream = tokio::net::TcpStream::connect(authority)
         .await
@@ -99,7 +99,7 @@ pub async fn http_json(
         .method(method)
         .uri(path)
         .header(http::header::HOST, authority)
-        .header(http::header::CONTENT_TYPE, "application/vnd.mhc.emergency")
+        .header(http::header::CONTENT_TYPE, "application/octet-stream")
         .body(Full::new(body.unwrap_or_default()))?;
     let resp = sender.send_request(req).await?;
     let status = resp.status();

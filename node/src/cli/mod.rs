@@ -21,6 +21,7 @@ use crate::node::{self, Node};
 use client::{call as admin_call, http_json, plugin_call};
 pub use demo::{write_sample, SAMPLE_ID};
 use mhc_transport::gossip::cert::{Area, NodeCertificate, SignedCertificate};
+use mhc_transport::gossip::revocation;
 pub use status::print_status;
 
 /// Where `status`, `ingest` and other operator commands find the daemon when not told.
@@ -159,6 +160,25 @@ enum Command {
         /// Where to write the certificate (the node reads `data_dir/node.cert`).
         #[arg(long)]
         out: PathBuf,
+    },
+    /// Revoke a node's key with an operator key: every member refuses it from then on, at
+    /// every door, also after restarts. Sent to one node, which gossips it to the cluster.
+    Revoke {
+        /// The operator key file (its public key is in the nodes' `trust.operators`).
+        #[arg(long)]
+        key: PathBuf,
+        /// The revoked node's public key, 64 hex characters.
+        #[arg(long)]
+        node: String,
+        /// Why, for the other operators (at most 256 bytes).
+        #[arg(long, default_value = "revoked by an operator")]
+        reason: String,
+        /// Send to this node's viewer plane (`http://host:port`, `POST /v1/revocations`)
+        /// instead of the local daemon's admin socket.
+        #[arg(long)]
+        node_url: Option<String>,
+        #[command(flatten)]
+        daemon: DaemonTarget,
     },
     /// Switch the cluster into or out of emergency broadcast mode with a signed command.
     Emergency {
@@ -508,9 +528,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => {
             let operator = Identity::load(&key)
                 .with_context(|| format!("reading the operator key {}", key.display()))?;
-            let mut node_key = [0u8; 32];
-            hex::decode_to_slice(node.trim(), &mut node_key)
-                .map_err(|e| anyhow::anyhow!("--node {node}: not 64 hex characters: {e}"))?;
+            let node_key = parse_node_key(&node)?;
             let now = mhc_clock::Clock::system().now_ms();
             // A few minutes of slack before now: a node whose clock runs behind accepts it too.
             let not_before_ms = now.saturating_sub(10 * 60 * 1000);
@@ -543,6 +561,44 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 c.region,
                 c.serial,
                 crate::core::enrollment::utc(c.not_after_ms)
+            );
+        }
+        Command::Revoke {
+            key,
+            node,
+            reason,
+            node_url,
+            daemon,
+        } => {
+            let operator = Identity::load(&key)
+                .with_context(|| format!("reading the operator key {}", key.display()))?;
+            let node_key = parse_node_key(&node)?;
+            if reason.len() > revocation::MAX_REASON_BYTES {
+                anyhow::bail!(
+                    "--reason: {} bytes, at most {}",
+                    reason.len(),
+                    revocation::MAX_REASON_BYTES
+                );
+            }
+            let now = mhc_clock::Clock::system().now_ms();
+            let encoded =
+                revocation::SignedRevocation::sign(node_key, reason, now, operator.signing_key())
+                    .encode();
+            let answer = runtime()?.block_on(deliver_signed(
+                node_url.as_deref(),
+                &daemon,
+                ("/v1/revocations", "/admin/revoke", "revocation_hex"),
+                encoded,
+            ))?;
+            println!(
+                "node {} revoked{}; {} key(s) revoked in all",
+                hex::encode(node_key),
+                if answer["new"] == true {
+                    ""
+                } else {
+                    " (it was already)"
+                },
+                answer["revoked_nodes"]
             );
         }
         Command::Emergency { action } => {
@@ -639,6 +695,14 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("starting the async runtime")
 }
 
+/// A node public key given on the command line (`--node`).
+fn parse_node_key(hex_key: &str) -> anyhow::Result<[u8; 32]> {
+    let mut key = [0u8; 32];
+    hex::decode_to_slice(hex_key.trim(), &mut key)
+        .map_err(|e| anyhow::anyhow!("--node {hex_key}: not 64 hex characters: {e}"))?;
+    Ok(key)
+}
+
 /// Signs an emergency command and delivers it to one node (which gossips it on).
 async fn send_emergency(action: EmergencyAction) -> anyhow::Result<serde_json::Value> {
     use crate::core::emergency::{Action, SignedCommand};
@@ -670,22 +734,34 @@ async fn send_emergency(action: EmergencyAction) -> anyhow::Result<serde_json::V
     let now = mhc_clock::Clock::system().now_ms();
     let seq = target.seq.unwrap_or_else(|| now.max(current + 1));
     let encoded = SignedCommand::sign(action, seq, now, key.signing_key()).encode();
-    match &target.node {
-        Some(url) => {
-            http_json(
-                url,
-                Method::POST,
-                "/v1/emergency",
-                Some(Bytes::from(encoded)),
-            )
-            .await
-        }
+    deliver_signed(
+        target.node.as_deref(),
+        &target.daemon,
+        ("/v1/emergency", "/admin/emergency", "command_hex"),
+        encoded,
+    )
+    .await
+}
+
+/// Delivers signed operator bytes to one node: raw to `routes.0` on the viewer plane at
+/// `node_url`, or as `{routes.2: hex}` to `routes.1` on the daemon's admin socket.
+async fn deliver_signed(
+    node_url: Option<&str>,
+    daemon: &DaemonTarget,
+    routes: (&str, &str, &str),
+    encoded: Vec<u8>,
+) -> anyhow::Result<serde_json::Value> {
+    let (http_path, admin_path, hex_field) = routes;
+    match node_url {
+        Some(url) => http_json(url, Method::POST, http_path, Some(Bytes::from(encoded))).await,
         None => {
+            let mut body = serde_json::Map::new();
+            body.insert(hex_field.to_owned(), hex::encode(encoded).into());
             admin_call(
-                &target.daemon.socket()?,
+                &daemon.socket()?,
                 Method::POST,
-                "/admin/emergency",
-                Some(json!({ "command_hex": hex::encode(encoded) })),
+                admin_path,
+                Some(serde_json::Value::Object(body)),
             )
             .await
         }

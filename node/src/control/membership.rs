@@ -46,6 +46,9 @@ pub struct MembershipConfig {
     pub dead_retention: Duration,
     /// Most members tracked; new peers beyond this are ignored (dead ones are evicted first).
     pub max_members: usize,
+    /// The longest heartbeat period a member is judged by, whatever it claims: a member that
+    /// says it beats once an hour is still suspect after a few of this cluster's periods.
+    pub max_period: Duration,
 }
 
 /// One member as this node sees it.
@@ -66,8 +69,9 @@ pub struct Member {
 }
 
 impl Member {
-    fn period(&self) -> Duration {
-        Duration::from_millis(u64::from(self.heartbeat.interval_ms.max(50)))
+    /// The member's own heartbeat period, within `[50 ms, max]`.
+    fn period(&self, max: Duration) -> Duration {
+        Duration::from_millis(u64::from(self.heartbeat.interval_ms.max(50))).min(max)
     }
 }
 
@@ -193,7 +197,7 @@ impl Membership {
         let cfg = &self.cfg;
         for m in self.members.values_mut() {
             let silent = now.saturating_duration_since(m.last_seen);
-            let period = m.period();
+            let period = m.period(cfg.max_period);
             let missed = (silent.as_nanos() / period.as_nanos().max(1)) as u64;
             let target = if missed >= u64::from(cfg.dead_after_missed) {
                 MemberState::Dead
@@ -228,6 +232,21 @@ impl Membership {
             m.state != MemberState::Dead || now.saturating_duration_since(m.state_since) < retention
         });
         changes
+    }
+
+    /// Declares `peer` dead now, for `reason` (its key was revoked): it is no longer offered
+    /// to routing, and only a heartbeat that passes admission could make it alive again.
+    /// Whether it was listed and not dead already.
+    pub fn expel(&mut self, peer: &PeerId, reason: &str, now: Instant) -> bool {
+        match self.members.get_mut(peer) {
+            Some(m) if m.state != MemberState::Dead => {
+                m.state = MemberState::Dead;
+                m.state_since = now;
+                m.reason = reason.to_owned();
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Every member.
@@ -300,6 +319,7 @@ mod tests {
             dead_after_missed: 6,
             dead_retention: Duration::from_secs(60),
             max_members: 3,
+            max_period: Duration::from_secs(4),
         }
     }
 
@@ -389,5 +409,34 @@ mod tests {
             fresh.observe(p, hb(3, 2), t0 + S),
             Observed::Recovered(MemberState::Suspect)
         );
+    }
+
+    #[test]
+    fn a_member_claiming_a_long_period_is_judged_by_the_clusters() {
+        let t0 = Instant::now();
+        let mut m = Membership::new(cfg());
+        let p = PeerId::random();
+        let mut lazy = hb(1, 1);
+        lazy.interval_ms = 3_600_000;
+        m.observe(p, lazy, t0);
+        // Three periods of at most 4 s, not three hours.
+        let t = m.sweep(t0 + 12 * S);
+        assert_eq!(t[0].to, MemberState::Suspect);
+        let t = m.sweep(t0 + 24 * S);
+        assert_eq!(t[0].to, MemberState::Dead);
+    }
+
+    #[test]
+    fn an_expelled_member_is_dead_at_once() {
+        let t0 = Instant::now();
+        let mut m = Membership::new(cfg());
+        let p = PeerId::random();
+        m.observe(p, hb(1, 1), t0);
+        assert!(m.expel(&p, "revoked", t0));
+        assert!(!m.expel(&p, "revoked", t0));
+        let member = m.get(&p).unwrap();
+        assert_eq!(member.state, MemberState::Dead);
+        assert_eq!(member.reason, "revoked");
+        assert!(!m.expel(&PeerId::random(), "revoked", t0));
     }
 }

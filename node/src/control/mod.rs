@@ -22,6 +22,7 @@ use parking_lot::{Mutex, MutexGuard};
 use serde_json::json;
 use tokio::sync::mpsc;
 
+use crate::core::admission::{RevokeError, Revoked};
 use crate::core::emergency::{Action, Applied, Rejected, SignedCommand};
 use crate::core::Core;
 use membership::{MemberState, Membership, MembershipConfig, SnapshotEntry};
@@ -39,6 +40,9 @@ const MAX_KNOWN_CONTENTS: usize = 10_000;
 const DEAD_RETENTION: Duration = Duration::from_secs(15 * 60);
 /// Most members tracked.
 const MAX_MEMBERS: usize = 4096;
+/// A member is judged by its own heartbeat period, but by at most this many of this node's
+/// (`cluster.heartbeat_interval`): members cannot buy themselves hours of silence.
+const MAX_PERIOD_FACTOR: u32 = 4;
 
 /// Requests to the swarm task.
 #[derive(Debug)]
@@ -47,6 +51,8 @@ enum ClusterCommand {
     AnnounceContent(ContentAnnouncement),
     /// Publish an encoded, already applied emergency command on `mhc/emergency/1`.
     PublishEmergency(Vec<u8>),
+    /// Publish encoded, already applied revocations on `mhc/revocations/1`.
+    PublishRevocations(Vec<Vec<u8>>),
 }
 
 /// A content version some origin announced.
@@ -122,6 +128,9 @@ struct ClusterShared {
     /// Set when a member's heartbeat shows it has not applied this node's last emergency
     /// command: the command is published again (at most every few seconds).
     emergency_behind: AtomicBool,
+    /// Set when a member's heartbeat shows it knows other revocations than this node: this
+    /// node's are published again (at most every few seconds), and so are the member's.
+    revocations_behind: AtomicBool,
 }
 
 /// The receiving end of a [`ClusterHandle`]'s requests, for [`ControlPlane::spawn`].
@@ -137,6 +146,7 @@ impl ClusterHandle {
             dead_after_missed: config.cluster.dead_after_missed,
             dead_retention: DEAD_RETENTION,
             max_members: MAX_MEMBERS,
+            max_period: config.cluster.heartbeat_interval * MAX_PERIOD_FACTOR,
         });
         if let Some(snapshot) = load_snapshot(db) {
             tracing::info!(members = snapshot.len(), "restored membership snapshot");
@@ -152,6 +162,7 @@ impl ClusterHandle {
             commands: tx,
             snapshot_dirty: AtomicBool::new(false),
             emergency_behind: AtomicBool::new(false),
+            revocations_behind: AtomicBool::new(false),
         };
         (
             Self {
@@ -197,6 +208,71 @@ impl ClusterHandle {
                 }
                 Err(err)
             }
+        }
+    }
+
+    /// Verifies and applies an encoded revocation that arrived by `via` (`gossip`, `http`,
+    /// `admin`): the revoked node is dead in the membership table at once, counted, logged,
+    /// and, when the revocation came from outside the control plane, published to the cluster.
+    /// The operator's signature is the authority, not the sender.
+    ///
+    /// # Errors
+    /// [`RevokeError`], counted by reason; nothing changes.
+    pub fn revoke(
+        &self,
+        core: &Core,
+        bytes: &[u8],
+        via: &'static str,
+    ) -> Result<Revoked, RevokeError> {
+        let admission = &core.admission;
+        let outcome = admission.revoke(bytes);
+        let count = admission.revoked_count();
+        match &outcome {
+            Ok(Revoked::New(signed)) => {
+                core.metrics.record_revocation("applied", count);
+                let r = &signed.revocation;
+                let peer = libp2p_identity::ed25519::PublicKey::try_from_bytes(&r.node)
+                    .ok()
+                    .map(|k| libp2p_identity::PublicKey::from(k).to_peer_id());
+                let reason = format!(
+                    "revoked by operator {}: {}",
+                    hex::encode(r.operator),
+                    r.reason
+                );
+                if let Some(peer) = peer {
+                    if self.membership().expel(&peer, &reason, Instant::now()) {
+                        self.shared.mark_dirty();
+                    }
+                }
+                if r.node == core.identity.public_key() {
+                    tracing::error!(via, operator = %hex::encode(r.operator), reason = %r.reason,
+                        "this node's key was revoked: no member admits it any more; an operator \
+                         must enroll a new key");
+                } else {
+                    tracing::warn!(via, node = %hex::encode(r.node), operator = %hex::encode(r.operator),
+                        reason = %r.reason, "node revoked");
+                }
+                if via != "gossip" {
+                    self.publish_revocations(vec![bytes.to_vec()]);
+                }
+            }
+            Ok(Revoked::Known) => core.metrics.record_revocation("known", count),
+            Err(err) => {
+                core.metrics.record_revocation(err.label(), count);
+                tracing::warn!(via, error = %err, "revocation refused");
+            }
+        }
+        outcome
+    }
+
+    /// Asks the swarm thread to publish applied revocations to the cluster.
+    fn publish_revocations(&self, encoded: Vec<Vec<u8>>) {
+        if let Err(err) = self
+            .shared
+            .commands
+            .try_send(ClusterCommand::PublishRevocations(encoded))
+        {
+            tracing::warn!(error = %err, "revocations not published");
         }
     }
 
@@ -434,6 +510,8 @@ pub(crate) mod fixtures {
             emergency_seq: 0,
             downlink: false,
             certificate: Vec::new(),
+            revoked: [0; 32],
+            revoked_count: 0,
         }
     }
 }

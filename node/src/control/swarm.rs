@@ -33,6 +33,7 @@ use super::{
 };
 use crate::core::Core;
 use mhc_transport::gossip::cert::split_host_port;
+use mhc_transport::gossip::revocation::{RevocationBatch, MAX_BATCH, REVOCATION_TOPIC};
 
 /// Peers this node dials on its own (from the DHT, heartbeats and its snapshot). The control
 /// plane needs a connected graph, not a clique: with 8 dialled (and as many accepted), a
@@ -71,6 +72,18 @@ const MAX_EMERGENCY_PER_PERIOD: u32 = 4;
 /// Least time between re-publications of the last emergency command for members that are
 /// behind (they joined or restarted after it was sent).
 const EMERGENCY_REPUBLISH_INTERVAL: Duration = Duration::from_secs(3);
+/// Revocation batches accepted per peer per heartbeat period: a whole list
+/// ([`MAX_REVOCATIONS`](crate::core::admission::MAX_REVOCATIONS) keys) sent again at once, and
+/// some room.
+const MAX_REVOCATION_BATCHES_PER_PERIOD: u32 =
+    (crate::core::admission::MAX_REVOCATIONS / MAX_BATCH) as u32 + 8;
+/// Least time between re-publications of this node's revocations for members whose heartbeats
+/// show another list.
+const REVOCATION_REPUBLISH_INTERVAL: Duration = Duration::from_secs(2);
+/// About how many members send their revocations again when one member's heartbeat shows a
+/// list that differs (and is not longer): enough that one lost message does not matter, few
+/// enough that the cluster does not flood itself for a node that was away.
+const REVOCATION_SENDERS: usize = 3;
 /// Application score taken per rejected message (weighted ×10 by gossipsub: ten rejections
 /// reach the graylist threshold of -80 even against full delivery credit).
 const ABUSE_PENALTY: f64 = 1.0;
@@ -104,11 +117,12 @@ impl std::fmt::Debug for Behaviour {
     }
 }
 
-fn topics() -> [IdentTopic; 3] {
+fn topics() -> [IdentTopic; 4] {
     [
         IdentTopic::new(HEALTH_TOPIC),
         IdentTopic::new(CONTENT_TOPIC),
         IdentTopic::new(EMERGENCY_TOPIC),
+        IdentTopic::new(REVOCATION_TOPIC),
     ]
 }
 
@@ -417,8 +431,9 @@ async fn run(wiring: Wiring, mut swarm: Swarm<Behaviour>, mut listen_addrs: Vec<
     let state = &*core;
     let shared = &*cluster.shared;
     let interval = state.config.cluster.heartbeat_interval;
-    let [health, content, emergency] = topics();
+    let [health, content, emergency, revocations] = topics();
     let mut last_republish: Option<Instant> = None;
+    let mut last_revocations_republish: Option<Instant> = None;
     let local = *swarm.local_peer_id();
 
     for addr in &state.config.cluster.bootstrap {
@@ -477,6 +492,11 @@ async fn run(wiring: Wiring, mut swarm: Swarm<Behaviour>, mut listen_addrs: Vec<
                         }
                     }
                 }
+                let due = last_revocations_republish.is_none_or(|t| t.elapsed() >= REVOCATION_REPUBLISH_INTERVAL);
+                if due && shared.revocations_behind.swap(false, std::sync::atomic::Ordering::Relaxed) {
+                    last_revocations_republish = Some(Instant::now());
+                    publish_revocations(&mut swarm, state, &revocations, state.admission.revocations());
+                }
             }
             _ = sweep_tick.tick() => {
                 let changes = shared.membership.lock().sweep(Instant::now());
@@ -508,6 +528,9 @@ async fn run(wiring: Wiring, mut swarm: Swarm<Behaviour>, mut listen_addrs: Vec<
                         Ok(_) => state.metrics.record_gossip("out", CONTENT_TOPIC),
                         Err(err) => tracing::debug!(error = %err, content = %ann.id, "announcing content"),
                     }
+                }
+                ClusterCommand::PublishRevocations(list) => {
+                    publish_revocations(&mut swarm, state, &revocations, list);
                 }
                 ClusterCommand::PublishEmergency(bytes) => {
                     let bytes = seal(state, EMERGENCY_TOPIC, &bytes);
@@ -563,6 +586,30 @@ async fn run(wiring: Wiring, mut swarm: Swarm<Behaviour>, mut listen_addrs: Vec<
         }
     }
     shared.save_snapshot(&state.db);
+}
+
+/// Publishes encoded revocations in batches of at most [`MAX_BATCH`].
+fn publish_revocations(
+    swarm: &mut Swarm<Behaviour>,
+    state: &Core,
+    topic: &IdentTopic,
+    list: Vec<Vec<u8>>,
+) {
+    for chunk in list.chunks(MAX_BATCH) {
+        let batch = RevocationBatch {
+            revocations: chunk.to_vec(),
+        };
+        let bytes = seal(state, REVOCATION_TOPIC, &encode(&batch));
+        match swarm
+            .behaviour_mut()
+            .gossipsub
+            .publish(topic.clone(), bytes)
+        {
+            Ok(_) => state.metrics.record_gossip("out", REVOCATION_TOPIC),
+            Err(gossipsub::PublishError::NoPeersSubscribedToTopic) => {}
+            Err(err) => tracing::warn!(error = %err, "publishing revocations"),
+        }
+    }
 }
 
 /// Wraps a payload in the node-key-signed envelope.
@@ -626,6 +673,22 @@ fn admit_message(
             return reject(refusal.label());
         }
         metrics.record_gossip("in", HEALTH_TOPIC);
+        // Another list of revocations: send ours if it may hold what the member lacks (it is
+        // not smaller). Every member that notices would, so each does with a probability that
+        // makes about three senders in the cluster per round.
+        let (digest, count) = (
+            state.admission.revoked_digest(),
+            state.admission.revoked_count(),
+        );
+        if hb.revoked != digest && count >= hb.revoked_count as usize {
+            let alive = cluster.counts().0.max(1);
+            if fastrand::usize(..alive) < REVOCATION_SENDERS {
+                cluster
+                    .shared
+                    .revocations_behind
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
         if hb.emergency_seq < state.emergency.last_seq() {
             cluster
                 .shared
@@ -692,7 +755,7 @@ fn admit_message(
         }
         // The operator's signature is the authority, but only members' publications are
         // looked at (a stranger's copy of a genuine command arrives from members too).
-        if cluster.membership().get(&signer).is_none() {
+        if !is_member(state, cluster, &signer) {
             return MessageAcceptance::Ignore;
         }
         metrics.record_gossip("in", EMERGENCY_TOPIC);
@@ -702,9 +765,49 @@ fn admit_message(
             Err(crate::core::emergency::Rejected::Stale { .. }) => MessageAcceptance::Ignore,
             Err(_) => reject("emergency"),
         }
+    } else if topic == REVOCATION_TOPIC {
+        if !limiter.admit(signer, REVOCATION_TOPIC, MAX_REVOCATION_BATCHES_PER_PERIOD) {
+            return reject("rate");
+        }
+        if !is_member(state, cluster, &signer) {
+            return MessageAcceptance::Ignore;
+        }
+        let batch: RevocationBatch = match decode(data) {
+            Ok(b) => b,
+            Err(super::messages::MessageError::TooLarge(_)) => return reject("oversize"),
+            Err(_) => return reject("malformed"),
+        };
+        if batch.check_bounds().is_err() {
+            return reject("bounds");
+        }
+        metrics.record_gossip("in", REVOCATION_TOPIC);
+        for bytes in &batch.revocations {
+            match cluster.revoke(state, bytes, "gossip") {
+                Ok(_) => {}
+                // Signed by an operator this node does not trust: a cluster whose nodes trust
+                // different operators, not a lie of the sender.
+                Err(crate::core::admission::RevokeError::Invalid(
+                    mhc_transport::gossip::revocation::RevocationError::UnknownOperator(_),
+                )) => {}
+                Err(crate::core::admission::RevokeError::Invalid(_)) => {
+                    return reject("revocation")
+                }
+                Err(_) => return MessageAcceptance::Ignore,
+            }
+        }
+        // Relayed also when this node knew it all: the member that is behind may be further
+        // on (gossipsub drops copies of one message, so this does not loop).
+        MessageAcceptance::Accept
     } else {
         MessageAcceptance::Ignore
     }
+}
+
+/// Whether `peer` is a member whose key is not revoked: only such members' copies of operator
+/// statements are looked at.
+fn is_member(state: &Core, cluster: &ClusterHandle, peer: &PeerId) -> bool {
+    cluster.membership().get(peer).is_some()
+        && crate::core::identity::peer_key(peer).is_some_and(|k| !state.admission.is_revoked(&k))
 }
 
 /// Dials members we know but are not connected to, with exponential back-off per peer, so a
@@ -842,6 +945,8 @@ fn build_heartbeat(
             .as_ref()
             .map(|e| e.encoded.clone())
             .unwrap_or_default(),
+        revoked: state.admission.revoked_digest(),
+        revoked_count: state.admission.revoked_count() as u32,
     }
 }
 

@@ -10,6 +10,10 @@
 //! BLAKE3 of their bytes (bounded), so a member's every heartbeat costs a hash and a lookup,
 //! not a signature check. The validity period is checked at every use (a certificate can
 //! expire while its holder runs).
+//!
+//! Revocations override certificates: a node key an operator revoked ([`Admission::revoke`],
+//! persisted in the database, so also after restarts) is refused whatever it presents, and
+//! forgotten as admitted at once.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -17,12 +21,18 @@ use std::sync::Arc;
 use mhc_clock::Clock;
 use mhc_transport::gossip::cert::{CertificateError, SignedCertificate};
 use mhc_transport::gossip::messages::Heartbeat;
-use parking_lot::Mutex;
+use mhc_transport::gossip::revocation::{self, RevocationError, SignedRevocation};
+use parking_lot::{Mutex, RwLock};
 
 /// Verified certificates remembered; beyond it the memory starts over (members re-verify once).
 const MAX_VERIFIED: usize = 4096;
 /// Admitted node keys remembered; beyond it the memory starts over (peers present again).
 const MAX_ADMITTED: usize = 4096;
+/// Most revoked node keys kept. Only trusted operators add to the list; beyond it a new
+/// revocation is refused loudly (an operator then runs the cluster on a new operator key).
+pub const MAX_REVOCATIONS: usize = 4096;
+/// sled tree of the revocations, by node key.
+const REVOCATIONS_TREE: &str = "revocations";
 
 /// Why a heartbeat does not make its sender a member.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -36,6 +46,9 @@ pub enum Refusal {
     /// It claims what its certificate does not allow (the field named).
     #[error("claims a {0} its certificate does not allow")]
     Claim(&'static str),
+    /// An operator revoked its key.
+    #[error("its key was revoked by an operator")]
+    Revoked,
 }
 
 impl Refusal {
@@ -45,11 +58,54 @@ impl Refusal {
             Refusal::NotEnrolled => "not_enrolled",
             Refusal::Certificate(_) => "certificate",
             Refusal::Claim(_) => "claim",
+            Refusal::Revoked => "revoked",
         }
     }
 }
 
-/// The admission rules of one node: its operators, its clock, what it verified already.
+/// What [`Admission::revoke`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Revoked {
+    /// The key was not revoked before; it is now (and stored).
+    New(SignedRevocation),
+    /// The key was revoked already: nothing changed.
+    Known,
+}
+
+/// Why a revocation was not applied.
+#[derive(Debug, thiserror::Error)]
+pub enum RevokeError {
+    /// It does not decode or verify.
+    #[error(transparent)]
+    Invalid(#[from] RevocationError),
+    /// The list holds [`MAX_REVOCATIONS`] keys already.
+    #[error("the revocation list is full ({MAX_REVOCATIONS} keys)")]
+    Full,
+    /// The database failed; nothing changed.
+    #[error("storing the revocation: {0}")]
+    Storage(#[from] sled::Error),
+}
+
+impl RevokeError {
+    /// Metric label.
+    pub fn label(&self) -> &'static str {
+        match self {
+            RevokeError::Invalid(e) => e.label(),
+            RevokeError::Full => "full",
+            RevokeError::Storage(_) => "storage",
+        }
+    }
+}
+
+/// The revoked keys and their digest, as heartbeats carry it.
+#[derive(Debug, Default)]
+struct RevocationList {
+    by_node: HashMap<[u8; 32], SignedRevocation>,
+    digest: [u8; 32],
+}
+
+/// The admission rules of one node: its operators, its clock, what it verified already, and
+/// the keys its operators revoked.
 #[derive(Debug)]
 pub struct Admission {
     operators: Vec<[u8; 32]>,
@@ -57,17 +113,109 @@ pub struct Admission {
     verified: Mutex<HashMap<[u8; 32], Arc<SignedCertificate>>>,
     /// Node keys that presented an accepted certificate (in a heartbeat or a QUIC hello).
     admitted: Mutex<HashMap<[u8; 32], Arc<SignedCertificate>>>,
+    revoked: RwLock<RevocationList>,
+    tree: sled::Tree,
 }
 
 impl Admission {
-    /// Members are certified by one of `operators`, as of `clock`.
-    pub fn new(operators: Vec<[u8; 32]>, clock: Clock) -> Self {
-        Self {
+    /// Members are certified by one of `operators`, as of `clock`; the revocations stored in
+    /// `db` apply (each verified again: one whose signer is no longer trusted is dropped).
+    ///
+    /// # Errors
+    /// The database cannot be read.
+    pub fn open(db: &sled::Db, operators: Vec<[u8; 32]>, clock: Clock) -> sled::Result<Self> {
+        let tree = db.open_tree(REVOCATIONS_TREE)?;
+        let mut list = RevocationList::default();
+        for entry in tree.iter() {
+            let (_, bytes) = entry?;
+            match SignedRevocation::decode(&bytes).and_then(|r| r.verify(&operators).map(|()| r)) {
+                Ok(r) => {
+                    list.by_node.insert(r.revocation.node, r);
+                }
+                Err(e) => tracing::warn!(error = %e, "stored revocation ignored"),
+            }
+        }
+        list.digest = revocation::digest(list.by_node.keys());
+        if !list.by_node.is_empty() {
+            tracing::info!(revoked = list.by_node.len(), "revocations loaded");
+        }
+        Ok(Self {
             operators,
             clock,
             verified: Mutex::new(HashMap::new()),
             admitted: Mutex::new(HashMap::new()),
+            revoked: RwLock::new(list),
+            tree,
+        })
+    }
+
+    /// Applies an encoded revocation: verified against `trust.operators`, stored durably, and
+    /// from then on the key is refused at every door.
+    ///
+    /// # Errors
+    /// [`RevokeError`]; nothing changes.
+    pub fn revoke(&self, encoded: &[u8]) -> Result<Revoked, RevokeError> {
+        let signed = SignedRevocation::decode(encoded)?;
+        let node = signed.revocation.node;
+        if self.is_revoked(&node) {
+            return Ok(Revoked::Known);
         }
+        signed.verify(&self.operators)?;
+        let mut list = self.revoked.write();
+        if list.by_node.contains_key(&node) {
+            return Ok(Revoked::Known);
+        }
+        if list.by_node.len() >= MAX_REVOCATIONS {
+            return Err(RevokeError::Full);
+        }
+        self.tree.insert(node, encoded)?;
+        self.tree.flush()?;
+        list.by_node.insert(node, signed.clone());
+        list.digest = revocation::digest(list.by_node.keys());
+        drop(list);
+        self.admitted.lock().remove(&node);
+        Ok(Revoked::New(signed))
+    }
+
+    /// Whether an operator revoked `node`.
+    pub fn is_revoked(&self, node: &[u8; 32]) -> bool {
+        self.revoked.read().by_node.contains_key(node)
+    }
+
+    /// The digest of the revoked keys (all zeros for none), for heartbeats.
+    pub fn revoked_digest(&self) -> [u8; 32] {
+        self.revoked.read().digest
+    }
+
+    /// How many keys are revoked.
+    pub fn revoked_count(&self) -> usize {
+        self.revoked.read().by_node.len()
+    }
+
+    /// What operators see of the revocations (`/v1/cluster`, `/admin/status`).
+    pub fn revocations_json(&self) -> serde_json::Value {
+        let list = self.revoked.read();
+        serde_json::json!({
+            "revoked_nodes": list.by_node.len(),
+            "digest": hex::encode(list.digest),
+        })
+    }
+
+    /// The answer to a revocation applied by an operator's request.
+    pub fn revocation_json(&self, revoked: &Revoked) -> serde_json::Value {
+        let mut answer = self.revocations_json();
+        answer["new"] = matches!(revoked, Revoked::New(_)).into();
+        answer
+    }
+
+    /// Every revocation, encoded, for peers that know fewer.
+    pub fn revocations(&self) -> Vec<Vec<u8>> {
+        self.revoked
+            .read()
+            .by_node
+            .values()
+            .map(SignedRevocation::encode)
+            .collect()
     }
 
     /// Admits `node` on the certificate it presents (`encoded`), for its later requests.
@@ -87,6 +235,9 @@ impl Admission {
     /// The certificate `node` was admitted on, while it is valid.
     pub fn admitted(&self, node: &[u8; 32]) -> Option<Arc<SignedCertificate>> {
         let cert = self.admitted.lock().get(node).cloned()?;
+        if self.is_revoked(node) {
+            return None;
+        }
         let now = self.clock.now_ms();
         let c = &cert.certificate;
         (c.not_before_ms <= now && now < c.not_after_ms).then_some(cert)
@@ -118,6 +269,9 @@ impl Admission {
     ) -> Result<Arc<SignedCertificate>, Refusal> {
         if encoded.is_empty() {
             return Err(Refusal::NotEnrolled);
+        }
+        if self.is_revoked(node) {
+            return Err(Refusal::Revoked);
         }
         let now = self.clock.now_ms();
         let id = *blake3::hash(encoded).as_bytes();
@@ -215,10 +369,16 @@ mod tests {
         hb.certificate = SignedCertificate::sign(cert, operator).encode();
     }
 
+    fn admission(clock: &ManualClock) -> (Admission, sled::Db) {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let operators = vec![key(9).verifying_key().to_bytes()];
+        (Admission::open(&db, operators, clock.clock()).unwrap(), db)
+    }
+
     #[test]
     fn members_are_believed_only_as_far_as_their_certificate_allows() {
         let clock = ManualClock::new(5_000);
-        let admission = Admission::new(vec![key(9).verifying_key().to_bytes()], clock.clock());
+        let (admission, _db) = admission(&clock);
         let node = key(1).verifying_key().to_bytes();
         let mut hb = heartbeat();
         assert_eq!(
@@ -264,5 +424,53 @@ mod tests {
             admission.admit(&node, &hb).unwrap_err(),
             Refusal::Certificate(CertificateError::Expired(10_000))
         );
+    }
+
+    #[test]
+    fn a_revoked_key_is_refused_whatever_it_presents_also_after_a_restart() {
+        let clock = ManualClock::new(5_000);
+        let (admission, db) = admission(&clock);
+        let node = key(1).verifying_key().to_bytes();
+        let mut hb = heartbeat();
+        enrolled(&mut hb, &key(1), &key(9));
+        admission.present(&node, &hb.certificate).unwrap();
+        assert!(admission.admitted(&node).is_some());
+        assert_eq!(admission.revoked_digest(), [0; 32]);
+
+        // Signed by an operator this node does not trust: refused, nothing changes.
+        let stranger = SignedRevocation::sign(node, "no".into(), 1, &key(8)).encode();
+        assert!(matches!(
+            admission.revoke(&stranger),
+            Err(RevokeError::Invalid(RevocationError::UnknownOperator(_)))
+        ));
+        assert!(admission.admitted(&node).is_some());
+
+        let revocation = SignedRevocation::sign(node, "key leaked".into(), 2, &key(9)).encode();
+        assert!(matches!(
+            admission.revoke(&revocation).unwrap(),
+            Revoked::New(_)
+        ));
+        assert_eq!(admission.revoke(&revocation).unwrap(), Revoked::Known);
+        assert!(admission.admitted(&node).is_none());
+        assert_eq!(admission.admit(&node, &hb).unwrap_err(), Refusal::Revoked);
+        assert_eq!(
+            admission.present(&node, &hb.certificate).unwrap_err(),
+            Refusal::Revoked
+        );
+        let digest = admission.revoked_digest();
+        assert_eq!(digest, revocation::digest([&node]));
+        assert_eq!(admission.revocations(), vec![revocation]);
+
+        // A restart: the list is read back from the database.
+        drop(admission);
+        let operators = vec![key(9).verifying_key().to_bytes()];
+        let again = Admission::open(&db, operators, clock.clock()).unwrap();
+        assert!(again.is_revoked(&node));
+        assert_eq!(again.revoked_digest(), digest);
+        assert_eq!(again.admit(&node, &hb).unwrap_err(), Refusal::Revoked);
+        // Under other operators the stored revocation no longer counts.
+        let others =
+            Admission::open(&db, vec![key(7).verifying_key().to_bytes()], clock.clock()).unwrap();
+        assert!(!others.is_revoked(&node));
     }
 }

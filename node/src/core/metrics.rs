@@ -147,6 +147,8 @@ pub struct Metrics {
     fill_failures: Family<ReasonLabel, Counter>,
     fill_duration: Histogram,
     emergency_commands: Family<OutcomeLabel, Counter>,
+    revocations: Family<OutcomeLabel, Counter>,
+    revoked_nodes: Gauge,
     /// Mesh data plane (iroh-blobs) counters.
     pub mesh: MeshMetrics,
     /// Broadcast-plane (satellite) counters.
@@ -335,6 +337,8 @@ impl Metrics {
             fill_failures: Family::default(),
             fill_duration: Histogram::new(LATENCY_BUCKETS_S),
             emergency_commands: Family::default(),
+            revocations: Family::default(),
+            revoked_nodes: Gauge::default(),
             mesh: MeshMetrics::default(),
             broadcast: BroadcastMetrics::default(),
             scrape: ScrapeGauges::new(),
@@ -481,6 +485,16 @@ impl Metrics {
             m.emergency_commands.clone(),
         );
         r.register(
+            "mhc_revocations",
+            "Node revocations received, by outcome (applied, known, or why refused)",
+            m.revocations.clone(),
+        );
+        r.register(
+            "mhc_revoked_nodes",
+            "Node keys this node knows are revoked",
+            m.revoked_nodes.clone(),
+        );
+        r.register(
             "mhc_mode",
             "Serving mode (1 for the current one)",
             s.mode_family.clone(),
@@ -584,6 +598,20 @@ impl Metrics {
             tracing::error!(error = %err, "encoding the metrics");
         }
         out
+    }
+
+    /// Counts a revocation by outcome (`applied`, `known` or why it was refused) and sets the
+    /// number of revoked keys.
+    pub fn record_revocation(&self, outcome: &'static str, revoked_nodes: usize) {
+        self.revocations
+            .get_or_create(&OutcomeLabel { outcome })
+            .inc();
+        self.revoked_nodes.set(revoked_nodes as i64);
+    }
+
+    /// Sets the number of revoked keys (at start, from the stored list).
+    pub fn set_revoked_nodes(&self, revoked_nodes: usize) {
+        self.revoked_nodes.set(revoked_nodes as i64);
     }
 
     /// Counts an emergency command by outcome (`applied` or the rejection reason).
@@ -810,6 +838,7 @@ mod tests {
                 "mhc_gossip_messages_total",
                 "mhc_gossip_rejected_total",
                 "mhc_emergency_commands_total",
+                "mhc_revoked_nodes",
                 "mhc_mode",
                 "mhc_mode_changed_timestamp_seconds",
                 "mhc_mesh_sent_bytes_total",

@@ -111,7 +111,9 @@ impl Core {
         let catalog = Catalog::open(&db, trusted)?;
         let emergency = Emergency::open(&db, config.trust.operators.clone(), clock.clone())?;
         let incarnation = next_incarnation(&db).context("advancing the incarnation")?;
-        let admission = Admission::new(config.trust.operators.clone(), clock.clone());
+        let admission = Admission::open(&db, config.trust.operators.clone(), clock.clone())
+            .context("reading the revocations")?;
+        metrics.set_revoked_nodes(admission.revoked_count());
         Ok(Self {
             config,
             identity,

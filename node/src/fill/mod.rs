@@ -154,6 +154,12 @@ impl Filler {
         let mut conns = self.connections.lock().await;
         if let Some(c) = conns.get(&parent.addr) {
             if !c.is_closed() && parent.peer_id.is_none_or(|p| p == c.peer_id()) {
+                // A parent revoked since the hello is asked nothing more.
+                if peer_key(&c.peer_id()).is_some_and(|k| self.core.admission.is_revoked(&k)) {
+                    c.close();
+                    conns.remove(&parent.addr);
+                    return Err(AskError::NotEnrolled(Refusal::Revoked));
+                }
                 return Ok(c.clone());
             }
         }

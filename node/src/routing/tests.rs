@@ -462,6 +462,7 @@ fn decide_uses_the_membership_and_reuses_its_vector() {
         dead_after_missed: 6,
         dead_retention: Duration::from_secs(60),
         max_members: 16,
+        max_period: Duration::from_secs(4),
     });
     let t0 = Instant::now();
     let ids = peer_ids(4);

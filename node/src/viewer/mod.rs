@@ -74,6 +74,8 @@ impl Viewer {
         let (route, mut resp) =
             if req.method() == Method::POST && req.uri().path() == "/v1/emergency" {
                 ("emergency", self.emergency_command(req).await)
+            } else if req.method() == Method::POST && req.uri().path() == "/v1/revocations" {
+                ("revocation", self.revocation(req).await)
             } else if req.uri().path().starts_with("/admin/plugins/") {
                 ("admin", self.plugin_admin(req).await)
             } else {

@@ -7,12 +7,18 @@ use http::{Request, Response, StatusCode};
 use mhc_transport::headers::CACHE_NONE;
 use serde_json::json;
 
+use mhc_transport::gossip::revocation::RevocationError;
+
 use super::Viewer;
+use crate::core::admission::RevokeError;
 use crate::core::metrics::CONTENT_TYPE;
 use crate::http::{error, full, json_response, read_limited, text, Body};
 
 /// Largest `POST /v1/emergency` body read.
 const MAX_COMMAND_BODY_BYTES: usize = crate::core::emergency::MAX_COMMAND_BYTES + 1;
+/// Largest `POST /v1/revocations` body read.
+const MAX_REVOCATION_BODY_BYTES: usize =
+    mhc_transport::gossip::revocation::MAX_REVOCATION_BYTES + 1;
 
 impl Viewer {
     /// `POST /v1/emergency`: an encoded, signed operator command from anyone. The signature is
@@ -41,6 +47,44 @@ impl Viewer {
                     crate::core::emergency::Rejected::Malformed(_) => StatusCode::BAD_REQUEST,
                     crate::core::emergency::Rejected::Stale { .. } => StatusCode::CONFLICT,
                     _ => StatusCode::FORBIDDEN,
+                };
+                error(status, &err.to_string())
+            }
+        }
+    }
+
+    /// `POST /v1/revocations`: an encoded, signed revocation from anyone. The operator's
+    /// signature is the authority, not the sender: an accepted revocation is applied and
+    /// gossiped to the cluster.
+    pub(super) async fn revocation<B>(&self, req: Request<B>) -> Response<Body>
+    where
+        B: hyper::body::Body<Data = Bytes> + Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let body = match read_limited(req.into_body(), MAX_REVOCATION_BODY_BYTES).await {
+            Ok(body) => body,
+            Err(e) => {
+                self.core
+                    .metrics
+                    .record_revocation("malformed", self.core.admission.revoked_count());
+                return error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    &format!("revocation body: {e}"),
+                );
+            }
+        };
+        match self.cluster.revoke(&self.core, &body, "http") {
+            Ok(revoked) => json_response(
+                StatusCode::OK,
+                &self.core.admission.revocation_json(&revoked),
+                CACHE_NONE,
+            ),
+            Err(err) => {
+                let status = match err {
+                    RevokeError::Invalid(RevocationError::Malformed(_)) => StatusCode::BAD_REQUEST,
+                    RevokeError::Invalid(_) => StatusCode::FORBIDDEN,
+                    RevokeError::Full => StatusCode::INSUFFICIENT_STORAGE,
+                    RevokeError::Storage(_) => StatusCode::SERVICE_UNAVAILABLE,
                 };
                 error(status, &err.to_string())
             }

@@ -80,6 +80,7 @@ fn membership(rng: &mut Rng, members: usize, now: Instant) -> Membership {
         dead_after_missed: 6,
         dead_retention: Duration::from_secs(900),
         max_members: 4096,
+        max_period: std::time::Duration::from_secs(4),
     });
     for i in 0..members {
         let mut seed = [7u8; 32];
@@ -132,6 +133,8 @@ fn membership(rng: &mut Rng, members: usize, now: Instant) -> Membership {
             emergency_seq: 0,
             downlink: false,
             certificate: Vec::new(),
+            revoked: [0; 32],
+            revoked_count: 0,
         };
         // A few are heard long ago, so the sweep makes them suspect or dead.
         let heard = match i % 25 {

@@ -238,9 +238,7 @@ impl SignedCertificate {
 
     /// The wire form: a format byte and the postcard encoding.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = vec![FORMAT];
-        out.extend(postcard::to_allocvec(self).expect("certificates serialise"));
-        out
+        super::wire::encode(FORMAT, self)
     }
 
     /// Decodes the wire form: bounded, canonical, fields within bounds.
@@ -248,24 +246,8 @@ impl SignedCertificate {
     /// # Errors
     /// [`CertificateError::Malformed`].
     pub fn decode(bytes: &[u8]) -> Result<Self, CertificateError> {
-        let malformed = |why: String| CertificateError::Malformed(why);
-        if bytes.len() > MAX_CERTIFICATE_BYTES {
-            return Err(malformed(format!("{} bytes", bytes.len())));
-        }
-        let Some((&format, body)) = bytes.split_first() else {
-            return Err(malformed("empty".into()));
-        };
-        if format != FORMAT {
-            return Err(malformed(format!("unknown format {format}")));
-        }
-        let (signed, rest): (SignedCertificate, _) =
-            postcard::take_from_bytes(body).map_err(|e| malformed(e.to_string()))?;
-        if !rest.is_empty() {
-            return Err(malformed("trailing bytes".into()));
-        }
-        if signed.encode() != bytes {
-            return Err(malformed("non-canonical encoding".into()));
-        }
+        let signed: Self = super::wire::decode(bytes, FORMAT, MAX_CERTIFICATE_BYTES)
+            .map_err(CertificateError::Malformed)?;
         signed.certificate.check_bounds()?;
         Ok(signed)
     }

@@ -19,8 +19,8 @@ pub const CONTENT_TOPIC: &str = "mhc/content/1";
 pub const EMERGENCY_TOPIC: &str = "mhc/emergency/1";
 
 /// Format byte of every control-plane message of this version (3: heartbeats carry the
-/// sender's node certificate).
-pub const MESSAGE_FORMAT: u8 = 3;
+/// sender's node certificate; 4: and the digest of the revocations it knows).
+pub const MESSAGE_FORMAT: u8 = 4;
 /// Largest control-plane message accepted, in bytes. A heartbeat at every bound (128 content
 /// entries of maximal id length with their mesh roots, 16 roots being replicated, 32 play
 /// counts, a certificate of [`MAX_CERTIFICATE_BYTES`]) is about 23 KiB; gossipsub's transport
@@ -146,6 +146,12 @@ pub struct Heartbeat {
     /// The sender's node certificate ([`super::cert::SignedCertificate::encode`]); empty when it has none,
     /// and then it is no member.
     pub certificate: Vec<u8>,
+    /// [`super::revocation::digest`] of the node keys the sender knows are revoked: a peer
+    /// whose own digest differs sends its revocations again, so a node that was away catches up.
+    pub revoked: [u8; 32],
+    /// How many node keys the sender knows are revoked (the members with the longer list
+    /// send it).
+    pub revoked_count: u32,
 }
 
 /// An origin's announcement that a content version was published.
@@ -286,6 +292,8 @@ mod tests {
             emergency_seq: 0,
             downlink: false,
             certificate: Vec::new(),
+            revoked: [0; 32],
+            revoked_count: 0,
         }
     }
 
