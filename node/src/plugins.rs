@@ -10,7 +10,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use mhc_origin::plugin::{AdminRequest, AdminResponse, ContentPublished, ReportOutcome};
-use mhc_origin::{PluginHost, PluginsConfig, ReportError, SignedPlayReport};
+use mhc_origin::{PlayReportBatch, PluginHost, PluginsConfig, ReportError, SignedPlayReport};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
@@ -189,6 +189,19 @@ impl Plugins {
         })
     }
 
+    /// Checks every entry of content this origin published against its manifests: no more
+    /// media time or bytes than the segments served can hold. (Entries of content unknown here
+    /// credit nobody: the royalty plugin books only published content.)
+    fn plausible(&self, batch: &PlayReportBatch) -> Result<(), ReportError> {
+        for (i, e) in batch.entries.iter().enumerate() {
+            if let Some((max_ms, max_size)) = self.core.catalog.segment_bounds(&e.content_id) {
+                e.check_against(max_ms, max_size)
+                    .map_err(|err| err.in_entry(i))?;
+            }
+        }
+        Ok(())
+    }
+
     /// Counts a report refused at the QUIC door: its sender proved no enrollment.
     pub fn refused_unenrolled(&self) {
         self.inbox.reject("not_enrolled");
@@ -207,6 +220,11 @@ impl Plugins {
         };
         let seq = report.batch.seq;
         let node = hex::encode(report.batch.node);
+        if let Err(err) = self.plausible(&report.batch) {
+            inbox.reject(err.reason());
+            tracing::warn!(node, seq, error = %err, "play report with impossible figures refused");
+            return Outcome::Refused(err.to_string());
+        }
         let result = {
             let core = Arc::clone(&self.core);
             let host = Arc::clone(&self.host);

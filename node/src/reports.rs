@@ -4,8 +4,11 @@
 //!
 //! **Counting.** Every media segment served is counted (segments, bytes, media milliseconds
 //! from the manifest's durations) under the viewer's country from the geo database (`"*"`
-//! when unknown). A play is one viewer session (address and user agent, idle for at most
-//! [`SESSION_IDLE`]) that has been served 30 s of one content, counted once, as DSPs count.
+//! when unknown). A viewer session is one client address (its /64 for IPv6: one household or
+//! phone, whatever user agents it rotates through), idle for at most [`SESSION_IDLE`]; a play
+//! is a session that has been served 30 s of one content, counted once, as DSPs count. Each
+//! entry also says how many sessions it was served to, so the origin can check that plays ≤
+//! sessions ≤ segments served.
 //!
 //! **Exactly once.** A batch is signed and flushed to the outbox before the counts it holds
 //! are forgotten; it is deleted only when an origin acknowledges it, which the origin does
@@ -58,7 +61,7 @@ const DELIVERY_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct Viewer {
     /// ISO 3166-1 alpha-2, or `"*"`.
     pub country: String,
-    /// Hash of the client address and user agent.
+    /// Hash of the client address (its /64 for IPv6).
     pub session: u64,
 }
 
@@ -89,14 +92,22 @@ pub fn viewer(
             || "*".to_owned(),
             |c| if c == "UK" { "GB".to_owned() } else { c },
         );
-    let mut h = blake3::Hasher::new();
-    h.update(client.ip.to_string().as_bytes());
-    h.update(&[0]);
-    if let Some(ua) = headers.get(http::header::USER_AGENT) {
-        h.update(ua.as_bytes());
+    Viewer {
+        country,
+        session: session_key(client.ip),
     }
-    let session = u64::from_le_bytes(h.finalize().as_bytes()[..8].try_into().expect("8 bytes"));
-    Viewer { country, session }
+}
+
+/// The session key of a client address: the address itself for IPv4, its /64 for IPv6 (one
+/// subscriber's prefix; the interface half rotates freely). The user agent plays no part: a
+/// client cannot mint plays by changing it.
+fn session_key(ip: std::net::IpAddr) -> u64 {
+    let mut h = blake3::Hasher::new();
+    match ip.to_canonical() {
+        std::net::IpAddr::V4(v4) => h.update(&v4.octets()),
+        std::net::IpAddr::V6(v6) => h.update(&v6.octets()[..8]),
+    };
+    u64::from_le_bytes(h.finalize().as_bytes()[..8].try_into().expect("8 bytes"))
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -104,7 +115,18 @@ struct Usage {
     segments: u64,
     bytes: u64,
     seconds_ms: u64,
+    sessions: u64,
     plays: u64,
+}
+
+impl Usage {
+    fn add(&mut self, other: &Usage) {
+        self.segments += other.segments;
+        self.bytes += other.bytes;
+        self.seconds_ms += other.seconds_ms;
+        self.sessions += other.sessions;
+        self.plays += other.plays;
+    }
 }
 
 #[derive(Debug)]
@@ -112,6 +134,8 @@ struct Session {
     served_ms: u64,
     counted: bool,
     last: Instant,
+    /// The period it was last counted among a pair's sessions in.
+    counted_in: Option<u64>,
 }
 
 /// Usage of one (content, country) pair.
@@ -127,6 +151,8 @@ struct PairUsage {
 #[derive(Debug)]
 struct Counts {
     period_start_ms: u64,
+    /// Number of the current period (grows at every seal that empties the counts).
+    period: u64,
     keys: std::collections::hash_map::RandomState,
     usage: HashMap<u64, PairUsage>,
     sessions: HashMap<u64, Session>,
@@ -206,6 +232,7 @@ impl Reports {
         Ok(Self {
             counts: Mutex::new(Counts {
                 period_start_ms: clock.now_ms(),
+                period: 0,
                 keys: std::collections::hash_map::RandomState::new(),
                 usage: HashMap::new(),
                 sessions: HashMap::new(),
@@ -240,17 +267,16 @@ impl Reports {
                 }
             }
         }
-        let session = c.sessions.entry(key).or_insert(Session {
+        let period = c.period;
+        let fresh = || Session {
             served_ms: 0,
             counted: false,
             last: now,
-        });
+            counted_in: None,
+        };
+        let session = c.sessions.entry(key).or_insert_with(fresh);
         if now.duration_since(session.last) >= SESSION_IDLE {
-            *session = Session {
-                served_ms: 0,
-                counted: false,
-                last: now,
-            };
+            *session = fresh();
         }
         session.last = now;
         session.served_ms += duration_ms;
@@ -258,6 +284,8 @@ impl Reports {
         if new_play {
             session.counted = true;
         }
+        let new_session = session.counted_in != Some(period);
+        session.counted_in = Some(period);
         let pair = std::hash::BuildHasher::hash_one(&c.keys, (content_id, viewer.country.as_str()));
         if !c.usage.contains_key(&pair) && c.usage.len() >= MAX_PAIRS {
             self.metrics.dropped_usage.fetch_add(1, Ordering::Relaxed);
@@ -275,6 +303,7 @@ impl Reports {
         u.segments += 1;
         u.bytes += bytes;
         u.seconds_ms += duration_ms;
+        u.sessions += u64::from(new_session);
         u.plays += u64::from(new_play);
     }
 
@@ -286,37 +315,48 @@ impl Reports {
     pub fn seal(&self, key: &ed25519_dalek::SigningKey) -> anyhow::Result<usize> {
         let _writer = self.writer.lock();
         let now = self.clock.now_ms();
-        let (start, usage) = {
+        // The counts leave the table at once, so segments served while the batches are signed
+        // count in the next period rather than vanish; they come back if the outbox fails.
+        let (start, taken) = {
             let mut c = self.counts.lock();
             // Idle sessions are over.
             let cutoff = Instant::now();
             c.sessions
                 .retain(|_, s| cutoff.duration_since(s.last) < SESSION_IDLE);
+            let start = std::mem::replace(&mut c.period_start_ms, now);
             if c.usage.is_empty() {
-                c.period_start_ms = now;
                 return Ok(0);
             }
-            let usage: Vec<PlayEntry> = c
-                .usage
-                .values()
-                .map(|p| PlayEntry {
-                    content_id: p.content_id.clone(),
-                    country: p.country.clone(),
-                    segments: p.usage.segments,
-                    bytes: p.usage.bytes,
-                    seconds_ms: p.usage.seconds_ms,
-                    plays: p.usage.plays,
-                })
-                .collect();
-            (c.period_start_ms, usage)
+            c.period += 1;
+            (start, std::mem::take(&mut c.usage))
         };
-        let batches = self.split_and_sign(key, start, now, usage)?;
-        let written = batches.len();
-        // The batches are durable: now the counts may go.
-        let mut c = self.counts.lock();
-        c.usage.clear();
-        c.period_start_ms = now;
-        Ok(written)
+        let usage: Vec<PlayEntry> = taken
+            .values()
+            .map(|p| PlayEntry {
+                content_id: p.content_id.clone(),
+                country: p.country.clone(),
+                segments: p.usage.segments,
+                bytes: p.usage.bytes,
+                seconds_ms: p.usage.seconds_ms,
+                sessions: p.usage.sessions,
+                plays: p.usage.plays,
+            })
+            .collect();
+        match self.split_and_sign(key, start, now, usage) {
+            Ok(batches) => Ok(batches.len()),
+            Err(e) => {
+                let mut c = self.counts.lock();
+                c.period_start_ms = start;
+                for (pair, p) in taken {
+                    let u = &mut c.usage.entry(pair).or_insert(PairUsage {
+                        usage: Usage::default(),
+                        ..p
+                    });
+                    u.usage.add(&p.usage);
+                }
+                Err(e)
+            }
+        }
     }
 
     /// Signs `entries` as as few batches as fit a QUIC request, and stores them.
@@ -576,6 +616,64 @@ mod tests {
             u.plays, 1,
             "40 s by one session is one play, 6 s by another is none"
         );
+    }
+
+    #[test]
+    fn sessions_are_counted_once_per_period_and_bound_the_plays() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = crate::core::test_db(dir.path());
+        let key = ed25519_dalek::SigningKey::from_bytes(&[5; 32]);
+        let r = Reports::open(&db, 10, Clock::system(), &Metrics::default()).unwrap();
+        for session in 1..=3 {
+            for _ in 0..4 {
+                r.record_segment("song", &viewer("DE", session), 1000, 10_000);
+            }
+        }
+        r.seal(&key).unwrap();
+        // The same three go on watching in the next period: counted again there, no new play.
+        for session in 1..=3 {
+            r.record_segment("song", &viewer("DE", session), 1000, 10_000);
+        }
+        r.seal(&key).unwrap();
+        let entries: Vec<PlayEntry> = r
+            .pending()
+            .iter()
+            .map(|(_, b)| SignedPlayReport::decode(b).unwrap().batch.entries[0].clone())
+            .collect();
+        assert_eq!(
+            (entries[0].segments, entries[0].sessions, entries[0].plays),
+            (12, 3, 3)
+        );
+        assert_eq!(
+            (entries[1].segments, entries[1].sessions, entries[1].plays),
+            (3, 3, 0)
+        );
+    }
+
+    #[test]
+    fn a_session_is_an_address_or_an_ipv6_64_whatever_the_user_agent() {
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+        assert_eq!(
+            session_key(ip("2001:db8:1:2::1")),
+            session_key(ip("2001:db8:1:2:ffff:1:2:3"))
+        );
+        assert_ne!(
+            session_key(ip("2001:db8:1:2::1")),
+            session_key(ip("2001:db8:1:3::1"))
+        );
+        assert_ne!(session_key(ip("192.0.2.1")), session_key(ip("192.0.2.2")));
+        assert_eq!(
+            session_key(ip("192.0.2.1")),
+            session_key(ip("::ffff:192.0.2.1"))
+        );
+        let geo = SharedGeo::default();
+        let remote: std::net::SocketAddr = "192.0.2.7:5000".parse().unwrap();
+        let as_agent = |ua: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(http::header::USER_AGENT, ua.parse().unwrap());
+            super::viewer(&geo, &[], &h, remote).session
+        };
+        assert_eq!(as_agent("player/1"), as_agent("player/2"));
     }
 
     #[test]

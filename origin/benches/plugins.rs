@@ -39,6 +39,7 @@ fn reports(count: usize, rng: &mut fastrand::Rng) -> Vec<Vec<u8>> {
                         segments: seconds_ms / 4_000,
                         bytes: seconds_ms * 300,
                         seconds_ms,
+                        sessions: 4,
                         plays: rng.u64(..4),
                     }
                 })

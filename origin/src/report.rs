@@ -24,11 +24,12 @@ use crate::royalty::{ANY_COUNTRY, MAX_TIME_MS};
 
 /// Domain-separation tag in front of every signed batch, so that a node's signature over a play
 /// report can never be replayed as its signature over anything else (manifests, gossip...).
-pub const PLAY_REPORT_DOMAIN_TAG: &[u8] = b"mhc-play-report-v1";
+pub const PLAY_REPORT_DOMAIN_TAG: &[u8] = b"mhc-play-report-v2";
 
 /// Version byte in front of every encoded report. Postcard has no field names, so any change to
 /// the fields of [`PlayReportBatch`] or [`PlayEntry`] is a new format and must bump this.
-pub const PLAY_REPORT_FORMAT_VERSION: u8 = 1;
+/// (2: entries count the sessions served, so plays can be checked against them.)
+pub const PLAY_REPORT_FORMAT_VERSION: u8 = 2;
 
 /// Largest encoded report, in bytes. A realistic entry is 30–40 bytes, so 1 MiB holds the
 /// [`MAX_PLAY_ENTRIES`] of a busy node with room to spare, while bounding what one unauthenticated
@@ -56,6 +57,9 @@ pub struct PlayEntry {
     pub bytes: u64,
     /// Media milliseconds served, summed from the served segments' durations.
     pub seconds_ms: u64,
+    /// Viewer sessions served this content during the period: distinct client addresses (a
+    /// /64 for IPv6), each idle for at most five minutes between segments.
+    pub sessions: u64,
     /// Viewer sessions that watched at least 30 s of this content (counted once, in the period
     /// in which they crossed 30 s).
     pub plays: u64,
@@ -113,6 +117,15 @@ pub enum ReportError {
     /// strings must never be the same report.
     #[error("report encoding is not canonical")]
     NotCanonical,
+    /// The figures cannot be true (more plays than sessions, more sessions than segments
+    /// served, or more media time or bytes than the segments served hold); `field` names one.
+    #[error("implausible {field}: {problem}")]
+    Implausible {
+        /// Path of the offending field.
+        field: String,
+        /// Why it cannot be, in words.
+        problem: String,
+    },
     /// A field breaks a rule; `field` names it (`entries[3].country`...).
     #[error("invalid {field}: {problem}")]
     Invalid {
@@ -152,6 +165,21 @@ pub enum ReportError {
 }
 
 impl ReportError {
+    /// The same error, its field named relative to the batch (`entries[i].field`).
+    pub fn in_entry(self, i: usize) -> Self {
+        match self {
+            ReportError::Invalid { field, problem } => ReportError::Invalid {
+                field: format!("entries[{i}].{field}"),
+                problem,
+            },
+            ReportError::Implausible { field, problem } => ReportError::Implausible {
+                field: format!("entries[{i}].{field}"),
+                problem,
+            },
+            other => other,
+        }
+    }
+
     /// Whether the node should keep the report and resend it later (only storage failures; every
     /// other error would repeat).
     pub fn is_retryable(&self) -> bool {
@@ -168,11 +196,19 @@ impl ReportError {
             | ReportError::TrailingBytes(_)
             | ReportError::NotCanonical => "malformed",
             ReportError::Invalid { .. } => "invalid",
+            ReportError::Implausible { .. } => "implausible",
             ReportError::BadNodeKey(_) | ReportError::BadSignature { .. } => "signature",
             ReportError::NotMember(_) => "not_enrolled",
             ReportError::SeqReused { .. } => "seq_reused",
             ReportError::Storage(_) | ReportError::Corrupt(_) => "storage",
         }
+    }
+}
+
+fn implausible(field: impl Into<String>, problem: impl Into<String>) -> ReportError {
+    ReportError::Implausible {
+        field: field.into(),
+        problem: problem.into(),
     }
 }
 
@@ -203,15 +239,61 @@ fn check_country(code: &str) -> Result<(), String> {
 }
 
 impl PlayEntry {
-    /// Checks the content id and the country.
+    /// Checks the content id and the country, and that the figures agree with each other: a
+    /// play is a session, and a session was served at least one segment in the period.
     ///
     /// # Errors
-    /// [`ReportError::Invalid`] naming the field relative to the entry (`content_id`,
-    /// `country`).
+    /// [`ReportError::Invalid`] or [`ReportError::Implausible`] naming the field relative to
+    /// the entry (`content_id`, `country`, `plays`, `sessions`).
     pub fn validate(&self) -> Result<(), ReportError> {
         mhc_manifest::ContentId::new(self.content_id.as_str())
             .map_err(|e| invalid("content_id", e.to_string()))?;
         check_country(&self.country).map_err(|p| invalid("country", p))?;
+        if self.plays > self.sessions {
+            return Err(implausible(
+                "plays",
+                format!("{} plays by {} sessions", self.plays, self.sessions),
+            ));
+        }
+        if self.sessions > self.segments {
+            return Err(implausible(
+                "sessions",
+                format!(
+                    "{} sessions served {} segments",
+                    self.sessions, self.segments
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Checks the figures against what the content is: no more media time than `segments`
+    /// of the longest segment (`max_duration_ms`), no more bytes than `segments` of the
+    /// largest (`max_size`).
+    ///
+    /// # Errors
+    /// [`ReportError::Implausible`] naming `seconds_ms` or `bytes`.
+    pub fn check_against(&self, max_duration_ms: u64, max_size: u64) -> Result<(), ReportError> {
+        let most_ms = self.segments.saturating_mul(max_duration_ms);
+        if self.seconds_ms > most_ms {
+            return Err(implausible(
+                "seconds_ms",
+                format!(
+                    "{} ms of media in {} segments of at most {max_duration_ms} ms",
+                    self.seconds_ms, self.segments
+                ),
+            ));
+        }
+        let most_bytes = self.segments.saturating_mul(max_size);
+        if self.bytes > most_bytes {
+            return Err(implausible(
+                "bytes",
+                format!(
+                    "{} bytes in {} segments of at most {max_size} bytes",
+                    self.bytes, self.segments
+                ),
+            ));
+        }
         Ok(())
     }
 }
@@ -244,13 +326,7 @@ impl PlayReportBatch {
         }
         let mut seen = BTreeSet::new();
         for (i, e) in self.entries.iter().enumerate() {
-            e.validate().map_err(|err| match err {
-                ReportError::Invalid { field, problem } => ReportError::Invalid {
-                    field: format!("entries[{i}].{field}"),
-                    problem,
-                },
-                other => other,
-            })?;
+            e.validate().map_err(|err| err.in_entry(i))?;
             if !seen.insert((e.content_id.as_str(), e.country.as_str())) {
                 return Err(invalid(
                     format!("entries[{i}]"),
@@ -387,9 +463,10 @@ pub(crate) mod tests {
         PlayEntry {
             content_id: content.into(),
             country: country.into(),
-            segments: seconds_ms / 4_000,
+            segments: (seconds_ms / 4_000).max(plays),
             bytes: seconds_ms * 250,
             seconds_ms,
+            sessions: plays,
             plays,
         }
     }
@@ -559,13 +636,53 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn figures_that_cannot_be_true_are_implausible() {
+        let honest = play("song", "FR", 40_000, 1);
+        honest.validate().unwrap();
+        honest.check_against(4_000, 1_000_000).unwrap();
+        type Lie = fn(&mut PlayEntry);
+        let lies: [(&str, Lie); 4] = [
+            ("plays", |e| e.plays = e.sessions + 1),
+            ("sessions", |e| {
+                e.sessions = e.segments + 1;
+                e.plays = 0
+            }),
+            ("seconds_ms", |e| e.seconds_ms = e.segments * 4_000 + 1),
+            ("bytes", |e| e.bytes = e.segments * 1_000_000 + 1),
+        ];
+        for (field, lie) in lies {
+            let mut e = honest.clone();
+            lie(&mut e);
+            let err = e
+                .validate()
+                .and_then(|()| e.check_against(4_000, 1_000_000))
+                .unwrap_err();
+            assert!(
+                matches!(&err, ReportError::Implausible { field: f, .. } if f == field),
+                "{field}: {err}"
+            );
+            assert_eq!(err.reason(), "implausible");
+        }
+        // In a batch, the entry is named.
+        let mut batch = sample().batch;
+        batch.entries[0].plays = batch.entries[0].sessions + 1;
+        assert!(matches!(
+            batch.validate(),
+            Err(ReportError::Implausible { field, .. }) if field == "entries[0].plays"
+        ));
+    }
+
+    #[test]
     fn version_and_size_are_checked() {
         let mut bytes = sample().encode();
-        bytes[0] = 2;
-        assert!(matches!(
-            SignedPlayReport::decode(&bytes),
-            Err(ReportError::UnknownVersion(2))
-        ));
+        // The format before sessions were counted, and one from the future.
+        for version in [1, PLAY_REPORT_FORMAT_VERSION + 1] {
+            bytes[0] = version;
+            assert!(matches!(
+                SignedPlayReport::decode(&bytes),
+                Err(ReportError::UnknownVersion(v)) if v == version
+            ));
+        }
         assert!(matches!(
             SignedPlayReport::decode(&[]),
             Err(ReportError::Truncated)

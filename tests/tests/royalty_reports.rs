@@ -89,6 +89,17 @@ fn watch(node: &NodeProcess, id: &str, ip: &str, agent: &str, segments: usize) -
         .count()
 }
 
+/// The wire form of `batch` signed by `key` without the rules `SignedPlayReport::sign` checks:
+/// what a lying node sends.
+fn signed_as_is(mut batch: PlayReportBatch, key: &ed25519_dalek::SigningKey) -> Vec<u8> {
+    use ed25519_dalek::Signer;
+    batch.node = key.verifying_key().to_bytes();
+    let mut out = vec![mhc_origin::PLAY_REPORT_FORMAT_VERSION];
+    out.extend(batch.to_postcard());
+    out.extend(key.sign(&batch.signing_bytes()).to_bytes());
+    out
+}
+
 /// What a session earns: 2 s per segment at the country's rate, and a play from 30 s on.
 fn earned(rate: (i64, i64), segments: usize) -> i64 {
     let seconds = 2 * segments as i64;
@@ -152,6 +163,10 @@ fn balances_equal_the_plays_and_the_ledger_verifies_offline() {
     bob += earned(US, watch(c.node(e2), "song-b", "8.8.8.8", "b1", 20));
     bob += earned(GB, watch(c.node(e2), "song-b", "81.2.69.142", "b2", 10));
     assert_eq!((alice, bob), (40 + 5 + 64 + 10, 80 + 10 + 20));
+    // Another user agent at the same address is the same viewer: its media time counts, but
+    // it makes no second play.
+    let again = watch(c.node(e1), "song-a", "81.2.69.142", "a1-rotated", 20);
+    alice += 2 * again as i64 * GB.0;
 
     assert!(
         wait_until(Duration::from_secs(20), || balance(c.node(o), "alice")
@@ -288,6 +303,7 @@ fn balances_equal_the_plays_and_the_ledger_verifies_offline() {
             segments: 100,
             bytes: 1,
             seconds_ms: 200_000,
+            sessions: 50,
             plays,
         }],
     };
@@ -336,6 +352,25 @@ fn balances_equal_the_plays_and_the_ledger_verifies_offline() {
         .metric("mhc_reports_received_total{outcome=\"rejected\"}")
         .unwrap();
     assert!(rejected >= 2.0);
+    // Figures that cannot be true, from the member: more plays than sessions (refused as it
+    // decodes), more media time than a hundred segments of song-a hold (refused against its
+    // manifest). Neither is credited (the balance is checked below).
+    let mut too_many_plays = batch(2_000_000, 60);
+    too_many_plays.entries[0].sessions = 10;
+    let mut too_long = batch(2_000_001, 0);
+    too_long.entries[0].seconds_ms = 100 * 3_600_000;
+    for lie in [too_many_plays, too_long] {
+        assert!(matches!(
+            send(signed_as_is(lie, &edge_key)),
+            ResponseHeader::Error { .. }
+        ));
+    }
+    assert_eq!(
+        c.node(o)
+            .metric("mhc_reports_rejected_total{reason=\"implausible\"}")
+            .unwrap(),
+        2.0
+    );
     // An exact replay of a stored report is acknowledged again and changes nothing. (A fresh
     // report of the member, for a country without a rate, so it credits nothing itself.)
     let mut fresh = batch(1_000_000, 0);
@@ -383,12 +418,13 @@ fn no_report_is_lost_or_counted_twice_when_the_origin_and_an_edge_are_killed() {
         if round == 4 {
             c.node_mut(o).kill9();
         }
+        // A new viewer (a new address) every round.
         let (ip, rate) = if round % 2 == 0 {
-            ("81.2.69.142", GB)
+            (format!("81.2.69.{}", 10 + round), GB)
         } else {
-            ("8.8.8.8", US)
+            (format!("8.8.8.{}", 10 + round), US)
         };
-        let n = watch(c.node(e), "song-a", ip, &format!("viewer-{round}"), 16);
+        let n = watch(c.node(e), "song-a", &ip, &format!("viewer-{round}"), 16);
         assert_eq!(n, 16, "the edge stopped serving");
         expected += earned(rate, n);
         std::thread::sleep(Duration::from_millis(300));

@@ -271,6 +271,22 @@ impl Catalog {
             .and_then(|v| v.all.get(&version).cloned())
     }
 
+    /// The longest segment duration (ms) and the largest segment size (bytes) over every
+    /// version of a content: what one served segment can at most account for.
+    pub fn segment_bounds(&self, id: &str) -> Option<(u64, u64)> {
+        let id = ContentId::new(id).ok()?;
+        let contents = self.contents.read();
+        let segments = contents
+            .get(&id)?
+            .all
+            .values()
+            .flat_map(|p| p.manifest().segments.iter());
+        segments.fold(None, |most, s| {
+            let (d, z) = most.unwrap_or((0, 0));
+            Some((d.max(u64::from(s.duration_ms)), z.max(s.size)))
+        })
+    }
+
     /// The latest version of every content, sorted by id.
     pub fn list(&self) -> Vec<Arc<Published>> {
         let mut all: Vec<_> = self

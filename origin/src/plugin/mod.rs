@@ -67,6 +67,7 @@
 //!         segments: 45,
 //!         bytes: 9_000_000,
 //!         seconds_ms: 180_000,
+//!         sessions: 12,
 //!         plays: 10,
 //!     }],
 //! };
