@@ -330,6 +330,8 @@ impl Node {
             let replication = Replication {
                 core: Arc::clone(&core),
                 cluster: cluster.clone(),
+                filler: Arc::clone(&filler),
+                set_aside: Default::default(),
             };
             tasks.push(tokio::spawn(mesh::replicate::run(
                 replication,

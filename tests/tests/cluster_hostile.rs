@@ -2,7 +2,8 @@
 //! heartbeats signed by one key claiming another peer, forged signatures, unparseable and
 //! oversized payloads, heartbeats with no certificate, and a flood from an enrolled member.
 //! Each is rejected and counted, the attacker's score drops, memory stays bounded, and the
-//! node keeps serving.
+//! node keeps serving. And an enrolled member that offers a content at version `u64::MAX`
+//! under a made-up root: the mesh replicates the real version, and the lie is counted.
 
 use std::time::Duration;
 
@@ -10,12 +11,12 @@ use futures::StreamExt;
 use libp2p::gossipsub::{self, IdentTopic, MessageAuthenticity, ValidationMode};
 use libp2p::swarm::SwarmEvent;
 use libp2p::{identity, noise, tcp, yamux, Multiaddr, PeerId, Swarm};
-use mhc_tests::{wait_until, Cluster, NodeOptions};
+use mhc_tests::{assert_success, wait_until, Cluster, NodeOptions};
 use mhc_transport::gossip::cert::{NodeCertificate, SignedCertificate};
 use mhc_transport::gossip::envelope::seal;
 use mhc_transport::gossip::messages::{
-    encode, Heartbeat, Load, Mode, PlaneAddrs, WireRole, HEALTH_TOPIC, MAX_MESSAGE_BYTES,
-    MESSAGE_FORMAT,
+    encode, ContentAnnouncement, Heartbeat, HeldContent, Load, Mode, PlaneAddrs, WireRole,
+    CONTENT_TOPIC, HEALTH_TOPIC, MAX_MESSAGE_BYTES, MESSAGE_FORMAT,
 };
 
 /// A hostile peer: a libp2p swarm and the ed25519 key of its identity (to seal envelopes as
@@ -33,6 +34,15 @@ impl Evil {
             .swarm
             .behaviour_mut()
             .publish(IdentTopic::new(HEALTH_TOPIC), sealed);
+    }
+
+    /// Publishes `payload` on `topic`, sealed with its own key.
+    fn send_on(&mut self, topic: &str, payload: &[u8]) {
+        let sealed = seal(&self.key, topic, 1, payload);
+        let _ = self
+            .swarm
+            .behaviour_mut()
+            .publish(IdentTopic::new(topic), sealed);
     }
 
     /// Publishes raw bytes, no envelope.
@@ -335,4 +345,110 @@ async fn hostile_peers_are_rejected_penalised_and_harmless() {
     assert!(wait_until(Duration::from_secs(10), || {
         c.node(0).member_state(&friend).as_deref() == Some("alive")
     }));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_offering_a_version_nobody_signed_shadows_nothing_on_the_mesh() {
+    let mut c = Cluster::new();
+    let o = c.start_with("origin", NodeOptions::new("origin").heartbeat_ms(250));
+    let dir = c.path().join("song");
+    mhc_tests::write_synthetic_rendition(&dir, 5, 50_000, 4);
+    assert_success(&c.node(o).ingest("song", &dir), "ingest");
+    let trust = format!(
+        "[trust]\npublishers = [\"{}\"]\n",
+        c.node(o).public_key.as_deref().unwrap()
+    );
+    let boot = c.node(o).p2p.clone();
+    let m = c.start_with(
+        "mesh",
+        NodeOptions::new("mesh")
+            .heartbeat_ms(250)
+            .bootstrap(&boot)
+            .extra(&trust),
+    );
+    let mesh_addr: Multiaddr = c.node(m).p2p[0].parse().unwrap();
+    let mesh_id: PeerId = c.node(m).peer_id.clone().unwrap().parse().unwrap();
+    let mut evil = attacker(&mesh_addr, mesh_id).await;
+    let liar = *evil.swarm.local_peer_id();
+    let cert = certificate_for(&evil.key, &c.operator());
+    let fake_root = [7u8; 32];
+    let lie = |seq: u64| {
+        let mut hb = heartbeat_with(liar, seq, cert.clone());
+        hb.contents = vec![HeldContent {
+            id: "song".into(),
+            version: u64::MAX,
+            mesh_root: fake_root,
+            bytes: 1,
+        }];
+        hb.contents_total = 1;
+        encode(&hb)
+    };
+    let mut seq = 0;
+    let mut beat = |evil: &mut Evil| {
+        seq += 1;
+        evil.send(&lie(seq));
+    };
+    // The liar is a member (its certificate is genuine) before the content is pinned.
+    let mut member = false;
+    for _ in 0..40 {
+        beat(&mut evil);
+        pump(&mut evil.swarm, Duration::from_millis(250)).await;
+        if c.node(m).member_state(&liar.to_string()).as_deref() == Some("alive") {
+            member = true;
+            break;
+        }
+    }
+    assert!(member, "the enrolled liar never became a member");
+    // It also announces the version, as only origins may.
+    let announcement = ContentAnnouncement {
+        peer_id: liar.to_bytes(),
+        id: "song".into(),
+        version: u64::MAX,
+        manifest_hash: [9; 32],
+        publisher: [9; 32],
+        mesh_root: fake_root,
+        sent_at_ms: 0,
+    };
+    evil.send_on(CONTENT_TOPIC, &encode(&announcement));
+    assert_success(&c.node(m).pin("song"), "pin");
+    let replicated = |c: &Cluster| {
+        c.node(m)
+            .metric("mhc_mesh_replications_total")
+            .unwrap_or(0.0)
+            >= 1.0
+    };
+    for _ in 0..120 {
+        if replicated(&c) {
+            break;
+        }
+        beat(&mut evil);
+        pump(&mut evil.swarm, Duration::from_millis(250)).await;
+    }
+    let mesh = c.node(m);
+    assert!(
+        replicated(&c),
+        "the real version was shadowed:\n{}",
+        mesh.log_tail()
+    );
+    assert!(
+        mesh.metric("mhc_mesh_rejected_total").unwrap_or(0.0) >= 1.0,
+        "the fake offer was not counted"
+    );
+    assert!(
+        mesh.metric("mhc_gossip_rejected_total{reason=\"claim\"}")
+            .unwrap_or(0.0)
+            >= 1.0,
+        "the member's announcement was not refused"
+    );
+    // What the mesh node holds and serves is version 1, byte for byte, without the origin.
+    c.node_mut(o).kill9();
+    let mesh = c.node(m);
+    let playlist = mesh.get("/v1/content/song/index.m3u8");
+    assert_eq!(playlist.status, 200);
+    assert_eq!(playlist.header("x-mhc-content-version"), Some("1"));
+    for i in 0..5 {
+        let r = mesh.get(&format!("/v1/content/song/seg/{i}.ts"));
+        let file = std::fs::read(dir.join(format!("seg_{i:03}.ts"))).unwrap();
+        assert!(r.status == 200 && r.body == file, "segment {i}");
+    }
 }

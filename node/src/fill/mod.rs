@@ -333,17 +333,41 @@ impl Filler {
         exclude: Option<PeerId>,
     ) -> Result<(), FillError> {
         let parents = self.parents(exclude);
+        let held = self.core.catalog.latest(id).map(|p| p.manifest().version);
+        let result = self.manifest_from(&parents, id, held.unwrap_or(0)).await;
+        if result.is_ok() || held.is_some() {
+            // Stale but ours when the parents failed: what we hold stays valid and signed.
+            self.mark_checked(id);
+        }
+        if matches!(result, Err(FillError::NotFound(_))) {
+            self.negative.lock().insert(id.clone(), Instant::now());
+        }
+        result
+    }
+
+    /// Asks `parents` in turn for the manifest of `id` at `min_version` or later until one
+    /// answers with a manifest a trusted publisher signed for `id`, and commits it to the
+    /// catalog. Parents that answer with another content or an untrusted manifest are
+    /// penalised.
+    ///
+    /// # Errors
+    /// [`FillError`]: none of them delivered.
+    pub async fn manifest_from(
+        &self,
+        parents: &[ParentAddr],
+        id: &ContentId,
+        min_version: u64,
+    ) -> Result<(), FillError> {
         if parents.is_empty() {
             return Err(FillError::NoParent);
         }
         let catalog = &self.core.catalog;
-        let held = catalog.latest(id).map(|p| p.manifest().version);
         let req = Request::GetManifest {
             content_id: id.to_string(),
-            min_version: held.unwrap_or(0),
+            min_version,
         };
         let mut attempts = Attempts::default();
-        for parent in &parents {
+        for parent in parents {
             let body = match self.ask(parent, &req, MAX_MANIFEST_BYTES).await {
                 Ok((ResponseHeader::Manifest { .. }, body)) => body,
                 answer => {
@@ -368,23 +392,12 @@ impl Filler {
                 }
             };
             match catalog.publish(signed) {
-                Ok(_) | Err(CatalogError::Stale { .. }) => {
-                    self.mark_checked(id);
-                    return Ok(());
-                }
+                Ok(_) | Err(CatalogError::Stale { .. }) => return Ok(()),
                 Err(CatalogError::Db(e)) => return Err(FillError::Local(format!("catalog: {e}"))),
                 Err(e) => attempts.failed(self, parent, FailureReason::BadManifest, &e),
             }
         }
-        if held.is_some() {
-            // Stale but ours: the parents were asked; what we hold stays valid and signed.
-            self.mark_checked(id);
-        }
-        let error = attempts.conclude(parents.len());
-        if matches!(error, FillError::NotFound(_)) {
-            self.negative.lock().insert(id.clone(), Instant::now());
-        }
-        Err(error)
+        Err(attempts.conclude(parents.len()))
     }
 
     /// The verified bytes of a segment (or init segment): from the store, or filled from a

@@ -5,17 +5,25 @@
 //! (c) the contents most played in its region (from the play counts heartbeats carry), as far
 //! as `cache.disk_gb` allows.
 //!
+//! **Believing an offer.** A member's heartbeat (or an origin's announcement) offers a version
+//! under a HashSeq root; nothing is fetched on its word. The version's signed manifest comes
+//! first, over QUIC from the holders (size-limited, verified against `trust.publishers`); the
+//! HashSeq is then computed here from the manifest, and the offer is taken only if its root is
+//! that hash. So a fake root (or a `u64::MAX` version nobody signed) costs one refused manifest
+//! request, is set aside for a while, and the real versions replicate meanwhile; no root blob
+//! of unknown size is ever downloaded.
+//!
 //! **From whom.** Holders are alive members whose heartbeat lists the version with its mesh
-//! root, and the operator's static `mesh.peers`. Every blob is checked twice: BLAKE3 verified
-//! streaming against the hash asked for, and those hashes come from the HashSeq only after it
-//! matched the signed, trusted manifest child by child.
+//! root, and the operator's static `mesh.peers`. Every blob is checked by BLAKE3 verified
+//! streaming against the hash the manifest gives.
 //!
 //! **Sharing the work.** Mesh nodes replicating the same root (their heartbeats say so) split
 //! its blobs: blob *i* is owned by the (*i* mod *n*)-th of them by peer id. A node fetches the
 //! blobs it owns from the holders, origin last; a blob owned by another node is asked of that
 //! node first and of the origin only when the owner has not produced it within
-//! [`OWNER_PATIENCE`]. So the origin sends each blob about once however many mesh nodes
-//! replicate, and the rest moves between peers.
+//! [`OWNER_PATIENCE`]; an owner that still cannot deliver then is penalised, and its share goes
+//! to the others. So the origin sends each blob about once however many mesh nodes replicate,
+//! and the rest moves between peers.
 //!
 //! **Resuming.** iroh-blobs keeps the verified ranges of a partial blob; the next provider is
 //! asked only for what is missing, so a provider lost mid-transfer costs no bytes already in.
@@ -29,16 +37,20 @@ use futures::StreamExt;
 use iroh::EndpointId;
 use iroh_blobs::api::remote::GetProgressItem;
 use iroh_blobs::hashseq::HashSeq;
-use iroh_blobs::{Hash, HashAndFormat};
-use mhc_manifest::{Hash32, SignedManifest};
+use iroh_blobs::{BlobFormat, Hash, HashAndFormat};
+use libp2p::PeerId;
+use mhc_manifest::Hash32;
 use tokio::sync::watch;
 
 use super::{content_tag, endpoint_id_of, expected_children, MeshPlane};
 use crate::control::membership::MemberState;
 use crate::control::messages::WireRole;
 use crate::control::ClusterHandle;
-use crate::core::catalog::{CatalogError, Published};
+use crate::core::catalog::Published;
 use crate::core::Core;
+use crate::fill::{FillError, Filler, ParentAddr};
+use mhc_manifest::ContentId;
+use parking_lot::Mutex;
 
 /// How long a node waits for the owner of a blob to have it before asking the origin instead.
 /// Long enough for an owner to fetch its share at loopback or LAN speed while its peers wait;
@@ -58,6 +70,13 @@ const CORRUPT_PENALTY: Duration = Duration::from_secs(600);
 const FAILURE_PENALTY: Duration = Duration::from_secs(15);
 /// A replication that makes no progress for this long gives up (and is retried later).
 const NO_PROGRESS_LIMIT: Duration = Duration::from_secs(120);
+/// How long an offer whose root is not the signed manifest's HashSeq is ignored.
+const FAKE_OFFER_PAUSE: Duration = Duration::from_secs(600);
+/// How long an offer whose signed manifest nobody could produce is ignored (it may have been
+/// a holder's hiccup, so not for long; real versions replicate meanwhile).
+const UNBACKED_OFFER_PAUSE: Duration = Duration::from_secs(30);
+/// Offers set aside at once; beyond it the one due back first is forgotten.
+const MAX_SET_ASIDE: usize = 4096;
 
 /// A content version some node offers on the mesh.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,13 +100,43 @@ struct Provider {
     distance_km: f64,
 }
 
-/// What replication reads of the rest of the node: the shared state and the membership.
+/// What replication reads of the rest of the node: the shared state and the membership, and
+/// the QUIC client that fetches manifests.
 #[derive(Debug, Clone)]
 pub struct Replication {
     /// The shared state.
     pub core: Arc<Core>,
     /// Who holds what.
     pub cluster: ClusterHandle,
+    /// Asks holders for signed manifests.
+    pub filler: Arc<Filler>,
+    /// Offers found wanting, and until when they are ignored.
+    pub set_aside: Arc<SetAside>,
+}
+
+/// Offers (content, version, root) that could not be backed by a signed manifest.
+#[derive(Debug, Default)]
+pub struct SetAside(Mutex<HashMap<(String, u64, Hash32), Instant>>);
+
+impl SetAside {
+    fn put(&self, offer: &Offer, pause: Duration) {
+        let mut m = self.0.lock();
+        let now = Instant::now();
+        m.retain(|_, until| *until > now);
+        if m.len() >= MAX_SET_ASIDE {
+            if let Some(first) = m.iter().min_by_key(|(_, t)| **t).map(|(k, _)| k.clone()) {
+                m.remove(&first);
+            }
+        }
+        m.insert((offer.id.clone(), offer.version, offer.root), now + pause);
+    }
+
+    fn contains(&self, offer: &Offer) -> bool {
+        self.0
+            .lock()
+            .get(&(offer.id.clone(), offer.version, offer.root))
+            .is_some_and(|until| *until > Instant::now())
+    }
 }
 
 /// Runs the replication loop of a mesh node until shutdown.
@@ -161,7 +210,7 @@ fn learn_addresses(state: &Replication, mesh: &MeshPlane) {
 pub fn offers(state: &Replication) -> HashMap<String, Offer> {
     let mut best: HashMap<String, Offer> = HashMap::new();
     let mut consider = |o: Offer| {
-        if o.root == [0; 32] {
+        if o.root == [0; 32] || state.set_aside.contains(&o) {
             return;
         }
         match best.get(&o.id) {
@@ -258,101 +307,125 @@ pub fn wanted(state: &Replication, mesh: &MeshPlane) -> Vec<Offer> {
     out
 }
 
-/// Replicates one content version: root, manifest (verified), then every blob.
+/// Replicates one content version: its signed manifest first, then the HashSeq computed from
+/// it (which must be the offered root), then every blob.
 ///
 /// # Errors
-/// No provider could serve it, it failed verification, or the stores failed.
+/// The offer is not backed by a trusted manifest (it is set aside), no provider could serve a
+/// blob, or the stores failed.
 pub async fn replicate(state: &Replication, mesh: &MeshPlane, offer: &Offer) -> anyhow::Result<()> {
-    let root = Hash::from_bytes(offer.root);
-    fetch_any(state, mesh, offer, root)
-        .await
-        .context("fetching the HashSeq")?;
-    let seq_bytes = mesh
-        .store()
-        .blobs()
-        .get_bytes(root)
-        .await
-        .context("reading the HashSeq")?;
-    let seq = HashSeq::try_from(seq_bytes).context("the mesh root is not a HashSeq")?;
-    let children: Vec<Hash32> = seq.iter().map(|h| *h.as_bytes()).collect();
-    let Some(manifest_hash) = children.first() else {
-        bail!("the HashSeq is empty");
-    };
-    fetch_any(state, mesh, offer, Hash::from_bytes(*manifest_hash))
-        .await
-        .context("fetching the manifest")?;
-    let encoded = mesh
-        .store()
-        .blobs()
-        .get_bytes(Hash::from_bytes(*manifest_hash))
-        .await
-        .context("reading the manifest")?;
-    let signed = match SignedManifest::decode(&encoded)
-        .and_then(|s| s.verify(state.core.catalog.trusted()).map(|()| s))
-    {
-        Ok(s) => s,
+    let published = match trusted_manifest(state, offer).await {
+        Ok(p) => p,
         Err(err) => {
+            // A member listed a version it cannot back with a signed manifest (or every
+            // holder failed us just now): other versions go first for a while.
             mesh.metrics().mesh.rejected.inc();
-            bail!("manifest under mesh root is not trusted: {err}");
+            state.set_aside.put(offer, UNBACKED_OFFER_PAUSE);
+            return Err(err);
         }
     };
-    let m = &signed.manifest;
-    if m.content_id.as_str() != offer.id || m.version != offer.version {
+    let children = expected_children(&published);
+    let seq: HashSeq = children.iter().map(|h| Hash::from_bytes(*h)).collect();
+    let seq_bytes = seq.into_inner();
+    if *blake3::hash(&seq_bytes).as_bytes() != offer.root {
         mesh.metrics().mesh.rejected.inc();
+        state.set_aside.put(offer, FAKE_OFFER_PAUSE);
         bail!(
-            "mesh root carries {} v{}, not the offered {} v{}",
-            m.content_id,
-            m.version,
+            "offered root {} is not the HashSeq of the signed manifest of {} v{}",
+            hex::encode(offer.root),
             offer.id,
             offer.version
         );
     }
-    let published = Published::new(signed.clone());
-    if expected_children(&published) != children {
-        mesh.metrics().mesh.rejected.inc();
-        bail!("the HashSeq's children do not match the signed manifest");
-    }
-    let bytes = published.blob_bytes();
+    // The root and the manifest blob are made here, from verified bytes; only media travels.
+    let blobs = mesh.store().blobs();
+    let root = blobs
+        .add_bytes_with_opts((seq_bytes, BlobFormat::HashSeq))
+        .temp_tag()
+        .await
+        .context("adding the HashSeq")?;
+    let manifest = blobs
+        .add_bytes(published.encoded.clone())
+        .temp_tag()
+        .await
+        .context("adding the manifest")?;
     fetch_children(state, mesh, offer, &children[1..]).await?;
     mesh.store()
         .tags()
         .set(
             content_tag(&offer.id, offer.version),
-            HashAndFormat::hash_seq(root),
+            HashAndFormat::hash_seq(root.hash()),
         )
         .await
         .context("tagging the replica")?;
-    match state.core.catalog.publish(signed) {
-        Ok(_) | Err(CatalogError::Stale { .. }) => {}
-        Err(err) => return Err(err).context("committing the manifest"),
-    }
-    mesh.set_held(&offer.id, offer.version, offer.root, bytes);
+    drop((root, manifest));
+    mesh.set_held(&offer.id, offer.version, offer.root, published.blob_bytes());
     mesh.metrics().mesh.replications.inc();
     Ok(())
 }
 
-/// Fetches one small blob (root, manifest) from the first holder that has it.
-async fn fetch_any(
-    state: &Replication,
-    mesh: &MeshPlane,
-    offer: &Offer,
-    hash: Hash,
-) -> anyhow::Result<()> {
-    if mesh.has(hash).await {
-        return Ok(());
+/// The signed manifest of the offered version: from the catalog, or over QUIC from the members
+/// that list it (origins last), verified against `trust.publishers` and committed.
+async fn trusted_manifest(state: &Replication, offer: &Offer) -> anyhow::Result<Arc<Published>> {
+    let id = ContentId::new(offer.id.clone()).context("offered content id")?;
+    let catalog = &state.core.catalog;
+    if let Some(p) = catalog.version(&id, offer.version) {
+        return Ok(p);
     }
-    let started = Instant::now();
-    loop {
-        for p in holders(state, mesh, offer) {
-            if mesh.fetch_from(p.id, hash, true).await.is_ok() {
-                return Ok(());
-            }
-        }
-        if started.elapsed() > NO_PROGRESS_LIMIT / 4 {
-            bail!("no provider served blob {hash}");
-        }
-        tokio::time::sleep(RETRY_PAUSE * 4).await;
+    let parents = quic_holders(state, offer);
+    match state
+        .filler
+        .manifest_from(&parents, &id, offer.version)
+        .await
+    {
+        Ok(()) => {}
+        Err(FillError::NoParent) => bail!(
+            "no member that offers {} v{} has a QUIC address",
+            offer.id,
+            offer.version
+        ),
+        Err(err) => return Err(err).context("fetching the signed manifest"),
     }
+    catalog.version(&id, offer.version).with_context(|| {
+        format!(
+            "no signed manifest of {} v{} (the holders have other versions)",
+            offer.id, offer.version
+        )
+    })
+}
+
+/// The QUIC addresses of the alive members that offer `offer` (listing it in their heartbeats,
+/// or as an origin that announced it), origins last.
+fn quic_holders(state: &Replication, offer: &Offer) -> Vec<ParentAddr> {
+    let announcers: HashSet<PeerId> = state
+        .cluster
+        .known_contents()
+        .into_iter()
+        .filter(|k| k.id == offer.id && k.version == offer.version && k.mesh_root == offer.root)
+        .map(|k| k.announced_by)
+        .collect();
+    let membership = state.cluster.membership();
+    let mut out: Vec<(bool, ParentAddr)> = membership
+        .members()
+        .filter(|m| m.state == MemberState::Alive)
+        .filter(|m| {
+            announcers.contains(&m.peer_id)
+                || m.heartbeat.contents.iter().any(|c| {
+                    c.id == offer.id && c.version == offer.version && c.mesh_root == offer.root
+                })
+        })
+        .filter_map(|m| {
+            Some((
+                m.heartbeat.role == WireRole::Origin,
+                ParentAddr {
+                    addr: m.heartbeat.addrs.quic.parse().ok()?,
+                    peer_id: Some(m.peer_id),
+                },
+            ))
+        })
+        .collect();
+    out.sort_by_key(|(is_origin, _)| *is_origin);
+    out.into_iter().map(|(_, p)| p).collect()
 }
 
 /// Alive members that hold `offer`, plus the static peers; best first (measured speed, then
@@ -413,7 +486,7 @@ fn replicators(state: &Replication, mesh: &MeshPlane, root: &Hash32) -> Vec<Endp
     let membership = state.cluster.membership();
     for m in membership.members() {
         if m.state == MemberState::Alive && m.heartbeat.replicating.contains(root) {
-            if let Some(id) = endpoint_id_of(&m.peer_id) {
+            if let Some(id) = endpoint_id_of(&m.peer_id).filter(|id| !mesh.is_penalised(id)) {
                 out.push(id);
             }
         }
@@ -517,7 +590,9 @@ async fn fetch_child(state: &Replication, mesh: &MeshPlane, offer: &Offer, job: 
     let waited = job.first_try.map_or(Duration::ZERO, |t| t.elapsed());
     let mut order: Vec<(EndpointId, bool)> = Vec::new();
     if owner != me {
-        order.push((owner, false));
+        // Past its patience, the owner is held to its claim: failing now penalises it, and
+        // its share goes to the others.
+        order.push((owner, waited >= OWNER_PATIENCE));
     }
     for h in holders.iter().filter(|h| !h.is_origin) {
         order.push((h.id, true));
