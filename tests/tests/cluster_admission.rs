@@ -90,6 +90,18 @@ fn an_unenrolled_node_is_never_a_member_nor_routed_to() {
     assert!(!play.header("location").unwrap().contains(&stranger_http));
     let master = origin.get("/v1/content/sample/master.m3u8").text();
     assert!(!master.contains(&stranger_http), "{master}");
+    // Nor does it get anything out of the QUIC plane: its hello is refused, so it cannot fill
+    // (and so has nothing to serve or report).
+    assert_ne!(
+        c.node(stranger).get("/v1/content/sample/seg/0.m4s").status,
+        200
+    );
+    assert!(
+        origin
+            .metric("mhc_quic_refused_total{reason=\"not_enrolled\"}")
+            .unwrap_or(0.0)
+            >= 1.0
+    );
 }
 
 #[test]
