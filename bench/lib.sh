@@ -28,8 +28,15 @@ wait_http() {
 # enroll WORKDIR DATA_DIR ROLE: creates the node key in DATA_DIR and a certificate for it from
 # the bench's operator (WORKDIR/operator.key, created on first use), as an operator would;
 # prints the operator's public key for `trust.operators`.
+# A build from before admission (MHC_NODE_BIN of an earlier commit) has no `enroll` and needs
+# no certificate: its nodes get only the operator key.
 enroll() {
   local work=$1 data=$2 role=$3 node operator
+  if ! "$bin" help enroll >/dev/null 2>&1; then
+    [ -f "$work/operator.key" ] || "$bin" operator-keygen --out "$work/operator.key" >/dev/null
+    "$bin" id --key "$work/operator.key" 2>/dev/null | sed -n 's/^public_key: //p'
+    return 0
+  fi
   [ -f "$work/operator.key" ] || "$bin" operator-keygen --out "$work/operator.key" >/dev/null
   operator=$("$bin" id --key "$work/operator.key" 2>/dev/null | sed -n 's/^public_key: //p')
   node=$("$bin" id --data-dir "$data" 2>/dev/null | sed -n 's/^public_key: //p')
@@ -66,10 +73,10 @@ stop_origin() {
   [ -n "${origin_pid:-}" ] && kill "$origin_pid" 2>/dev/null && wait "$origin_pid" 2>/dev/null || true
 }
 
-# start_edge WORKDIR NAME MEMORY_MB DISK_GB -> sets $edge_pid, $edge_http, $edge_data
-# (fills from the origin started by start_origin, trusting its key)
+# start_edge WORKDIR NAME MEMORY_MB DISK_GB [EXTRA_TOML] -> sets $edge_pid, $edge_http, $edge_data
+# (fills from the origin started by start_origin, trusting its key; EXTRA_TOML is appended)
 start_edge() {
-  local work=$1 name=$2 memory_mb=$3 disk_gb=$4
+  local work=$1 name=$2 memory_mb=$3 disk_gb=$4 extra=${5:-}
   edge_data=$work/$name
   local key peer quic operator
   operator=$(enroll "$work" "$edge_data" edge)
@@ -92,6 +99,7 @@ parents = ["$peer@$quic"]
 [cache]
 memory_mb = $memory_mb
 disk_gb = $disk_gb
+$extra
 TOML
   RUST_LOG=warn "$bin" run --config "$work/$name.toml" 2> "$work/$name.log" &
   edge_pid=$!
