@@ -554,10 +554,21 @@ async fn bind_admin_socket(path: &Path) -> anyhow::Result<UnixListener> {
         fs::remove_file(path)
             .with_context(|| format!("removing stale admin socket {}", path.display()))?;
     }
-    let listener = UnixListener::bind(path)
+    // Only the daemon's user may administer it, from the first instant: the socket is bound in
+    // a fresh folder only the daemon's user can enter, made 0600 there, and then renamed into
+    // place (a rename keeps the listening socket and is atomic).
+    let parent = path.parent().unwrap_or(Path::new("."));
+    let private = tempfile::Builder::new()
+        .prefix(".admin-sock-")
+        .permissions(fs::Permissions::from_mode(0o700))
+        .tempdir_in(parent)
+        .with_context(|| format!("creating a private folder in {}", parent.display()))?;
+    let staged = private.path().join("admin.sock");
+    let listener = UnixListener::bind(&staged)
         .with_context(|| format!("binding admin socket {}", path.display()))?;
-    // Only the daemon's user may administer it.
-    fs::set_permissions(path, fs::Permissions::from_mode(0o600))?;
+    fs::set_permissions(&staged, fs::Permissions::from_mode(0o600))?;
+    fs::rename(&staged, path)
+        .with_context(|| format!("moving the admin socket to {}", path.display()))?;
     Ok(listener)
 }
 

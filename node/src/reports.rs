@@ -28,6 +28,7 @@ use mhc_clock::Clock;
 use mhc_origin::{PlayEntry, PlayReportBatch, SignedPlayReport};
 use mhc_transport::{Request, ResponseHeader, MAX_PLAY_REPORT_BYTES};
 use prometheus_client::metrics::counter::Counter;
+use sled::transaction::{TransactionError, Transactional};
 use tokio::sync::watch;
 
 use crate::control::ClusterHandle;
@@ -359,7 +360,11 @@ impl Reports {
         }
     }
 
-    /// Signs `entries` as as few batches as fit a QUIC request, and stores them.
+    /// Signs `entries` as as few batches as fit a QUIC request, and stores them with the next
+    /// sequence number in one transaction: either every batch is in the outbox or none is (and
+    /// the caller puts the counts back). A flush that fails after the transaction is logged, not
+    /// returned: the batches are in the outbox and sled writes them out later, so giving the
+    /// counts back would count them twice.
     fn split_and_sign(
         &self,
         key: &ed25519_dalek::SigningKey,
@@ -373,7 +378,8 @@ impl Reports {
             .get(NEXT_SEQ_KEY)?
             .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
             .map_or(1, u64::from_be_bytes);
-        let mut written = Vec::new();
+        let mut room = self.max_outbox.saturating_sub(self.outbox.len() as u64);
+        let mut batches = Vec::new();
         let mut rest = entries.as_slice();
         while !rest.is_empty() {
             // Largest prefix that encodes within the request bound (halving on overflow).
@@ -395,24 +401,41 @@ impl Reports {
                 take = take.div_ceil(2);
             };
             rest = &rest[take..];
-            if self.outbox.len() as u64 >= self.max_outbox {
+            if room == 0 {
                 self.metrics.batches_dropped.inc();
                 tracing::error!(
                     seq,
                     "play-report outbox full; batch dropped (the oldest are kept)"
                 );
             } else {
-                self.outbox.insert(seq.to_be_bytes(), encoded)?;
-                written.push(seq);
+                room -= 1;
+                batches.push((seq, encoded));
             }
             seq += 1;
-            self.meta.insert(NEXT_SEQ_KEY, &seq.to_be_bytes())?;
         }
-        self.outbox.flush()?;
-        self.meta.flush()?;
-        self.metrics.batches_written.inc_by(written.len() as u64);
+        let next_seq = seq;
+        let committed: Result<(), TransactionError<()>> =
+            (&self.outbox, &self.meta).transaction(|(outbox, meta)| {
+                for (seq, encoded) in &batches {
+                    outbox.insert(&seq.to_be_bytes(), encoded.as_slice())?;
+                }
+                meta.insert(NEXT_SEQ_KEY, &next_seq.to_be_bytes())?;
+                Ok(())
+            });
+        match committed {
+            Ok(()) => {}
+            Err(TransactionError::Storage(e)) => return Err(e.into()),
+            Err(TransactionError::Abort(())) => anyhow::bail!("outbox transaction aborted"),
+        }
+        if let Err(err) = self.outbox.flush().and_then(|_| self.meta.flush()) {
+            tracing::error!(
+                error = %err,
+                "flushing the play-report outbox failed; its batches stay and are written later"
+            );
+        }
+        self.metrics.batches_written.inc_by(batches.len() as u64);
         self.metrics.outbox.set(self.outbox.len() as u64);
-        Ok(written)
+        Ok(batches.into_iter().map(|(seq, _)| seq).collect())
     }
 
     /// The batches waiting, oldest first.

@@ -7,6 +7,8 @@
 //! store, not what the folder claimed.
 
 use std::fs;
+use std::io::Read;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Component, Path, PathBuf};
 
 use mhc_manifest::{
@@ -26,11 +28,13 @@ pub const MAX_SEGMENT_BYTES: u64 = 256 * 1024 * 1024;
 
 /// Where ingested bytes go: a content-addressed store that hashes while it copies.
 pub trait BlobSink {
-    /// Copies the regular file at `path` into the store, returning its BLAKE3 hash and size.
+    /// Copies `input` (an opened rendition file) into the store, returning its BLAKE3 hash and
+    /// size. The sink never opens paths itself: ingest opens every file (see
+    /// [`open_rendition_file`]) so that what is published is what the folder holds.
     ///
     /// # Errors
-    /// I/O errors reading `path` or writing the store; a file larger than `max_bytes`.
-    fn import_file(&mut self, path: &Path, max_bytes: u64) -> std::io::Result<ImportedBlob>;
+    /// I/O errors reading `input` or writing the store; more than `max_bytes`.
+    fn import(&mut self, input: &mut dyn Read, max_bytes: u64) -> std::io::Result<ImportedBlob>;
 }
 
 /// What a [`BlobSink`] measured of one imported file.
@@ -62,6 +66,8 @@ pub struct IngestRequest {
 /// A rendition checked on disk: every file the manifest will name, in order.
 #[derive(Debug)]
 struct Rendition {
+    /// The folder the files are in (none may be reached through a link out of it).
+    dir: PathBuf,
     playlist: MediaPlaylist,
     format: SegmentFormat,
     init: Option<PathBuf>,
@@ -85,7 +91,7 @@ pub fn ingest_rendition(
 
     let init = match &rendition.init {
         Some(path) => {
-            let blob = import(sink, path)?;
+            let blob = import(sink, &rendition.dir, path)?;
             Some(InitSegment {
                 size: blob.size,
                 hash: blob.hash,
@@ -95,7 +101,7 @@ pub fn ingest_rendition(
     };
     let mut segments = Vec::with_capacity(rendition.segments.len());
     for (path, entry) in rendition.segments.iter().zip(&rendition.playlist.segments) {
-        let blob = import(sink, path)?;
+        let blob = import(sink, &rendition.dir, path)?;
         segments.push(SegmentInfo {
             duration_ms: entry.duration_ms,
             size: blob.size,
@@ -135,9 +141,10 @@ pub fn ingest_rendition(
     .map_err(IngestError::Manifest)
 }
 
-fn import(sink: &mut dyn BlobSink, path: &Path) -> Result<ImportedBlob, IngestError> {
+fn import(sink: &mut dyn BlobSink, dir: &Path, path: &Path) -> Result<ImportedBlob, IngestError> {
+    let (mut file, _) = open_rendition_file(dir, path)?;
     let blob = sink
-        .import_file(path, MAX_SEGMENT_BYTES)
+        .import(&mut file, MAX_SEGMENT_BYTES)
         .map_err(|source| IngestError::Io {
             path: path.to_owned(),
             source,
@@ -165,20 +172,20 @@ fn bandwidths(segments: &[SegmentInfo]) -> (u64, u64) {
 
 fn check_rendition(source: &Path) -> Result<Rendition, IngestError> {
     let (dir, playlist_path) = locate_playlist(source)?;
-    let meta = fs::metadata(&playlist_path).map_err(|source| IngestError::Io {
-        path: playlist_path.clone(),
-        source,
-    })?;
+    let (file, meta) = open_rendition_file(&dir, &playlist_path)?;
     if meta.len() > MAX_PLAYLIST_BYTES {
         return Err(IngestError::Rendition {
             path: playlist_path,
             problem: format!("playlist is larger than {MAX_PLAYLIST_BYTES} bytes"),
         });
     }
-    let text = fs::read_to_string(&playlist_path).map_err(|source| IngestError::Io {
-        path: playlist_path.clone(),
-        source,
-    })?;
+    let mut text = String::new();
+    file.take(MAX_PLAYLIST_BYTES)
+        .read_to_string(&mut text)
+        .map_err(|source| IngestError::Io {
+            path: playlist_path.clone(),
+            source,
+        })?;
     let playlist = parse_media_playlist(&text).map_err(|source| IngestError::Playlist {
         path: playlist_path.clone(),
         source,
@@ -237,35 +244,84 @@ fn check_rendition(source: &Path) -> Result<Rendition, IngestError> {
     for seg in &playlist.segments {
         segments.push(resolve_local(&dir, &seg.uri).map_err(problem)?);
     }
-    // Fail before importing anything: every file must exist, be a regular file and be readable.
+    // Fail before importing anything: every file must be a readable regular file in the folder.
     for path in init.iter().chain(&segments) {
-        let meta = fs::metadata(path).map_err(|source| IngestError::Io {
-            path: path.clone(),
-            source,
-        })?;
-        if !meta.is_file() {
-            return Err(IngestError::Rendition {
-                path: path.clone(),
-                problem: "not a regular file".into(),
-            });
-        }
+        let (_, meta) = open_rendition_file(&dir, path)?;
         if meta.len() > MAX_SEGMENT_BYTES {
             return Err(IngestError::Rendition {
                 path: path.clone(),
                 problem: format!("larger than the {MAX_SEGMENT_BYTES}-byte segment limit"),
             });
         }
-        fs::File::open(path).map_err(|source| IngestError::Io {
-            path: path.clone(),
-            source,
-        })?;
     }
     Ok(Rendition {
+        dir,
         playlist,
         format,
         init,
         segments,
     })
+}
+
+/// Opens a file of the rendition in `dir` for reading, refusing anything but a regular file
+/// reached without a symbolic link: a folder whose `seg0.ts` links to the node key (or whose
+/// subfolder links to `/etc`) would otherwise publish that file to the world, and a FIFO or a
+/// device would hang or never end. The final component is opened with `O_NOFOLLOW` (and
+/// `O_NONBLOCK`, so that opening a FIFO does not wait for a writer), and the type checked on
+/// the opened file, not on the path.
+///
+/// # Errors
+/// [`IngestError::Rendition`] naming the path for a link or a special file; I/O errors.
+pub fn open_rendition_file(
+    dir: &Path,
+    path: &Path,
+) -> Result<(fs::File, fs::Metadata), IngestError> {
+    let refuse = |problem: &str| IngestError::Rendition {
+        path: path.to_owned(),
+        problem: problem.to_owned(),
+    };
+    let io = |source| IngestError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    // Folders between `dir` and the file: none may be a link.
+    if let Ok(rel) = path.strip_prefix(dir) {
+        let mut at = dir.to_owned();
+        let mut parts = rel.components().peekable();
+        while let Some(part) = parts.next() {
+            if parts.peek().is_none() {
+                break;
+            }
+            at.push(part);
+            if fs::symlink_metadata(&at)
+                .map_err(io)?
+                .file_type()
+                .is_symlink()
+            {
+                return Err(refuse(
+                    "lies under a symbolic link; ingest publishes only files inside the folder",
+                ));
+            }
+        }
+    }
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| {
+            if e.raw_os_error() == Some(libc::ELOOP) {
+                refuse("is a symbolic link; ingest publishes only files inside the folder")
+            } else {
+                io(e)
+            }
+        })?;
+    let meta = file.metadata().map_err(io)?;
+    if !meta.is_file() {
+        return Err(refuse(
+            "not a regular file (a FIFO, device, socket or folder cannot be published)",
+        ));
+    }
+    Ok((file, meta))
 }
 
 /// Finds the media playlist: `source` itself if it is a file, else the one `.m3u8` in the folder
@@ -344,7 +400,6 @@ fn resolve_local(dir: &Path, uri: &str) -> Result<PathBuf, String> {
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;
-    use std::io::Read;
 
     use super::*;
 
@@ -356,11 +411,13 @@ mod tests {
     }
 
     impl BlobSink for MemSink {
-        fn import_file(&mut self, path: &Path, max_bytes: u64) -> std::io::Result<ImportedBlob> {
+        fn import(
+            &mut self,
+            input: &mut dyn Read,
+            max_bytes: u64,
+        ) -> std::io::Result<ImportedBlob> {
             let mut bytes = Vec::new();
-            fs::File::open(path)?
-                .take(max_bytes + 1)
-                .read_to_end(&mut bytes)?;
+            input.take(max_bytes + 1).read_to_end(&mut bytes)?;
             let hash = *blake3::hash(&bytes).as_bytes();
             let size = bytes.len() as u64;
             self.blobs.insert(hash, bytes);
@@ -446,6 +503,45 @@ mod tests {
             let err =
                 ingest_rendition(&request(dir.path()), 1, &mut MemSink::default()).unwrap_err();
             assert!(err.to_string().contains(uri), "{err}");
+        }
+    }
+
+    #[test]
+    fn links_and_special_files_are_refused_before_anything_is_imported() {
+        let secret = tempfile::tempdir().unwrap();
+        fs::write(secret.path().join("node.key"), [7u8; 32]).unwrap();
+        type Spoil<'a> = &'a dyn Fn(&Path);
+        let cases: [(&str, Spoil<'_>); 3] = [
+            ("symbolic link", &|dir| {
+                fs::remove_file(dir.join("seg1.ts")).unwrap();
+                std::os::unix::fs::symlink(secret.path().join("node.key"), dir.join("seg1.ts"))
+                    .unwrap();
+            }),
+            ("symbolic link", &|dir| {
+                // The file is real, the folder it is in is a link out of the rendition.
+                fs::write(secret.path().join("seg1.ts"), [1u8; 188]).unwrap();
+                std::os::unix::fs::symlink(secret.path(), dir.join("sub")).unwrap();
+                let pl = fs::read_to_string(dir.join("index.m3u8")).unwrap();
+                fs::write(dir.join("index.m3u8"), pl.replace("seg1.ts", "sub/seg1.ts")).unwrap();
+            }),
+            ("not a regular file", &|dir| {
+                fs::remove_file(dir.join("seg1.ts")).unwrap();
+                let made = std::process::Command::new("mkfifo")
+                    .arg(dir.join("seg1.ts"))
+                    .status()
+                    .unwrap();
+                assert!(made.success(), "mkfifo");
+            }),
+        ];
+        for (expected, spoil) in cases {
+            let dir = tempfile::tempdir().unwrap();
+            write_ts_rendition(dir.path(), 3);
+            spoil(dir.path());
+            let mut sink = MemSink::default();
+            let err = ingest_rendition(&request(dir.path()), 1, &mut sink).unwrap_err();
+            assert!(err.to_string().contains(expected), "{err}");
+            assert!(err.to_string().contains("seg1.ts"), "{err}");
+            assert_eq!(sink.imports, 0, "nothing imported before the check");
         }
     }
 

@@ -78,6 +78,56 @@ fn missing_or_unreadable_segments_publish_nothing() {
 }
 
 #[test]
+fn links_fifos_and_devices_in_a_rendition_publish_nothing() {
+    let mut c = Cluster::new();
+    let o = c.start("origin", "origin", "");
+    let key = c.node(o).data_dir.join("node.key");
+    let dir = c.path().join("r1");
+    type Spoil = fn(&Path, &Path) -> bool;
+    let cases: [(&str, &str, Spoil); 3] = [
+        ("a link to the node key", "symbolic link", |dir, key| {
+            std::os::unix::fs::symlink(key, dir.join("seg_002.ts")).unwrap();
+            true
+        }),
+        ("a FIFO", "not a regular file", |dir, _| {
+            let made = std::process::Command::new("mkfifo")
+                .arg(dir.join("seg_002.ts"))
+                .status()
+                .unwrap();
+            assert!(made.success(), "mkfifo");
+            true
+        }),
+        ("a device node", "not a regular file", |dir, _| {
+            // /dev/zero's numbers; mknod needs root (as in CI).
+            std::process::Command::new("mknod")
+                .arg(dir.join("seg_002.ts"))
+                .args(["c", "1", "5"])
+                .status()
+                .is_ok_and(|s| s.success())
+        }),
+    ];
+    for (what, expected, spoil) in cases {
+        let _ = fs::remove_dir_all(&dir);
+        write_synthetic_rendition(&dir, 5, 10_000, 1);
+        fs::remove_file(dir.join("seg_002.ts")).unwrap();
+        if !spoil(&dir, &key) {
+            eprintln!("skipping {what}: mknod needs root");
+            continue;
+        }
+        let out = c.node(o).ingest("song", &dir);
+        assert!(!out.status.success(), "{what} was published");
+        assert!(
+            stderr(&out).contains(expected) && stderr(&out).contains("seg_002.ts"),
+            "{what}: {}",
+            stderr(&out)
+        );
+    }
+    let node = c.node(o);
+    assert_eq!(node.get("/v1/content/song/index.m3u8").status, 404);
+    assert_eq!(blob_files(&node.data_dir), 0, "nothing imported");
+}
+
+#[test]
 fn a_store_filling_up_mid_ingest_rolls_back_every_new_blob() {
     let mut c = Cluster::new();
     // 0.0001 GiB = 107,374 bytes: two 40 kB segments fit, the third does not.

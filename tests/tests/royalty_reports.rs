@@ -151,10 +151,13 @@ fn balances_equal_the_plays_and_the_ledger_verifies_offline() {
     ingest(&c, c.node(o), "song-b", "bob", 2);
     let e1 = c.start_with("edge1", edge_options(&c, c.node(o)));
     let e2 = c.start_with("edge2", edge_options(&c, c.node(o)));
+    // Each edge finds its parent in the membership: wait until it has admitted the origin.
     assert!(wait_until(Duration::from_secs(10), || c
         .node(o)
         .alive_members()
-        >= 2));
+        >= 2
+        && c.node(e1).alive_members() >= 1
+        && c.node(e2).alive_members() >= 1));
 
     let mut alice = 0;
     let mut bob = 0;
@@ -401,10 +404,12 @@ fn no_report_is_lost_or_counted_twice_when_the_origin_and_an_edge_are_killed() {
     let o = start_origin(&mut c);
     ingest(&c, c.node(o), "song-a", "alice", 1);
     let e = c.start_with("edge", edge_options(&c, c.node(o)));
+    // Each side must have admitted the other: the edge finds its parent in the membership.
     assert!(wait_until(Duration::from_secs(10), || c
         .node(o)
         .alive_members()
-        >= 1));
+        >= 1
+        && c.node(e).alive_members() >= 1));
     // Fill the edge first, so it serves on while the origin is down.
     assert_eq!(
         watch(c.node(e), "song-a", "10.0.0.1", "warmup", SEGMENTS),

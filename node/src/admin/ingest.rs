@@ -16,7 +16,7 @@ use parking_lot::Mutex;
 use super::api::IngestCommand;
 use crate::control::messages::ContentAnnouncement;
 use crate::control::ClusterHandle;
-use crate::core::catalog::Published;
+use crate::core::catalog::{CatalogError, Published};
 use crate::core::store::{DiskTier, Imported};
 use crate::core::Core;
 use crate::mesh::MeshPlane;
@@ -50,12 +50,12 @@ struct StoreSink<'a> {
 }
 
 impl BlobSink for StoreSink<'_> {
-    fn import_file(
+    fn import(
         &mut self,
-        path: &std::path::Path,
+        input: &mut dyn std::io::Read,
         max_bytes: u64,
     ) -> std::io::Result<ImportedBlob> {
-        let (blob, how) = self.disk.import_file(path, max_bytes)?;
+        let (blob, how) = self.disk.import(input, max_bytes)?;
         if how == Imported::New {
             self.created.push(blob.hash);
         }
@@ -155,16 +155,22 @@ impl Ingest {
             });
         }
         manifest.version = decision.version();
-        let commit = (|| {
-            state
-                .store
-                .disk()
-                .sync_names(&sink.touched)
-                .context("syncing the blob store")?;
-            let signed = manifest.sign(state.identity.signing_key());
-            let published = state.catalog.publish(signed)?;
-            anyhow::Ok(published)
-        })();
+        // The blobs are durable before the manifest that names them is written, and the manifest
+        // is the last write: a failure before it rolls the new blobs back; a manifest that was
+        // written but not flushed may still reach the disk, so its blobs stay.
+        let commit = match state.store.disk().sync_names(&sink.touched) {
+            Err(err) => Err((
+                true,
+                anyhow::Error::new(err).context("syncing the blob store"),
+            )),
+            Ok(()) => {
+                let signed = manifest.sign(state.identity.signing_key());
+                state.catalog.publish(signed).map_err(|err| {
+                    let roll_back = !matches!(err, CatalogError::Unflushed(_));
+                    (roll_back, anyhow::Error::new(err))
+                })
+            }
+        };
         match commit {
             Ok(published) => {
                 self.plugins.published(&published);
@@ -200,8 +206,16 @@ impl Ingest {
                     changed: true,
                 })
             }
-            Err(e) => {
-                sink.rollback();
+            Err((roll_back, e)) => {
+                if roll_back {
+                    sink.rollback();
+                } else {
+                    tracing::error!(
+                        content = %content_id,
+                        error = %format!("{e:#}"),
+                        "ingest failed after the manifest was written; its blobs are kept"
+                    );
+                }
                 Err(e)
             }
         }

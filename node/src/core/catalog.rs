@@ -165,9 +165,13 @@ pub enum CatalogError {
         /// Held version.
         held: u64,
     },
-    /// The database failed.
+    /// The database failed before the manifest was written.
     #[error("catalog database: {0}")]
     Db(#[from] sled::Error),
+    /// The manifest was written but not flushed. It was taken out again, but sled's background
+    /// flush may have persisted it already, so the blobs it names must stay.
+    #[error("catalog database: the manifest was written but not flushed: {0}")]
+    Unflushed(#[source] sled::Error),
 }
 
 /// Verified manifests, persisted and in memory.
@@ -243,9 +247,12 @@ impl Catalog {
             }
         }
         let published = Arc::new(Published::new(signed));
-        self.manifests
-            .insert(key(&id, version), published.encoded.as_ref())?;
-        self.manifests.flush()?;
+        let key = key(&id, version);
+        self.manifests.insert(&key, published.encoded.as_ref())?;
+        if let Err(err) = self.manifests.flush() {
+            let _ = self.manifests.remove(&key);
+            return Err(CatalogError::Unflushed(err));
+        }
         self.contents
             .write()
             .entry(id)

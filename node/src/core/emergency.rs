@@ -234,6 +234,22 @@ mod tests {
     }
 
     #[test]
+    fn a_sequence_far_ahead_of_the_clock_cannot_block_later_commands() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = open(dir.path());
+        for seq in [u64::MAX, now_ms() + 11 * 60 * 1000] {
+            assert!(matches!(
+                e.apply(&activate(seq, &key(1))),
+                Err(Rejected::SeqAhead { .. })
+            ));
+        }
+        assert_eq!(e.last_seq(), 0, "nothing applied");
+        e.apply(&activate(now_ms() + 9 * 60 * 1000, &key(1)))
+            .unwrap();
+        assert!(e.is_emergency());
+    }
+
+    #[test]
     fn refuses_unknown_tampered_old_and_malformed() {
         let dir = tempfile::tempdir().unwrap();
         let e = open(dir.path());

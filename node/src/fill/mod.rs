@@ -393,7 +393,9 @@ impl Filler {
             };
             match catalog.publish(signed) {
                 Ok(_) | Err(CatalogError::Stale { .. }) => return Ok(()),
-                Err(CatalogError::Db(e)) => return Err(FillError::Local(format!("catalog: {e}"))),
+                Err(e @ (CatalogError::Db(_) | CatalogError::Unflushed(_))) => {
+                    return Err(FillError::Local(format!("{e}")))
+                }
                 Err(e) => attempts.failed(self, parent, FailureReason::BadManifest, &e),
             }
         }

@@ -3,7 +3,10 @@
 //! A command is signed by an operator key (`mhc-node operator-keygen`) over the domain tag
 //! `mhc-emergency-v1` and the postcard encoding of the command. A node obeys it only if the
 //! signer is in `trust.operators`, the signature holds, its sequence number is above the last
-//! one applied (persisted, so a replay does nothing even after a restart), it was issued within
+//! one applied (persisted, so a replay does nothing even after a restart) and at most
+//! [`MAX_SEQ_AHEAD`] ahead of the node's clock in milliseconds (the CLI's default sequence is
+//! the time of signing; a command numbered `u64::MAX` would block every later one, deactivation
+//! included), it was issued within
 //! ±[`MAX_CLOCK_SKEW`] of the node's clock, and it is at most [`MAX_COMMAND_BYTES`] long. The
 //! signature is the authority, not the sender: the same bytes arrive by gossip, by
 //! `POST /v1/emergency`, by the admin socket or from the satellite, and are judged the same.
@@ -26,6 +29,9 @@ pub const MAX_REASON_BYTES: usize = 1024;
 pub const MAX_ESSENTIAL: usize = 64;
 /// How far a command's issue time may be from the node's clock.
 pub const MAX_CLOCK_SKEW: Duration = Duration::from_secs(300);
+/// How far above the node's clock, read as milliseconds since the epoch, a sequence number
+/// may be.
+pub const MAX_SEQ_AHEAD: Duration = Duration::from_secs(600);
 
 /// What a command asks for.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -92,6 +98,15 @@ pub enum Rejected {
         /// Signed difference, seconds.
         skew_s: i64,
     },
+    /// A sequence number beyond the node's clock (in milliseconds) plus [`MAX_SEQ_AHEAD`]:
+    /// it would block every later command.
+    #[error("sequence {seq} is above this node's clock + 10 minutes ({limit} ms since the epoch)")]
+    SeqAhead {
+        /// The command's.
+        seq: u64,
+        /// The highest the node accepts now.
+        limit: u64,
+    },
 }
 
 impl Rejected {
@@ -104,6 +119,7 @@ impl Rejected {
             Rejected::BadSignature => "bad_signature",
             Rejected::Stale { .. } => "stale",
             Rejected::Clock { .. } => "clock",
+            Rejected::SeqAhead { .. } => "seq_ahead",
         }
     }
 }
@@ -177,6 +193,10 @@ impl SignedCommand {
         let sig = Signature::from_slice(&self.signature).map_err(|_| Rejected::BadSignature)?;
         key.verify(&signed_bytes(c), &sig)
             .map_err(|_| Rejected::BadSignature)?;
+        let limit = now_ms.saturating_add(MAX_SEQ_AHEAD.as_millis() as u64);
+        if c.seq > limit {
+            return Err(Rejected::SeqAhead { seq: c.seq, limit });
+        }
         let skew_ms = c.issued_at_ms as i128 - now_ms as i128;
         if skew_ms.unsigned_abs() > MAX_CLOCK_SKEW.as_millis() {
             return Err(Rejected::Clock {

@@ -128,12 +128,15 @@ impl DiskTier {
         self.path_of(hash).is_file()
     }
 
-    /// Copies `src` into the store while hashing it; at most `max_bytes` are accepted.
+    /// Copies `input` into the store while hashing it; at most `max_bytes` are accepted.
     ///
     /// # Errors
-    /// Reading `src`, writing the store, a file over `max_bytes`, or a full store.
-    pub fn import_file(&self, src: &Path, max_bytes: u64) -> io::Result<(ImportedBlob, Imported)> {
-        let mut input = File::open(src)?;
+    /// Reading `input`, writing the store, more than `max_bytes`, or a full store.
+    pub fn import(
+        &self,
+        input: &mut dyn Read,
+        max_bytes: u64,
+    ) -> io::Result<(ImportedBlob, Imported)> {
         let (tmp_path, mut out) = self.temp_file()?;
         let result = (|| {
             let mut hasher = blake3::Hasher::new();
@@ -497,23 +500,29 @@ mod tests {
         let store = DiskTier::open(&dir.path().join("blobs"), 1000, false).unwrap();
         let src = dir.path().join("a");
         fs::write(&src, vec![1u8; 600]).unwrap();
-        let (blob, how) = store.import_file(&src, 10_000).unwrap();
+        let (blob, how) = store
+            .import(&mut File::open(&src).unwrap(), 10_000)
+            .unwrap();
         assert_eq!(how, Imported::New);
         assert_eq!(blob.hash, *blake3::hash(&[1u8; 600]).as_bytes());
         assert_eq!(store.used_bytes(), 600);
-        let (_, how) = store.import_file(&src, 10_000).unwrap();
+        let (_, how) = store
+            .import(&mut File::open(&src).unwrap(), 10_000)
+            .unwrap();
         assert_eq!(how, Imported::Existing);
         assert_eq!(store.used_bytes(), 600);
         // Over the cap: refused, nothing left behind.
         fs::write(&src, vec![2u8; 600]).unwrap();
-        let err = store.import_file(&src, 10_000).unwrap_err();
+        let err = store
+            .import(&mut File::open(&src).unwrap(), 10_000)
+            .unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::StorageFull);
         assert_eq!(
             fs::read_dir(dir.path().join("blobs/tmp")).unwrap().count(),
             0
         );
         // Over the per-file limit.
-        assert!(store.import_file(&src, 100).is_err());
+        assert!(store.import(&mut File::open(&src).unwrap(), 100).is_err());
         // Reopen counts what is there.
         drop(store);
         let store = DiskTier::open(&dir.path().join("blobs"), 1000, false).unwrap();

@@ -2,7 +2,7 @@
 //! of BLAKE3-named files on disk, shared by every plane, and behind them a [`BlobSource`]: the
 //! mesh plane's iroh-blobs store, where a mesh node keeps what it replicated.
 //!
-//! Bytes enter only with a checked hash ([`DiskTier::import_file`] hashes while it copies;
+//! Bytes enter only with a checked hash ([`DiskTier::import`] hashes while it copies;
 //! [`DiskTier::put_verified`] checks first) and leave only after being hashed again on their way
 //! into RAM, so bit-rot or tampering on disk is never served.
 
