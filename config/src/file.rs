@@ -242,6 +242,19 @@ pub struct HttpSection {
     /// Time allowed for a client to send its request headers, in milliseconds, `>= 1`.
     /// Default `10000`.
     pub header_read_timeout_ms: u64,
+    /// A connection with no request in flight for this long is closed, in milliseconds,
+    /// `>= 1` (HTTP/1.1 keep-alive and HTTP/2 alike). Default `60000`.
+    pub idle_timeout_ms: u64,
+    /// Time allowed for a whole request body to arrive, in milliseconds, `>= 1`.
+    /// Default `30000`.
+    pub body_read_timeout_ms: u64,
+    /// Period of HTTP/2 pings and of TCP keepalive probes on idle connections; a peer that
+    /// answers neither within another period is dropped. Milliseconds, `>= 1000`.
+    /// Default `20000`.
+    pub keepalive_interval_ms: u64,
+    /// Maximum simultaneous connections from one client address (an IPv6 client's /64),
+    /// `>= 1`. Default `256`.
+    pub max_connections_per_client: usize,
     /// Bearer token that opens the origin plugins' admin routes on the viewer plane
     /// (`/admin/plugins/...` with `Authorization: Bearer <token>`); at least 32 characters.
     /// Default `""`: those routes exist on the admin socket only.
@@ -253,6 +266,10 @@ impl Default for HttpSection {
         HttpSection {
             max_connections: 10_000,
             header_read_timeout_ms: 10_000,
+            idle_timeout_ms: 60_000,
+            body_read_timeout_ms: 30_000,
+            keepalive_interval_ms: 20_000,
+            max_connections_per_client: 256,
             admin_token: String::new(),
         }
     }

@@ -112,8 +112,17 @@
 //! [http]
 //! # Viewer plane: maximum simultaneous connections (>= 1).
 //! max_connections = 10000
-//! # Time allowed for a client to send its request headers, in milliseconds (>= 1).
+//! # Time allowed for a client to send its request headers (and, on a new connection, its
+//! # first bytes), in milliseconds (>= 1).
 //! header_read_timeout_ms = 10000
+//! # A connection with no request in flight for this long is closed, in milliseconds (>= 1).
+//! idle_timeout_ms = 60000
+//! # Time allowed for a whole request body, in milliseconds (>= 1).
+//! body_read_timeout_ms = 30000
+//! # HTTP/2 pings and TCP keepalive probes on idle connections, in milliseconds (>= 1000).
+//! keepalive_interval_ms = 20000
+//! # Maximum simultaneous connections from one client address (IPv6: its /64) (>= 1).
+//! max_connections_per_client = 256
 //! # Bearer token opening the plugins' admin routes on the viewer plane (>= 32 characters);
 //! # "" = admin socket only.
 //! admin_token = ""
@@ -282,8 +291,17 @@ downlink = ""
 [http]
 # Viewer plane: maximum simultaneous connections (>= 1).
 max_connections = 10000
-# Time allowed for a client to send its request headers, in milliseconds (>= 1).
+# Time allowed for a client to send its request headers (and, on a new connection, its
+# first bytes), in milliseconds (>= 1).
 header_read_timeout_ms = 10000
+# A connection with no request in flight for this long is closed, in milliseconds (>= 1).
+idle_timeout_ms = 60000
+# Time allowed for a whole request body, in milliseconds (>= 1).
+body_read_timeout_ms = 30000
+# HTTP/2 pings and TCP keepalive probes on idle connections, in milliseconds (>= 1000).
+keepalive_interval_ms = 20000
+# Maximum simultaneous connections from one client address (IPv6: its /64) (>= 1).
+max_connections_per_client = 256
 # Bearer token opening the plugins' admin routes on the viewer plane (>= 32 characters);
 # "" = admin socket only.
 admin_token = ""
@@ -773,5 +791,18 @@ header_read_timeout_ms = 1
             "http.header_read_timeout_ms",
         );
         field_err("[http]\nmax_connection = 5\n", "http.max_connection");
+        field_err("[http]\nidle_timeout_ms = 0\n", "http.idle_timeout_ms");
+        field_err(
+            "[http]\nbody_read_timeout_ms = 0\n",
+            "http.body_read_timeout_ms",
+        );
+        field_err(
+            "[http]\nkeepalive_interval_ms = 999\n",
+            "http.keepalive_interval_ms",
+        );
+        field_err(
+            "[http]\nmax_connections_per_client = 0\n",
+            "http.max_connections_per_client",
+        );
     }
 }

@@ -232,6 +232,14 @@ pub struct HttpLimits {
     pub max_connections: usize,
     /// Time allowed for request headers to arrive (>= 1 ms).
     pub header_read_timeout: Duration,
+    /// A connection with no request in flight for this long is closed.
+    pub idle_timeout: Duration,
+    /// Time allowed for a whole request body.
+    pub body_read_timeout: Duration,
+    /// HTTP/2 ping and TCP keepalive period.
+    pub keepalive_interval: Duration,
+    /// Maximum simultaneous connections from one client address (IPv6: its /64).
+    pub max_connections_per_client: usize,
     /// Bearer token for the plugins' admin routes on the viewer plane, if enabled.
     pub admin_token: Option<String>,
 }

@@ -457,6 +457,23 @@ fn http(cx: &Ctx<'_>, h: HttpSection) -> Result<HttpLimits> {
             "must be at least 1 (milliseconds)",
         ));
     }
+    for (field, ms) in [
+        ("http.idle_timeout_ms", h.idle_timeout_ms),
+        ("http.body_read_timeout_ms", h.body_read_timeout_ms),
+    ] {
+        if ms == 0 {
+            return Err(cx.err(field, "must be at least 1 (milliseconds)"));
+        }
+    }
+    if h.keepalive_interval_ms < 1000 {
+        return Err(cx.err(
+            "http.keepalive_interval_ms",
+            "must be at least 1000 (milliseconds)",
+        ));
+    }
+    if h.max_connections_per_client == 0 {
+        return Err(cx.err("http.max_connections_per_client", "must be at least 1"));
+    }
     let admin_token =
         match h.admin_token.as_str() {
             "" => None,
@@ -469,6 +486,10 @@ fn http(cx: &Ctx<'_>, h: HttpSection) -> Result<HttpLimits> {
     Ok(HttpLimits {
         max_connections: h.max_connections,
         header_read_timeout: Duration::from_millis(h.header_read_timeout_ms),
+        idle_timeout: Duration::from_millis(h.idle_timeout_ms),
+        body_read_timeout: Duration::from_millis(h.body_read_timeout_ms),
+        keepalive_interval: Duration::from_millis(h.keepalive_interval_ms),
+        max_connections_per_client: h.max_connections_per_client,
         admin_token,
     })
 }

@@ -270,19 +270,12 @@ impl Node {
                 status: status.clone(),
             });
             let metrics = Arc::clone(&core.metrics);
-            let http = &config.http;
-            let (max_connections, header_read_timeout) =
-                (http.max_connections, http.header_read_timeout);
+            let limits = config.http.clone();
             let rx = shutdown_rx.clone();
             tasks.push(tokio::spawn(async move {
-                server::serve_tcp(
-                    listener,
-                    max_connections,
-                    header_read_timeout,
-                    metrics,
-                    rx,
-                    move |req, remote| Arc::clone(&viewer).handle(req, remote),
-                )
+                server::serve_tcp(listener, limits, metrics, rx, move |req, remote| {
+                    Arc::clone(&viewer).handle(req, remote)
+                })
                 .await;
             }));
         }

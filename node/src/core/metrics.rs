@@ -141,6 +141,7 @@ pub struct Metrics {
     routing_decisions: [Counter; 3],
     quic_responses: Family<QuicLabels, Counter>,
     quic_refused: Family<ReasonLabel, Counter>,
+    http_closed: Family<ReasonLabel, Counter>,
     quic_body_bytes: Counter,
     fills: Counter,
     fill_bytes: Counter,
@@ -331,6 +332,7 @@ impl Metrics {
             routing_decisions,
             quic_responses: Family::default(),
             quic_refused: Family::default(),
+            http_closed: Family::default(),
             quic_body_bytes: Counter::default(),
             fills: Counter::default(),
             fill_bytes: Counter::default(),
@@ -427,6 +429,13 @@ impl Metrics {
             "mhc_quic_responses",
             "QUIC data-plane answers to other nodes, by request kind and outcome",
             m.quic_responses.clone(),
+        );
+        r.register(
+            "mhc_http_connections_closed",
+            "Viewer connections the node closed or refused: first_bytes_timeout (nothing, or \
+             half a preface, within http.header_read_timeout_ms), idle \
+             (http.idle_timeout_ms), per_client (http.max_connections_per_client)",
+            m.http_closed.clone(),
         );
         r.register(
             "mhc_quic_refused",
@@ -647,6 +656,14 @@ impl Metrics {
         self.connections_open.dec();
     }
 
+    /// Viewer connections closed or refused for `reason` so far.
+    #[cfg(test)]
+    pub fn http_closed(&self, reason: &'static str) -> u64 {
+        self.http_closed
+            .get_or_create(&ReasonLabel { reason })
+            .get()
+    }
+
     /// Viewer connections open now.
     pub fn connections_open(&self) -> i64 {
         self.connections_open.get()
@@ -698,6 +715,13 @@ impl Metrics {
             .get_or_create(&QuicLabels { kind, outcome })
             .inc();
         self.quic_body_bytes.inc_by(body);
+    }
+
+    /// Counts one viewer connection the node closed or refused, by reason.
+    pub fn record_http_closed(&self, reason: &'static str) {
+        self.http_closed
+            .get_or_create(&ReasonLabel { reason })
+            .inc();
     }
 
     /// Counts one refused QUIC hello (`reason`: not_enrolled/certificate).
