@@ -166,12 +166,32 @@ impl Default for CacheSection {
     }
 }
 
-/// `[upstream]`: parent nodes this node pulls content from.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// `[upstream]`: parent nodes this node pulls content from, and how long it waits for them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default, expecting = "an [upstream] table")]
 pub struct UpstreamSection {
     /// `"ip:port"` or `"<peer id>@ip:port"` (the address must be a socket address). Default `[]`.
     pub parents: Vec<String>,
+    /// Time allowed to connect to a parent and exchange certificates with it, in
+    /// milliseconds, `>= 1`. Default `2000`.
+    pub connect_timeout_ms: u64,
+    /// Time allowed for a parent's answer to start, and longest silence in the middle of a
+    /// body, in milliseconds, `>= 1`. Default `5000`.
+    pub first_byte_timeout_ms: u64,
+    /// Slowest body accepted from a parent, in KiB per second, `>= 1`: a body of `n` KiB must
+    /// arrive within `first_byte_timeout_ms` + `n / min_body_rate_kib_s` seconds. Default `64`.
+    pub min_body_rate_kib_s: u64,
+}
+
+impl Default for UpstreamSection {
+    fn default() -> Self {
+        UpstreamSection {
+            parents: Vec::new(),
+            connect_timeout_ms: 2_000,
+            first_byte_timeout_ms: 5_000,
+            min_body_rate_kib_s: 64,
+        }
+    }
 }
 
 /// `[mesh]`: the mesh data plane (iroh-blobs).

@@ -79,6 +79,13 @@
 //! # Parents to fetch from: "ip:port" or "<peer id>@ip:port". Example:
 //! # parents = ["12D3KooWExamplePeer@203.0.113.10:4433"]
 //! parents = []
+//! # Time allowed to connect to a parent and exchange certificates, in milliseconds (>= 1).
+//! connect_timeout_ms = 2000
+//! # Time allowed for a parent's answer to start, and longest silence within a body, in
+//! # milliseconds (>= 1). A parent that misses it is avoided for a while.
+//! first_byte_timeout_ms = 5000
+//! # Slowest body accepted from a parent, in KiB/s (>= 1).
+//! min_body_rate_kib_s = 64
 //!
 //! [mesh]
 //! # Mesh peers always asked for content besides the members announcing it:
@@ -262,6 +269,13 @@ disk_gb = 20
 # Parents to fetch from: "ip:port" or "<peer id>@ip:port". Example:
 # parents = ["12D3KooWExamplePeer@203.0.113.10:4433"]
 parents = []
+# Time allowed to connect to a parent and exchange certificates, in milliseconds (>= 1).
+connect_timeout_ms = 2000
+# Time allowed for a parent's answer to start, and longest silence within a body, in
+# milliseconds (>= 1). A parent that misses it is avoided for a while.
+first_byte_timeout_ms = 5000
+# Slowest body accepted from a parent, in KiB/s (>= 1).
+min_body_rate_kib_s = 64
 
 [mesh]
 # Mesh peers always asked for content besides the members announcing it:
@@ -715,6 +729,31 @@ header_read_timeout_ms = 1
             "[upstream]\nparents = [\"10.0.0.1:4433\", \"id@10.0.0.1\"]\n",
             "upstream.parents[1]",
         );
+        for field in [
+            "connect_timeout_ms",
+            "first_byte_timeout_ms",
+            "min_body_rate_kib_s",
+        ] {
+            field_err(
+                &format!("[upstream]\n{field} = 0\n"),
+                &format!("upstream.{field}"),
+            );
+        }
+        field_err(
+            "[upstream]\nmin_body_rate_kib_s = 9223372036854775807\n",
+            "upstream.min_body_rate_kib_s",
+        );
+    }
+
+    #[test]
+    fn a_body_may_take_the_first_byte_allowance_plus_its_size_at_the_slowest_rate() {
+        let c = parse(&format!(
+            "{}[upstream]\nfirst_byte_timeout_ms = 1000\nmin_body_rate_kib_s = 512\n",
+            minimal("edge")
+        ))
+        .unwrap();
+        assert_eq!(c.upstream.min_body_rate, 512 * 1024);
+        assert_eq!(c.upstream.body_deadline(2 << 20), Duration::from_secs(5));
     }
 
     #[test]

@@ -173,6 +173,20 @@ pub struct Cache {
 pub struct Upstream {
     /// Parents in configured order.
     pub parents: Vec<Parent>,
+    /// Time allowed to connect to a parent and exchange certificates.
+    pub connect_timeout: Duration,
+    /// Time allowed for an answer to start, and longest silence within a body.
+    pub first_byte_timeout: Duration,
+    /// Slowest body accepted, in bytes per second (>= 1024).
+    pub min_body_rate: u64,
+}
+
+impl Upstream {
+    /// How long a body of `len` bytes may take: the first-byte allowance plus `len` at the
+    /// slowest accepted rate.
+    pub fn body_deadline(&self, len: u64) -> Duration {
+        self.first_byte_timeout + Duration::from_secs_f64(len as f64 / self.min_body_rate as f64)
+    }
 }
 
 /// One upstream parent: `"ip:port"` or `"<peer id>@ip:port"`.

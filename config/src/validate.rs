@@ -318,7 +318,27 @@ fn upstream(cx: &Ctx<'_>, u: UpstreamSection) -> Result<Upstream> {
             Ok(Parent { peer_id, addr })
         })
         .collect::<Result<Vec<_>>>()?;
-    Ok(Upstream { parents })
+    for (field, value) in [
+        ("upstream.connect_timeout_ms", u.connect_timeout_ms),
+        ("upstream.first_byte_timeout_ms", u.first_byte_timeout_ms),
+        ("upstream.min_body_rate_kib_s", u.min_body_rate_kib_s),
+    ] {
+        if value == 0 {
+            return Err(cx.err(field, "must be at least 1"));
+        }
+    }
+    let min_body_rate = u.min_body_rate_kib_s.checked_mul(1024).ok_or_else(|| {
+        cx.err(
+            "upstream.min_body_rate_kib_s",
+            "is too large (at most 2^54 KiB/s)",
+        )
+    })?;
+    Ok(Upstream {
+        parents,
+        connect_timeout: Duration::from_millis(u.connect_timeout_ms),
+        first_byte_timeout: Duration::from_millis(u.first_byte_timeout_ms),
+        min_body_rate,
+    })
 }
 
 fn mesh_peers(cx: &Ctx<'_>, m: MeshSection) -> Result<Vec<Parent>> {

@@ -276,7 +276,7 @@ fn a_parent_with_the_wrong_identity_is_refused_at_the_handshake() {
     let parents = [impostor, c.node(o).as_parent()];
     let e = c.start_with("edge", edge_options(c.node(o), &parents));
     let r = c.node(e).get("/v1/content/sample/seg/0.m4s");
-    assert_eq!(r.status, 200);
+    assert_eq!(r.status, 200, "{}", c.node(e).log_tail());
     assert_eq!(r.body, sample_file(&c, 0));
     assert!(
         c.node(e)
@@ -372,4 +372,188 @@ fn filling_three_times_the_disk_cap_evicts_and_stays_within_it() {
         "{} blobs on disk",
         files()
     );
+}
+
+/// Ingests `n` synthetic segments of 64 KiB as `song` at the origin.
+fn origin_with_synthetic(c: &mut Cluster, n: usize) -> (usize, std::path::PathBuf) {
+    let o = c.start("origin", "origin", "");
+    let dir = c.path().join("song");
+    mhc_tests::write_synthetic_rendition(&dir, n, 64 * 1024, 9);
+    assert_success(&c.node(o).ingest("song", &dir), "ingest");
+    (o, dir)
+}
+
+#[test]
+fn a_blackholed_first_parent_costs_one_connect_timeout_not_one_per_fill() {
+    let mut c = Cluster::new();
+    let (o, dir) = origin_with_synthetic(&mut c, 20);
+    // A UDP socket that reads nothing: the QUIC handshake gets no answer at all, as with a
+    // parent behind a firewall that drops packets.
+    let blackhole = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let parents = [
+        blackhole.local_addr().unwrap().to_string(),
+        c.node(o).as_parent(),
+    ];
+    let e = c.start_with("edge", edge_options(c.node(o), &parents));
+    let addr = c.node(e).addr();
+
+    let started = std::time::Instant::now();
+    let playlist = mhc_tests::http_request(addr, "GET", "/v1/content/song/index.m3u8", &[]);
+    assert_eq!(playlist.unwrap().status, 200);
+    let viewers: Vec<_> = (0..20)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let path = format!("/v1/content/song/seg/{i}.ts");
+                mhc_tests::http_request(addr, "GET", &path, &[]).unwrap()
+            })
+        })
+        .collect();
+    for (i, v) in viewers.into_iter().enumerate() {
+        let r = v.join().unwrap();
+        assert_eq!(r.status, 200, "segment {i}: {}", r.text());
+        assert_eq!(
+            r.body,
+            fs::read(dir.join(format!("seg_{i:03}.ts"))).unwrap()
+        );
+    }
+    let took = started.elapsed();
+    // One connect timeout (2 s by default) for the first question, then the blackholed parent
+    // is asked after the origin: not 20 × 30 s of QUIC idle timeout behind a global lock.
+    assert!(
+        took < Duration::from_secs(5),
+        "20 cold segments took {took:?}"
+    );
+    let edge = c.node(e);
+    assert!(
+        edge.metric("mhc_fill_failures_total{reason=\"unreachable\"}")
+            .unwrap()
+            >= 1.0
+    );
+    assert!(edge.log_tail().contains("avoided for a while"));
+    drop(blackhole);
+}
+
+/// A parent that says hello as an enrolled edge, knows no manifest, and answers every blob
+/// request with the origin's true header and the first half of its body, then nothing: the
+/// stream stays open for as long as the parent lives.
+async fn stop_mid_body_parent(
+    c: &Cluster,
+    origin: SocketAddr,
+    blob_requests: Arc<std::sync::atomic::AtomicUsize>,
+) -> (quinn::Endpoint, libp2p::PeerId) {
+    use mhc_transport::{encode_response_header, FrameDecoder};
+    let seed = [71u8; 32];
+    let config = mhc_transport::server_config(&seed, &Default::default()).unwrap();
+    let endpoint = quinn::Endpoint::server(config, "127.0.0.1:0".parse().unwrap()).unwrap();
+    let peer_id = {
+        let mut s = seed;
+        libp2p::identity::Keypair::ed25519_from_bytes(&mut s)
+            .unwrap()
+            .public()
+            .to_peer_id()
+    };
+    let certificate = c.certificate(seed, "edge");
+    let relay_certificate = c.certificate([72u8; 32], "edge");
+    let relay = Arc::new(QuicClient::new("127.0.0.1:0".parse().unwrap(), [72u8; 32]).unwrap());
+    let server = endpoint.clone();
+    tokio::spawn(async move {
+        while let Some(incoming) = server.accept().await {
+            let Ok(conn) = incoming.await else { continue };
+            let (certificate, relay_certificate) = (certificate.clone(), relay_certificate.clone());
+            let (relay, blob_requests) = (Arc::clone(&relay), Arc::clone(&blob_requests));
+            tokio::spawn(async move {
+                while let Ok((mut send, mut recv)) = conn.accept_bi().await {
+                    let frame = recv.read_to_end(64 * 1024).await.unwrap();
+                    let req: Request = FrameDecoder::new().push(&frame).unwrap().unwrap();
+                    let (header, body) = match req {
+                        Request::Hello { .. } => (
+                            ResponseHeader::Hello {
+                                certificate: certificate.clone(),
+                            },
+                            Bytes::new(),
+                        ),
+                        Request::GetSegment { .. } | Request::GetInit { .. } => {
+                            blob_requests.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                            let conn = relay.connect(origin, None).await.unwrap();
+                            let hello = Request::Hello {
+                                certificate: relay_certificate.clone(),
+                            };
+                            conn.request(&hello, 0).await.unwrap();
+                            let (header, body) = conn.request(&req, 64 << 20).await.unwrap();
+                            (header, body.slice(..body.len() / 2))
+                        }
+                        _ => (ResponseHeader::not_found("not here"), Bytes::new()),
+                    };
+                    let stall = !body.is_empty();
+                    send.write_all(&encode_response_header(&header).unwrap())
+                        .await
+                        .unwrap();
+                    send.write_all(&body).await.unwrap();
+                    if stall {
+                        // Half a body, then silence with the stream open.
+                        tokio::spawn(async move {
+                            tokio::time::sleep(Duration::from_secs(3600)).await;
+                            drop(send);
+                        });
+                    } else {
+                        let _ = send.finish();
+                    }
+                }
+            });
+        }
+    });
+    (endpoint, peer_id)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parent_that_stops_mid_body_does_not_stall_the_segments_viewers() {
+    let mut c = Cluster::new();
+    let (o, dir) = origin_with_synthetic(&mut c, 4);
+    let origin_quic = c.node(o).quic.unwrap();
+    let blob_requests = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (staller, staller_id) =
+        stop_mid_body_parent(&c, origin_quic, Arc::clone(&blob_requests)).await;
+    let parents = [
+        format!("{staller_id}@{}", staller.local_addr().unwrap()),
+        c.node(o).as_parent(),
+    ];
+    let options = edge_options(c.node(o), &parents).extra("first_byte_timeout_ms = 1000\n");
+    let e = c.start_with("edge", options);
+    let addr = c.node(e).addr();
+    // Five viewers of segment 0 at once share one fill, which the staller holds: after a
+    // second of silence it moves to the origin for all of them.
+    let expected = fs::read(dir.join("seg_000.ts")).unwrap();
+    let viewers = tokio::task::spawn_blocking(move || {
+        let threads: Vec<_> = (0..5)
+            .map(|_| {
+                std::thread::spawn(move || {
+                    mhc_tests::http_request(addr, "GET", "/v1/content/song/seg/0.ts", &[]).unwrap()
+                })
+            })
+            .collect();
+        threads
+            .into_iter()
+            .map(|t| t.join().unwrap())
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap();
+    for r in &viewers {
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.body, expected);
+    }
+    assert_eq!(blob_requests.load(std::sync::atomic::Ordering::SeqCst), 1);
+    let edge = c.node(e);
+    assert!(
+        edge.log_tail().contains("body stalled"),
+        "{}",
+        edge.log_tail()
+    );
+    // The staller is now asked after the origin: the next segments do not wait for it.
+    for i in 1..4 {
+        let r = edge.get(&format!("/v1/content/song/seg/{i}.ts"));
+        assert_eq!(r.status, 200);
+    }
+    assert_eq!(blob_requests.load(std::sync::atomic::Ordering::SeqCst), 1);
+    staller.close(0u32.into(), b"done");
 }

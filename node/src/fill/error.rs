@@ -8,8 +8,10 @@ use crate::core::admission::Refusal;
 /// What went wrong with one parent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FailureReason {
-    /// The parent could not be reached, or the connection was lost or timed out. Another
-    /// parent is asked; this one is not held guilty.
+    /// The parent could not be reached, the connection was lost, or the parent missed a
+    /// deadline (connect, first byte, body rate). Another parent is asked, and this one is
+    /// avoided for a while like one that lied: a dead or stalling parent tried first every
+    /// time would cost every fill its timeout.
     Unreachable,
     /// The parent broke the protocol (a frame, header or body that is not what the request
     /// asks for) or is not the node it should be. Penalised.
@@ -61,11 +63,12 @@ impl FailureReason {
     }
 
     /// Whether the parent is avoided for a while: it sent something no honest, working parent
-    /// sends.
+    /// sends, or could not deliver in time.
     pub fn penalises(self) -> bool {
         matches!(
             self,
-            FailureReason::Protocol
+            FailureReason::Unreachable
+                | FailureReason::Protocol
                 | FailureReason::Verification
                 | FailureReason::BadManifest
                 | FailureReason::NotEnrolled
@@ -107,6 +110,24 @@ pub enum AskError {
     /// The parent answered the hello with something else than a hello.
     #[error("unexpected answer to hello: {0}")]
     Unexpected(String),
+    /// Connecting and saying hello took longer than `upstream.connect_timeout`.
+    #[error("no connection within {0:?}")]
+    ConnectTimeout(std::time::Duration),
+    /// The last attempt to connect to this parent, less than a connect timeout ago, failed
+    /// for want of an answer; it is not tried again yet.
+    #[error("unreachable moments ago; not tried again yet")]
+    RecentlyUnreachable,
+    /// The body stopped flowing: a silence longer than the first-byte timeout, or slower than
+    /// the slowest accepted rate.
+    #[error("body stalled after {received} of {of} bytes in {after:?}")]
+    Stalled {
+        /// Bytes received.
+        received: u64,
+        /// Bytes announced.
+        of: u64,
+        /// Time since the body started.
+        after: std::time::Duration,
+    },
 }
 
 /// The classification of the last parent failure of a fill.
@@ -134,6 +155,12 @@ impl Failure {
             AskError::NotEnrolled(_) => Self::content(FailureReason::NotEnrolled),
             AskError::Refused(_) => Self::content(FailureReason::Refused),
             AskError::Unexpected(_) => Self::content(FailureReason::Protocol),
+            AskError::ConnectTimeout(_)
+            | AskError::RecentlyUnreachable
+            | AskError::Stalled { .. } => Self {
+                reason: FailureReason::Unreachable,
+                retryable: true,
+            },
         }
     }
 
@@ -197,14 +224,27 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_parents_that_lie_or_break_the_protocol_are_penalised() {
+    fn parents_that_lie_break_the_protocol_or_miss_deadlines_are_penalised() {
         use FailureReason::*;
-        for r in [Unreachable, Busy, Local, Refused] {
+        for r in [Busy, Local, Refused] {
             assert!(!r.penalises(), "{}", r.label());
         }
         for r in [Protocol, Verification, BadManifest, NotEnrolled] {
             assert!(r.penalises(), "{}", r.label());
             assert_eq!(r.origin(), ErrorOrigin::Peer);
+        }
+        assert!(Unreachable.penalises());
+        for e in [
+            AskError::ConnectTimeout(std::time::Duration::from_secs(2)),
+            AskError::RecentlyUnreachable,
+            AskError::Stalled {
+                received: 1,
+                of: 2,
+                after: std::time::Duration::from_secs(5),
+            },
+        ] {
+            let f = Failure::ask(&e);
+            assert_eq!((f.reason, f.retryable), (Unreachable, true), "{e}");
         }
         assert_eq!(
             FailureReason::of_quic(&QuicError::Timeout(std::time::Duration::from_secs(1))),

@@ -4,12 +4,15 @@
 //! - Manifests are verified against `trust.publishers` before they enter the catalog.
 //! - Segments are verified against the BLAKE3 hash the verified manifest lists before they enter
 //!   the store.
-//! - Every failure is classified ([`FailureReason`]): a parent that broke the protocol or sent
-//!   bytes or a manifest that fail verification is penalised (metric, log, avoided for a
-//!   while); an unreachable parent is passed over for the next one without blame.
+//! - Every failure is classified ([`FailureReason`]): a parent that broke the protocol, sent
+//!   bytes or a manifest that fail verification, or missed a deadline is penalised (metric,
+//!   log, asked after the others for a while).
+//! - Nothing waits without a deadline (`[upstream]`): connecting and the hello, the start of
+//!   an answer, and the flow of its body. No lock is held across I/O except a parent's own
+//!   connection slot, so a blackholed parent delays only the requests made to it.
 //! - Concurrent requests for one missing segment share one upstream fetch (request coalescing),
 //!   and the fetch runs in its own task, so a viewer that disconnects does not cancel it for the
-//!   others.
+//!   others; when its parent stalls, the fetch moves on to the next parent for all of them.
 //! - Unknown content is remembered for a short time (negative caching), so a burst of requests
 //!   for a missing id costs one round of upstream questions.
 //! - When every parent is unreachable, the manifest already held is served (serve-stale).
@@ -26,7 +29,7 @@ use bytes::Bytes;
 use futures::future::{BoxFuture, FutureExt, Shared};
 use libp2p::PeerId;
 use mhc_manifest::{ContentId, Hash32, SignedManifest};
-use mhc_transport::{QuicClient, QuicConnection, QuicError, Request, ResponseHeader};
+use mhc_transport::{QuicClient, QuicConnection, QuicError, QuicLimits, Request, ResponseHeader};
 use parking_lot::Mutex;
 
 use crate::core::admission::Refusal;
@@ -35,8 +38,8 @@ use crate::core::identity::peer_key;
 use crate::core::store::AlignedBlob;
 use crate::core::Core;
 pub use error::{AskError, Failure, FailureReason, FillError};
-use parents::Penalties;
 pub use parents::{ParentAddr, Parents};
+use parents::{ParentKey, Penalties};
 
 /// How long a "nobody has this content" answer is remembered.
 const NEGATIVE_TTL: Duration = Duration::from_secs(10);
@@ -84,7 +87,9 @@ pub struct Filler {
     core: Arc<Core>,
     parents: Arc<dyn Parents>,
     client: QuicClient,
-    connections: tokio::sync::Mutex<HashMap<SocketAddr, QuicConnection>>,
+    /// One slot per parent (address and the peer expected there), locked only by requests to
+    /// that parent.
+    links: Mutex<HashMap<ParentKey, Arc<tokio::sync::Mutex<Link>>>>,
     inflight: InFlight<Hash32, Bytes>,
     manifests_inflight: InFlight<ContentId, ()>,
     negative: Mutex<HashMap<ContentId, Instant>>,
@@ -109,12 +114,18 @@ impl Filler {
     pub fn new(core: Arc<Core>, parents: Arc<dyn Parents>) -> Result<Self, QuicError> {
         let listen = core.config.listen.quic;
         let bind = SocketAddr::new(listen.ip(), 0);
-        let client = QuicClient::new(bind, core.identity.signing_key().to_bytes())?;
+        // A parent's answer must start within `upstream.first_byte_timeout` (the transport's
+        // request timeout is exactly that: the wait for a response header).
+        let limits = QuicLimits {
+            request_timeout: core.config.upstream.first_byte_timeout,
+            ..QuicLimits::default()
+        };
+        let client = QuicClient::with_limits(bind, core.identity.signing_key().to_bytes(), limits)?;
         Ok(Self {
             core,
             parents,
             client,
-            connections: tokio::sync::Mutex::new(HashMap::new()),
+            links: Mutex::new(HashMap::new()),
             inflight: Mutex::new(HashMap::new()),
             manifests_inflight: Mutex::new(HashMap::new()),
             negative: Mutex::new(HashMap::new()),
@@ -149,28 +160,49 @@ impl Filler {
     }
 
     /// The connection to `parent`: the cached one, or a new one on which both sides showed
-    /// their certificates ([`Filler::hello`]).
+    /// their certificates ([`Filler::hello`]), made within `upstream.connect_timeout`.
+    ///
+    /// Only requests to the same parent wait for each other here: each parent has a slot of
+    /// its own, so a blackholed parent delays nobody who asks another. A parent that could not
+    /// be reached within the last connect timeout is not tried again by those that queued
+    /// behind the attempt: they fail at once and move on to their next parent.
     async fn connection(&self, parent: &ParentAddr) -> Result<QuicConnection, AskError> {
-        let mut conns = self.connections.lock().await;
-        if let Some(c) = conns.get(&parent.addr) {
+        let slot = Arc::clone(self.links.lock().entry(parent.key()).or_default());
+        let mut link = slot.lock().await;
+        if let Some(c) = &link.conn {
             if !c.is_closed() && parent.peer_id.is_none_or(|p| p == c.peer_id()) {
                 // A parent revoked since the hello is asked nothing more.
                 if peer_key(&c.peer_id()).is_some_and(|k| self.core.admission.is_revoked(&k)) {
                     c.close();
-                    conns.remove(&parent.addr);
+                    link.conn = None;
                     return Err(AskError::NotEnrolled(Refusal::Revoked));
                 }
                 return Ok(c.clone());
             }
         }
-        let conn = self.client.connect(parent.addr, parent.peer_id).await?;
-        if let Err(e) = self.hello(&conn).await {
-            conn.close();
-            conns.remove(&parent.addr);
-            return Err(e);
+        let limits = &self.core.config.upstream;
+        if let Some(at) = link.unreachable_since {
+            if at.elapsed() < limits.connect_timeout {
+                return Err(AskError::RecentlyUnreachable);
+            }
         }
-        conns.insert(parent.addr, conn.clone());
-        Ok(conn)
+        let attempt = async {
+            let conn = self.client.connect(parent.addr, parent.peer_id).await?;
+            if let Err(e) = self.hello(&conn).await {
+                conn.close();
+                return Err(e);
+            }
+            Ok(conn)
+        };
+        let outcome = tokio::time::timeout(limits.connect_timeout, attempt)
+            .await
+            .unwrap_or(Err(AskError::ConnectTimeout(limits.connect_timeout)));
+        link.conn = outcome.as_ref().ok().cloned();
+        link.unreachable_since = match &outcome {
+            Err(e) if Failure::ask(e).reason == FailureReason::Unreachable => Some(Instant::now()),
+            _ => None,
+        };
+        outcome
     }
 
     /// The first exchange on a new connection: this node's certificate for the parent's. A
@@ -199,8 +231,14 @@ impl Filler {
     /// node on it (it forgot the hello, or the certificate lapsed): the next request connects
     /// and says hello again.
     async fn forget(&self, addr: SocketAddr) {
-        if let Some(conn) = self.connections.lock().await.remove(&addr) {
-            conn.close();
+        let slots: Vec<_> = (self.links.lock().iter())
+            .filter(|((a, _), _)| *a == addr)
+            .map(|(_, slot)| Arc::clone(slot))
+            .collect();
+        for slot in slots {
+            if let Some(conn) = slot.lock().await.conn.take() {
+                conn.close();
+            }
         }
     }
 
@@ -251,13 +289,18 @@ impl Filler {
         self.penalties.order(self.parents.parents(), exclude)
     }
 
-    /// Counts a failure of `parent`, logs it, and penalises the parent if it misbehaved.
+    /// Counts a failure of `parent`, logs it, and penalises the parent if it misbehaved or
+    /// missed a deadline.
     fn blame(&self, parent: &ParentAddr, reason: FailureReason, what: &dyn std::fmt::Display) {
         self.core.metrics.record_fill_failure(reason.label());
-        if reason.penalises() {
+        if reason == FailureReason::Unreachable {
+            tracing::warn!(parent = %parent.addr, peer = ?parent.peer_id, error = %what,
+                "parent unreachable or too slow; avoided for a while, trying the next");
+            self.penalties.penalise(parent.key());
+        } else if reason.penalises() {
             tracing::warn!(parent = %parent.addr, reason = reason.label(), error = %what,
                 "parent misbehaved; penalised, trying the next");
-            self.penalties.penalise(parent.addr);
+            self.penalties.penalise(parent.key());
         } else {
             tracing::debug!(parent = %parent.addr, reason = reason.label(), error = %what,
                 "parent could not deliver; trying the next");
@@ -578,9 +621,46 @@ impl Filler {
             return Received::WrongSize(announced);
         };
         let mut blob = AlignedBlob::zeroed(len);
-        match body.read_exact_into(blob.as_mut_slice()).await {
+        match self.receive_body(body, blob.as_mut_slice()).await {
             Ok(()) => Received::Blob(blob),
-            Err(e) => Received::Unusable(Err(e.into())),
+            Err(e) => Received::Unusable(Err(e)),
+        }
+    }
+
+    /// Reads `body` into `dst` (exactly its length) as long as the parent keeps it flowing: no
+    /// silence longer than `upstream.first_byte_timeout`, and the whole of it within
+    /// [`Upstream::body_deadline`](mhc_config::Upstream::body_deadline). A parent that sends a
+    /// valid header and then nothing (or a trickle) releases the fill, and with it every
+    /// viewer waiting on it, to the next parent.
+    async fn receive_body(
+        &self,
+        mut body: mhc_transport::ResponseBody,
+        dst: &mut [u8],
+    ) -> Result<(), AskError> {
+        let limits = &self.core.config.upstream;
+        let started = tokio::time::Instant::now();
+        let deadline = started + limits.body_deadline(dst.len() as u64);
+        let mut at = 0;
+        loop {
+            let wait = deadline.min(tokio::time::Instant::now() + limits.first_byte_timeout);
+            // `chunk` is cancel-safe: a timeout loses nothing but the rest of the body.
+            match tokio::time::timeout_at(wait, body.chunk()).await {
+                Ok(Ok(Some(chunk))) => {
+                    // `chunk` never yields more than the body's announced length, which is
+                    // `dst.len()`.
+                    dst[at..at + chunk.len()].copy_from_slice(&chunk);
+                    at += chunk.len();
+                }
+                Ok(Ok(None)) => return Ok(()),
+                Ok(Err(e)) => return Err(e.into()),
+                Err(_) => {
+                    return Err(AskError::Stalled {
+                        received: at as u64,
+                        of: dst.len() as u64,
+                        after: started.elapsed(),
+                    })
+                }
+            }
         }
     }
 
@@ -670,6 +750,15 @@ impl Filler {
             duration_ms: started.elapsed().as_millis() as u64,
         })
     }
+}
+
+/// This node's link to one parent.
+#[derive(Debug, Default)]
+struct Link {
+    /// The connection on which both sides said hello, while it lasts.
+    conn: Option<QuicConnection>,
+    /// When the last attempt to connect failed for want of an answer.
+    unreachable_since: Option<Instant>,
 }
 
 /// What a parent answered to a blob request.

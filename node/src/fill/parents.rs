@@ -1,5 +1,5 @@
 //! Who a node fills from: the [`Parents`] it is given, in their order, with the parents that
-//! misbehaved recently moved behind the others.
+//! misbehaved or could not deliver recently moved behind the others.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use libp2p::PeerId;
 use parking_lot::Mutex;
 
-/// How long a parent that broke the protocol or sent unverifiable bytes is avoided.
+/// How long a parent that broke the protocol, sent unverifiable bytes, or missed a deadline
+/// is avoided (it is still asked when every other parent failed).
 const PENALTY: Duration = Duration::from_secs(60);
 /// Most penalties remembered; expired ones are dropped first (bounded however many addresses
 /// misbehave).
@@ -23,6 +24,16 @@ pub struct ParentAddr {
     pub peer_id: Option<PeerId>,
 }
 
+/// A parent as this node tells parents apart: its address and the peer expected there (an
+/// impostor claiming another peer at an honest parent's address is another parent).
+pub(super) type ParentKey = (SocketAddr, Option<PeerId>);
+
+impl ParentAddr {
+    pub(super) fn key(&self) -> ParentKey {
+        (self.addr, self.peer_id)
+    }
+}
+
 /// The parents of a node, best first. The composition root implements it: configured
 /// `upstream.parents` in their order, else the alive origins of the membership table, least
 /// loaded first.
@@ -34,27 +45,27 @@ pub trait Parents: Send + Sync + std::fmt::Debug + 'static {
 /// Parents that broke the protocol or sent bad bytes, and until when they are avoided.
 #[derive(Debug, Default)]
 pub(super) struct Penalties {
-    until: Mutex<HashMap<SocketAddr, Instant>>,
+    until: Mutex<HashMap<ParentKey, Instant>>,
 }
 
 impl Penalties {
-    /// Avoids `addr` for [`PENALTY`].
-    pub(super) fn penalise(&self, addr: SocketAddr) {
+    /// Avoids `parent` for [`PENALTY`].
+    pub(super) fn penalise(&self, parent: ParentKey) {
         let now = Instant::now();
         let mut until = self.until.lock();
         if until.len() >= MAX_PENALTIES {
             until.retain(|_, t| *t > now);
         }
         if until.len() < MAX_PENALTIES {
-            until.insert(addr, now + PENALTY);
+            until.insert(parent, now + PENALTY);
         }
     }
 
-    /// Whether `addr` is avoided now.
-    pub(super) fn is_penalised(&self, addr: &SocketAddr) -> bool {
+    /// Whether `parent` is avoided now.
+    pub(super) fn is_penalised(&self, parent: &ParentKey) -> bool {
         self.until
             .lock()
-            .get(addr)
+            .get(parent)
             .is_some_and(|until| Instant::now() < *until)
     }
 
@@ -66,7 +77,7 @@ impl Penalties {
         exclude: Option<PeerId>,
     ) -> Vec<ParentAddr> {
         list.retain(|p| exclude.is_none() || p.peer_id != exclude);
-        list.sort_by_key(|p| self.is_penalised(&p.addr));
+        list.sort_by_key(|p| self.is_penalised(&p.key()));
         list
     }
 }
