@@ -45,6 +45,9 @@ pub struct ConfigFile {
     /// `[upstream]`: where this node fetches from.
     #[serde(default)]
     pub upstream: UpstreamSection,
+    /// `[quic]`: limits of the QUIC data plane's server.
+    #[serde(default)]
+    pub quic: QuicSection,
     /// `[mesh]`: mesh data plane peers.
     #[serde(default)]
     pub mesh: MeshSection,
@@ -190,6 +193,29 @@ impl Default for UpstreamSection {
             connect_timeout_ms: 2_000,
             first_byte_timeout_ms: 5_000,
             min_body_rate_kib_s: 64,
+        }
+    }
+}
+
+/// `[quic]`: how many connections the QUIC data plane's server holds, so no client or set of
+/// clients can exhaust it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default, expecting = "a [quic] table")]
+pub struct QuicSection {
+    /// Connections held at once, handshakes included, `>= 1`. Default `1024`.
+    pub max_connections: usize,
+    /// Connections held at once from one IP address (IPv6: one /64), `>= 1`. Default `64`.
+    pub max_connections_per_address: usize,
+    /// Connections held at once for one node key, `>= 1`. Default `8`.
+    pub max_connections_per_peer: usize,
+}
+
+impl Default for QuicSection {
+    fn default() -> Self {
+        QuicSection {
+            max_connections: 1024,
+            max_connections_per_address: 64,
+            max_connections_per_peer: 8,
         }
     }
 }

@@ -87,6 +87,14 @@
 //! # Slowest body accepted from a parent, in KiB/s (>= 1).
 //! min_body_rate_kib_s = 64
 //!
+//! [quic]
+//! # QUIC data plane: connections held at once, in all (>= 1); past half of it, new clients
+//! # must first prove their address.
+//! max_connections = 1024
+//! # ... from one IP address (IPv6: one /64), and for one node key (>= 1).
+//! max_connections_per_address = 64
+//! max_connections_per_peer = 8
+//!
 //! [mesh]
 //! # Mesh peers always asked for content besides the members announcing it:
 //! # "<peer id>@ip:port" of their listen.iroh. Example:
@@ -151,12 +159,12 @@ use std::path::Path;
 pub use error::ConfigError;
 pub use file::{
     default_region, CacheSection, ClusterSection, ConfigFile, GeoSection, HttpSection,
-    ListenSection, LocationSection, MeshSection, PluginsSection, ReportsSection, SatelliteSection,
-    TrustSection, UpstreamSection,
+    ListenSection, LocationSection, MeshSection, PluginsSection, QuicSection, ReportsSection,
+    SatelliteSection, TrustSection, UpstreamSection,
 };
 pub use runtime::{
     Cache, Cluster, Config, Geo, GeoPoint, HttpLimits, Listen, Parent, ParseRoleError, Plugins,
-    Reports, Role, Satellite, Trust, Upstream,
+    QuicCaps, Reports, Role, Satellite, Trust, Upstream,
 };
 
 /// Reads and validates the config file at `path`.
@@ -276,6 +284,14 @@ connect_timeout_ms = 2000
 first_byte_timeout_ms = 5000
 # Slowest body accepted from a parent, in KiB/s (>= 1).
 min_body_rate_kib_s = 64
+
+[quic]
+# QUIC data plane: connections held at once, in all (>= 1); past half of it, new clients
+# must first prove their address.
+max_connections = 1024
+# ... from one IP address (IPv6: one /64), and for one node key (>= 1).
+max_connections_per_address = 64
+max_connections_per_peer = 8
 
 [mesh]
 # Mesh peers always asked for content besides the members announcing it:
@@ -743,6 +759,26 @@ header_read_timeout_ms = 1
             "[upstream]\nmin_body_rate_kib_s = 9223372036854775807\n",
             "upstream.min_body_rate_kib_s",
         );
+    }
+
+    #[test]
+    fn quic_caps_default_and_must_be_positive() {
+        let c = parse(&minimal("edge")).unwrap();
+        assert_eq!(
+            c.quic,
+            QuicCaps {
+                max_connections: 1024,
+                max_connections_per_address: 64,
+                max_connections_per_peer: 8,
+            }
+        );
+        for field in [
+            "max_connections",
+            "max_connections_per_address",
+            "max_connections_per_peer",
+        ] {
+            field_err(&format!("[quic]\n{field} = 0\n"), &format!("quic.{field}"));
+        }
     }
 
     #[test]

@@ -32,6 +32,8 @@ pub struct Config {
     pub cache: Cache,
     /// Upstream parents.
     pub upstream: Upstream,
+    /// QUIC server connection caps.
+    pub quic: QuicCaps,
     /// Static mesh peers (`[mesh] peers`), each with its peer id.
     pub mesh_peers: Vec<Parent>,
     /// Geo-IP settings.
@@ -237,6 +239,17 @@ pub struct Plugins {
     pub royalty: Option<toml::Table>,
     /// `[plugins.ledger]` contents, if enabled.
     pub ledger: Option<toml::Table>,
+}
+
+/// How many connections the QUIC data plane's server holds at once (each `>= 1`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QuicCaps {
+    /// In all, handshakes included.
+    pub max_connections: usize,
+    /// From one IP address (IPv6: one /64).
+    pub max_connections_per_address: usize,
+    /// For one node key.
+    pub max_connections_per_peer: usize,
 }
 
 /// Viewer-plane limits.

@@ -7,12 +7,12 @@ use std::time::Duration;
 use crate::error::ConfigError;
 use crate::file::{
     CacheSection, ClusterSection, ConfigFile, GeoSection, HttpSection, ListenSection,
-    LocationSection, MeshSection, PluginsSection, ReportsSection, SatelliteSection, TrustSection,
-    UpstreamSection,
+    LocationSection, MeshSection, PluginsSection, QuicSection, ReportsSection, SatelliteSection,
+    TrustSection, UpstreamSection,
 };
 use crate::runtime::{
-    Cache, Cluster, Config, Geo, GeoPoint, HttpLimits, Listen, Parent, Plugins, Reports, Role,
-    Satellite, Trust, Upstream,
+    Cache, Cluster, Config, Geo, GeoPoint, HttpLimits, Listen, Parent, Plugins, QuicCaps, Reports,
+    Role, Satellite, Trust, Upstream,
 };
 
 const MIB: u64 = 1 << 20;
@@ -59,6 +59,7 @@ impl ConfigFile {
         let trust = trust(&cx, self.trust)?;
         let cache = cache(&cx, self.cache)?;
         let upstream = upstream(&cx, self.upstream)?;
+        let quic = quic(&cx, self.quic)?;
         let mesh_peers = mesh_peers(&cx, self.mesh)?;
         let geo = geo(&cx, self.geo)?;
         let satellite = satellite(&cx, self.satellite, role)?;
@@ -75,6 +76,7 @@ impl ConfigFile {
             trust,
             cache,
             upstream,
+            quic,
             mesh_peers,
             geo,
             satellite,
@@ -338,6 +340,26 @@ fn upstream(cx: &Ctx<'_>, u: UpstreamSection) -> Result<Upstream> {
         connect_timeout: Duration::from_millis(u.connect_timeout_ms),
         first_byte_timeout: Duration::from_millis(u.first_byte_timeout_ms),
         min_body_rate,
+    })
+}
+
+fn quic(cx: &Ctx<'_>, q: QuicSection) -> Result<QuicCaps> {
+    for (field, value) in [
+        ("quic.max_connections", q.max_connections),
+        (
+            "quic.max_connections_per_address",
+            q.max_connections_per_address,
+        ),
+        ("quic.max_connections_per_peer", q.max_connections_per_peer),
+    ] {
+        if value == 0 {
+            return Err(cx.err(field, "must be at least 1"));
+        }
+    }
+    Ok(QuicCaps {
+        max_connections: q.max_connections,
+        max_connections_per_address: q.max_connections_per_address,
+        max_connections_per_peer: q.max_connections_per_peer,
     })
 }
 

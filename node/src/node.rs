@@ -215,7 +215,12 @@ impl Node {
         let quic_server = QuicServer::bind(
             config.listen.quic,
             seed,
-            QuicLimits::default(),
+            QuicLimits {
+                max_connections: config.quic.max_connections,
+                max_connections_per_address: config.quic.max_connections_per_address,
+                max_connections_per_peer: config.quic.max_connections_per_peer,
+                ..QuicLimits::default()
+            },
             Arc::new(QuicServe::new(
                 Arc::clone(&core),
                 Arc::clone(&filler),

@@ -17,7 +17,7 @@ use bytes::Bytes;
 use futures::future::{BoxFuture, FutureExt};
 use libp2p::PeerId;
 use mhc_manifest::ContentId;
-use mhc_transport::{Handler, Request, Response, ResponseHeader};
+use mhc_transport::{Handler, Refusal as ConnectionRefusal, Request, Response, ResponseHeader};
 
 use crate::core::admission::Refusal;
 use crate::core::catalog::Published;
@@ -197,6 +197,15 @@ impl QuicServe {
 }
 
 impl Handler for QuicServe {
+    fn refused(
+        &self,
+        _remote: std::net::SocketAddr,
+        _peer: Option<PeerId>,
+        why: ConnectionRefusal,
+    ) {
+        self.core.metrics.record_quic_refused(why.label());
+    }
+
     fn handle(&self, peer: PeerId, req: Request) -> BoxFuture<'static, Response> {
         let this = self.clone();
         async move {

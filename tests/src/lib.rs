@@ -484,6 +484,17 @@ impl NodeProcess {
         self.child.as_ref().map(Child::id)
     }
 
+    /// The process's resident set size in KiB (`VmRSS`); panics if it is not running.
+    pub fn rss_kb(&self) -> u64 {
+        let pid = self.pid().expect("the node is not running");
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .expect("reading /proc/PID/status")
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches(" kB").parse().ok())
+            .expect("VmRSS in /proc/PID/status")
+    }
+
     /// This node as an `upstream.parents` entry: `peerid@quic-addr`.
     pub fn as_parent(&self) -> String {
         format!(

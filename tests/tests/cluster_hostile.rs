@@ -132,15 +132,6 @@ fn certificate_for(
     SignedCertificate::sign(cert, operator).encode()
 }
 
-fn rss_kb(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches(" kB").parse().ok())
-        .unwrap()
-}
-
 /// Drives the swarm for `d`, so queued messages go out and events are answered.
 async fn pump(swarm: &mut Swarm<gossipsub::Behaviour>, d: Duration) {
     let _ = tokio::time::timeout(d, async {
@@ -186,7 +177,6 @@ async fn hostile_peers_are_rejected_penalised_and_harmless() {
     c.start_with("victim", NodeOptions::new("edge").heartbeat_ms(500));
     let victim_addr: Multiaddr = c.node(0).p2p[0].parse().unwrap();
     let victim_id: PeerId = c.node(0).peer_id.clone().unwrap().parse().unwrap();
-    let pid = c.node(0).pid().unwrap();
     let rejected = |reason: &str| {
         c.node(0)
             .metric(&format!("mhc_gossip_rejected_total{{reason=\"{reason}\"}}"))
@@ -270,24 +260,36 @@ async fn hostile_peers_are_rejected_penalised_and_harmless() {
         "an unenrolled key became a member"
     );
 
-    // 7. An enrolled key that claims a place its certificate does not allow: refused.
-    let mut evil = attacker(&victim_addr, victim_id).await;
-    let liar = *evil.swarm.local_peer_id();
-    let mut lie = heartbeat_with(liar, 1, certificate_for(&evil.key, &c.operator()));
-    lie.location = Some((48.8566, 2.3522));
-    evil.send(&encode(&lie));
-    pump(&mut evil.swarm, Duration::from_millis(300)).await;
-    assert!(wait_until(Duration::from_secs(5), || rejected("claim") >= 1.0));
-    assert!(
-        c.node(0).member_state(&liar.to_string()).is_none(),
-        "a member claiming a place beyond its certificate was admitted"
-    );
+    // 7. Enrolled keys that claim what their certificate does not allow: a place, and a
+    // viewer address it does not list (one that would take redirected viewers anywhere).
+    // Each is refused and never a member, so never routed to.
+    type Lie = fn(&mut Heartbeat);
+    let lies: [(&str, Lie); 2] = [
+        ("a place", |h| h.location = Some((48.8566, 2.3522))),
+        ("a viewer address", |h| {
+            h.addrs.http = "203.0.113.9:80".into()
+        }),
+    ];
+    for (n, (what, lie)) in lies.into_iter().enumerate() {
+        let mut evil = attacker(&victim_addr, victim_id).await;
+        let liar = *evil.swarm.local_peer_id();
+        let mut hb = heartbeat_with(liar, 1, certificate_for(&evil.key, &c.operator()));
+        lie(&mut hb);
+        evil.send(&encode(&hb));
+        pump(&mut evil.swarm, Duration::from_millis(300)).await;
+        assert!(wait_until(Duration::from_secs(5), || rejected("claim")
+            >= (n + 1) as f64));
+        assert!(
+            c.node(0).member_state(&liar.to_string()).is_none(),
+            "a member claiming {what} beyond its certificate was admitted"
+        );
+    }
 
     // 8. A flood of well-formed heartbeats from a member (enrolled by the cluster's operator).
     let mut evil = attacker(&victim_addr, victim_id).await;
     let flooder = *evil.swarm.local_peer_id();
     let flooder_cert = certificate_for(&evil.key, &c.operator());
-    let rss_before = rss_kb(pid);
+    let rss_before = c.node(0).rss_kb();
     let accepted = || {
         c.node(0)
             .metric("mhc_gossip_messages_total{direction=\"in\",topic=\"mhc/health/1\"}")
@@ -306,7 +308,7 @@ async fn hostile_peers_are_rejected_penalised_and_harmless() {
         }
     }
     pump(&mut evil.swarm, Duration::from_secs(1)).await;
-    let rss_after = rss_kb(pid);
+    let rss_after = c.node(0).rss_kb();
     assert!(rejected("rate") >= 2.0, "flood not rate-limited");
     assert!(
         rss_after < rss_before + 50 * 1024,

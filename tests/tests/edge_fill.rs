@@ -293,15 +293,7 @@ fn a_burst_of_1000_requests_does_not_grow_memory_without_bound() {
     let parent = c.node(o).as_parent();
     let e = c.start_with("edge", edge_options(c.node(o), &[parent]));
     let addr = c.node(e).addr();
-    let pid = c.node(e).pid().unwrap();
-    let rss = || {
-        fs::read_to_string(format!("/proc/{pid}/status"))
-            .unwrap()
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches(" kB").parse::<u64>().ok())
-            .unwrap()
-    };
+    let rss = || c.node(e).rss_kb();
     assert_eq!(c.node(e).get("/v1/content/sample/seg/0.m4s").status, 200);
     let before = rss();
     let mut peak = before;

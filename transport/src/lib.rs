@@ -45,5 +45,5 @@ pub use proto::{
 };
 pub use quic::{
     client_config, server_config, ErrorOrigin, Handler, QuicClient, QuicConnection, QuicError,
-    QuicLimits, QuicServer, Response, ResponseBody,
+    QuicLimits, QuicServer, Refusal, Response, ResponseBody,
 };

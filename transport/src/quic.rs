@@ -10,6 +10,7 @@ mod config;
 mod error;
 mod limits;
 mod server;
+mod slots;
 
 use quinn::{RecvStream, VarInt};
 
@@ -20,6 +21,7 @@ pub use config::{client_config, server_config};
 pub use error::{ErrorOrigin, QuicError};
 pub use limits::QuicLimits;
 pub use server::{Handler, QuicServer, Response};
+pub use slots::Refusal;
 
 /// Application error codes in CONNECTION_CLOSE, RESET_STREAM and STOP_SENDING frames.
 mod code {
@@ -35,6 +37,9 @@ mod code {
     /// The server could not read the peer's identity; unreachable once the TLS verifiers
     /// accepted the certificate.
     pub(super) const BAD_IDENTITY: VarInt = VarInt::from_u32(3);
+    /// The server holds as many connections as it allows (in all, from the client's address
+    /// or for its peer id); try later or elsewhere.
+    pub(super) const BUSY: VarInt = VarInt::from_u32(4);
 }
 
 /// Why one frame could not be read from a stream.

@@ -439,7 +439,7 @@ impl Metrics {
         );
         r.register(
             "mhc_quic_refused",
-            "QUIC hellos refused (the peer proved no accepted node certificate), by reason",
+            "QUIC connections refused at a cap, and hellos refused (no accepted node certificate), by reason",
             m.quic_refused.clone(),
         );
         r.register(
@@ -724,7 +724,8 @@ impl Metrics {
             .inc();
     }
 
-    /// Counts one refused QUIC hello (`reason`: not_enrolled/certificate).
+    /// Counts one refused QUIC hello (`reason`: not_enrolled/certificate) or connection
+    /// (`reason`: a [`mhc_transport::Refusal`] label).
     pub fn record_quic_refused(&self, reason: &'static str) {
         self.quic_refused
             .get_or_create(&ReasonLabel { reason })

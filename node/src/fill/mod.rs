@@ -14,7 +14,8 @@
 //!   and the fetch runs in its own task, so a viewer that disconnects does not cancel it for the
 //!   others; when its parent stalls, the fetch moves on to the next parent for all of them.
 //! - Unknown content is remembered for a short time (negative caching), so a burst of requests
-//!   for a missing id costs one round of upstream questions.
+//!   for a missing id costs one round of upstream questions. The memory is an LRU of
+//!   [`NEGATIVE_CAPACITY`] ids, so requests for endless random ids cannot grow it.
 //! - When every parent is unreachable, the manifest already held is served (serve-stale).
 
 mod error;
@@ -43,6 +44,11 @@ use parents::{ParentKey, Penalties};
 
 /// How long a "nobody has this content" answer is remembered.
 const NEGATIVE_TTL: Duration = Duration::from_secs(10);
+/// How many "nobody has this content" answers are remembered: at most ~6 MiB of ids. Every
+/// entry lives for the same TTL, so the least recently inserted is also the first to expire;
+/// past this many unknown ids per TTL, the oldest are asked about again, which costs parents a
+/// question each, not this node memory.
+const NEGATIVE_CAPACITY: usize = 65_536;
 /// How often an edge re-asks its parents whether a newer manifest exists.
 pub const MANIFEST_REFRESH: Duration = Duration::from_secs(5);
 /// Largest manifest accepted from a parent.
@@ -92,7 +98,7 @@ pub struct Filler {
     links: Mutex<HashMap<ParentKey, Arc<tokio::sync::Mutex<Link>>>>,
     inflight: InFlight<Hash32, Bytes>,
     manifests_inflight: InFlight<ContentId, ()>,
-    negative: Mutex<HashMap<ContentId, Instant>>,
+    negative: Mutex<lru::LruCache<ContentId, Instant>>,
     penalties: Penalties,
     checked: Mutex<HashMap<ContentId, Instant>>,
 }
@@ -128,7 +134,9 @@ impl Filler {
             links: Mutex::new(HashMap::new()),
             inflight: Mutex::new(HashMap::new()),
             manifests_inflight: Mutex::new(HashMap::new()),
-            negative: Mutex::new(HashMap::new()),
+            negative: Mutex::new(lru::LruCache::new(
+                std::num::NonZeroUsize::new(NEGATIVE_CAPACITY).expect("a positive capacity"),
+            )),
             penalties: Penalties::default(),
             checked: Mutex::new(HashMap::new()),
         })
@@ -137,10 +145,10 @@ impl Filler {
     /// Whether `id` was recently found missing everywhere upstream.
     pub fn known_missing(&self, id: &ContentId) -> bool {
         let mut negative = self.negative.lock();
-        match negative.get(id) {
+        match negative.peek(id) {
             Some(at) if at.elapsed() < NEGATIVE_TTL => true,
             Some(_) => {
-                negative.remove(id);
+                negative.pop(id);
                 false
             }
             None => false,
@@ -383,7 +391,7 @@ impl Filler {
             self.mark_checked(id);
         }
         if matches!(result, Err(FillError::NotFound(_))) {
-            self.negative.lock().insert(id.clone(), Instant::now());
+            self.negative.lock().put(id.clone(), Instant::now());
         }
         result
     }

@@ -14,6 +14,7 @@ use tokio::task::JoinHandle;
 use tracing::{debug, warn, Instrument};
 
 use super::config::node_server_config;
+use super::slots::{Refusal, Slots};
 use super::{code, read_frame, with_timeout, FrameReadError, QuicError, QuicLimits};
 use crate::identity::{peer_id_of, NodeIdentity};
 use crate::proto::{encode_response_header, Request, ResponseHeader};
@@ -53,6 +54,12 @@ impl Response {
 pub trait Handler: Send + Sync + 'static {
     /// Produces the response to `request` from `peer`.
     fn handle(&self, peer: PeerId, request: Request) -> BoxFuture<'static, Response>;
+
+    /// Told of each connection refused by a cap of [`QuicLimits`] (`peer` once the handshake
+    /// proved it), to count it. Does nothing unless implemented.
+    fn refused(&self, remote: SocketAddr, peer: Option<PeerId>, why: Refusal) {
+        let _ = (remote, peer, why);
+    }
 }
 
 impl<F> Handler for F
@@ -172,13 +179,48 @@ impl Drop for QuicServer {
 }
 
 async fn accept_loop(endpoint: Endpoint, handler: Arc<dyn Handler>, limits: Arc<QuicLimits>) {
+    let slots = Slots::new(&limits);
     while let Some(incoming) = endpoint.accept().await {
-        tokio::spawn(serve_connection(incoming, handler.clone(), limits.clone()).in_current_span());
+        let remote = incoming.remote_address();
+        // Past half the table, a client proves it receives at its address (a retry round
+        // trip) before it takes a slot, so handshakes from spoofed addresses cannot fill it.
+        if !incoming.remote_address_validated() && slots.under_pressure() {
+            if let Err(err) = incoming.retry() {
+                err.into_incoming().refuse();
+            }
+            continue;
+        }
+        let slot = match slots.admit_address(remote.ip()) {
+            Ok(slot) => slot,
+            Err(why) => {
+                debug!(%remote, reason = why.label(), "connection refused");
+                handler.refused(remote, None, why);
+                incoming.refuse();
+                continue;
+            }
+        };
+        tokio::spawn(
+            serve_connection(
+                incoming,
+                slot,
+                slots.clone(),
+                handler.clone(),
+                limits.clone(),
+            )
+            .in_current_span(),
+        );
     }
     debug!("quic endpoint closed");
 }
 
-async fn serve_connection(incoming: Incoming, handler: Arc<dyn Handler>, limits: Arc<QuicLimits>) {
+/// Serves one connection; `_address_slot` holds its place in the table until it ends.
+async fn serve_connection(
+    incoming: Incoming,
+    _address_slot: super::slots::AddressSlot,
+    slots: Arc<Slots>,
+    handler: Arc<dyn Handler>,
+    limits: Arc<QuicLimits>,
+) {
     let remote = incoming.remote_address();
     let conn = match incoming.await {
         Ok(conn) => conn,
@@ -192,6 +234,15 @@ async fn serve_connection(incoming: Incoming, handler: Arc<dyn Handler>, limits:
         Err(err) => {
             warn!(%remote, err = %err, "no peer identity after handshake");
             conn.close(code::BAD_IDENTITY, b"bad identity");
+            return;
+        }
+    };
+    let _peer_slot = match slots.admit_peer(peer) {
+        Ok(slot) => slot,
+        Err(why) => {
+            debug!(%remote, %peer, reason = why.label(), "connection refused");
+            handler.refused(remote, Some(peer), why);
+            conn.close(code::BUSY, b"too many connections");
             return;
         }
     };
