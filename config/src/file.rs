@@ -253,6 +253,10 @@ pub struct SatelliteSection {
     pub repair_overhead_percent: u32,
     /// `"udp://ip:port"` to receive a broadcast on; `""` means none. Default `""`.
     pub downlink: String,
+    /// Addresses the broadcast may come from (the satellite receiver's, as seen by this
+    /// host): CIDRs or bare IPs, at most 16. Datagrams from elsewhere are dropped, and each
+    /// entry has its own objects in progress. Default `[]`: any address (a warning at start).
+    pub downlink_sources: Vec<String>,
 }
 
 impl Default for SatelliteSection {
@@ -262,6 +266,7 @@ impl Default for SatelliteSection {
             rate_kbps: 2000,
             repair_overhead_percent: 25,
             downlink: String::new(),
+            downlink_sources: Vec::new(),
         }
     }
 }

@@ -118,6 +118,9 @@
 //! repair_overhead_percent = 25
 //! # Receive a broadcast on "udp://ip:port"; "" = none.
 //! downlink = ""
+//! # Where the broadcast may come from: CIDRs or IPs (at most 16); [] = any address.
+//! # Example: downlink_sources = ["192.0.2.10"]
+//! downlink_sources = []
 //!
 //! # Plugins (origin only): a [plugins.<name>] table enables that plugin; its keys are
 //! # the plugin's settings. Uncomment to enable:
@@ -315,6 +318,9 @@ rate_kbps = 2000
 repair_overhead_percent = 25
 # Receive a broadcast on "udp://ip:port"; "" = none.
 downlink = ""
+# Where the broadcast may come from: CIDRs or IPs (at most 16); [] = any address.
+# Example: downlink_sources = ["192.0.2.10"]
+downlink_sources = []
 
 @PLUGINS@
 
@@ -484,6 +490,7 @@ uplink = "udp://198.51.100.1:5000"
 rate_kbps = 8
 repair_overhead_percent = 400
 downlink = "udp://[::]:5001"
+downlink_sources = ["192.0.2.10", "2001:db8::/64"]
 
 [plugins.royalty]
 rate = 0.05
@@ -547,6 +554,13 @@ header_read_timeout_ms = 1
             Some("198.51.100.1:5000".parse().unwrap())
         );
         assert_eq!(c.satellite.downlink, Some("[::]:5001".parse().unwrap()));
+        assert_eq!(
+            c.satellite.downlink_sources,
+            vec![
+                "192.0.2.10/32".parse::<ipnet::IpNet>().unwrap(),
+                "2001:db8::/64".parse().unwrap()
+            ]
+        );
         assert_eq!(c.satellite.rate_kbps, 8);
         assert_eq!(c.satellite.repair_overhead_percent, 400);
         let royalty = c.plugins.royalty.as_ref().unwrap();
@@ -828,6 +842,17 @@ header_read_timeout_ms = 1
         field_err(
             "[satellite]\ndownlink = \"tcp://0.0.0.0:5000\"\n",
             "satellite.downlink",
+        );
+        field_err(
+            "[satellite]\ndownlink_sources = [\"192.0.2.1\", \"sat-receiver\"]\n",
+            "satellite.downlink_sources[1]",
+        );
+        field_err(
+            &format!(
+                "[satellite]\ndownlink_sources = [{}]\n",
+                vec!["\"192.0.2.1\""; 17].join(", ")
+            ),
+            "satellite.downlink_sources",
         );
         field_err("[satellite]\nrate_kbps = 7\n", "satellite.rate_kbps");
         field_err(

@@ -230,6 +230,8 @@ pub struct Satellite {
     pub repair_overhead_percent: u32,
     /// Local address to receive a broadcast on.
     pub downlink: Option<SocketAddr>,
+    /// Where the broadcast may come from (at most 16 networks); empty: any address.
+    pub downlink_sources: Vec<ipnet::IpNet>,
 }
 
 /// Enabled plugins and their free-form settings. Both are `None` unless the role is origin.

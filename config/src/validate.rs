@@ -16,6 +16,8 @@ use crate::runtime::{
 };
 
 const MIB: u64 = 1 << 20;
+/// Most `satellite.downlink_sources` entries.
+const MAX_DOWNLINK_SOURCES: usize = 16;
 const GIB: f64 = (1u64 << 30) as f64;
 
 /// Minimum `cluster.heartbeat_interval_ms`.
@@ -388,25 +390,28 @@ fn mesh_peers(cx: &Ctx<'_>, m: MeshSection) -> Result<Vec<Parent>> {
         .collect()
 }
 
-fn geo(cx: &Ctx<'_>, g: GeoSection) -> Result<Geo> {
-    let database = (!g.database.is_empty()).then(|| PathBuf::from(g.database));
-    let trusted_proxies = g
-        .trusted_proxies
-        .iter()
+/// A list of CIDRs or bare IP addresses (`field[i]` named in errors).
+fn networks(cx: &Ctx<'_>, field: &str, list: &[String]) -> Result<Vec<ipnet::IpNet>> {
+    list.iter()
         .enumerate()
         .map(|(i, s)| {
             s.parse::<ipnet::IpNet>()
                 .or_else(|_| s.parse::<IpAddr>().map(ipnet::IpNet::from))
                 .map_err(|_| {
                     cx.err(
-                        format!("geo.trusted_proxies[{i}]"),
+                        format!("{field}[{i}]"),
                         format!(
                             "`{s}` is not a CIDR or IP address; expected e.g. \"10.0.0.0/8\" or \"192.0.2.1\""
                         ),
                     )
                 })
         })
-        .collect::<Result<Vec<_>>>()?;
+        .collect()
+}
+
+fn geo(cx: &Ctx<'_>, g: GeoSection) -> Result<Geo> {
+    let database = (!g.database.is_empty()).then(|| PathBuf::from(g.database));
+    let trusted_proxies = networks(cx, "geo.trusted_proxies", &g.trusted_proxies)?;
     Ok(Geo {
         database,
         trusted_proxies,
@@ -458,11 +463,23 @@ fn satellite(cx: &Ctx<'_>, s: SatelliteSection, role: Role) -> Result<Satellite>
         ));
     }
     let downlink = udp_addr(cx, "satellite.downlink", &s.downlink)?;
+    let downlink_sources = networks(cx, "satellite.downlink_sources", &s.downlink_sources)?;
+    if downlink_sources.len() > MAX_DOWNLINK_SOURCES {
+        return Err(cx.err(
+            "satellite.downlink_sources",
+            format!(
+                "{} entries; at most {MAX_DOWNLINK_SOURCES} (each source gets its own share of \
+                 the receiver's memory)",
+                downlink_sources.len()
+            ),
+        ));
+    }
     Ok(Satellite {
         uplink,
         rate_kbps: s.rate_kbps,
         repair_overhead_percent: s.repair_overhead_percent,
         downlink,
+        downlink_sources,
     })
 }
 

@@ -26,8 +26,9 @@ struct Setup {
 }
 
 /// Origin, an uplink that replicates from it and carries `news`, and two receivers outside
-/// the cluster behind links with `loss_percent` loss and reordering.
-fn setup(loss_percent: f64, repair_percent: u32) -> Setup {
+/// the cluster behind links with `loss_percent` loss and reordering (the links send from
+/// 127.0.0.1), each with its `[satellite]` settings `receiver_satellite` added.
+fn setup(loss_percent: f64, repair_percent: u32, receiver_satellite: [&str; 2]) -> Setup {
     let mut c = Cluster::new();
     let (operator_key, operator) = mhc_tests::operator_key(c.path(), "operator.key");
     let o = c.start_with("origin", NodeOptions::new("origin").heartbeat_ms(250));
@@ -63,7 +64,8 @@ fn setup(loss_percent: f64, repair_percent: u32) -> Setup {
                 &format!("receiver{i}"),
                 NodeOptions::new("edge").heartbeat_ms(250).extra(&format!(
                     "[trust]\npublishers = [\"{publisher}\"]\noperators = [\"{operator}\"]\n\
-                     [satellite]\ndownlink = \"udp://127.0.0.1:{port}\"\n"
+                     [satellite]\ndownlink = \"udp://127.0.0.1:{port}\"\n{}\n",
+                    receiver_satellite[i]
                 )),
             )
         })
@@ -96,7 +98,7 @@ fn setup(loss_percent: f64, repair_percent: u32) -> Setup {
 
 #[test]
 fn receivers_outside_the_cluster_rebuild_verify_and_serve_through_twenty_percent_loss() {
-    let mut s = setup(20.0, 25);
+    let mut s = setup(20.0, 25, ["", ""]);
     assert!(
         wait_until(Duration::from_secs(60), || {
             s.receivers
@@ -161,7 +163,7 @@ fn receivers_outside_the_cluster_rebuild_verify_and_serve_through_twenty_percent
 
 #[test]
 fn loss_above_the_repair_overhead_leaves_objects_incomplete_until_a_later_cycle() {
-    let s = setup(40.0, 25);
+    let s = setup(40.0, 25, ["", ""]);
     let r = s.receivers[0];
     let mut saw_incomplete = false;
     let done = wait_until(Duration::from_secs(90), || {
@@ -191,4 +193,42 @@ fn loss_above_the_repair_overhead_leaves_objects_incomplete_until_a_later_cycle(
         late >= 1.0,
         "every object completed in its first cycle despite loss above the overhead"
     );
+}
+
+#[test]
+fn a_receiver_takes_the_broadcast_only_from_its_sources() {
+    let s = setup(
+        0.0,
+        25,
+        [
+            "downlink_sources = [\"127.0.0.1\"]",
+            "downlink_sources = [\"192.0.2.1\", \"127.0.0.2\"]",
+        ],
+    );
+    let (listening, deaf) = (s.c.node(s.receivers[0]), s.c.node(s.receivers[1]));
+    assert!(
+        wait_until(Duration::from_secs(60), || metric(
+            listening,
+            "mhc_downlink_contents_total"
+        ) >= 1.0),
+        "the receiver whose source is the link did not complete: {}",
+        listening.log_tail()
+    );
+    assert_eq!(listening.get("/v1/content/news/seg/0.ts").status, 200);
+    assert_eq!(
+        metric(listening, "mhc_downlink_foreign_datagrams_total"),
+        0.0
+    );
+
+    // The other receiver hears the same datagrams from an address it does not list.
+    assert!(wait_until(Duration::from_secs(10), || metric(
+        deaf,
+        "mhc_downlink_foreign_datagrams_total"
+    ) >= 100.0));
+    for kind in ["manifest", "segment", "bulletin"] {
+        let sample = format!("mhc_downlink_objects_total{{kind=\"{kind}\"}}");
+        assert_eq!(metric(deaf, &sample), 0.0, "{sample}");
+    }
+    assert_eq!(metric(deaf, "mhc_downlink_objects_incomplete"), 0.0);
+    assert_eq!(deaf.get("/v1/content/news/seg/0.ts").status, 404);
 }

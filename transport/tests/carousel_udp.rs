@@ -38,9 +38,14 @@ async fn start_receiver(addr: SocketAddr) -> Result<Receiver, Box<dyn std::error
     let task = tokio::spawn({
         let assembler = Arc::clone(&assembler);
         async move {
-            run_receiver(&socket, assembler, events_tx, async {
-                let _ = stopped.await;
-            })
+            run_receiver(
+                &socket,
+                move |_| Some(Arc::clone(&assembler)),
+                events_tx,
+                async {
+                    let _ = stopped.await;
+                },
+            )
             .await
         }
     });

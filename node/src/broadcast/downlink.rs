@@ -5,13 +5,13 @@
 //! then on the node holds and serves it like a mesh node. Nothing is ever sent back.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use bytes::Bytes;
 use mhc_manifest::{Hash32, SignedManifest};
 use mhc_transport::carousel::{
-    bind_receiver, run_receiver, Assembler, AssemblerConfig, Event, ObjectKind,
+    bind_receiver, run_receiver, Assembler, AssemblerConfig, ConfigError, Event, ObjectKind,
 };
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, watch};
@@ -28,6 +28,61 @@ struct Pending {
     missing: HashSet<Hash32>,
 }
 
+/// Where the broadcast may come from, each source with its own assembler: datagrams from one
+/// source (or forged with its address) can evict only that source's objects in progress. No
+/// sources configured: one assembler for any address.
+struct Sources {
+    networks: Vec<ipnet::IpNet>,
+    assemblers: Vec<Arc<Mutex<Assembler>>>,
+}
+
+impl Sources {
+    fn new(networks: &[ipnet::IpNet]) -> Result<Self, ConfigError> {
+        let whole = AssemblerConfig::default();
+        let config = if networks.len() > 1 {
+            // The receiver's memory bound is shared; each source still fits its largest
+            // object twice.
+            let share = whole.max_buffered_bytes / networks.len() as u64;
+            AssemblerConfig {
+                max_buffered_bytes: share.max(2 * whole.max_object_bytes),
+                max_in_progress: (whole.max_in_progress / networks.len()).max(4),
+                ..whole
+            }
+        } else {
+            whole
+        };
+        let assemblers = (0..networks.len().max(1))
+            .map(|_| Assembler::new(config.clone()).map(|a| Arc::new(Mutex::new(a))))
+            .collect::<Result<_, _>>()?;
+        Ok(Self {
+            networks: networks.to_vec(),
+            assemblers,
+        })
+    }
+
+    /// The assembler for datagrams from `ip`, or `None` when `ip` is no source.
+    fn assembler_for(&self, ip: IpAddr) -> Option<Arc<Mutex<Assembler>>> {
+        if self.networks.is_empty() {
+            return self.assemblers.first().cloned();
+        }
+        // A socket bound to [::] sees IPv4 senders as ::ffff:a.b.c.d.
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        let i = self.networks.iter().position(|n| n.contains(&ip))?;
+        self.assemblers.get(i).cloned()
+    }
+
+    /// Objects in progress and malformed datagrams, over every source.
+    fn totals(&self) -> (usize, u64) {
+        self.assemblers.iter().fold((0, 0), |(n, m), a| {
+            let a = a.lock();
+            (n + a.incomplete().len(), m + a.stats().malformed)
+        })
+    }
+}
+
 /// Receives the broadcast on `addr` until shutdown.
 pub async fn run_downlink(
     state: Arc<Core>,
@@ -42,23 +97,38 @@ pub async fn run_downlink(
             return;
         }
     };
-    let assembler = match Assembler::new(AssemblerConfig::default()) {
-        Ok(a) => Arc::new(Mutex::new(a)),
+    let sources = match Sources::new(&state.config.satellite.downlink_sources) {
+        Ok(s) => Arc::new(s),
         Err(err) => {
             tracing::error!(error = %err, "satellite downlink not started");
             return;
         }
     };
-    tracing::info!(%addr, "satellite downlink listening");
+    if state.config.satellite.downlink_sources.is_empty() {
+        tracing::warn!(
+            %addr,
+            "satellite downlink listening to datagrams from any address; \
+             set satellite.downlink_sources to the receiver's"
+        );
+    } else {
+        tracing::info!(%addr, sources = ?state.config.satellite.downlink_sources, "satellite downlink listening");
+    }
     let (tx, mut rx) = mpsc::channel::<Event>(64);
     let receiver = {
-        let assembler = Arc::clone(&assembler);
+        let (sources, core) = (Arc::clone(&sources), Arc::clone(&state));
         let mut stop = shutdown.clone();
         tokio::spawn(async move {
             let stopped = async move {
                 let _ = stop.changed().await;
             };
-            if let Err(err) = run_receiver(&socket, assembler, tx, stopped).await {
+            let route = |from: SocketAddr| {
+                let assembler = sources.assembler_for(from.ip());
+                if assembler.is_none() {
+                    core.metrics.broadcast.foreign.inc();
+                }
+                assembler
+            };
+            if let Err(err) = run_receiver(&socket, route, tx, stopped).await {
                 tracing::error!(error = %err, "satellite downlink failed");
             }
         })
@@ -71,10 +141,10 @@ pub async fn run_downlink(
         tokio::select! {
             _ = shutdown.changed() => break,
             _ = report.tick() => {
-                let a = assembler.lock();
+                let (incomplete, malformed) = sources.totals();
                 let sat = &state.metrics.broadcast;
-                sat.objects_incomplete.set(a.incomplete().len() as u64);
-                mirror_total(&sat.malformed, a.stats().malformed);
+                sat.objects_incomplete.set(incomplete as u64);
+                mirror_total(&sat.malformed, malformed);
             }
             event = rx.recv() => {
                 let Some(event) = event else { break };
@@ -171,7 +241,7 @@ fn on_object(
                 // on the way in, nothing to store (and no scan of the catalog per datagram
                 // burst).
                 sat.objects_received[1].inc();
-            } else if listed_in_catalog(state, &hash) {
+            } else if state.catalog.names_blob(&hash) {
                 // Held content whose copy here was lost (evicted): restore it.
                 sat.objects_received[1].inc();
                 let _ = state.store.disk().put_verified(&hash, &bytes);
@@ -189,14 +259,6 @@ fn on_object(
             }
         }
     }
-}
-
-fn listed_in_catalog(state: &Core, hash: &Hash32) -> bool {
-    state.catalog.list().iter().any(|p| {
-        let m = p.manifest();
-        m.segments.iter().any(|s| &s.hash == hash)
-            || m.hls.init.as_ref().is_some_and(|i| &i.hash == hash)
-    })
 }
 
 fn store_segment(

@@ -4,7 +4,7 @@
 //! Only manifests that verify against the trusted publishers enter it, and manifests read back
 //! from disk at start are verified again: a tampered database is refused, not served.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, OnceLock};
 
 use anyhow::Context;
@@ -12,7 +12,7 @@ use bytes::Bytes;
 use ed25519_dalek::VerifyingKey;
 use http::HeaderValue;
 use mhc_manifest::{
-    render_media_playlist, Blake3Hasher, ContentId, Manifest, ManifestError, SignedManifest,
+    render_media_playlist, Blake3Hasher, ContentId, Hash32, Manifest, ManifestError, SignedManifest,
 };
 use parking_lot::RwLock;
 use rs_merkle::MerkleTree;
@@ -180,6 +180,15 @@ pub struct Catalog {
     manifests: sled::Tree,
     trusted: Vec<VerifyingKey>,
     contents: RwLock<HashMap<ContentId, Versions>>,
+    /// Every blob (init segment, segment) some held manifest names: whether a blob belongs
+    /// to held content is a lookup, not a scan of every manifest.
+    blobs: RwLock<HashSet<Hash32>>,
+}
+
+/// The blobs `manifest` names.
+fn named_blobs(manifest: &Manifest) -> impl Iterator<Item = Hash32> + '_ {
+    let init = manifest.hls.init.iter().map(|i| i.hash);
+    init.chain(manifest.segments.iter().map(|s| s.hash))
 }
 
 impl Catalog {
@@ -192,6 +201,7 @@ impl Catalog {
             .open_tree(MANIFESTS_TREE)
             .context("opening manifests tree")?;
         let mut contents: HashMap<ContentId, Versions> = HashMap::new();
+        let mut blobs = HashSet::new();
         for entry in manifests.iter() {
             let (key, value) = entry.context("reading manifests tree")?;
             let signed =
@@ -208,6 +218,7 @@ impl Catalog {
                 };
             let id = signed.manifest.content_id.clone();
             let version = signed.manifest.version;
+            blobs.extend(named_blobs(&signed.manifest));
             contents
                 .entry(id)
                 .or_default()
@@ -218,6 +229,7 @@ impl Catalog {
             manifests,
             trusted,
             contents: RwLock::new(contents),
+            blobs: RwLock::new(blobs),
         })
     }
 
@@ -253,6 +265,7 @@ impl Catalog {
             let _ = self.manifests.remove(&key);
             return Err(CatalogError::Unflushed(err));
         }
+        self.blobs.write().extend(named_blobs(published.manifest()));
         self.contents
             .write()
             .entry(id)
@@ -304,6 +317,11 @@ impl Catalog {
             .collect();
         all.sort_by(|a, b| a.manifest().content_id.cmp(&b.manifest().content_id));
         all
+    }
+
+    /// Whether some held manifest (of any version) names the blob `hash`.
+    pub fn names_blob(&self, hash: &Hash32) -> bool {
+        self.blobs.read().contains(hash)
     }
 
     /// Number of content ids held.
@@ -392,6 +410,27 @@ mod tests {
         let id = ContentId::new("a").unwrap();
         assert_eq!(catalog.latest(&id).unwrap().manifest().version, 2);
         assert_eq!(catalog.version(&id, 1).unwrap().manifest().version, 1);
+    }
+
+    #[test]
+    fn the_blob_index_names_what_held_manifests_name_also_after_reopening() {
+        let (_dir, db) = db();
+        let ours = SigningKey::from_bytes(&[1; 32]);
+        let theirs = SigningKey::from_bytes(&[2; 32]);
+        let catalog = Catalog::open(&db, vec![ours.verifying_key()]).unwrap();
+        let segment = *blake3::hash(&[1u8; 10]).as_bytes();
+        assert!(!catalog.names_blob(&segment));
+        assert!(catalog.publish(manifest("a", 1).sign(&theirs)).is_err());
+        assert!(
+            !catalog.names_blob(&segment),
+            "a refused manifest names nothing"
+        );
+        catalog.publish(manifest("a", 1).sign(&ours)).unwrap();
+        assert!(catalog.names_blob(&segment));
+        assert!(!catalog.names_blob(blake3::hash(b"other").as_bytes()));
+        drop(catalog);
+        let catalog = Catalog::open(&db, vec![ours.verifying_key()]).unwrap();
+        assert!(catalog.names_blob(&segment));
     }
 
     #[test]

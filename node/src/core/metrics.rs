@@ -196,6 +196,8 @@ pub struct BroadcastMetrics {
     /// Downlink: malformed datagrams dropped (mirrors the assembler's count, see
     /// [`mirror_total`]).
     pub malformed: Counter,
+    /// Downlink: datagrams dropped because they came from no `satellite.downlink_sources`.
+    pub foreign: Counter,
 }
 
 impl Default for BroadcastMetrics {
@@ -212,6 +214,7 @@ impl Default for BroadcastMetrics {
             contents_received: Counter::default(),
             objects_late: Counter::default(),
             malformed: Counter::default(),
+            foreign: Counter::default(),
         }
     }
 }
@@ -574,6 +577,11 @@ impl Metrics {
             sat.malformed.clone(),
         );
         r.register(
+            "mhc_downlink_foreign_datagrams",
+            "Broadcast datagrams dropped for coming from no satellite.downlink_sources address",
+            sat.foreign.clone(),
+        );
+        r.register(
             "mhc_downlink_objects_late",
             "Objects completed in a later cycle than their first packet",
             sat.objects_late.clone(),
@@ -878,6 +886,7 @@ mod tests {
                 "mhc_downlink_objects_incomplete",
                 "mhc_downlink_contents_total",
                 "mhc_downlink_malformed_total",
+                "mhc_downlink_foreign_datagrams_total",
                 "mhc_downlink_objects_late_total",
                 "mhc_reports_outbox",
             ]

@@ -393,12 +393,15 @@ pub async fn bind_receiver(addr: SocketAddr) -> Result<UdpSocket, UdpError> {
     }
 }
 
-/// Receives datagrams on `socket`, feeds them to `assembler` and sends its events on
-/// `events`, until `shutdown` completes or the event receiver is dropped.
+/// Receives datagrams on `socket`, feeds each to the assembler `route` names for its sender
+/// (none: the datagram is dropped) and sends the assemblers' events on `events`, until
+/// `shutdown` completes or the event receiver is dropped.
 ///
-/// Malformed datagrams are counted by the assembler and otherwise ignored. The assembler is
-/// behind a mutex so the caller can read [`Assembler::incomplete`] and the stats meanwhile;
-/// it is locked once per datagram. Decoding happens on this task (see [`Assembler`]), so
+/// `route` is how a receiver accepts only the addresses its broadcast may come from and keeps
+/// each source's objects in progress apart, so datagrams from one source (or forged with its
+/// address) cannot evict another's. Malformed datagrams are counted by their assembler and
+/// otherwise ignored. Assemblers are behind a mutex so the caller can read
+/// [`Assembler::incomplete`] and the stats meanwhile; one is locked once per datagram. Decoding happens on this task (see [`Assembler`]), so
 /// give it a runtime thread that may be busy for a few milliseconds at a time.
 ///
 /// # Errors
@@ -412,19 +415,22 @@ pub async fn bind_receiver(addr: SocketAddr) -> Result<UdpSocket, UdpError> {
 /// loses at most the datagram being handled, like any UDP loss.
 pub async fn run_receiver(
     socket: &UdpSocket,
-    assembler: Arc<Mutex<Assembler>>,
+    route: impl Fn(SocketAddr) -> Option<Arc<Mutex<Assembler>>>,
     events: mpsc::Sender<Event>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), UdpError> {
     let mut buf = vec![0u8; RECV_BUFFER_LEN];
     tokio::pin!(shutdown);
     loop {
-        let len = tokio::select! {
+        let (len, from) = tokio::select! {
             biased;
             () = &mut shutdown => return Ok(()),
             received = socket.recv_from(&mut buf) => {
-                received.map_err(io_error("receiving a datagram"))?.0
+                received.map_err(io_error("receiving a datagram"))?
             }
+        };
+        let Some(assembler) = route(from) else {
+            continue;
         };
         let result = assembler.lock().push(&buf[..len]);
         match result {
