@@ -427,7 +427,8 @@ impl Reports {
             Err(TransactionError::Storage(e)) => return Err(e.into()),
             Err(TransactionError::Abort(())) => anyhow::bail!("outbox transaction aborted"),
         }
-        if let Err(err) = self.outbox.flush().and_then(|_| self.meta.flush()) {
+        let flushed = crate::core::blocking(|| self.outbox.flush().and_then(|_| self.meta.flush()));
+        if let Err(err) = flushed {
             tracing::error!(
                 error = %err,
                 "flushing the play-report outbox failed; its batches stay and are written later"
@@ -455,7 +456,7 @@ impl Reports {
     /// The outbox cannot be written.
     pub fn remove(&self, seq: u64) -> anyhow::Result<()> {
         self.outbox.remove(seq.to_be_bytes())?;
-        self.outbox.flush()?;
+        crate::core::flush(&self.outbox)?;
         self.metrics.outbox.set(self.outbox.len() as u64);
         Ok(())
     }

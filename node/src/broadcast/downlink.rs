@@ -153,7 +153,8 @@ pub async fn run_downlink(
                         if cycle != first_cycle {
                             state.metrics.broadcast.objects_late.inc();
                         }
-                        on_object(&state, &cluster, kind, bytes, &mut pending, &mut orphans, &mut orphan_bytes);
+                        // Stores blobs and commits manifests: disk work, off the worker's queue.
+                        crate::core::blocking(|| on_object(&state, &cluster, kind, bytes, &mut pending, &mut orphans, &mut orphan_bytes));
                     }
                     Event::Corrupt { id, kind } => {
                         state.metrics.broadcast.objects_rejected.inc();

@@ -114,6 +114,8 @@ pub struct Admission {
     /// Node keys that presented an accepted certificate (in a heartbeat or a QUIC hello).
     admitted: Mutex<HashMap<[u8; 32], Arc<SignedCertificate>>>,
     revoked: RwLock<RevocationList>,
+    /// Held by [`Admission::revoke`] from its check to its update.
+    revoking: Mutex<()>,
     tree: sled::Tree,
 }
 
@@ -145,6 +147,7 @@ impl Admission {
             verified: Mutex::new(HashMap::new()),
             admitted: Mutex::new(HashMap::new()),
             revoked: RwLock::new(list),
+            revoking: Mutex::new(()),
             tree,
         })
     }
@@ -161,15 +164,21 @@ impl Admission {
             return Ok(Revoked::Known);
         }
         signed.verify(&self.operators)?;
-        let mut list = self.revoked.write();
-        if list.by_node.contains_key(&node) {
-            return Ok(Revoked::Known);
-        }
-        if list.by_node.len() >= MAX_REVOCATIONS {
-            return Err(RevokeError::Full);
+        // One revocation at a time from the check to the update; the doors that read the list
+        // (every heartbeat, hello and report) wait for none of it but the update, not the flush.
+        let _revoking = self.revoking.lock();
+        {
+            let list = self.revoked.read();
+            if list.by_node.contains_key(&node) {
+                return Ok(Revoked::Known);
+            }
+            if list.by_node.len() >= MAX_REVOCATIONS {
+                return Err(RevokeError::Full);
+            }
         }
         self.tree.insert(node, encoded)?;
-        self.tree.flush()?;
+        super::flush(&self.tree)?;
+        let mut list = self.revoked.write();
         list.by_node.insert(node, signed.clone());
         list.digest = revocation::digest(list.by_node.keys());
         drop(list);

@@ -261,7 +261,7 @@ impl Catalog {
         let published = Arc::new(Published::new(signed));
         let key = key(&id, version);
         self.manifests.insert(&key, published.encoded.as_ref())?;
-        if let Err(err) = self.manifests.flush() {
+        if let Err(err) = super::flush(&self.manifests) {
             let _ = self.manifests.remove(&key);
             return Err(CatalogError::Unflushed(err));
         }

@@ -14,7 +14,7 @@ use mhc_clock::Clock;
 pub use mhc_transport::gossip::command::{
     Action, Command, Rejected, SignedCommand, MAX_COMMAND_BYTES,
 };
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 
 /// sled tree of the emergency state.
 const TREE: &str = "emergency";
@@ -79,6 +79,8 @@ pub struct Emergency {
     operators: Vec<[u8; 32]>,
     clock: Clock,
     state: RwLock<EmergencyState>,
+    /// Held by [`Emergency::apply`] from its sequence check to its update.
+    applying: Mutex<()>,
 }
 
 /// What applying a command did.
@@ -117,6 +119,7 @@ impl Emergency {
             operators,
             clock,
             state: RwLock::new(mode),
+            applying: Mutex::new(()),
         })
     }
 
@@ -142,8 +145,10 @@ impl Emergency {
     pub fn apply(&self, bytes: &[u8]) -> Result<(Applied, SignedCommand), Rejected> {
         let cmd = SignedCommand::decode(bytes)?;
         cmd.verify(&self.operators, self.clock.now_ms())?;
-        let mut mode = self.state.write();
-        let last = mode.seq();
+        // One command at a time from the check to the update; readers of the mode (every
+        // viewer request) wait for none of it but the update itself, not for the flush.
+        let _applying = self.applying.lock();
+        let last = self.last_seq();
         if cmd.command.seq <= last {
             return Err(Rejected::Stale {
                 seq: cmd.command.seq,
@@ -154,14 +159,16 @@ impl Emergency {
         let persisted = (|| {
             self.tree.insert(LAST_KEY, cmd.encode())?;
             self.tree.insert(SINCE_KEY, &since.to_be_bytes())?;
-            self.tree.flush()
+            super::flush(&self.tree)
         })();
         if let Err(err) = persisted {
             tracing::error!(error = %err, "persisting an emergency command failed; not applied");
             return Err(Rejected::Malformed(format!("could not persist: {err}")));
         }
+        let mut mode = self.state.write();
         mode.last = Some(cmd.clone());
         mode.since_ms = since;
+        drop(mode);
         Ok((
             Applied::Applied {
                 emergency: cmd.is_emergency(),

@@ -199,6 +199,28 @@ pub(crate) fn test_db(path: &Path) -> sled::Db {
     }
 }
 
+/// Runs `work`, which may block on the disk (an fsync can take tens of milliseconds), without
+/// stalling the other tasks of the calling async worker: on a worker of a multi-thread runtime
+/// (the node's) the worker's queue is handed to another thread first (`block_in_place`);
+/// elsewhere (a blocking thread, a test's single-thread runtime) it just runs.
+pub fn blocking<R>(work: impl FnOnce() -> R) -> R {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(work)
+        }
+        _ => work(),
+    }
+}
+
+/// Flushes `tree` to disk through [`blocking`]: durable when it returns.
+///
+/// # Errors
+/// The flush failed; what was written may or may not be on disk.
+pub fn flush(tree: &sled::Tree) -> sled::Result<usize> {
+    blocking(|| tree.flush())
+}
+
 /// Increments and durably stores the node's incarnation number, returning the new value.
 fn next_incarnation(db: &sled::Db) -> anyhow::Result<u64> {
     let tree = db.open_tree(NODE_TREE)?;

@@ -30,7 +30,7 @@ impl Pins {
     /// The database cannot be written.
     pub fn pin(&self, id: &ContentId) -> anyhow::Result<bool> {
         let fresh = self.tree.insert(id.as_str(), &[])?.is_none();
-        self.tree.flush()?;
+        crate::core::flush(&self.tree)?;
         Ok(fresh)
     }
 
@@ -40,7 +40,7 @@ impl Pins {
     /// The database cannot be written.
     pub fn unpin(&self, id: &ContentId) -> anyhow::Result<bool> {
         let was = self.tree.remove(id.as_str())?.is_some();
-        self.tree.flush()?;
+        crate::core::flush(&self.tree)?;
         Ok(was)
     }
 
