@@ -11,13 +11,15 @@ mod disk;
 mod ram;
 mod s3fifo;
 
+use std::collections::HashMap;
 use std::io;
 use std::path::Path;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use futures::future::BoxFuture;
+use futures::future::{BoxFuture, FutureExt, Shared};
 use mhc_manifest::Hash32;
+use parking_lot::Mutex;
 
 pub use aligned::AlignedBlob;
 pub use disk::{DiskTier, Imported};
@@ -37,7 +39,7 @@ pub trait BlobSource: Send + Sync + std::fmt::Debug + 'static {
 }
 
 /// Why a blob could not be produced.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// The store does not hold the blob.
     #[error("blob {} is not in the store", hex::encode(.0))]
@@ -50,19 +52,35 @@ pub enum StoreError {
     Io {
         /// The blob.
         hash: Hash32,
-        /// The I/O error.
+        /// The I/O error (shared: every reader of a coalesced read gets it).
         #[source]
-        source: io::Error,
+        source: Arc<io::Error>,
     },
 }
 
+/// A disk read every concurrent reader of one blob awaits.
+type SharedRead = Shared<BoxFuture<'static, Result<Bytes, StoreError>>>;
+
 /// RAM tier + disk tier.
-#[derive(Debug)]
 pub struct Store {
     ram: RamTier,
     disk: DiskTier,
     behind: Option<Arc<dyn BlobSource>>,
     metrics: Arc<Metrics>,
+    /// Disk reads in flight by blob: a cold segment that many viewers ask for at once is read
+    /// and hashed once, into one buffer they all share, not once (and one copy) per viewer.
+    reading: Mutex<HashMap<Hash32, SharedRead>>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("ram", &self.ram)
+            .field("disk", &self.disk)
+            .field("behind", &self.behind)
+            .field("reading", &self.reading.lock().len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Store {
@@ -83,6 +101,7 @@ impl Store {
             disk: DiskTier::open(blobs_dir, disk_bytes, evictable)?,
             behind,
             metrics,
+            reading: Mutex::new(HashMap::new()),
         })
     }
 
@@ -110,20 +129,42 @@ impl Store {
             return Ok(bytes);
         }
         self.metrics.store_miss();
-        let this = Arc::clone(self);
         let hash = *hash;
-        let from_disk = tokio::task::spawn_blocking(move || this.load_from_disk(&hash))
-            .await
-            .map_err(|e| StoreError::Io {
-                hash,
-                source: io::Error::other(e),
-            })?;
+        let from_disk = self.read_shared(hash).await;
         match (from_disk, &self.behind) {
             (Err(StoreError::Missing(_)), Some(source)) => {
                 self.load_from_source(source.as_ref(), &hash).await
             }
             (result, _) => result,
         }
+    }
+
+    /// The disk read of `hash` that is in flight, or a new one; it runs in a blocking task
+    /// of its own (a reader that goes away does not cancel it for the others) and leaves the
+    /// table when done, by which time a successful read is in the RAM tier.
+    fn read_shared(self: &Arc<Self>, hash: Hash32) -> SharedRead {
+        let mut reading = self.reading.lock();
+        if let Some(read) = reading.get(&hash) {
+            return read.clone();
+        }
+        let this = Arc::clone(self);
+        let task = tokio::task::spawn_blocking(move || {
+            let result = this.load_from_disk(&hash);
+            this.reading.lock().remove(&hash);
+            result
+        });
+        let read = async move {
+            task.await.unwrap_or_else(|e| {
+                Err(StoreError::Io {
+                    hash,
+                    source: Arc::new(io::Error::other(e)),
+                })
+            })
+        }
+        .boxed()
+        .shared();
+        reading.insert(hash, read.clone());
+        read
     }
 
     /// A blob of the source behind the disk, re-hashed like a disk read before it is served.
@@ -151,7 +192,7 @@ impl Store {
             Err(source) => {
                 return Err(StoreError::Io {
                     hash: *hash,
-                    source,
+                    source: Arc::new(source),
                 })
             }
         };
@@ -169,5 +210,46 @@ impl Store {
         let bytes = Bytes::from(bytes);
         self.ram.insert(*hash, bytes.clone());
         Ok(bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_cold_reads_of_one_blob_share_one_read_and_one_buffer() {
+        let dir = tempfile::tempdir().unwrap();
+        let metrics = Arc::new(Metrics::new());
+        let store = Arc::new(
+            Store::open(
+                &dir.path().join("blobs"),
+                64 << 20,
+                1 << 30,
+                true,
+                metrics,
+                None,
+            )
+            .unwrap(),
+        );
+        let bytes = vec![7u8; 4 << 20];
+        let hash = *blake3::hash(&bytes).as_bytes();
+        store.disk().put_verified(&hash, &bytes).unwrap();
+
+        let readers: Vec<_> = (0..32)
+            .map(|_| {
+                let store = Arc::clone(&store);
+                tokio::spawn(async move { store.get(&hash).await.unwrap() })
+            })
+            .collect();
+        let mut buffers = Vec::new();
+        for reader in readers {
+            buffers.push(reader.await.unwrap());
+        }
+        // One read made one buffer; every reader holds it (from the shared read, or from the
+        // RAM tier the read filled), none a copy of its own.
+        assert!(buffers.iter().all(|b| b.as_ptr() == buffers[0].as_ptr()));
+        assert_eq!(buffers[0], bytes);
+        assert!(store.reading.lock().is_empty(), "the read left the table");
     }
 }
