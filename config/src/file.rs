@@ -98,6 +98,9 @@ pub struct ListenSection {
     pub p2p: String,
     /// Mesh data plane (iroh, UDP). Default `"0.0.0.0:4434"`.
     pub iroh: String,
+    /// Viewer plane over TLS (HTTPS, HTTP/1.1 and HTTP/2 by ALPN); needs `http.tls_cert` and
+    /// `http.tls_key`. Default `""`: none.
+    pub https: String,
 }
 
 impl Default for ListenSection {
@@ -107,6 +110,7 @@ impl Default for ListenSection {
             quic: "0.0.0.0:4433".to_owned(),
             p2p: "/ip4/0.0.0.0/tcp/4001".to_owned(),
             iroh: "0.0.0.0:4434".to_owned(),
+            https: String::new(),
         }
     }
 }
@@ -310,6 +314,12 @@ pub struct HttpSection {
     /// (`/admin/plugins/...` with `Authorization: Bearer <token>`); at least 32 characters.
     /// Default `""`: those routes exist on the admin socket only.
     pub admin_token: String,
+    /// PEM certificate chain (leaf first) of `listen.https`, e.g. certbot's `fullchain.pem`.
+    /// Re-read when the file changes. Default `""`.
+    pub tls_cert: String,
+    /// PEM private key of `tls_cert` (PKCS#8, PKCS#1 or SEC1), e.g. certbot's `privkey.pem`.
+    /// Default `""`.
+    pub tls_key: String,
 }
 
 impl Default for HttpSection {
@@ -322,6 +332,8 @@ impl Default for HttpSection {
             keepalive_interval_ms: 20_000,
             max_connections_per_client: 256,
             admin_token: String::new(),
+            tls_cert: String::new(),
+            tls_key: String::new(),
         }
     }
 }

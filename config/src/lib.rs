@@ -48,6 +48,9 @@
 //! p2p = "/ip4/0.0.0.0/tcp/4001"
 //! # Mesh data plane: iroh over UDP (must not share a port with `quic`).
 //! iroh = "0.0.0.0:4434"
+//! # Viewer plane over TLS (HTTPS; HTTP/1.1 and HTTP/2); needs http.tls_cert and tls_key.
+//! # "" = none. Example: https = "0.0.0.0:8443"
+//! https = ""
 //!
 //! [cluster]
 //! # libp2p multiaddrs of bootstrap peers, each ending in /p2p/<peer id>. Example:
@@ -142,8 +145,14 @@
 //! # Maximum simultaneous connections from one client address (IPv6: its /64) (>= 1).
 //! max_connections_per_client = 256
 //! # Bearer token opening the plugins' admin routes on the viewer plane (>= 32 characters);
-//! # "" = admin socket only.
+//! # "" = admin socket only. Accepted only over HTTPS or from a loopback address.
 //! admin_token = ""
+//! # PEM certificate chain and private key of listen.https (e.g. certbot's fullchain.pem and
+//! # privkey.pem); re-read when they change. Example:
+//! # tls_cert = "/etc/letsencrypt/live/edge1.example.net/fullchain.pem"
+//! # tls_key = "/etc/letsencrypt/live/edge1.example.net/privkey.pem"
+//! tls_cert = ""
+//! tls_key = ""
 //!
 //! [reports]
 //! # Play reports to the origin (royalty input): batch period in seconds (>= 1).
@@ -167,7 +176,7 @@ pub use file::{
 };
 pub use runtime::{
     Cache, Cluster, Config, Geo, GeoPoint, HttpLimits, Listen, Parent, ParseRoleError, Plugins,
-    QuicCaps, Reports, Role, Satellite, Trust, Upstream,
+    QuicCaps, Reports, Role, Satellite, TlsFiles, Trust, Upstream,
 };
 
 /// Reads and validates the config file at `path`.
@@ -249,6 +258,9 @@ quic = "0.0.0.0:4433"
 p2p = "/ip4/0.0.0.0/tcp/4001"
 # Mesh data plane: iroh over UDP (must not share a port with `quic`).
 iroh = "0.0.0.0:4434"
+# Viewer plane over TLS (HTTPS; HTTP/1.1 and HTTP/2); needs http.tls_cert and tls_key.
+# "" = none. Example: https = "0.0.0.0:8443"
+https = ""
 
 [cluster]
 # libp2p multiaddrs of bootstrap peers, each ending in /p2p/<peer id>. Example:
@@ -339,8 +351,14 @@ keepalive_interval_ms = 20000
 # Maximum simultaneous connections from one client address (IPv6: its /64) (>= 1).
 max_connections_per_client = 256
 # Bearer token opening the plugins' admin routes on the viewer plane (>= 32 characters);
-# "" = admin socket only.
+# "" = admin socket only. Accepted only over HTTPS or from a loopback address.
 admin_token = ""
+# PEM certificate chain and private key of listen.https (e.g. certbot's fullchain.pem and
+# privkey.pem); re-read when they change. Example:
+# tls_cert = "/etc/letsencrypt/live/edge1.example.net/fullchain.pem"
+# tls_key = "/etc/letsencrypt/live/edge1.example.net/privkey.pem"
+tls_cert = ""
+tls_key = ""
 
 [reports]
 # Play reports to the origin (royalty input): batch period in seconds (>= 1).
@@ -649,7 +667,7 @@ header_read_timeout_ms = 1
             "location.alt",
         );
         field_err("[plugins.telemetry]\n", "plugins.telemetry");
-        field_err("[listen]\nhttps = \"0.0.0.0:443\"\n", "listen.https");
+        field_err("[listen]\nhttp3 = \"0.0.0.0:443\"\n", "listen.http3");
     }
 
     #[test]
@@ -772,6 +790,39 @@ header_read_timeout_ms = 1
         field_err(
             "[upstream]\nmin_body_rate_kib_s = 9223372036854775807\n",
             "upstream.min_body_rate_kib_s",
+        );
+    }
+
+    #[test]
+    fn https_needs_its_certificate_and_key_and_they_need_https() {
+        let c = parse(&minimal("edge")).unwrap();
+        assert_eq!((c.listen.https, c.http.tls), (None, None));
+        let c = parse(&format!(
+            "{}[listen]\nhttps = \"0.0.0.0:8443\"\n[http]\ntls_cert = \"/c.pem\"\ntls_key = \"/k.pem\"\n",
+            minimal("edge")
+        ))
+        .unwrap();
+        assert_eq!(c.listen.https, Some("0.0.0.0:8443".parse().unwrap()));
+        assert_eq!(
+            c.http.tls,
+            Some(TlsFiles {
+                cert: "/c.pem".into(),
+                key: "/k.pem".into()
+            })
+        );
+        field_err("[listen]\nhttps = \"0.0.0.0:8443\"\n", "http.tls_cert");
+        field_err(
+            "[listen]\nhttps = \"0.0.0.0:8443\"\n[http]\ntls_cert = \"/c.pem\"\n",
+            "http.tls_key",
+        );
+        field_err(
+            "[http]\ntls_cert = \"/c.pem\"\ntls_key = \"/k.pem\"\n",
+            "listen.https",
+        );
+        field_err("[listen]\nhttps = \"localhost:8443\"\n", "listen.https");
+        field_err(
+            "[listen]\nhttp = \"0.0.0.0:8443\"\nhttps = \"0.0.0.0:8443\"\n",
+            "listen.https",
         );
     }
 

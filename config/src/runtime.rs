@@ -135,6 +135,8 @@ pub struct Listen {
     pub p2p: String,
     /// Mesh data plane, UDP (iroh).
     pub iroh: SocketAddr,
+    /// Viewer plane over TLS, if configured (then [`HttpLimits::tls`] is set).
+    pub https: Option<SocketAddr>,
 }
 
 /// Cluster membership and failure detection.
@@ -271,6 +273,17 @@ pub struct HttpLimits {
     pub max_connections_per_client: usize,
     /// Bearer token for the plugins' admin routes on the viewer plane, if enabled.
     pub admin_token: Option<String>,
+    /// Certificate and key of `listen.https`, if configured.
+    pub tls: Option<TlsFiles>,
+}
+
+/// The PEM files of the viewer plane's TLS identity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// Certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// Private key.
+    pub key: PathBuf,
 }
 
 /// Play-report settings.

@@ -12,7 +12,7 @@ use crate::file::{
 };
 use crate::runtime::{
     Cache, Cluster, Config, Geo, GeoPoint, HttpLimits, Listen, Parent, Plugins, QuicCaps, Reports,
-    Role, Satellite, Trust, Upstream,
+    Role, Satellite, TlsFiles, Trust, Upstream,
 };
 
 const MIB: u64 = 1 << 20;
@@ -66,7 +66,7 @@ impl ConfigFile {
         let geo = geo(&cx, self.geo)?;
         let satellite = satellite(&cx, self.satellite, role)?;
         let plugins = plugins(&cx, self.plugins, role)?;
-        let http = http(&cx, self.http)?;
+        let http = http(&cx, self.http, listen.https)?;
         let reports = reports(&cx, self.reports)?;
         Ok(Config {
             role,
@@ -139,6 +139,18 @@ fn listen(cx: &Ctx<'_>, l: ListenSection) -> Result<Listen> {
         ));
     }
     let iroh = socket_addr(cx, "listen.iroh", &l.iroh)?;
+    let https = if l.https.is_empty() {
+        None
+    } else {
+        let https = socket_addr(cx, "listen.https", &l.https)?;
+        if https == http && https.port() != 0 {
+            return Err(cx.err(
+                "listen.https",
+                format!("{https} is also listen.http; HTTP and HTTPS need distinct ports"),
+            ));
+        }
+        Some(https)
+    };
     if udp_overlap(quic, iroh) {
         return Err(cx.err(
             "listen.iroh",
@@ -152,6 +164,7 @@ fn listen(cx: &Ctx<'_>, l: ListenSection) -> Result<Listen> {
         quic,
         p2p: l.p2p,
         iroh,
+        https,
     })
 }
 
@@ -506,7 +519,7 @@ fn plugins(cx: &Ctx<'_>, p: PluginsSection, role: Role) -> Result<Plugins> {
     })
 }
 
-fn http(cx: &Ctx<'_>, h: HttpSection) -> Result<HttpLimits> {
+fn http(cx: &Ctx<'_>, h: HttpSection, https: Option<SocketAddr>) -> Result<HttpLimits> {
     if h.max_connections == 0 {
         return Err(cx.err("http.max_connections", "must be at least 1"));
     }
@@ -542,6 +555,32 @@ fn http(cx: &Ctx<'_>, h: HttpSection) -> Result<HttpLimits> {
             )),
             t => Some(t.to_owned()),
         };
+    let tls = match (h.tls_cert.is_empty(), h.tls_key.is_empty(), https) {
+        (true, true, None) => None,
+        (false, false, Some(_)) => Some(TlsFiles {
+            cert: PathBuf::from(h.tls_cert),
+            key: PathBuf::from(h.tls_key),
+        }),
+        (true, _, Some(_)) => {
+            return Err(cx.err(
+                "http.tls_cert",
+                "required with listen.https: the PEM certificate chain (e.g. fullchain.pem)",
+            ))
+        }
+        (false, true, Some(_)) => {
+            return Err(cx.err(
+                "http.tls_key",
+                "required with listen.https: the PEM private key (e.g. privkey.pem)",
+            ))
+        }
+        (_, _, None) => {
+            return Err(cx.err(
+                "listen.https",
+                "http.tls_cert and http.tls_key are set but listen.https is not; set it \
+                 (e.g. \"0.0.0.0:8443\") or remove them",
+            ))
+        }
+    };
     Ok(HttpLimits {
         max_connections: h.max_connections,
         header_read_timeout: Duration::from_millis(h.header_read_timeout_ms),
@@ -550,6 +589,7 @@ fn http(cx: &Ctx<'_>, h: HttpSection) -> Result<HttpLimits> {
         keepalive_interval: Duration::from_millis(h.keepalive_interval_ms),
         max_connections_per_client: h.max_connections_per_client,
         admin_token,
+        tls,
     })
 }
 

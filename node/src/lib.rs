@@ -47,6 +47,7 @@ mod role;
 mod routing;
 mod server;
 mod status;
+mod tls;
 mod viewer;
 
 pub use cli::{print_status, wait_for_signal, write_sample, Cli, SAMPLE_ID};

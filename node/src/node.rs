@@ -30,8 +30,9 @@ use crate::mesh::{self, MeshPlane};
 use crate::plugins::Plugins;
 use crate::quic_serve::QuicServe;
 use crate::reports::{Delivery, Reports};
-use crate::server;
+use crate::server::{self, Security};
 use crate::status::NodeStatus;
+use crate::tls::ViewerTls;
 use crate::viewer::Viewer;
 
 /// File in `data_dir` that says where a running node listens (ports chosen by the OS when the
@@ -231,10 +232,23 @@ impl Node {
         let listener = TcpListener::bind(config.listen.http)
             .await
             .with_context(|| format!("binding listen.http {}", config.listen.http))?;
+        let https = match (config.listen.https, &config.http.tls) {
+            (Some(addr), Some(files)) => {
+                let tls = ViewerTls::load(files).context(
+                    "loading the viewer plane's TLS certificate (http.tls_cert, http.tls_key)",
+                )?;
+                let listener = TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("binding listen.https {addr}"))?;
+                Some((listener, tls))
+            }
+            _ => None,
+        };
         let addrs = BoundAddrs {
             http: listener.local_addr()?,
             quic: quic_server.local_addr(),
             iroh: mesh.local_addr(),
+            https: https.as_ref().map(|(l, _)| l.local_addr()).transpose()?,
         };
         let admin_socket = data_dir.join(ADMIN_SOCKET);
         let admin_listener = bind_admin_socket(&admin_socket).await?;
@@ -274,15 +288,26 @@ impl Node {
                 plugins: plugins.clone(),
                 status: status.clone(),
             });
-            let metrics = Arc::clone(&core.metrics);
-            let limits = config.http.clone();
-            let rx = shutdown_rx.clone();
-            tasks.push(tokio::spawn(async move {
-                server::serve_tcp(listener, limits, metrics, rx, move |req, remote| {
-                    Arc::clone(&viewer).handle(req, remote)
-                })
-                .await;
-            }));
+            let plain = std::iter::once((listener, Security::Plain));
+            let secure = https.map(|(listener, tls)| {
+                tasks.push(tokio::spawn(Arc::clone(&tls).watch(shutdown_rx.clone())));
+                (listener, Security::Tls(tls))
+            });
+            for (listener, security) in plain.chain(secure) {
+                let (viewer, metrics) = (Arc::clone(&viewer), Arc::clone(&core.metrics));
+                let (limits, rx) = (config.http.clone(), shutdown_rx.clone());
+                tasks.push(tokio::spawn(async move {
+                    server::serve_tcp(
+                        listener,
+                        security,
+                        limits,
+                        metrics,
+                        rx,
+                        move |req, remote| Arc::clone(&viewer).handle(req, remote),
+                    )
+                    .await;
+                }));
+            }
         }
         {
             let ingest = plugins.as_ref().filter(|_| policy.publishes()).map(|p| {
@@ -527,6 +552,7 @@ fn write_runtime_file(
         "public_key": core.identity.public_key_hex(),
         "role": core.config.role.as_str(),
         "http": addrs.http.to_string(),
+        "https": addrs.https.map(|a| a.to_string()),
         "incarnation": core.incarnation,
         "quic": addrs.quic.to_string(),
         "iroh": addrs.iroh.to_string(),

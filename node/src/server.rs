@@ -39,6 +39,7 @@ use tokio::time::{Instant, Sleep};
 
 use crate::core::metrics::Metrics;
 use crate::http::{error, Body};
+use crate::tls::ViewerTls;
 
 /// How long in-flight requests get to finish at shutdown.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -422,12 +423,28 @@ impl Watch<'_> {
     }
 }
 
-/// Serves HTTP/1.1 and HTTP/2 (prior knowledge) on `listener` until `shutdown` turns true, with
-/// the viewer plane's `limits`: at most `max_connections` at a time (further clients wait in
-/// the kernel's accept queue), at most `max_connections_per_client` from one address (further
-/// ones are closed at once).
+/// How a listener's connections begin.
+#[derive(Debug, Clone)]
+pub enum Security {
+    /// Plain TCP: HTTP/1.1, or HTTP/2 with prior knowledge, told apart by the first bytes.
+    Plain,
+    /// TLS with the viewer plane's certificate: HTTP/2 or HTTP/1.1 as ALPN chose. Requests
+    /// carry [`OverTls`] in their extensions.
+    Tls(Arc<ViewerTls>),
+}
+
+/// Marks a request that came over TLS (in its extensions).
+#[derive(Debug, Clone, Copy)]
+pub struct OverTls;
+
+/// Serves HTTP/1.1 and HTTP/2 on `listener`, plain or over TLS as `security` says, until
+/// `shutdown` turns true, with the viewer plane's `limits`: at most `max_connections` at a time
+/// (further clients wait in the kernel's accept queue), at most `max_connections_per_client`
+/// from one address (further ones are closed at once). The two listeners of a node share
+/// neither count: each has its own.
 pub async fn serve_tcp<F, Fut>(
     listener: TcpListener,
+    security: Security,
     limits: HttpLimits,
     metrics: Arc<Metrics>,
     mut shutdown: watch::Receiver<bool>,
@@ -470,15 +487,25 @@ pub async fn serve_tcp<F, Fut>(
         let _ = stream.set_nodelay(true);
         let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive);
         let open = OpenConnection::new(Arc::clone(&metrics), permit, client);
-        let (handler, limits, metrics, shutdown) = (
+        let (handler, limits, metrics, shutdown, security) = (
             handler.clone(),
             Arc::clone(&limits),
             Arc::clone(&metrics),
             shutdown.clone(),
+            security.clone(),
         );
         tokio::spawn(async move {
             let _open = open;
-            serve_connection(stream, remote, &limits, &metrics, shutdown, handler).await;
+            let conn = Conn {
+                remote,
+                limits: &limits,
+                metrics: &metrics,
+                shutdown,
+            };
+            match security {
+                Security::Plain => conn.serve_plain(stream, handler).await,
+                Security::Tls(tls) => conn.serve_tls(stream, &tls, handler).await,
+            }
         });
     }
     drop(listener);
@@ -492,73 +519,128 @@ pub async fn serve_tcp<F, Fut>(
     }
 }
 
-/// One viewer connection: its protocol read under the header deadline, then served.
-async fn serve_connection<F, Fut>(
-    mut stream: TcpStream,
+/// One viewer connection and what it is served under.
+struct Conn<'a> {
     remote: SocketAddr,
-    limits: &HttpLimits,
-    metrics: &Metrics,
+    limits: &'a HttpLimits,
+    metrics: &'a Metrics,
     shutdown: watch::Receiver<bool>,
-    handler: F,
-) where
-    F: Fn(Request<ViewerBody>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
-    Fut: Future<Output = Response<Body>> + Send + 'static,
-{
-    let (protocol, prefix) =
-        match tokio::time::timeout(limits.header_read_timeout, detect(&mut stream)).await {
+}
+
+impl Conn<'_> {
+    /// Plain TCP: the protocol is read from the first bytes under the header deadline.
+    async fn serve_plain<F, Fut>(self, mut stream: TcpStream, handler: F)
+    where
+        F: Fn(Request<ViewerBody>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
+        Fut: Future<Output = Response<Body>> + Send + 'static,
+    {
+        let detected =
+            tokio::time::timeout(self.limits.header_read_timeout, detect(&mut stream)).await;
+        let (protocol, prefix) = match detected {
             Ok(Ok(detected)) => detected,
             Ok(Err(_)) => return,
             Err(_) => {
-                metrics.record_http_closed("first_bytes_timeout");
+                self.metrics.record_http_closed("first_bytes_timeout");
                 return;
             }
         };
-    let io = TokioIo::new(Rewound {
-        prefix,
-        at: 0,
-        inner: stream,
-    });
-    let activity = Activity::new();
-    let body_timeout = limits.body_read_timeout;
-    let service = {
-        let activity = Arc::clone(&activity);
-        service_fn(move |req: Request<Incoming>| {
-            let in_flight = activity.begin();
-            let req = req.map(|body| ViewerBody::new(body, body_timeout));
-            let answer = guarded(handler(req, remote));
-            async move {
-                let resp = answer.await.map(|inner| TrackedBody {
-                    inner,
-                    _in_flight: in_flight,
-                });
-                Ok::<_, std::convert::Infallible>(resp)
+        let io = TokioIo::new(Rewound {
+            prefix,
+            at: 0,
+            inner: stream,
+        });
+        self.serve(io, protocol, false, handler).await;
+    }
+
+    /// TLS: the handshake must end within the header deadline; the protocol is ALPN's.
+    async fn serve_tls<F, Fut>(self, stream: TcpStream, tls: &ViewerTls, handler: F)
+    where
+        F: Fn(Request<ViewerBody>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
+        Fut: Future<Output = Response<Body>> + Send + 'static,
+    {
+        let accepted = tokio::time::timeout(
+            self.limits.header_read_timeout,
+            tls.acceptor().accept(stream),
+        )
+        .await;
+        let stream = match accepted {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(err)) => {
+                self.metrics.record_http_closed("tls_handshake");
+                tracing::debug!(remote = %self.remote, error = %err, "TLS handshake failed");
+                return;
             }
-        })
-    };
-    let watch = Watch {
-        activity,
-        idle: limits.idle_timeout,
-        metrics,
-        shutdown,
-        remote,
-    };
-    match protocol {
-        Protocol::Http1 => {
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(limits.header_read_timeout)
-                .keep_alive(true)
-                .serve_connection(io, service);
-            watch.drive(conn).await;
-        }
-        Protocol::Http2 => {
-            let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                .timer(TokioTimer::new())
-                .max_concurrent_streams(MAX_H2_STREAMS)
-                .keep_alive_interval(Some(limits.keepalive_interval))
-                .keep_alive_timeout(limits.keepalive_interval)
-                .serve_connection(io, service);
-            watch.drive(conn).await;
+            Err(_) => {
+                self.metrics.record_http_closed("first_bytes_timeout");
+                return;
+            }
+        };
+        let protocol = match stream.get_ref().1.alpn_protocol() {
+            Some(b"h2") => Protocol::Http2,
+            _ => Protocol::Http1,
+        };
+        self.serve(TokioIo::new(stream), protocol, true, handler)
+            .await;
+    }
+
+    /// Serves `io` in `protocol` until it ends, is idle too long, or the node shuts down.
+    async fn serve<I, F, Fut>(self, io: I, protocol: Protocol, over_tls: bool, handler: F)
+    where
+        I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+        F: Fn(Request<ViewerBody>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
+        Fut: Future<Output = Response<Body>> + Send + 'static,
+    {
+        let Conn {
+            remote,
+            limits,
+            metrics,
+            shutdown,
+        } = self;
+        let activity = Activity::new();
+        let body_timeout = limits.body_read_timeout;
+        let service = {
+            let activity = Arc::clone(&activity);
+            service_fn(move |req: Request<Incoming>| {
+                let in_flight = activity.begin();
+                let mut req = req.map(|body| ViewerBody::new(body, body_timeout));
+                if over_tls {
+                    req.extensions_mut().insert(OverTls);
+                }
+                let answer = guarded(handler(req, remote));
+                async move {
+                    let resp = answer.await.map(|inner| TrackedBody {
+                        inner,
+                        _in_flight: in_flight,
+                    });
+                    Ok::<_, std::convert::Infallible>(resp)
+                }
+            })
+        };
+        let watch = Watch {
+            activity,
+            idle: limits.idle_timeout,
+            metrics,
+            shutdown,
+            remote,
+        };
+        match protocol {
+            Protocol::Http1 => {
+                let conn = hyper::server::conn::http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(limits.header_read_timeout)
+                    .keep_alive(true)
+                    .serve_connection(io, service);
+                watch.drive(conn).await;
+            }
+            Protocol::Http2 => {
+                let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .timer(TokioTimer::new())
+                    .max_concurrent_streams(MAX_H2_STREAMS)
+                    .keep_alive_interval(Some(limits.keepalive_interval))
+                    .keep_alive_timeout(limits.keepalive_interval)
+                    .serve_connection(io, service);
+                watch.drive(conn).await;
+            }
         }
     }
 }
@@ -619,6 +701,7 @@ mod tests {
             keepalive_interval: Duration::from_secs(20),
             max_connections_per_client: 16,
             admin_token: None,
+            tls: None,
         }
     }
 
@@ -657,6 +740,7 @@ mod tests {
         };
         let server = tokio::spawn(serve_tcp(
             listener,
+            Security::Plain,
             limits,
             Arc::clone(&metrics),
             stopped,
@@ -840,6 +924,7 @@ mod tests {
         };
         let server = tokio::spawn(serve_tcp(
             listener,
+            Security::Plain,
             limits(),
             Arc::clone(&metrics),
             stopped,

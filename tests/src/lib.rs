@@ -93,6 +93,9 @@ pub struct NodeOptions {
     /// for its role, region and place, viewer hosts 127.0.0.1 and its p2p address); default
     /// yes.
     pub enroll: bool,
+    /// The viewer plane over TLS with this PEM chain and key (`listen.https` on a free
+    /// loopback port), if any.
+    pub https: Option<(PathBuf, PathBuf)>,
 }
 
 impl NodeOptions {
@@ -110,6 +113,7 @@ impl NodeOptions {
             region: "test".into(),
             location: None,
             enroll: true,
+            https: None,
         }
     }
 
@@ -137,6 +141,14 @@ impl NodeOptions {
     pub fn extra(mut self, toml: &str) -> Self {
         self.extra_toml.push_str(toml);
         self.extra_toml.push('\n');
+        self
+    }
+
+    /// Serves the viewer plane over TLS too, with the PEM chain `cert` and key `key`
+    /// (`listen.https` on a free loopback port and `http.tls_cert`/`tls_key`; `extra` must
+    /// then not add an `[http]` table of its own).
+    pub fn https(mut self, cert: &Path, key: &Path) -> Self {
+        self.https = Some((cert.to_owned(), key.to_owned()));
         self
     }
 
@@ -252,6 +264,8 @@ pub struct NodeProcess {
     pub log_path: PathBuf,
     /// Viewer-plane address, known once started.
     pub http: Option<SocketAddr>,
+    /// Viewer plane over TLS, if configured, known once started.
+    pub https: Option<SocketAddr>,
     /// Peer id, known once started.
     pub peer_id: Option<String>,
     /// libp2p addresses with `/p2p/<id>`, known once started.
@@ -278,6 +292,7 @@ impl NodeProcess {
             config_path,
             data_dir,
             http: None,
+            https: None,
             peer_id: None,
             p2p: Vec::new(),
             quic: None,
@@ -312,6 +327,7 @@ impl NodeProcess {
              quic = \"127.0.0.1:0\"\n\
              p2p = \"/ip4/{}/tcp/0\"\n\
              iroh = \"127.0.0.1:0\"\n\
+             {}\
              [cluster]\n\
              heartbeat_interval_ms = {}\n\
              suspect_after_missed = {}\n\
@@ -325,12 +341,22 @@ impl NodeProcess {
                 .map(|(lat, lon)| format!("location = {{ lat = {lat:?}, lon = {lon:?} }}\n"))
                 .unwrap_or_default(),
             o.p2p_ip,
+            o.https
+                .as_ref()
+                .map(|_| "https = \"127.0.0.1:0\"\n")
+                .unwrap_or_default(),
             o.heartbeat_ms,
             o.suspect_after,
             o.dead_after,
             bootstrap.join(", "),
             extra,
         );
+        let config = match &o.https {
+            Some((cert, key)) => {
+                format!("{config}[http]\ntls_cert = {cert:?}\ntls_key = {key:?}\n")
+            }
+            None => config,
+        };
         fs::write(&self.config_path, config).expect("writing node config");
     }
 
@@ -374,6 +400,7 @@ impl NodeProcess {
                 .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
                 .is_some_and(|v| {
                     self.http = v["http"].as_str().and_then(|a| a.parse().ok());
+                    self.https = v["https"].as_str().and_then(|a| a.parse().ok());
                     self.peer_id = v["peer_id"].as_str().map(str::to_owned);
                     self.quic = v["quic"].as_str().and_then(|a| a.parse().ok());
                     self.public_key = v["public_key"].as_str().map(str::to_owned);

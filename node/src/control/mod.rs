@@ -96,6 +96,8 @@ pub struct BoundAddrs {
     pub quic: SocketAddr,
     /// Mesh plane (iroh).
     pub iroh: SocketAddr,
+    /// Viewer plane over TLS, if configured.
+    pub https: Option<SocketAddr>,
 }
 
 /// An alive origin of the membership table, as a place to fill from or report to.

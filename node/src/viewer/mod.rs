@@ -77,7 +77,7 @@ impl Viewer {
             } else if req.method() == Method::POST && req.uri().path() == "/v1/revocations" {
                 ("revocation", self.revocation(req).await)
             } else if req.uri().path().starts_with("/admin/plugins/") {
-                ("admin", self.plugin_admin(req).await)
+                ("admin", self.plugin_admin(req, remote).await)
             } else {
                 self.route(&req, remote).await
             };

@@ -1,6 +1,8 @@
 //! What operators and monitoring ask of the viewer plane: `/v1/cluster`, `/readyz`,
 //! `/metrics`, signed operator commands, and plugin admin routes behind the admin token.
 
+use std::net::SocketAddr;
+
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode};
@@ -13,6 +15,7 @@ use super::Viewer;
 use crate::core::admission::RevokeError;
 use crate::core::metrics::CONTENT_TYPE;
 use crate::http::{error, full, json_response, read_limited, text, Body};
+use crate::server::OverTls;
 
 /// Largest `POST /v1/emergency` body read.
 const MAX_COMMAND_BODY_BYTES: usize = crate::core::emergency::MAX_COMMAND_BYTES + 1;
@@ -92,8 +95,14 @@ impl Viewer {
     }
 
     /// `/admin/plugins/...` on the viewer plane: only with `Authorization: Bearer <http.admin_token>`
-    /// (compared in constant time); without a configured token the routes do not exist here.
-    pub(super) async fn plugin_admin<B>(&self, req: Request<B>) -> Response<Body>
+    /// (compared in constant time), and only over HTTPS or from a loopback address (a local
+    /// TLS-terminating proxy), so the token never crosses a network in clear; without a
+    /// configured token the routes do not exist here.
+    pub(super) async fn plugin_admin<B>(
+        &self,
+        req: Request<B>,
+        remote: SocketAddr,
+    ) -> Response<Body>
     where
         B: hyper::body::Body<Data = Bytes> + Send,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -101,6 +110,12 @@ impl Viewer {
         let Some(token) = &self.core.config.http.admin_token else {
             return error(StatusCode::NOT_FOUND, "no such resource");
         };
+        if !admin_token_may_travel(&req, remote) {
+            return error(
+                StatusCode::FORBIDDEN,
+                "the admin token is accepted only over HTTPS (listen.https) or from a loopback address",
+            );
+        }
         let presented = req
             .headers()
             .get(header::AUTHORIZATION)
@@ -200,5 +215,36 @@ impl Viewer {
     pub(super) fn metrics(&self) -> Response<Body> {
         let body = self.core.metrics.encode(&self.status.gauges());
         full(StatusCode::OK, CONTENT_TYPE, Bytes::from(body), CACHE_NONE)
+    }
+}
+
+/// Whether a request may carry the admin token: it came over TLS, or from this host.
+fn admin_token_may_travel<B>(req: &Request<B>, remote: SocketAddr) -> bool {
+    req.extensions().get::<OverTls>().is_some() || remote.ip().to_canonical().is_loopback()
+}
+
+#[cfg(test)]
+mod admin_token_tests {
+    use super::*;
+
+    #[test]
+    fn the_admin_token_travels_only_over_tls_or_from_loopback() {
+        let plain = || Request::new(());
+        let tls = || {
+            let mut r = Request::new(());
+            r.extensions_mut().insert(OverTls);
+            r
+        };
+        let far: SocketAddr = "203.0.113.9:5000".parse().unwrap();
+        assert!(!admin_token_may_travel(&plain(), far));
+        assert!(admin_token_may_travel(&tls(), far));
+        for local in ["127.0.0.1:5000", "[::1]:5000", "[::ffff:127.0.0.1]:5000"] {
+            assert!(
+                admin_token_may_travel(&plain(), local.parse().unwrap()),
+                "{local}"
+            );
+        }
+        let mapped_far: SocketAddr = "[::ffff:203.0.113.9]:5000".parse().unwrap();
+        assert!(!admin_token_may_travel(&plain(), mapped_far));
     }
 }
