@@ -14,7 +14,10 @@
 //    stderr) and exits 0 only if playback reached min_seconds without a fatal error AND the
 //    segment verified; 1 otherwise (2 on bad usage).
 //
-// Uses Debian's /usr/bin/chromium (playwright-core never downloads a browser).
+// Uses Debian's /usr/bin/chromium (playwright-core never downloads a browser). An HTTPS
+// playlist whose certificate is not from a public CA (a test CA) is trusted by its key only:
+// MHC_TLS_SPKI=<base64 SHA-256 of the certificate's SubjectPublicKeyInfo> becomes Chromium's
+// --ignore-certificate-errors-spki-list, which accepts that one key and no other.
 
 import { createServer } from 'node:http';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -325,6 +328,9 @@ async function main() {
       '--disable-component-update',
       '--disable-sync',
       '--autoplay-policy=no-user-gesture-required',
+      ...(process.env.MHC_TLS_SPKI
+        ? [`--ignore-certificate-errors-spki-list=${process.env.MHC_TLS_SPKI}`]
+        : []),
     ],
     timeout: 30000,
   });

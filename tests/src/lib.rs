@@ -811,6 +811,36 @@ pub fn write_synthetic_rendition(dir: &Path, n: usize, seg_len: usize, seed: u8)
     fs::write(dir.join("index.m3u8"), playlist).expect("playlist file");
 }
 
+/// Plays `playlist` with hls.js in headless Chromium (`tests/browser/play.mjs`) for 3 s of
+/// media and checks, from inside the page, one segment's BLAKE3 and Merkle proof; panics with
+/// the page's errors if either fails. `trusted_spki`: the base64 SHA-256 of the one TLS key the
+/// browser should trust besides the public CAs (a test CA's leaf).
+pub fn assert_plays_in_chromium(playlist: &str, trusted_spki: Option<&str>) {
+    let browser_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("browser");
+    assert!(
+        browser_dir.join("node_modules/hls.js").is_dir(),
+        "run `npm ci` in tests/browser (and apt-get install chromium) first; scripts/install-test-deps does both"
+    );
+    let mut cmd = Command::new("timeout");
+    cmd.args(["90", "node"])
+        .arg(browser_dir.join("play.mjs"))
+        .arg(playlist)
+        .args(["3", "60"]);
+    if let Some(spki) = trusted_spki {
+        cmd.env("MHC_TLS_SPKI", spki);
+    }
+    let out = cmd
+        .output()
+        .expect("node is installed (apt-get install nodejs npm; scripts/install-test-deps does)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "hls.js did not play {playlist}: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("\"segmentVerified\":true"), "{stdout}");
+}
+
 /// Copies the shipped sample rendition into `dir`.
 pub fn copy_sample(dir: &Path) {
     fs::create_dir_all(dir).expect("sample folder");

@@ -202,3 +202,39 @@ fn segments_over_https_are_the_same_bytes_and_a_renewed_certificate_is_picked_up
     // The plain plane is unchanged.
     assert_eq!(c.node(o).get("/v1/content/song/seg/3.ts").status, 200);
 }
+
+/// Base64 of the SHA-256 of `cert`'s SubjectPublicKeyInfo (what Chromium's
+/// `--ignore-certificate-errors-spki-list` names), by openssl.
+fn spki_sha256_base64(cert: &Path) -> String {
+    let out = run({
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c")
+            .arg(
+                "openssl x509 -pubkey -noout -in \"$1\" | openssl pkey -pubin -outform der \
+                 | openssl dgst -sha256 -binary | base64",
+            )
+            .arg("sh")
+            .arg(cert);
+        cmd
+    });
+    assert_success(&out, "openssl (apt-get install openssl)");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+#[test]
+fn hlsjs_in_chromium_plays_and_verifies_over_https() {
+    let mut c = Cluster::new();
+    let ca = TestCa::new();
+    let (cert, key) = (c.path().join("fullchain.pem"), c.path().join("privkey.pem"));
+    ca.leaf("edge-one", &cert, &key);
+    let o = c.start_with("origin", NodeOptions::new("origin").https(&cert, &key));
+    let sample = c.path().join("sample");
+    mhc_tests::copy_sample(&sample);
+    assert_success(&c.node(o).ingest("sample", &sample), "ingest");
+    let https = c.node(o).https.unwrap();
+    let playlist = format!(
+        "https://localhost:{}/v1/content/sample/index.m3u8",
+        https.port()
+    );
+    mhc_tests::assert_plays_in_chromium(&playlist, Some(&spki_sha256_base64(&cert)));
+}
