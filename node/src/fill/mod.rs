@@ -301,13 +301,14 @@ impl Filler {
     /// missed a deadline.
     fn blame(&self, parent: &ParentAddr, reason: FailureReason, what: &dyn std::fmt::Display) {
         self.core.metrics.record_fill_failure(reason.label());
-        if reason == FailureReason::Unreachable {
-            tracing::warn!(parent = %parent.addr, peer = ?parent.peer_id, error = %what,
-                "parent unreachable or too slow; avoided for a while, trying the next");
-            self.penalties.penalise(parent.key());
-        } else if reason.penalises() {
-            tracing::warn!(parent = %parent.addr, reason = reason.label(), error = %what,
-                "parent misbehaved; penalised, trying the next");
+        if reason.penalises() {
+            let why = if reason == FailureReason::Unreachable {
+                "parent unreachable or too slow; avoided for a while, trying the next"
+            } else {
+                "parent misbehaved; penalised, trying the next"
+            };
+            tracing::warn!(parent = %parent.addr, peer = ?parent.peer_id,
+                reason = reason.label(), error = %what, "{why}");
             self.penalties.penalise(parent.key());
         } else {
             tracing::debug!(parent = %parent.addr, reason = reason.label(), error = %what,

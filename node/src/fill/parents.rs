@@ -61,14 +61,6 @@ impl Penalties {
         }
     }
 
-    /// Whether `parent` is avoided now.
-    pub(super) fn is_penalised(&self, parent: &ParentKey) -> bool {
-        self.until
-            .lock()
-            .get(parent)
-            .is_some_and(|until| Instant::now() < *until)
-    }
-
     /// `list` without `exclude`, penalised parents moved behind the others (keeping their
     /// relative order).
     pub(super) fn order(
@@ -77,7 +69,10 @@ impl Penalties {
         exclude: Option<PeerId>,
     ) -> Vec<ParentAddr> {
         list.retain(|p| exclude.is_none() || p.peer_id != exclude);
-        list.sort_by_key(|p| self.is_penalised(&p.key()));
+        // One lock and one clock reading for the whole sort, not two per comparison.
+        let (until, now) = (self.until.lock(), Instant::now());
+        list.sort_by_key(|p| until.get(&p.key()).is_some_and(|t| now < *t));
+        drop(until);
         list
     }
 }
