@@ -66,6 +66,9 @@ pub struct ConfigFile {
     /// `[reports]`: play reports to the origin.
     #[serde(default)]
     pub reports: ReportsSection,
+    /// `[backup]`: the origin's verified backups.
+    #[serde(default)]
+    pub backup: BackupSection,
 }
 
 /// Default for [`ConfigFile::region`]: `"default"`.
@@ -355,6 +358,36 @@ impl Default for ReportsSection {
         ReportsSection {
             report_interval_s: 30,
             max_outbox_batches: 100_000,
+        }
+    }
+}
+
+/// `[backup]`: hourly, daily and weekly snapshots of an origin's state in a restic repository.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default, expecting = "a [backup] table")]
+pub struct BackupSection {
+    /// The restic repository: a directory (created on the first backup). `""` = no backups.
+    /// Default `""`.
+    pub repository: String,
+    /// A file whose first line is the repository's password (restic's `--password-file`).
+    /// Required with `repository`. Default `""`.
+    pub password_file: PathBuf,
+    /// How long hourly snapshots are kept, in days, `>= 1`. Default `7`.
+    pub hourly_keep_days: u32,
+    /// How long daily snapshots are kept, in days, `>= 1`. Default `7`.
+    pub daily_keep_days: u32,
+    /// How long weekly snapshots are kept, in days, `>= 1`. Default `30`.
+    pub weekly_keep_days: u32,
+}
+
+impl Default for BackupSection {
+    fn default() -> Self {
+        BackupSection {
+            repository: String::new(),
+            password_file: PathBuf::new(),
+            hourly_keep_days: 7,
+            daily_keep_days: 7,
+            weekly_keep_days: 30,
         }
     }
 }

@@ -159,6 +159,17 @@
 //! report_interval_s = 30
 //! # Batches kept on disk while the origin is unreachable; the oldest are kept.
 //! max_outbox_batches = 100000
+//!
+//! [backup]
+//! # Origin only: hourly, daily and weekly snapshots in a restic repository (a directory,
+//! # created on the first backup); "" = no backups. `restic` lists, checks and restores them.
+//! repository = ""
+//! # A file whose first line is the repository password (required with repository).
+//! password_file = ""
+//! # Days each kind of snapshot is kept (>= 1).
+//! hourly_keep_days = 7
+//! daily_keep_days = 7
+//! weekly_keep_days = 30
 //! ```
 
 mod error;
@@ -170,13 +181,14 @@ use std::path::Path;
 
 pub use error::ConfigError;
 pub use file::{
-    default_region, CacheSection, ClusterSection, ConfigFile, GeoSection, HttpSection,
-    ListenSection, LocationSection, MeshSection, PluginsSection, QuicSection, ReportsSection,
-    SatelliteSection, TrustSection, UpstreamSection,
+    default_region, BackupSection, CacheSection, ClusterSection, ConfigFile, GeoSection,
+    HttpSection, ListenSection, LocationSection, MeshSection, PluginsSection, QuicSection,
+    ReportsSection, SatelliteSection, TrustSection, UpstreamSection,
 };
 pub use runtime::{
-    Cache, Cluster, Config, Geo, GeoPoint, HttpLimits, Listen, Parent, ParseRoleError, Plugins,
-    QuicCaps, Reports, Role, Satellite, TlsFiles, Trust, Upstream,
+    Backup, BackupRetention, BackupTarget, Cache, Cluster, Config, Geo, GeoPoint, HttpLimits,
+    Listen, Parent, ParseRoleError, Plugins, QuicCaps, Reports, Role, Satellite, TlsFiles, Trust,
+    Upstream,
 };
 
 /// Reads and validates the config file at `path`.
@@ -365,6 +377,17 @@ tls_key = ""
 report_interval_s = 30
 # Batches kept on disk while the origin is unreachable; the oldest are kept.
 max_outbox_batches = 100000
+
+[backup]
+# Origin only: hourly, daily and weekly snapshots in a restic repository (a directory,
+# created on the first backup); "" = no backups. `restic` lists, checks and restores them.
+repository = ""
+# A file whose first line is the repository password (required with repository).
+password_file = ""
+# Days each kind of snapshot is kept (>= 1).
+hourly_keep_days = 7
+daily_keep_days = 7
+weekly_keep_days = 30
 "#;
 
 #[cfg(test)]
@@ -668,6 +691,43 @@ header_read_timeout_ms = 1
         );
         field_err("[plugins.telemetry]\n", "plugins.telemetry");
         field_err("[listen]\nhttp3 = \"0.0.0.0:443\"\n", "listen.http3");
+    }
+
+    #[test]
+    fn backup_settings_are_checked_field_by_field() {
+        let origin = minimal("origin");
+        let ok = parse(&format!(
+            "{origin}[backup]\nrepository = \"/var/backups/mhc\"\npassword_file = \"/etc/mhc/p\"\n\
+             weekly_keep_days = 60\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            ok.backup.repository,
+            Some(BackupTarget::Local(PathBuf::from("/var/backups/mhc")))
+        );
+        assert_eq!(ok.backup.keep.weekly, Duration::from_secs(60 * 86_400));
+        assert_eq!(ok.backup.keep.hourly, Duration::from_secs(7 * 86_400));
+        assert_eq!(parse(&origin).unwrap().backup.repository, None);
+        field_err_in(
+            &format!("{origin}[backup]\nrepository = \"/r\"\n"),
+            "backup.password_file",
+        );
+        field_err_in(
+            &format!("{origin}[backup]\nrepository = \"/r\"\npassword_file = \"/p\"\ndaily_keep_days = 0\n"),
+            "backup.daily_keep_days",
+        );
+        let s3 = field_err_in(
+            &format!(
+                "{origin}[backup]\nrepository = \"s3:http://h:9000/b\"\npassword_file = \"/p\"\n"
+            ),
+            "backup.repository",
+        );
+        assert!(s3.contains("\"s3\" repositories"), "{s3}");
+        field_err(
+            "[backup]\nrepository = \"/r\"\npassword_file = \"/p\"\n",
+            "backup.repository",
+        );
+        field_err("[backup]\nhourly_days = 3\n", "backup.hourly_days");
     }
 
     #[test]

@@ -46,6 +46,8 @@ pub struct Config {
     pub http: HttpLimits,
     /// Play reports.
     pub reports: Reports,
+    /// The origin's backups.
+    pub backup: Backup,
 }
 
 /// Node role.
@@ -293,6 +295,46 @@ pub struct Reports {
     pub interval: Duration,
     /// Bound of the on-disk outbox, in batches.
     pub max_outbox_batches: u64,
+}
+
+/// Backup settings (`[backup]`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Backup {
+    /// Where snapshots go; `None`: backups are off.
+    pub repository: Option<BackupTarget>,
+    /// The file holding the repository's password.
+    pub password_file: PathBuf,
+    /// How long snapshots of each kind are kept.
+    pub keep: BackupRetention,
+}
+
+/// A restic repository.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BackupTarget {
+    /// A directory on a local (or mounted) file system.
+    Local(PathBuf),
+}
+
+/// How long snapshots of each kind are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BackupRetention {
+    /// Hourly snapshots.
+    pub hourly: Duration,
+    /// Daily snapshots.
+    pub daily: Duration,
+    /// Weekly snapshots.
+    pub weekly: Duration,
+}
+
+impl Default for BackupRetention {
+    fn default() -> Self {
+        const DAY: u64 = 86_400;
+        BackupRetention {
+            hourly: Duration::from_secs(7 * DAY),
+            daily: Duration::from_secs(7 * DAY),
+            weekly: Duration::from_secs(30 * DAY),
+        }
+    }
 }
 
 #[cfg(test)]

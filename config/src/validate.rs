@@ -6,13 +6,13 @@ use std::time::Duration;
 
 use crate::error::ConfigError;
 use crate::file::{
-    CacheSection, ClusterSection, ConfigFile, GeoSection, HttpSection, ListenSection,
-    LocationSection, MeshSection, PluginsSection, QuicSection, ReportsSection, SatelliteSection,
-    TrustSection, UpstreamSection,
+    BackupSection, CacheSection, ClusterSection, ConfigFile, GeoSection, HttpSection,
+    ListenSection, LocationSection, MeshSection, PluginsSection, QuicSection, ReportsSection,
+    SatelliteSection, TrustSection, UpstreamSection,
 };
 use crate::runtime::{
-    Cache, Cluster, Config, Geo, GeoPoint, HttpLimits, Listen, Parent, Plugins, QuicCaps, Reports,
-    Role, Satellite, TlsFiles, Trust, Upstream,
+    Backup, BackupRetention, BackupTarget, Cache, Cluster, Config, Geo, GeoPoint, HttpLimits,
+    Listen, Parent, Plugins, QuicCaps, Reports, Role, Satellite, TlsFiles, Trust, Upstream,
 };
 
 const MIB: u64 = 1 << 20;
@@ -68,6 +68,7 @@ impl ConfigFile {
         let plugins = plugins(&cx, self.plugins, role)?;
         let http = http(&cx, self.http, listen.https)?;
         let reports = reports(&cx, self.reports)?;
+        let backup = backup(&cx, self.backup, role)?;
         Ok(Config {
             role,
             data_dir: self.data_dir,
@@ -85,6 +86,7 @@ impl ConfigFile {
             plugins,
             http,
             reports,
+            backup,
         })
     }
 }
@@ -603,6 +605,60 @@ fn reports(cx: &Ctx<'_>, r: ReportsSection) -> Result<Reports> {
     Ok(Reports {
         interval: Duration::from_secs(r.report_interval_s),
         max_outbox_batches: r.max_outbox_batches,
+    })
+}
+
+fn backup(cx: &Ctx<'_>, b: BackupSection, role: Role) -> Result<Backup> {
+    let days = |field: &str, d: u32| {
+        if d == 0 {
+            Err(cx.err(format!("backup.{field}"), "must be at least 1 (days)"))
+        } else {
+            Ok(Duration::from_secs(u64::from(d) * 86_400))
+        }
+    };
+    let keep = BackupRetention {
+        hourly: days("hourly_keep_days", b.hourly_keep_days)?,
+        daily: days("daily_keep_days", b.daily_keep_days)?,
+        weekly: days("weekly_keep_days", b.weekly_keep_days)?,
+    };
+    let repository = b.repository.trim();
+    if repository.is_empty() {
+        return Ok(Backup {
+            repository: None,
+            password_file: b.password_file,
+            keep,
+        });
+    }
+    if role != Role::Origin {
+        return Err(cx.err(
+            "backup.repository",
+            format!(
+                "backups are taken by an origin (what an {role} holds is fetched again from it); \
+                 leave it \"\" for this role"
+            ),
+        ));
+    }
+    if let Some((scheme, _)) = repository.split_once(':') {
+        if !scheme.is_empty() && !scheme.contains('/') {
+            return Err(cx.err(
+                "backup.repository",
+                format!(
+                    "{scheme:?} repositories are not supported by this build; give a directory \
+                     (a local or mounted file system)"
+                ),
+            ));
+        }
+    }
+    if b.password_file.as_os_str().is_empty() {
+        return Err(cx.err(
+            "backup.password_file",
+            "required with backup.repository (a file whose first line is the password)",
+        ));
+    }
+    Ok(Backup {
+        repository: Some(BackupTarget::Local(PathBuf::from(repository))),
+        password_file: b.password_file,
+        keep,
     })
 }
 

@@ -23,6 +23,7 @@
 //! | `viewer/` | the viewer HTTP plane |
 //! | `admin/` | the admin socket: API types, ingest, server |
 //! | `plugins`, `reports` | the origin's plugin host; play counting and the report outbox |
+//! | `backup/` | the origin's verified backups: image export, restic repository, verification |
 //! | `http`, `server`, `status` | shared HTTP helpers, accept loops, the node as operators see it |
 //! | `cli/` | the command line, the admin client, the demo |
 //!
@@ -31,6 +32,7 @@
 //! [`mhc_transport`]'s.
 
 mod admin;
+mod backup;
 mod broadcast;
 mod cli;
 mod control;
@@ -50,6 +52,10 @@ mod status;
 mod tls;
 mod viewer;
 
+pub use backup::{
+    image::ImageManifest, restore_snapshot, verify_snapshot, Kind as BackupKind,
+    Repo as BackupRepo, SnapshotInfo, Verified,
+};
 pub use cli::{print_status, wait_for_signal, write_sample, Cli, SAMPLE_ID};
 pub use control::membership::{Member, MemberState, Membership, MembershipConfig};
 pub use core::emergency::{Action, Command, Rejected, SignedCommand};

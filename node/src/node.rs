@@ -18,6 +18,7 @@ use tokio::task::JoinHandle;
 
 use crate::admin::api::ADMIN_SOCKET;
 use crate::admin::{Admin, Ingest};
+use crate::backup::Backups;
 use crate::control::messages::{HeldContent, PlayCount};
 use crate::control::{Advertise, BoundAddrs, ClusterHandle, ControlPlane, Wiring};
 use crate::core::identity::Identity;
@@ -309,6 +310,10 @@ impl Node {
                 }));
             }
         }
+        let backups = Backups::new(Arc::clone(&core), plugins.clone())?;
+        if let Some(backups) = &backups {
+            tasks.push(tokio::spawn(Arc::clone(backups).run(shutdown_rx.clone())));
+        }
         {
             let ingest = plugins.as_ref().filter(|_| policy.publishes()).map(|p| {
                 Arc::new(Ingest::new(
@@ -326,6 +331,7 @@ impl Node {
                 plugins: plugins.clone(),
                 ingest,
                 status: status.clone(),
+                backups,
             });
             let rx = shutdown_rx.clone();
             tasks.push(tokio::spawn(async move {

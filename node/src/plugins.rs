@@ -202,6 +202,21 @@ impl Plugins {
         Ok(())
     }
 
+    /// What a backup image records of the plugins: the ledger's latest head and the royalty
+    /// postings booked (read while the write gate is paused).
+    pub fn facts(&self) -> crate::backup::PluginFacts {
+        crate::backup::PluginFacts {
+            ledger_head: self
+                .host
+                .ledger()
+                .and_then(|l| l.with_ledger(|l| l.latest_head())),
+            royalty_postings: self
+                .host
+                .royalty()
+                .and_then(|r| r.royalty().last_seq().ok()),
+        }
+    }
+
     /// Counts a report refused at the QUIC door: its sender proved no enrollment.
     pub fn refused_unenrolled(&self) {
         self.inbox.reject("not_enrolled");
@@ -229,6 +244,7 @@ impl Plugins {
             let core = Arc::clone(&self.core);
             let host = Arc::clone(&self.host);
             tokio::task::spawn_blocking(move || {
+                let _writing = core.writes.enter();
                 host.ingest_report(report, |node| Self::may_report(&core, node))
             })
             .await
@@ -274,7 +290,11 @@ impl Plugins {
             artist_id: m.artist_id.clone(),
             title: m.title.clone(),
         };
-        if let Err(err) = self.host.publish(event) {
+        let published = {
+            let _writing = self.core.writes.enter();
+            self.host.publish(event)
+        };
+        if let Err(err) = published {
             tracing::error!(content = %m.content_id, error = %err, "telling the plugins about a publication");
         }
     }
@@ -295,8 +315,12 @@ impl Plugins {
                 _ = shutdown.changed() => break,
                 () = tokio::time::sleep(TICK) => {}
             }
-            let (host, now) = (Arc::clone(&self.host), self.core.clock.now_ms());
-            let summary = tokio::task::spawn_blocking(move || host.tick(now)).await;
+            let (host, core) = (Arc::clone(&self.host), Arc::clone(&self.core));
+            let summary = tokio::task::spawn_blocking(move || {
+                let _writing = core.writes.enter();
+                host.tick(core.clock.now_ms())
+            })
+            .await;
             if let Ok(summary) = summary {
                 for f in summary.failures {
                     tracing::warn!(plugin = %f.plugin, event = %f.event, error = %f.error, panicked = f.panicked, "plugin delivery failed");
@@ -314,10 +338,13 @@ impl Plugins {
             Ok(r) => r,
             Err(err) => return AdminResponse::from_error(&err),
         };
-        let host = Arc::clone(&self.host);
+        let (host, core) = (Arc::clone(&self.host), Arc::clone(&self.core));
         let name = name.to_owned();
-        tokio::task::spawn_blocking(move || host.admin(&name, &req))
-            .await
-            .unwrap_or_else(|e| AdminResponse::error(500, &format!("plugin admin task: {e}")))
+        tokio::task::spawn_blocking(move || {
+            let _writing = core.writes.enter();
+            host.admin(&name, &req)
+        })
+        .await
+        .unwrap_or_else(|e| AdminResponse::error(500, &format!("plugin admin task: {e}")))
     }
 }

@@ -34,6 +34,15 @@ pub struct PrefetchCommand {
     pub concurrency: Option<usize>,
 }
 
+/// `POST /admin/backup` body.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackupCommand {
+    /// `hourly`, `daily`, `weekly`; absent: a manual snapshot, kept until forgotten by hand.
+    #[serde(default)]
+    pub kind: Option<String>,
+}
+
 /// `POST /admin/pin` and `/admin/unpin` body.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PinCommand {

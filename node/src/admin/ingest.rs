@@ -165,6 +165,7 @@ impl Ingest {
             )),
             Ok(()) => {
                 let signed = manifest.sign(state.identity.signing_key());
+                let _writing = state.writes.enter();
                 state.catalog.publish(signed).map_err(|err| {
                     let roll_back = !matches!(err, CatalogError::Unflushed(_));
                     (roll_back, anyhow::Error::new(err))

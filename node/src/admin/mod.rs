@@ -15,6 +15,7 @@ use mhc_manifest::ContentId;
 use mhc_transport::headers::CACHE_NONE;
 use serde_json::json;
 
+use crate::backup::{Backups, Kind};
 use crate::control::ClusterHandle;
 use crate::core::Core;
 use crate::fill::Filler;
@@ -22,7 +23,7 @@ use crate::http::{error, json_response, plugin_response, read_limited, Body, Ref
 use crate::mesh::MeshPlane;
 use crate::plugins::Plugins;
 use crate::status::NodeStatus;
-use api::{EmergencyBody, IngestCommand, PinCommand, PrefetchCommand, RevokeBody};
+use api::{BackupCommand, EmergencyBody, IngestCommand, PinCommand, PrefetchCommand, RevokeBody};
 pub use ingest::Ingest;
 use ingest::IngestOutcome;
 
@@ -47,6 +48,8 @@ pub struct Admin {
     pub ingest: Option<Arc<Ingest>>,
     /// This node as operators see it.
     pub status: NodeStatus,
+    /// Backups, at an origin with `[backup] repository`.
+    pub backups: Option<Arc<Backups>>,
 }
 
 /// An admin answer, or the refusal that ends a route early.
@@ -81,6 +84,7 @@ impl Admin {
             (Method::POST, "/admin/prefetch") => self.prefetch(req).await,
             (Method::POST, "/admin/emergency") => self.emergency(req).await,
             (Method::POST, "/admin/revoke") => self.revoke(req).await,
+            (Method::POST, "/admin/backup") => self.backup(req).await,
             (Method::POST, "/admin/pin") => self.pin(req, true).await,
             (Method::POST, "/admin/unpin") => self.pin(req, false).await,
             _ => Err(Refused(StatusCode::NOT_FOUND, "no such admin route".into())),
@@ -107,6 +111,36 @@ impl Admin {
                 StatusCode::INTERNAL_SERVER_ERROR,
                 format!("ingest task: {e}"),
             )),
+        }
+    }
+
+    /// `POST /admin/backup`: takes a backup now (after any backup in progress).
+    async fn backup(&self, req: Request<Incoming>) -> Answer {
+        let cmd: BackupCommand = json_body(req, "backup request").await?;
+        let Some(backups) = self.backups.clone() else {
+            return Err(Refused(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                if self.core.config.role == mhc_config::Role::Origin {
+                    "backups are off: set [backup] repository and password_file".to_owned()
+                } else {
+                    format!(
+                        "this node's role is {}; backups are taken by an origin",
+                        self.core.config.role
+                    )
+                },
+            ));
+        };
+        let kind = match cmd.kind.as_deref() {
+            None => Kind::Manual,
+            Some(k) => k
+                .parse()
+                .map_err(|e: anyhow::Error| Refused(StatusCode::BAD_REQUEST, e.to_string()))?,
+        };
+        match backups.take(vec![kind]).await {
+            Ok(taken) => Ok(json_ok(
+                &serde_json::to_value(taken).expect("a backup report serialises"),
+            )),
+            Err(e) => Err(Refused(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}"))),
         }
     }
 

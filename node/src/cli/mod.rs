@@ -1,6 +1,7 @@
 //! The command line: `run`, `demo`, `check-config`, `id`, `keygen`, `ingest`, `status`, and
 //! the operator commands that talk to a running daemon ([`client`]).
 
+mod backup;
 mod client;
 mod demo;
 mod ledger;
@@ -184,6 +185,11 @@ enum Command {
     Emergency {
         #[command(subcommand)]
         action: EmergencyAction,
+    },
+    /// The origin's verified backups (restic repository format).
+    Backup {
+        #[command(subcommand)]
+        action: backup::BackupAction,
     },
     /// The origin's verifiable ledger of credits and payouts.
     Ledger {
@@ -610,6 +616,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             );
         }
         Command::Ledger { action } => return ledger::ledger_command(action),
+        Command::Backup { action } => return backup::backup_command(action),
         Command::Plugin {
             daemon,
             name,

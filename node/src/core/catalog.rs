@@ -20,7 +20,7 @@ use rs_merkle::MerkleTree;
 /// sled tree of manifests: key `content_id ‖ 0x00 ‖ version (u64 big-endian)`, value the encoded
 /// signed manifest. Big-endian versions sort numerically, so the last key of a prefix is the
 /// latest version.
-const MANIFESTS_TREE: &str = "manifests";
+pub(crate) const MANIFESTS_TREE: &str = "manifests";
 
 /// One published version, with everything the viewer plane needs precomputed.
 #[derive(Debug)]
@@ -316,6 +316,21 @@ impl Catalog {
             .filter_map(|v| v.latest().cloned())
             .collect();
         all.sort_by(|a, b| a.manifest().content_id.cmp(&b.manifest().content_id));
+        all
+    }
+
+    /// Every held version of every content, by id then version.
+    pub fn all_versions(&self) -> Vec<Arc<Published>> {
+        let mut all: Vec<_> = self
+            .contents
+            .read()
+            .values()
+            .flat_map(|v| v.all.values().cloned())
+            .collect();
+        all.sort_by(|a, b| {
+            let (a, b) = (a.manifest(), b.manifest());
+            (&a.content_id, a.version).cmp(&(&b.content_id, b.version))
+        });
         all
     }
 

@@ -12,6 +12,7 @@ pub mod enrollment;
 pub mod identity;
 pub mod metrics;
 pub mod store;
+pub mod writes;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -31,6 +32,7 @@ use enrollment::Enrollment;
 use identity::Identity;
 use metrics::Metrics;
 use store::{BlobSource, Store};
+use writes::Writes;
 
 /// sled tree of the node's own lifecycle facts.
 const NODE_TREE: &str = "cluster";
@@ -54,6 +56,8 @@ pub struct Core {
     pub store: Arc<Store>,
     /// The last applied operator command, persisted.
     pub emergency: Emergency,
+    /// The gate of the origin's durable writes (a backup pauses it).
+    pub writes: Writes,
     /// Every metric of the node.
     pub metrics: Arc<Metrics>,
     /// The wall clock every time stamp reads (commands, heartbeats, reports, plugins).
@@ -122,6 +126,7 @@ impl Core {
             catalog,
             store,
             emergency,
+            writes: Writes::default(),
             metrics,
             clock,
             db,
@@ -222,6 +227,23 @@ pub fn flush(tree: &sled::Tree) -> sled::Result<usize> {
 }
 
 /// Increments and durably stores the node's incarnation number, returning the new value.
+/// Moves the incarnation of a restored database to at least `now_s` (seconds since the Unix
+/// epoch): far past any count of restarts, so peers that remember the lost node's incarnation
+/// hear the restored one as a restart, not as an old node.
+///
+/// # Errors
+/// The database cannot be written.
+pub fn restore_incarnation(db: &sled::Db, now_s: u64) -> anyhow::Result<()> {
+    let tree = db.open_tree(NODE_TREE)?;
+    let held = tree
+        .get(INCARNATION_KEY)?
+        .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+        .map_or(0, u64::from_be_bytes);
+    tree.insert(INCARNATION_KEY, &held.max(now_s).to_be_bytes())?;
+    tree.flush()?;
+    Ok(())
+}
+
 fn next_incarnation(db: &sled::Db) -> anyhow::Result<u64> {
     let tree = db.open_tree(NODE_TREE)?;
     let previous = tree

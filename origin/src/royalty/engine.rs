@@ -6,6 +6,7 @@
 //! of several records (a statement, a payout selection) see a consistent state. Royalty traffic
 //! is a few calls per second at most; simplicity wins over parallelism here.
 
+use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 pub use mhc_clock::Clock;
@@ -16,8 +17,8 @@ use super::account::ArtistAccount;
 use super::booking::{pending_of, Booking};
 use super::config::RoyaltyConfig;
 use super::error::check_content_id;
-use super::money::Currency;
-use super::posting::{Posting, Receipt};
+use super::money::{add_minor, Currency};
+use super::posting::{Posting, PostingKind, Receipt};
 use super::split::SplitSheet;
 use super::store::{
     artist_prefix, currency_at, encode, input_key, split_artist, BalanceState, InputRecord,
@@ -48,6 +49,15 @@ impl std::fmt::Debug for Royalty {
             .field("config", &self.config)
             .finish_non_exhaustive()
     }
+}
+
+/// What [`Royalty::audit`] checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BalanceAudit {
+    /// Postings replayed.
+    pub postings: u64,
+    /// Balances compared.
+    pub balances: usize,
 }
 
 /// An artist's balance in one currency. All amounts are integer minor units;
@@ -389,6 +399,79 @@ impl Royalty {
             .collect()
     }
 
+    /// Recomputes every balance from the postings (credits and adjustments earn, withholdings
+    /// and payouts take away) and compares it with the stored balance; also checks that the
+    /// postings run `1..=last_seq` without a gap. This is what a restored backup is held to.
+    ///
+    /// # Errors
+    /// [`RoyaltyError::Corrupt`] naming the first posting out of place or the first balance
+    /// that differs (artist, currency, stored and recomputed figures);
+    /// [`RoyaltyError::Storage`].
+    pub fn audit(&self) -> Result<BalanceAudit, RoyaltyError> {
+        let _guard = self.lock();
+        let mut sums: BTreeMap<(String, Currency), [i64; 3]> = BTreeMap::new();
+        let mut expected_seq = 1u64;
+        for item in self.store.tree(TreeId::Postings).iter() {
+            let (_, bytes) = item?;
+            let p: Posting = super::store::decode(TreeId::Postings, &bytes)?;
+            if p.seq != expected_seq {
+                return Err(RoyaltyError::Corrupt {
+                    tree: TreeId::Postings.name(),
+                    problem: format!("posting {} found where {expected_seq} belongs", p.seq),
+                });
+            }
+            expected_seq += 1;
+            let sum = sums.entry((p.account.clone(), p.currency)).or_default();
+            let (slot, amount) = match p.kind {
+                PostingKind::Credit | PostingKind::Adjustment => (0, p.amount_minor),
+                PostingKind::Withholding => (1, -p.amount_minor),
+                PostingKind::Payout => (2, -p.amount_minor),
+            };
+            sum[slot] = add_minor(sum[slot], amount)?;
+        }
+        let postings = expected_seq - 1;
+        let last = self
+            .store
+            .get::<Journal>(TreeId::Meta, JOURNAL_KEY)?
+            .unwrap_or_default()
+            .last_seq;
+        if last != postings {
+            return Err(RoyaltyError::Corrupt {
+                tree: TreeId::Postings.name(),
+                problem: format!("the journal says {last} postings, {postings} are stored"),
+            });
+        }
+        let balances = self.balances_with_prefix(b"")?;
+        for b in &balances {
+            let want = sums
+                .remove(&(b.artist_id.clone(), b.currency))
+                .unwrap_or_default();
+            let have = [b.earned_minor, b.withheld_minor, b.paid_minor];
+            if have != want {
+                return Err(RoyaltyError::Corrupt {
+                    tree: TreeId::Balances.name(),
+                    problem: format!(
+                        "artist {:?} {}: stored earned/withheld/paid {have:?}, recomputed from \
+                         the postings {want:?}",
+                        b.artist_id, b.currency
+                    ),
+                });
+            }
+        }
+        if let Some(((artist, currency), want)) = sums.into_iter().find(|(_, v)| *v != [0; 3]) {
+            return Err(RoyaltyError::Corrupt {
+                tree: TreeId::Balances.name(),
+                problem: format!(
+                    "artist {artist:?} {currency}: no stored balance, the postings sum to {want:?}"
+                ),
+            });
+        }
+        Ok(BalanceAudit {
+            postings,
+            balances: balances.len(),
+        })
+    }
+
     /// Seq of the last posting booked (0 if none).
     ///
     /// # Errors
@@ -405,10 +488,32 @@ impl Royalty {
 
 #[cfg(test)]
 mod tests {
-    use super::super::testutil::{crypto_account, Harness};
+    use super::super::testutil::{crypto_account, tip, Harness};
     use super::super::{PayoutMethod, SplitShare, Tip};
     use super::*;
     use crate::royalty::Money;
+
+    #[test]
+    fn the_audit_recomputes_balances_and_names_one_that_differs() {
+        let h = Harness::new();
+        tip(&h, "t1", "alice", Money::new(250, Currency::USD));
+        tip(&h, "t2", "alice", Money::new(100, Currency::USD));
+        tip(&h, "t3", "bob", Money::new(40, Currency::USD));
+        let audit = h.royalty.audit().unwrap();
+        assert_eq!(audit.balances, 2);
+        assert_eq!(audit.postings, h.royalty.last_seq().unwrap());
+
+        // A balance changed behind the postings' back is named, with both figures.
+        let key = super::super::store::balance_key("bob", Currency::USD);
+        let tree = h.royalty.store().tree(TreeId::Balances);
+        let mut state: BalanceState =
+            super::super::store::decode(TreeId::Balances, &tree.get(&key).unwrap().unwrap())
+                .unwrap();
+        state.earned += 1;
+        tree.insert(&key, encode(&state).unwrap()).unwrap();
+        let err = h.royalty.audit().unwrap_err().to_string();
+        assert!(err.contains("\"bob\" USD") && err.contains("[41"), "{err}");
+    }
 
     #[test]
     fn royalty_can_be_shared_across_threads() {

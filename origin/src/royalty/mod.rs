@@ -52,7 +52,7 @@ pub use config::{
 };
 pub use csv::{CsvError, MAX_LINE_BYTES};
 pub use dsp::{DspImport, DspLine, DspStatement, DSP_COLUMNS, MAX_DSP_ROWS};
-pub use engine::{Balance, Clock, Royalty, MAX_POSTINGS_PAGE};
+pub use engine::{Balance, BalanceAudit, Clock, Royalty, MAX_POSTINGS_PAGE};
 pub use error::{
     RoyaltyError, MAX_ARTIST_ID_BYTES, MAX_CONTENT_ID_BYTES, MAX_REFERENCE_BYTES, MAX_TEXT_BYTES,
 };
