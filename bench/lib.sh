@@ -45,9 +45,10 @@ enroll() {
   echo "$operator"
 }
 
-# start_origin WORKDIR MEMORY_MB DISK_GB -> sets $origin_pid, $origin_http, $origin_data
+# start_origin WORKDIR MEMORY_MB DISK_GB [EXTRA_TOML] -> sets $origin_pid, $origin_http,
+# $origin_data (EXTRA_TOML is appended to the config)
 start_origin() {
-  local work=$1 memory_mb=$2 disk_gb=$3 operator
+  local work=$1 memory_mb=$2 disk_gb=$3 extra=${4:-} operator
   origin_data=$work/origin
   operator=$(enroll "$work" "$origin_data" origin)
   cat > "$work/origin.toml" <<TOML
@@ -63,6 +64,7 @@ iroh = "127.0.0.1:0"
 [cache]
 memory_mb = $memory_mb
 disk_gb = $disk_gb
+$extra
 TOML
   RUST_LOG=warn "$bin" run --config "$work/origin.toml" 2> "$work/origin.log" &
   origin_pid=$!

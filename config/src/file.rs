@@ -372,6 +372,9 @@ pub struct BackupSection {
     /// A file whose first line is the repository's password (restic's `--password-file`).
     /// Required with `repository`. Default `""`.
     pub password_file: PathBuf,
+    /// Whether the daemon takes the hourly, daily and weekly snapshots itself; `false` leaves
+    /// them to `mhc-node backup now --kind ...` (a systemd timer, cron). Default `true`.
+    pub schedule: bool,
     /// How long hourly snapshots are kept, in days, `>= 1`. Default `7`.
     pub hourly_keep_days: u32,
     /// How long daily snapshots are kept, in days, `>= 1`. Default `7`.
@@ -385,6 +388,7 @@ impl Default for BackupSection {
         BackupSection {
             repository: String::new(),
             password_file: PathBuf::new(),
+            schedule: true,
             hourly_keep_days: 7,
             daily_keep_days: 7,
             weekly_keep_days: 30,

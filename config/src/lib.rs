@@ -166,6 +166,9 @@
 //! repository = ""
 //! # A file whose first line is the repository password (required with repository).
 //! password_file = ""
+//! # Take the hourly, daily and weekly snapshots in the daemon; false leaves them to
+//! # `mhc-node backup now --kind ...` from a timer.
+//! schedule = true
 //! # Days each kind of snapshot is kept (>= 1).
 //! hourly_keep_days = 7
 //! daily_keep_days = 7
@@ -384,6 +387,9 @@ max_outbox_batches = 100000
 repository = ""
 # A file whose first line is the repository password (required with repository).
 password_file = ""
+# Take the hourly, daily and weekly snapshots in the daemon; false leaves them to
+# `mhc-node backup now --kind ...` from a timer.
+schedule = true
 # Days each kind of snapshot is kept (>= 1).
 hourly_keep_days = 7
 daily_keep_days = 7

@@ -298,14 +298,27 @@ pub struct Reports {
 }
 
 /// Backup settings (`[backup]`).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Backup {
     /// Where snapshots go; `None`: backups are off.
     pub repository: Option<BackupTarget>,
     /// The file holding the repository's password.
     pub password_file: PathBuf,
+    /// Whether the daemon takes the scheduled snapshots itself.
+    pub schedule: bool,
     /// How long snapshots of each kind are kept.
     pub keep: BackupRetention,
+}
+
+impl Default for Backup {
+    fn default() -> Self {
+        Backup {
+            repository: None,
+            password_file: PathBuf::new(),
+            schedule: true,
+            keep: BackupRetention::default(),
+        }
+    }
 }
 
 /// A restic repository.

@@ -626,6 +626,7 @@ fn backup(cx: &Ctx<'_>, b: BackupSection, role: Role) -> Result<Backup> {
         return Ok(Backup {
             repository: None,
             password_file: b.password_file,
+            schedule: b.schedule,
             keep,
         });
     }
@@ -658,6 +659,7 @@ fn backup(cx: &Ctx<'_>, b: BackupSection, role: Role) -> Result<Backup> {
     Ok(Backup {
         repository: Some(BackupTarget::Local(PathBuf::from(repository))),
         password_file: b.password_file,
+        schedule: b.schedule,
         keep,
     })
 }

@@ -311,7 +311,7 @@ impl Node {
             }
         }
         let backups = Backups::new(Arc::clone(&core), plugins.clone())?;
-        if let Some(backups) = &backups {
+        if let Some(backups) = backups.as_ref().filter(|_| config.backup.schedule) {
             tasks.push(tokio::spawn(Arc::clone(backups).run(shutdown_rx.clone())));
         }
         {

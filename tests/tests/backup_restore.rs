@@ -44,8 +44,9 @@ fn write_password(dir: &Path) -> PathBuf {
     path
 }
 
-/// Origin settings: royalty (a flat rate everywhere) and the ledger; `backup` when given.
-fn origin_toml(backup: Option<(&Path, &Path)>) -> String {
+/// Origin settings: royalty (a flat rate everywhere) and the ledger; `backup` when given
+/// (scheduled by the daemon when `schedule`).
+fn origin_toml(backup: Option<(&Path, &Path)>, schedule: bool) -> String {
     let mut toml = String::from(
         "[reports]\nreport_interval_s = 1\n\
          [plugins.royalty]\ncurrency = \"EUR\"\n\
@@ -54,7 +55,7 @@ fn origin_toml(backup: Option<(&Path, &Path)>) -> String {
     );
     if let Some((repo, password)) = backup {
         toml.push_str(&format!(
-            "[backup]\nrepository = {:?}\npassword_file = {:?}\n",
+            "[backup]\nrepository = {:?}\npassword_file = {:?}\nschedule = {schedule}\n",
             repo.to_str().unwrap(),
             password.to_str().unwrap()
         ));
@@ -156,7 +157,7 @@ fn a_backup_passes_restic_check_restores_to_a_serving_origin_and_a_damaged_pack_
         "origin",
         NodeOptions::new("origin")
             .heartbeat_ms(250)
-            .extra(&origin_toml(Some((&repo, &password)))),
+            .extra(&origin_toml(Some((&repo, &password)), false)),
     );
     for (id, artist, seed) in [("song-a", "alice", 1), ("song-b", "bob", 2)] {
         let dir = c.path().join(id);
@@ -188,10 +189,8 @@ fn a_backup_passes_restic_check_restores_to_a_serving_origin_and_a_damaged_pack_
     assert_success(&list, "backup list");
     let list: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
     let list = list.as_array().unwrap();
-    // The scheduler took its own first snapshot at start (every kind was due): ours are the
-    // last two.
-    assert!(list.len() >= 2, "{list:?}");
-    let (a, b) = (&list[list.len() - 2], &list[list.len() - 1]);
+    assert_eq!(list.len(), 2, "{list:?}");
+    let (a, b) = (&list[0], &list[1]);
     assert_eq!(a["id"], first_id.as_str());
     assert_eq!(a["kinds"], serde_json::json!(["manual"]));
     assert_eq!(b["kinds"], serde_json::json!(["daily"]));
@@ -220,7 +219,8 @@ fn a_backup_passes_restic_check_restores_to_a_serving_origin_and_a_damaged_pack_
     assert_success(&verify, "backup verify");
     assert!(stdout(&verify).contains("ledger:"), "{}", stdout(&verify));
 
-    // Restore the first snapshot into a fresh directory and start an origin from it.
+    // Restore the first snapshot into a fresh directory and start an origin from it, which
+    // backs up by itself into a second repository: every kind is due at once, one snapshot.
     let before_balances = balances(c.node(o));
     let catalog = c.node(o).get("/v1/content").json();
     let segment = c.node(o).get("/v1/content/song-b/seg/3.ts").body;
@@ -242,11 +242,12 @@ fn a_backup_passes_restic_check_restores_to_a_serving_origin_and_a_damaged_pack_
         "{}",
         stdout(&restore)
     );
+    let second_repo = c.path().join("repo-2");
     let r = c.start_with(
         "restored",
         NodeOptions::new("origin")
             .heartbeat_ms(250)
-            .extra(&origin_toml(None)),
+            .extra(&origin_toml(Some((&second_repo, &password)), true)),
     );
     let restored = c.node(r);
     assert_eq!(restored.data_dir, restored_dir);
@@ -266,6 +267,39 @@ fn a_backup_passes_restic_check_restores_to_a_serving_origin_and_a_damaged_pack_
         &restored.cli(&["ledger", "verify", "--data-dir", &data_dir]),
         "ledger verify on the restored origin",
     );
+    let scheduled = |kind: &str| {
+        let metrics = restored.get("/metrics").text();
+        let line = format!("mhc_backup_last_success_timestamp_seconds{{kind=\"{kind}\"}}");
+        metrics.lines().any(|l| l.starts_with(&line))
+    };
+    assert!(
+        wait_until(Duration::from_secs(60), || ["hourly", "daily", "weekly"]
+            .iter()
+            .all(|k| scheduled(k))),
+        "the scheduler's first backup\n{}",
+        restored.log_tail()
+    );
+    let metrics = restored.get("/metrics").text();
+    let verified_at = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("mhc_backup_verify_last_success_timestamp_seconds "))
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    assert!(
+        verified_at.is_some_and(|t| t > 1_700_000_000),
+        "a daily backup is verified: {verified_at:?}"
+    );
+    let snaps = restic_run(&second_repo, &password, &["snapshots", "--json"]);
+    assert_success(&snaps, "restic snapshots of the scheduled backup");
+    let snaps: serde_json::Value = serde_json::from_slice(&snaps.stdout).unwrap();
+    assert_eq!(snaps.as_array().unwrap().len(), 1, "{snaps}");
+    let mut tags: Vec<&str> = snaps[0]["tags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
+    tags.sort_unstable();
+    assert_eq!(tags, ["daily", "hourly", "mhc", "weekly"]);
 
     // A damaged pack: `backup verify` fails and names it.
     let pack = biggest_pack(&repo);
@@ -305,6 +339,7 @@ fn retention_forgets_each_kind_after_its_window_and_prunes_what_only_they_held()
     let settings = Backup {
         repository: Some(BackupTarget::Local(repo.clone())),
         password_file: password.clone(),
+        schedule: false,
         keep: BackupRetention::default(),
     };
     const DAY: u64 = 86_400_000;
