@@ -16,7 +16,7 @@
 use std::collections::BTreeSet;
 use std::fs::{self, File};
 use std::io::{self, BufReader, BufWriter, Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{bail, Context};
 use mhc_manifest::Hash32;
@@ -24,6 +24,7 @@ use mhc_origin::ledger::SignedTreeHead;
 use serde::{Deserialize, Serialize};
 
 use crate::core::identity::{Identity, NODE_KEY_FILE};
+use crate::core::store::blob_file;
 use crate::core::Core;
 
 /// The folder every snapshot holds (restic shows it as `/mhc-backup`).
@@ -158,7 +159,7 @@ pub fn export(
         let mut blob_bytes = 0u64;
         for hash in &blobs {
             let from = disk.blob_path(hash);
-            let to = blob_path(&dir.join("blobs"), hash);
+            let to = blob_file(&dir.join("blobs"), hash);
             blob_bytes += link_or_copy(&from, &to)
                 .with_context(|| format!("taking blob {} into the image", hex::encode(hash)))?;
         }
@@ -276,12 +277,6 @@ pub fn install(image: &Path, to: &Path, now_ms: u64) -> anyhow::Result<ImageMani
     Identity::load(&to.join(NODE_KEY_FILE)).context("the restored node key")?;
     write_manifest(to, &manifest)?;
     Ok(manifest)
-}
-
-/// Where blob `hash` is under a blob directory (the blob store's layout).
-pub fn blob_path(blobs: &Path, hash: &Hash32) -> PathBuf {
-    let hex = hex::encode(hash);
-    blobs.join(&hex[..2]).join(hex)
 }
 
 fn tree_file_name(name: &[u8]) -> String {

@@ -303,6 +303,8 @@ impl Repo {
             .repo
             .check_with_trees(CheckOptions::default().read_data(true), vec![snap.tree])
             .map_err(rustic)?;
+        // Warnings pass; the first error is named (its level type is not exported by
+        // rustic_core, so it is told by name).
         if let Some((_, first)) = results
             .0
             .iter()

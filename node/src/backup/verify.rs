@@ -5,7 +5,6 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::Read;
 use std::path::Path;
 
 use anyhow::{bail, Context};
@@ -16,9 +15,10 @@ use mhc_origin::ledger::Ledger;
 use mhc_origin::royalty::{BalanceAudit, Royalty, RoyaltyConfig};
 use serde::Serialize;
 
-use super::image::{blob_path, ImageManifest};
+use super::image::ImageManifest;
 use crate::core::catalog::MANIFESTS_TREE;
 use crate::core::identity::{Identity, NODE_KEY_FILE};
+use crate::core::store::blob_file;
 
 /// What a verification covered.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -103,7 +103,7 @@ pub fn verify_data_dir(
     // Blobs: present, of the manifest's size, hashing to the manifest's BLAKE3.
     let mut blob_bytes = 0u64;
     for (hash, (size, what)) in &blobs {
-        let path = blob_path(&dir.join("blobs"), hash);
+        let path = blob_file(&dir.join("blobs"), hash);
         let actual =
             hash_file(&path).with_context(|| format!("blob {} ({what})", hex::encode(hash)))?;
         if actual.0 != *size || actual.1 != *hash {
@@ -171,19 +171,10 @@ pub fn verify_data_dir(
     })
 }
 
-/// Size and BLAKE3 of a file, read in 1 MiB pieces.
+/// Size and BLAKE3 of a file.
 fn hash_file(path: &Path) -> anyhow::Result<(u64, Hash32)> {
-    let mut file = File::open(path).with_context(|| format!("missing: {}", path.display()))?;
+    let file = File::open(path).with_context(|| format!("missing: {}", path.display()))?;
     let mut hasher = blake3::Hasher::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut size = 0u64;
-    loop {
-        let n = file.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-        size += n as u64;
-    }
-    Ok((size, *hasher.finalize().as_bytes()))
+    hasher.update_reader(file)?;
+    Ok((hasher.count(), *hasher.finalize().as_bytes()))
 }

@@ -119,8 +119,7 @@ impl DiskTier {
     }
 
     fn path_of(&self, hash: &Hash32) -> PathBuf {
-        let hex = hex::encode(hash);
-        self.root.join(&hex[..2]).join(hex)
+        blob_file(&self.root, hash)
     }
 
     /// Whether the blob is present.
@@ -430,6 +429,14 @@ impl DiskTier {
     pub fn blob_path(&self, hash: &Hash32) -> PathBuf {
         self.path_of(hash)
     }
+}
+
+/// Where blob `hash` lives under a blob directory `root`: `<root>/<first two hex>/<hex>`. The
+/// backup image keeps its blobs in the same layout, so a restore moves them into place as they
+/// are.
+pub fn blob_file(root: &Path, hash: &Hash32) -> PathBuf {
+    let hex = hex::encode(hash);
+    root.join(&hex[..2]).join(hex)
 }
 
 /// `InvalidData` unless `bytes` hash to `expected`.

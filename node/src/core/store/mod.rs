@@ -22,7 +22,7 @@ use mhc_manifest::Hash32;
 use parking_lot::Mutex;
 
 pub use aligned::AlignedBlob;
-pub use disk::{DiskTier, Imported};
+pub use disk::{blob_file, DiskTier, Imported};
 pub use ram::RamTier;
 pub use s3fifo::S3Fifo;
 
