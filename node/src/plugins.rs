@@ -9,6 +9,7 @@
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use mhc_origin::ledger::SignedTreeHead;
 use mhc_origin::plugin::{AdminRequest, AdminResponse, ContentPublished, ReportOutcome};
 use mhc_origin::{PlayReportBatch, PluginHost, PluginsConfig, ReportError, SignedPlayReport};
 use prometheus_client::collector::Collector;
@@ -204,8 +205,8 @@ impl Plugins {
 
     /// What a backup image records of the plugins: the ledger's latest head and the royalty
     /// postings booked (read while the write gate is paused).
-    pub fn facts(&self) -> crate::backup::PluginFacts {
-        crate::backup::PluginFacts {
+    pub fn facts(&self) -> PluginFacts {
+        PluginFacts {
             ledger_head: self
                 .host
                 .ledger()
@@ -347,4 +348,14 @@ impl Plugins {
         .await
         .unwrap_or_else(|e| AdminResponse::error(500, &format!("plugin admin task: {e}")))
     }
+}
+
+/// What a backup image records of the plugins, read while writes are paused (the backup
+/// service asks; the plugins do not know about backups).
+#[derive(Debug, Clone, Default)]
+pub struct PluginFacts {
+    /// The ledger's latest head.
+    pub ledger_head: Option<SignedTreeHead>,
+    /// Royalty postings booked.
+    pub royalty_postings: Option<u64>,
 }

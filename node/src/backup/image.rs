@@ -26,6 +26,7 @@ use serde::{Deserialize, Serialize};
 use crate::core::identity::{Identity, NODE_KEY_FILE};
 use crate::core::store::blob_file;
 use crate::core::Core;
+use crate::plugins::PluginFacts;
 
 /// The folder every snapshot holds (restic shows it as `/mhc-backup`).
 pub const IMAGE_DIR: &str = "mhc-backup";
@@ -94,15 +95,6 @@ pub struct TreeFacts {
     pub entries: u64,
     /// BLAKE3 of the tree file, hex.
     pub blake3: String,
-}
-
-/// What the plugins add to an image's description, read while writes are paused.
-#[derive(Debug, Clone, Default)]
-pub struct PluginFacts {
-    /// The ledger's latest head.
-    pub ledger_head: Option<SignedTreeHead>,
-    /// Royalty postings booked.
-    pub royalty_postings: Option<u64>,
 }
 
 /// Writes the image of `core` into `dir` (which must not exist), pausing the origin's writes

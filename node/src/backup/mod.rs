@@ -34,7 +34,6 @@ use tokio::sync::watch;
 
 use crate::core::Core;
 use crate::plugins::Plugins;
-pub use image::PluginFacts;
 pub use repo::{Kind, Repo, SnapshotInfo};
 pub use verify::Verified;
 
