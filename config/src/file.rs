@@ -69,6 +69,9 @@ pub struct ConfigFile {
     /// `[backup]`: the origin's verified backups.
     #[serde(default)]
     pub backup: BackupSection,
+    /// `[ha]`: a standby origin and failover on etcd.
+    #[serde(default)]
+    pub ha: HaSection,
 }
 
 /// Default for [`ConfigFile::region`]: `"default"`.
@@ -392,6 +395,34 @@ impl Default for BackupSection {
             hourly_keep_days: 7,
             daily_keep_days: 7,
             weekly_keep_days: 30,
+        }
+    }
+}
+
+/// `[ha]`: origins that share a name elect their primary through an etcd lease; the others are
+/// standbys.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default, expecting = "an [ha] table")]
+pub struct HaSection {
+    /// etcd client URLs (`http://host:port`). Empty = a lone origin, no election. Default `[]`.
+    pub etcd: Vec<String>,
+    /// The name the origins of one cluster share (the election's key). Default `"mhc-origin"`.
+    pub name: String,
+    /// The lease's time to live, in seconds, `2..=60`: a primary that cannot renew it stops
+    /// writing before it can expire, and a standby takes over after it has. Default `5`.
+    pub lease_ttl_s: u64,
+    /// Where a JSON event is POSTed at every change of primary this node sees. `""` = none.
+    /// Default `""`.
+    pub notify_url: String,
+}
+
+impl Default for HaSection {
+    fn default() -> Self {
+        HaSection {
+            etcd: Vec::new(),
+            name: "mhc-origin".to_owned(),
+            lease_ttl_s: 5,
+            notify_url: String::new(),
         }
     }
 }

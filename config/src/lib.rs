@@ -173,6 +173,16 @@
 //! hourly_keep_days = 7
 //! daily_keep_days = 7
 //! weekly_keep_days = 30
+//!
+//! [ha]
+//! # Origin only: origins sharing `name` elect a primary through an etcd lease; the others are
+//! # standbys and refuse writes. [] = a lone origin.
+//! etcd = []
+//! name = "mhc-origin"
+//! # Seconds; a primary that cannot renew the lease stops writing before it expires (2..=60).
+//! lease_ttl_s = 5
+//! # POST a JSON event here at every change of primary; "" = none.
+//! notify_url = ""
 //! ```
 
 mod error;
@@ -184,12 +194,12 @@ use std::path::Path;
 
 pub use error::ConfigError;
 pub use file::{
-    default_region, BackupSection, CacheSection, ClusterSection, ConfigFile, GeoSection,
+    default_region, BackupSection, CacheSection, ClusterSection, ConfigFile, GeoSection, HaSection,
     HttpSection, ListenSection, LocationSection, MeshSection, PluginsSection, QuicSection,
     ReportsSection, SatelliteSection, TrustSection, UpstreamSection,
 };
 pub use runtime::{
-    Backup, BackupRetention, BackupTarget, Cache, Cluster, Config, Geo, GeoPoint, HttpLimits,
+    Backup, BackupRetention, BackupTarget, Cache, Cluster, Config, Geo, GeoPoint, Ha, HttpLimits,
     Listen, Parent, ParseRoleError, Plugins, QuicCaps, Reports, Role, Satellite, TlsFiles, Trust,
     Upstream,
 };
@@ -394,6 +404,16 @@ schedule = true
 hourly_keep_days = 7
 daily_keep_days = 7
 weekly_keep_days = 30
+
+[ha]
+# Origin only: origins sharing `name` elect a primary through an etcd lease; the others are
+# standbys and refuse writes. [] = a lone origin.
+etcd = []
+name = "mhc-origin"
+# Seconds; a primary that cannot renew the lease stops writing before it expires (2..=60).
+lease_ttl_s = 5
+# POST a JSON event here at every change of primary; "" = none.
+notify_url = ""
 "#;
 
 #[cfg(test)]
@@ -697,6 +717,37 @@ header_read_timeout_ms = 1
         );
         field_err("[plugins.telemetry]\n", "plugins.telemetry");
         field_err("[listen]\nhttp3 = \"0.0.0.0:443\"\n", "listen.http3");
+    }
+
+    #[test]
+    fn ha_settings_are_checked_field_by_field() {
+        let origin = minimal("origin");
+        let ok = parse(&format!(
+            "{origin}[ha]\netcd = [\"http://127.0.0.1:2379\"]\nname = \"eu-origin\"\n"
+        ))
+        .unwrap();
+        let ha = ok.ha.unwrap();
+        assert_eq!(ha.name, "eu-origin");
+        assert_eq!(ha.lease_ttl, Duration::from_secs(5));
+        assert_eq!(ha.notify_url, None);
+        assert_eq!(parse(&origin).unwrap().ha, None);
+        for (body, field) in [
+            ("etcd = [\"127.0.0.1:2379\"]\n", "ha.etcd[0]"),
+            ("etcd = [\"http://a:1\", \"https://b:2\"]\n", "ha.etcd[1]"),
+            ("etcd = [\"http://a:1\"]\nname = \"a b\"\n", "ha.name"),
+            (
+                "etcd = [\"http://a:1\"]\nlease_ttl_s = 1\n",
+                "ha.lease_ttl_s",
+            ),
+            (
+                "etcd = [\"http://a:1\"]\nnotify_url = \"ftp://x\"\n",
+                "ha.notify_url",
+            ),
+            ("etcd = [\"http://a:1\"]\nttl = 5\n", "ha.ttl"),
+        ] {
+            field_err_in(&format!("{origin}[ha]\n{body}"), field);
+        }
+        field_err("[ha]\netcd = [\"http://a:1\"]\n", "ha.etcd");
     }
 
     #[test]

@@ -48,6 +48,8 @@ pub struct Config {
     pub reports: Reports,
     /// The origin's backups.
     pub backup: Backup,
+    /// The origin's election (`None`: a lone origin).
+    pub ha: Option<Ha>,
 }
 
 /// Node role.
@@ -348,6 +350,19 @@ impl Default for BackupRetention {
             weekly: Duration::from_secs(30 * DAY),
         }
     }
+}
+
+/// Election and failover settings (`[ha]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ha {
+    /// etcd client URLs.
+    pub etcd: Vec<String>,
+    /// The cluster's name; the election key is derived from it.
+    pub name: String,
+    /// The lease's time to live.
+    pub lease_ttl: Duration,
+    /// Where changes of primary are POSTed, if anywhere.
+    pub notify_url: Option<String>,
 }
 
 #[cfg(test)]

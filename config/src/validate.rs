@@ -6,12 +6,12 @@ use std::time::Duration;
 
 use crate::error::ConfigError;
 use crate::file::{
-    BackupSection, CacheSection, ClusterSection, ConfigFile, GeoSection, HttpSection,
+    BackupSection, CacheSection, ClusterSection, ConfigFile, GeoSection, HaSection, HttpSection,
     ListenSection, LocationSection, MeshSection, PluginsSection, QuicSection, ReportsSection,
     SatelliteSection, TrustSection, UpstreamSection,
 };
 use crate::runtime::{
-    Backup, BackupRetention, BackupTarget, Cache, Cluster, Config, Geo, GeoPoint, HttpLimits,
+    Backup, BackupRetention, BackupTarget, Cache, Cluster, Config, Geo, GeoPoint, Ha, HttpLimits,
     Listen, Parent, Plugins, QuicCaps, Reports, Role, Satellite, TlsFiles, Trust, Upstream,
 };
 
@@ -69,6 +69,7 @@ impl ConfigFile {
         let http = http(&cx, self.http, listen.https)?;
         let reports = reports(&cx, self.reports)?;
         let backup = backup(&cx, self.backup, role)?;
+        let ha = ha(&cx, self.ha, role)?;
         Ok(Config {
             role,
             data_dir: self.data_dir,
@@ -87,6 +88,7 @@ impl ConfigFile {
             http,
             reports,
             backup,
+            ha,
         })
     }
 }
@@ -662,6 +664,67 @@ fn backup(cx: &Ctx<'_>, b: BackupSection, role: Role) -> Result<Backup> {
         schedule: b.schedule,
         keep,
     })
+}
+
+fn ha(cx: &Ctx<'_>, h: HaSection, role: Role) -> Result<Option<Ha>> {
+    if h.etcd.is_empty() {
+        return Ok(None);
+    }
+    if role != Role::Origin {
+        return Err(cx.err(
+            "ha.etcd",
+            format!("only origins elect a primary; leave it empty for an {role}"),
+        ));
+    }
+    for (i, url) in h.etcd.iter().enumerate() {
+        let Some(rest) = url.strip_prefix("http://") else {
+            return Err(cx.err(
+                format!("ha.etcd[{i}]"),
+                format!("{url:?} is not an etcd client URL; expected http://host:port"),
+            ));
+        };
+        let authority = rest.trim_end_matches('/');
+        if authority.is_empty() || authority.contains('/') || !authority.contains(':') {
+            return Err(cx.err(
+                format!("ha.etcd[{i}]"),
+                format!("{url:?} is not an etcd client URL; expected http://host:port"),
+            ));
+        }
+    }
+    let name = h.name.trim();
+    let valid_name = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if !valid_name {
+        return Err(cx.err(
+            "ha.name",
+            format!("{name:?}: expected 1 to 64 of [A-Za-z0-9._-]"),
+        ));
+    }
+    if !(2..=60).contains(&h.lease_ttl_s) {
+        return Err(cx.err(
+            "ha.lease_ttl_s",
+            format!(
+                "{} is out of range; expected 2 to 60 (seconds)",
+                h.lease_ttl_s
+            ),
+        ));
+    }
+    let notify_url = h.notify_url.trim();
+    if !notify_url.is_empty() && !notify_url.starts_with("http://") {
+        return Err(cx.err(
+            "ha.notify_url",
+            format!("{notify_url:?}: expected an http:// URL or \"\""),
+        ));
+    }
+    Ok(Some(Ha {
+        etcd: h.etcd,
+        name: name.to_owned(),
+        lease_ttl: Duration::from_secs(h.lease_ttl_s),
+        notify_url: (!notify_url.is_empty()).then(|| notify_url.to_owned()),
+    }))
 }
 
 #[cfg(test)]

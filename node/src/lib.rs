@@ -24,6 +24,7 @@
 //! | `admin/` | the admin socket: API types, ingest, server |
 //! | `plugins`, `reports` | the origin's plugin host; play counting and the report outbox |
 //! | `backup/` | the origin's verified backups: image export, restic repository, verification |
+//! | `ha/` | the origins' election on etcd: primary, standbys, the fence of the write gate |
 //! | `http`, `server`, `status` | shared HTTP helpers, accept loops, the node as operators see it |
 //! | `cli/` | the command line, the admin client, the demo |
 //!
@@ -39,6 +40,7 @@ mod control;
 mod core;
 mod fill;
 mod geo;
+mod ha;
 mod http;
 mod mesh;
 mod node;

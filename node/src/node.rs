@@ -26,6 +26,7 @@ use crate::core::metrics::Metrics;
 use crate::core::{open_db, Core};
 use crate::fill::{Filler, ParentAddr, Parents};
 use crate::geo::SharedGeo;
+use crate::ha::Ha;
 use crate::mesh::replicate::Replication;
 use crate::mesh::{self, MeshPlane};
 use crate::plugins::Plugins;
@@ -309,6 +310,9 @@ impl Node {
                     .await;
                 }));
             }
+        }
+        if let Some(ha) = Ha::new(Arc::clone(&core), &addrs) {
+            tasks.push(tokio::spawn(ha.run(shutdown_rx.clone())));
         }
         let backups = Backups::new(Arc::clone(&core), plugins.clone())?;
         if let Some(backups) = backups.as_ref().filter(|_| config.backup.schedule) {

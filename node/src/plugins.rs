@@ -21,6 +21,7 @@ use tokio::sync::watch;
 
 use crate::core::catalog::Published;
 use crate::core::metrics::{fixed_family, Metrics, OutcomeLabel, ReasonLabel};
+use crate::core::writes::NotPrimary;
 use crate::core::Core;
 use crate::role::{role_of, Mode, RolePolicy};
 
@@ -245,10 +246,21 @@ impl Plugins {
             let core = Arc::clone(&self.core);
             let host = Arc::clone(&self.host);
             tokio::task::spawn_blocking(move || {
-                let _writing = core.writes.enter();
-                host.ingest_report(report, |node| Self::may_report(&core, node))
+                let _writing = core.writes.enter()?;
+                Ok::<_, NotPrimary>(
+                    host.ingest_report(report, |node| Self::may_report(&core, node)),
+                )
             })
             .await
+        };
+        let result = match result {
+            Ok(Err(not_primary)) => {
+                inbox.reject("not_primary");
+                tracing::debug!(node, seq, error = %not_primary, "play report refused: not the primary");
+                return Outcome::Later(not_primary.to_string());
+            }
+            Ok(Ok(outcome)) => Ok(outcome),
+            Err(join) => Err(join),
         };
         match result {
             Ok(Ok(ReportOutcome::Accepted { .. })) => {
@@ -291,38 +303,47 @@ impl Plugins {
             artist_id: m.artist_id.clone(),
             title: m.title.clone(),
         };
-        let published = {
-            let _writing = self.core.writes.enter();
-            self.host.publish(event)
+        let published = match self.core.writes.enter() {
+            Ok(_writing) => self.host.publish(event),
+            // A standby's plugins are told when it is promoted (see `run`).
+            Err(not_primary) => {
+                tracing::debug!(content = %m.content_id, error = %not_primary, "publication not told to the plugins");
+                return;
+            }
         };
         if let Err(err) = published {
             tracing::error!(content = %m.content_id, error = %err, "telling the plugins about a publication");
         }
     }
 
-    /// Announces every published version to the plugins, then ticks them until shutdown.
+    /// Announces every published version to the plugins, then ticks them until shutdown. An
+    /// origin that elects its primary does both only while primary, and announces everything
+    /// again at each promotion (announcing is idempotent).
     pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
-        {
-            let this = Arc::clone(&self);
-            let _ = tokio::task::spawn_blocking(move || {
-                for p in this.core.catalog.list() {
-                    this.published(&p);
-                }
-            })
-            .await;
-        }
+        let mut announced_in: Option<u64> = None;
         loop {
+            let epoch = self.core.writes.may_write().ok();
+            if epoch.is_some() && epoch != announced_in {
+                let this = Arc::clone(&self);
+                let _ = tokio::task::spawn_blocking(move || {
+                    for p in this.core.catalog.list() {
+                        this.published(&p);
+                    }
+                })
+                .await;
+                announced_in = epoch;
+            }
             tokio::select! {
                 _ = shutdown.changed() => break,
                 () = tokio::time::sleep(TICK) => {}
             }
             let (host, core) = (Arc::clone(&self.host), Arc::clone(&self.core));
             let summary = tokio::task::spawn_blocking(move || {
-                let _writing = core.writes.enter();
-                host.tick(core.clock.now_ms())
+                let _writing = core.writes.enter().ok()?;
+                Some(host.tick(core.clock.now_ms()))
             })
             .await;
-            if let Ok(summary) = summary {
+            if let Ok(Some(summary)) = summary {
                 for f in summary.failures {
                     tracing::warn!(plugin = %f.plugin, event = %f.event, error = %f.error, panicked = f.panicked, "plugin delivery failed");
                 }
@@ -341,8 +362,17 @@ impl Plugins {
         };
         let (host, core) = (Arc::clone(&self.host), Arc::clone(&self.core));
         let name = name.to_owned();
+        let reads_only = matches!(method, "GET" | "HEAD");
         tokio::task::spawn_blocking(move || {
-            let _writing = core.writes.enter();
+            // Reads need neither the fence nor a consistent point in time with a backup.
+            let _writing = if reads_only {
+                None
+            } else {
+                match core.writes.enter() {
+                    Ok(w) => Some(w),
+                    Err(not_primary) => return AdminResponse::error(503, &not_primary.to_string()),
+                }
+            };
             host.admin(&name, &req)
         })
         .await

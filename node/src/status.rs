@@ -64,6 +64,30 @@ impl NodeStatus {
                 "disk_capacity_bytes": store.disk().capacity_bytes(),
             },
             "contents": core.catalog.len(),
+            "ha": self.ha(),
+        })
+    }
+
+    /// This origin's standing in its election (null for the other roles): `state` (alone, electing, primary, standby,
+    /// fenced), `epoch`, `primary` (peer id) and `lag_ms` (replication, not yet measured).
+    fn ha(&self) -> serde_json::Value {
+        use crate::core::writes::Standing;
+        if self.core.config.role != mhc_config::Role::Origin {
+            return serde_json::Value::Null;
+        }
+        let standing = self.core.writes.standing();
+        let primary = match &standing {
+            Standing::Primary { .. } | Standing::Alone => {
+                Some(self.core.identity.peer_id().to_string())
+            }
+            Standing::Standby { primary, .. } => primary.clone(),
+            Standing::Electing | Standing::Fenced { .. } => None,
+        };
+        json!({
+            "state": standing.name(),
+            "epoch": standing.epoch(),
+            "primary": primary,
+            "lag_ms": null,
         })
     }
 

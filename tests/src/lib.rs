@@ -47,6 +47,19 @@ pub fn node_binary() -> PathBuf {
     bin
 }
 
+/// The program `name` on the PATH, which Debian's `package` installs (`.ci/run` does); panics
+/// with that advice when it is missing.
+pub fn installed_program(name: &str, package: &str) -> PathBuf {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|p| p.join(name))
+            .find(|p| p.is_file())
+    });
+    found.unwrap_or_else(|| {
+        panic!("{name} is not installed (`.ci/run` installs Debian's {package} package)")
+    })
+}
+
 /// The sample rendition shipped with the project (fMP4, 4 segments).
 pub fn sample_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../node/sample")
@@ -865,6 +878,7 @@ pub fn assert_success(out: &Output, what: &str) {
     );
 }
 
+pub mod etcd;
 pub mod mmdb;
 pub mod udp;
 

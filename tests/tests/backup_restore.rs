@@ -12,18 +12,13 @@ use std::time::Duration;
 
 use mhc_config::{Backup, BackupRetention, BackupTarget};
 use mhc_node::{BackupKind, BackupRepo};
-use mhc_tests::{assert_success, wait_until, Cluster, NodeOptions, NodeProcess};
+use mhc_tests::{assert_success, installed_program, wait_until, Cluster, NodeOptions, NodeProcess};
 
 const PASSWORD: &str = "correct horse battery staple";
 const SEGMENTS: usize = 12;
 
 fn restic() -> PathBuf {
-    let found = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|p| p.join("restic"))
-            .find(|p| p.is_file())
-    });
-    found.expect("restic is not installed (`.ci/run` installs Debian's restic package)")
+    installed_program("restic", "restic")
 }
 
 fn restic_run(repo: &Path, password_file: &Path, args: &[&str]) -> Output {

@@ -132,6 +132,8 @@ impl Ingest {
         };
 
         let _one_at_a_time = self.one_at_a_time.lock();
+        // A standby refuses before it stores anything (and the gate checks again at commit).
+        state.writes.may_write()?;
         let latest = state.catalog.latest(&content_id);
         let next = latest.as_ref().map_or(1, |p| p.manifest().version + 1);
         let mut sink = StoreSink {
@@ -165,15 +167,21 @@ impl Ingest {
             )),
             Ok(()) => {
                 let signed = manifest.sign(state.identity.signing_key());
-                let _writing = state.writes.enter();
-                state.catalog.publish(signed).map_err(|err| {
-                    let roll_back = !matches!(err, CatalogError::Unflushed(_));
-                    (roll_back, anyhow::Error::new(err))
-                })
+                match state.writes.enter() {
+                    Err(not_primary) => Err((true, anyhow::Error::new(not_primary))),
+                    Ok(writing) => state
+                        .catalog
+                        .publish(signed)
+                        .map(|p| (p, writing.epoch()))
+                        .map_err(|err| {
+                            let roll_back = !matches!(err, CatalogError::Unflushed(_));
+                            (roll_back, anyhow::Error::new(err))
+                        }),
+                }
             }
         };
         match commit {
-            Ok(published) => {
+            Ok((published, epoch)) => {
                 self.plugins.published(&published);
                 let m = published.manifest();
                 // Ingest runs on a blocking thread of the runtime, so it may wait for the mesh
@@ -200,6 +208,7 @@ impl Ingest {
                     version = published.manifest().version,
                     segments = published.manifest().segments.len(),
                     manifest = %published.hash_hex,
+                    epoch,
                     "published"
                 );
                 Ok(IngestOutcome {

@@ -118,6 +118,7 @@ impl Core {
         let admission = Admission::open(&db, config.trust.operators.clone(), clock.clone())
             .context("reading the revocations")?;
         metrics.set_revoked_nodes(admission.revoked_count());
+        let writes = Writes::new(config.ha.is_some());
         Ok(Self {
             config,
             identity,
@@ -126,7 +127,7 @@ impl Core {
             catalog,
             store,
             emergency,
-            writes: Writes::default(),
+            writes,
             metrics,
             clock,
             db,

@@ -3,28 +3,211 @@
 //! database at one point in time (sled has no snapshots, and its trees are written by several
 //! writers whose related writes span trees: an inbox event, a royalty posting, a ledger entry).
 //!
+//! It is also the **fence** of an origin that elects its primary (`[ha]`): only a primary whose
+//! lease is still certainly held may enter. The election ([`crate::ha`]) moves the
+//! [`Standing`] and, while primary, the instant until which the lease is certainly held; the
+//! gate compares that instant with the clock at every entry, so a primary whose election task
+//! is stalled (or whose etcd is unreachable) stops writing on time without any task having to
+//! run. The epoch (the revision at which the primary's election key was created) is handed to
+//! each writer.
+//!
 //! Writes to state that is not the origin's to lose (the membership snapshot, the outbox of an
 //! edge, the incarnation counter) do not pass it.
 
-use parking_lot::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::fmt;
+use std::time::Instant;
+
+use parking_lot::{Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use serde::Serialize;
+
+/// An origin's standing in its election.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum Standing {
+    /// No election: the only origin of its cluster, always writable.
+    Alone,
+    /// Elected but not yet settled: the first answer from etcd has not come.
+    Electing,
+    /// Holds the lease of `epoch`.
+    Primary {
+        /// The election's epoch.
+        epoch: u64,
+    },
+    /// Another origin holds the lease.
+    Standby {
+        /// The primary's epoch (0 while no origin holds the lease).
+        epoch: u64,
+        /// The primary's peer id, if known.
+        primary: Option<String>,
+    },
+    /// Was primary of `epoch` and can no longer be sure that it still is.
+    Fenced {
+        /// The epoch it held.
+        epoch: u64,
+    },
+}
+
+impl Standing {
+    /// The name `/v1/cluster` shows.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Standing::Alone => "alone",
+            Standing::Electing => "electing",
+            Standing::Primary { .. } => "primary",
+            Standing::Standby { .. } => "standby",
+            Standing::Fenced { .. } => "fenced",
+        }
+    }
+
+    /// The epoch this standing refers to (0: none).
+    pub fn epoch(&self) -> u64 {
+        match self {
+            Standing::Alone | Standing::Electing => 0,
+            Standing::Primary { epoch }
+            | Standing::Standby { epoch, .. }
+            | Standing::Fenced { epoch } => *epoch,
+        }
+    }
+}
+
+/// Why a write was refused: this origin is not a primary that certainly holds its lease.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct NotPrimary(pub Standing);
+
+impl fmt::Display for NotPrimary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            Standing::Standby {
+                epoch,
+                primary: Some(p),
+            } => write!(
+                f,
+                "this origin is a standby; the primary is {p} (epoch {epoch}): write there"
+            ),
+            Standing::Standby { primary: None, .. } => write!(
+                f,
+                "this origin is a standby and no primary is elected yet; try again shortly"
+            ),
+            Standing::Fenced { epoch } | Standing::Primary { epoch } => write!(
+                f,
+                "this origin was primary (epoch {epoch}) but cannot renew its lease, so it \
+                 accepts no writes; a standby takes over when the lease expires"
+            ),
+            Standing::Electing => write!(
+                f,
+                "this origin has not yet learned from etcd whether it is primary; try again shortly"
+            ),
+            Standing::Alone => write!(f, "writes are open"),
+        }
+    }
+}
 
 /// The write gate of one node.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Writes {
     gate: RwLock<()>,
+    authority: Mutex<Authority>,
+}
+
+#[derive(Debug)]
+struct Authority {
+    standing: Standing,
+    /// While primary: the lease is certainly held before this instant.
+    held_until: Option<Instant>,
 }
 
 /// Held by a writer for the length of one write (and its flush).
-pub type Writing<'a> = RwLockReadGuard<'a, ()>;
+#[derive(Debug)]
+pub struct Writing<'a> {
+    _shared: RwLockReadGuard<'a, ()>,
+    epoch: u64,
+}
+
+impl Writing<'_> {
+    /// The epoch the write is made in (0: a lone origin).
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+}
 
 /// Held while nothing may write: the backup's export.
 pub type Paused<'a> = RwLockWriteGuard<'a, ()>;
 
 impl Writes {
+    /// The gate of a lone origin (`elects == false`: always writable) or of one that elects its
+    /// primary (closed until the election says otherwise).
+    pub fn new(elects: bool) -> Self {
+        let standing = if elects {
+            Standing::Electing
+        } else {
+            Standing::Alone
+        };
+        Writes {
+            gate: RwLock::new(()),
+            authority: Mutex::new(Authority {
+                standing,
+                held_until: None,
+            }),
+        }
+    }
+
     /// Enters the gate for one write; waits while a backup is exporting. Blocking: call it on a
     /// blocking thread, and hold it only around synchronous store calls.
-    pub fn enter(&self) -> Writing<'_> {
-        self.gate.read()
+    ///
+    /// # Errors
+    /// This origin is not a primary that certainly holds its lease.
+    pub fn enter(&self) -> Result<Writing<'_>, NotPrimary> {
+        let shared = self.gate.read();
+        let epoch = self.may_write()?;
+        Ok(Writing {
+            _shared: shared,
+            epoch,
+        })
+    }
+
+    /// Whether a write could enter now, and in which epoch (0: a lone origin); for refusing
+    /// early, before work that only a primary should do.
+    ///
+    /// # Errors
+    /// As [`Writes::enter`].
+    pub fn may_write(&self) -> Result<u64, NotPrimary> {
+        let a = self.authority.lock();
+        match &a.standing {
+            Standing::Alone => Ok(0),
+            Standing::Primary { epoch } if a.held_until.is_some_and(|t| Instant::now() < t) => {
+                Ok(*epoch)
+            }
+            Standing::Primary { epoch } => Err(NotPrimary(Standing::Fenced { epoch: *epoch })),
+            other => Err(NotPrimary(other.clone())),
+        }
+    }
+
+    /// The standing as operators see it (a primary past its certain lease shows as fenced).
+    pub fn standing(&self) -> Standing {
+        match self.may_write() {
+            Ok(_) => self.authority.lock().standing.clone(),
+            Err(NotPrimary(s)) => s,
+        }
+    }
+
+    /// The election's new standing. Becoming primary takes the instant until which the lease
+    /// is certainly held; any other standing closes the gate at once.
+    pub fn set_standing(&self, standing: Standing, held_until: Option<Instant>) {
+        let mut a = self.authority.lock();
+        a.held_until = match standing {
+            Standing::Primary { .. } => held_until,
+            _ => None,
+        };
+        a.standing = standing;
+    }
+
+    /// A renewal of the primary's lease of `epoch`: writes may go on until `held_until`.
+    /// Ignored unless this origin is primary of that epoch.
+    pub fn renewed(&self, epoch: u64, held_until: Instant) {
+        let mut a = self.authority.lock();
+        if a.standing == (Standing::Primary { epoch }) {
+            a.held_until = Some(a.held_until.map_or(held_until, |t| t.max(held_until)));
+        }
     }
 
     /// Waits for the writes in progress to finish and keeps new ones out until the guard is
@@ -32,5 +215,56 @@ impl Writes {
     /// reader pass a waiting writer, so a stream of reports cannot starve a backup).
     pub fn pause(&self) -> Paused<'_> {
         self.gate.write()
+    }
+}
+
+impl Default for Writes {
+    fn default() -> Self {
+        Writes::new(false)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn a_lone_origin_always_writes_in_epoch_zero() {
+        let w = Writes::new(false);
+        assert_eq!(w.enter().unwrap().epoch(), 0);
+        assert_eq!(w.standing(), Standing::Alone);
+    }
+
+    #[test]
+    fn an_electing_origin_writes_only_while_its_lease_is_certainly_held() {
+        let w = Writes::new(true);
+        assert_eq!(w.enter().unwrap_err().0, Standing::Electing);
+        let now = Instant::now();
+        w.set_standing(
+            Standing::Primary { epoch: 7 },
+            Some(now + Duration::from_secs(60)),
+        );
+        assert_eq!(w.enter().unwrap().epoch(), 7);
+        // A lease held until a past instant: fenced without anyone saying so.
+        w.set_standing(Standing::Primary { epoch: 8 }, Some(now));
+        let refused = w.enter().unwrap_err();
+        assert_eq!(refused.0, Standing::Fenced { epoch: 8 });
+        assert!(refused.to_string().contains("epoch 8"), "{refused}");
+        assert_eq!(w.standing(), Standing::Fenced { epoch: 8 });
+        // A renewal of another epoch does not reopen it; one of its own does.
+        w.renewed(7, now + Duration::from_secs(60));
+        assert!(w.enter().is_err());
+        w.renewed(8, now + Duration::from_secs(60));
+        assert_eq!(w.enter().unwrap().epoch(), 8);
+        w.set_standing(
+            Standing::Standby {
+                epoch: 9,
+                primary: Some("12D3KooWother".into()),
+            },
+            Some(now + Duration::from_secs(60)),
+        );
+        let refused = w.enter().unwrap_err();
+        assert!(refused.to_string().contains("12D3KooWother"), "{refused}");
     }
 }

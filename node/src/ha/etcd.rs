@@ -1,0 +1,457 @@
+//! The part of etcd's v3 API the election needs — leases, one transaction, a watch — spoken
+//! through etcd's JSON gateway (`POST /v3/...` on the client URL, served by every etcd since
+//! 3.3 and on by default), with the hyper client the node already has.
+//!
+//! Why not the `etcd-client` crate: its build compiles etcd's `.proto` files with `protoc`,
+//! which a fresh machine does not have (the README's `cargo run ... demo` would stop there),
+//! and it brings tonic and its router into a tree that is already large for two cores. The
+//! gateway is the same server-side API (each call is one gRPC call inside etcd); int64 fields
+//! travel as JSON strings and bytes as base64, as protobuf's JSON mapping says.
+//!
+//! etcd is the operators' own infrastructure, yet what it answers is still bounded: an answer
+//! larger than [`MAX_ANSWER`] closes the call.
+
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context};
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine as _;
+use bytes::{Buf, Bytes, BytesMut};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use serde_json::{json, Value};
+
+/// Largest answer (or watch message) read from etcd.
+pub const MAX_ANSWER: usize = 1 << 20;
+
+/// A client of one etcd cluster, by its client URLs.
+#[derive(Debug, Clone)]
+pub struct Etcd {
+    endpoints: Vec<Endpoint>,
+    timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+struct Endpoint {
+    /// `host:port`.
+    authority: String,
+}
+
+/// A key and what it holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyValue {
+    /// The value.
+    pub value: Vec<u8>,
+    /// The revision at which the key was created.
+    pub create_revision: i64,
+    /// The lease it is attached to (0: none).
+    pub lease: i64,
+}
+
+/// The answer to a create-if-absent transaction.
+#[derive(Debug, Clone)]
+pub struct CreateAnswer {
+    /// Whether the key was created.
+    pub created: bool,
+    /// The store's revision after the transaction (the key's create revision if created).
+    pub revision: i64,
+    /// The key's holder when it was not created (`None`: deleted in between).
+    pub holder: Option<KeyValue>,
+}
+
+/// One change seen by a watch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// The key was written; its create revision.
+    Put {
+        /// The create revision of the key written.
+        create_revision: i64,
+    },
+    /// The key was deleted (or its lease expired or was revoked).
+    Delete,
+}
+
+/// The stream of changes of one watched key.
+#[derive(Debug)]
+pub struct Watch {
+    body: Incoming,
+    buf: BytesMut,
+}
+
+impl Etcd {
+    /// A client for the cluster at `urls` (`http://host:port`, checked by the config); every
+    /// call gives up after `timeout`.
+    ///
+    /// # Errors
+    /// A URL has no `host:port`.
+    pub fn new(urls: &[String], timeout: Duration) -> anyhow::Result<Self> {
+        let endpoints = urls
+            .iter()
+            .map(|u| {
+                let authority = u
+                    .strip_prefix("http://")
+                    .map(|a| a.trim_end_matches('/'))
+                    .filter(|a| a.contains(':') && !a.contains('/'))
+                    .ok_or_else(|| anyhow!("{u:?} is not an etcd client URL"))?;
+                Ok(Endpoint {
+                    authority: authority.to_owned(),
+                })
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        if endpoints.is_empty() {
+            bail!("no etcd endpoint");
+        }
+        Ok(Etcd { endpoints, timeout })
+    }
+
+    /// Grants a lease of `ttl`; its id and the TTL granted.
+    ///
+    /// # Errors
+    /// No endpoint answers, or etcd refuses.
+    pub async fn lease_grant(&self, ttl: Duration) -> anyhow::Result<(i64, Duration)> {
+        let a = self
+            .call(
+                "/v3/lease/grant",
+                &json!({ "TTL": ttl.as_secs().to_string() }),
+            )
+            .await?;
+        let id = int(&a["ID"]);
+        if id == 0 {
+            bail!("etcd granted no lease: {a}");
+        }
+        Ok((id, secs(&a["TTL"])))
+    }
+
+    /// Renews lease `id` once; the TTL it has now (zero: the lease is gone).
+    ///
+    /// # Errors
+    /// No endpoint answers, or etcd refuses.
+    pub async fn lease_keep_alive(&self, id: i64) -> anyhow::Result<Duration> {
+        let a = self
+            .call("/v3/lease/keepalive", &json!({ "ID": id.to_string() }))
+            .await?;
+        // The gateway wraps a streaming call's messages in `result`.
+        Ok(secs(&a["result"]["TTL"]))
+    }
+
+    /// Revokes lease `id`, deleting the keys attached to it. A lease that is gone already is
+    /// not an error.
+    ///
+    /// # Errors
+    /// No endpoint answers, or etcd refuses for another reason.
+    pub async fn lease_revoke(&self, id: i64) -> anyhow::Result<()> {
+        match self
+            .call("/v3/lease/revoke", &json!({ "ID": id.to_string() }))
+            .await
+        {
+            Err(err) if format!("{err:#}").contains("lease not found") => Ok(()),
+            other => other.map(|_| ()),
+        }
+    }
+
+    /// Creates `key` holding `value`, attached to `lease`, if and only if it does not exist;
+    /// otherwise reads it — in one transaction.
+    ///
+    /// # Errors
+    /// No endpoint answers, or etcd refuses.
+    pub async fn create_if_absent(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        lease: i64,
+    ) -> anyhow::Result<CreateAnswer> {
+        let key = B64.encode(key);
+        let a = self
+            .call(
+                "/v3/kv/txn",
+                &json!({
+                    "compare": [{ "target": "CREATE", "key": key, "create_revision": "0" }],
+                    "success": [{ "request_put": {
+                        "key": key, "value": B64.encode(value), "lease": lease.to_string() } }],
+                    "failure": [{ "request_range": { "key": key } }],
+                }),
+            )
+            .await?;
+        let revision = int(&a["header"]["revision"]);
+        if revision == 0 {
+            bail!("etcd answered without a revision: {a}");
+        }
+        let created = a["succeeded"].as_bool().unwrap_or(false);
+        let holder = if created {
+            None
+        } else {
+            a["responses"][0]["response_range"]["kvs"]
+                .get(0)
+                .map(key_value)
+                .transpose()?
+        };
+        Ok(CreateAnswer {
+            created,
+            revision,
+            holder,
+        })
+    }
+
+    /// Deletes `key` if its create revision is `create_revision` (so only that holder's key).
+    ///
+    /// # Errors
+    /// No endpoint answers, or etcd refuses.
+    pub async fn delete_if_created_at(
+        &self,
+        key: &[u8],
+        create_revision: i64,
+    ) -> anyhow::Result<bool> {
+        let key = B64.encode(key);
+        let a = self
+            .call(
+                "/v3/kv/txn",
+                &json!({
+                    "compare": [{ "target": "CREATE", "key": key,
+                                  "create_revision": create_revision.to_string() }],
+                    "success": [{ "request_delete_range": { "key": key } }],
+                }),
+            )
+            .await?;
+        Ok(a["succeeded"].as_bool().unwrap_or(false))
+    }
+
+    /// Watches `key` from `start_revision` on.
+    ///
+    /// # Errors
+    /// No endpoint answers, or etcd refuses the watch.
+    pub async fn watch(&self, key: &[u8], start_revision: i64) -> anyhow::Result<Watch> {
+        let body = json!({ "create_request": {
+            "key": B64.encode(key), "start_revision": start_revision.to_string() } });
+        let mut last = None;
+        for e in &self.endpoints {
+            match tokio::time::timeout(self.timeout, e.post("/v3/watch", &body)).await {
+                Ok(Ok(incoming)) => {
+                    let mut w = Watch {
+                        body: incoming,
+                        buf: BytesMut::new(),
+                    };
+                    // The first message confirms the watch (or says why not).
+                    let first = tokio::time::timeout(self.timeout, w.message())
+                        .await
+                        .map_err(|_| anyhow!("etcd did not confirm the watch"))??;
+                    match first {
+                        Some(m) if m["result"]["created"].as_bool() == Some(true) => return Ok(w),
+                        other => bail!("etcd refused the watch: {other:?}"),
+                    }
+                }
+                Ok(Err(err)) => last = Some(err),
+                Err(_) => {
+                    last = Some(anyhow!(
+                        "{}: no answer within {:?}",
+                        e.authority,
+                        self.timeout
+                    ))
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| anyhow!("no etcd endpoint")))
+    }
+
+    /// One unary call, tried on each endpoint in turn.
+    async fn call(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
+        let mut last = None;
+        for e in &self.endpoints {
+            let attempt = async {
+                let incoming = e.post(path, body).await?;
+                let bytes = read_bounded(incoming).await?;
+                let answer: Value = serde_json::from_slice(&bytes)
+                    .with_context(|| format!("etcd's answer to {path} is not JSON"))?;
+                if let Some(message) = answer.get("error").or_else(|| answer.get("message")) {
+                    bail!("etcd refused {path}: {message}");
+                }
+                anyhow::Ok(answer)
+            };
+            match tokio::time::timeout(self.timeout, attempt).await {
+                Ok(Ok(answer)) => return Ok(answer),
+                // A refusal is etcd's answer, not an unreachable endpoint: no other will differ.
+                Ok(Err(err)) if format!("{err}").starts_with("etcd refused") => return Err(err),
+                Ok(Err(err)) => last = Some(err.context(e.authority.clone())),
+                Err(_) => {
+                    last = Some(anyhow!(
+                        "{}: no answer to {path} within {:?}",
+                        e.authority,
+                        self.timeout
+                    ))
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| anyhow!("no etcd endpoint")))
+    }
+}
+
+impl Endpoint {
+    /// POSTs `body` to `path` on a fresh connection; the answer's body if the status is 2xx,
+    /// or etcd's error.
+    async fn post(&self, path: &str, body: &Value) -> anyhow::Result<Incoming> {
+        let stream = tokio::net::TcpStream::connect(&self.authority)
+            .await
+            .with_context(|| format!("connecting to etcd at {}", self.authority))?;
+        let _ = stream.set_nodelay(true);
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+        tokio::spawn(conn);
+        let req = hyper::Request::post(path)
+            .header(hyper::header::HOST, &self.authority)
+            .header(hyper::header::CONTENT_TYPE, "application/json")
+            .body(Full::new(Bytes::from(serde_json::to_vec(body)?)))?;
+        let resp = sender.send_request(req).await?;
+        let status = resp.status();
+        if !status.is_success() {
+            let bytes = read_bounded(resp.into_body()).await.unwrap_or_default();
+            bail!(
+                "etcd refused {path} ({status}): {}",
+                String::from_utf8_lossy(&bytes)
+            );
+        }
+        Ok(resp.into_body())
+    }
+}
+
+impl Watch {
+    /// The next changes (empty for a message without events, such as a progress report);
+    /// `None` when etcd ends the watch.
+    ///
+    /// # Errors
+    /// The connection broke, or etcd sent something that is not a watch message.
+    pub async fn next(&mut self) -> anyhow::Result<Option<Vec<Change>>> {
+        let Some(m) = self.message().await? else {
+            return Ok(None);
+        };
+        let result = &m["result"];
+        if result["canceled"].as_bool() == Some(true) {
+            return Ok(None);
+        }
+        let changes = result["events"]
+            .as_array()
+            .map(|events| {
+                events
+                    .iter()
+                    .map(|e| match e["type"].as_str() {
+                        Some("DELETE") => Change::Delete,
+                        _ => Change::Put {
+                            create_revision: int(&e["kv"]["create_revision"]),
+                        },
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(Some(changes))
+    }
+
+    /// The next newline-delimited JSON message of the stream.
+    async fn message(&mut self) -> anyhow::Result<Option<Value>> {
+        loop {
+            if let Some(end) = self.buf.iter().position(|&b| b == b'\n') {
+                let line = self.buf.split_to(end + 1);
+                let line = line.strip_suffix(b"\n").unwrap_or(&line);
+                if line.iter().all(u8::is_ascii_whitespace) {
+                    continue;
+                }
+                let m: Value = serde_json::from_slice(line).context("a watch message")?;
+                if let Some(error) = m.get("error") {
+                    bail!("etcd ended the watch: {error}");
+                }
+                return Ok(Some(m));
+            }
+            if self.buf.len() > MAX_ANSWER {
+                bail!("a watch message longer than {MAX_ANSWER} bytes");
+            }
+            match self.body.frame().await {
+                None => {
+                    return if self.buf.iter().all(u8::is_ascii_whitespace) {
+                        Ok(None)
+                    } else {
+                        // The last message need not end with a newline.
+                        let m = serde_json::from_slice(&std::mem::take(&mut self.buf))?;
+                        Ok(Some(m))
+                    };
+                }
+                Some(frame) => {
+                    if let Ok(mut data) = frame?.into_data() {
+                        while data.has_remaining() {
+                            let chunk = data.chunk();
+                            self.buf.extend_from_slice(chunk);
+                            let n = chunk.len();
+                            data.advance(n);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Reads a whole answer, at most [`MAX_ANSWER`] bytes.
+async fn read_bounded(body: Incoming) -> anyhow::Result<Bytes> {
+    let limited = http_body_util::Limited::new(body, MAX_ANSWER);
+    limited
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .map_err(|e| anyhow!("reading etcd's answer: {e}"))
+}
+
+/// A protobuf int64 in JSON: a string (or, leniently, a number); absent is 0.
+fn int(v: &Value) -> i64 {
+    match v {
+        Value::String(s) => s.parse().unwrap_or(0),
+        Value::Number(n) => n.as_i64().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+/// A TTL in seconds (negative or absent: zero).
+fn secs(v: &Value) -> Duration {
+    Duration::from_secs(u64::try_from(int(v)).unwrap_or(0))
+}
+
+fn key_value(v: &Value) -> anyhow::Result<KeyValue> {
+    let value = match v["value"].as_str() {
+        Some(s) => B64.decode(s).context("a value that is not base64")?,
+        None => Vec::new(),
+    };
+    Ok(KeyValue {
+        value,
+        create_revision: int(&v["create_revision"]),
+        lease: int(&v["lease"]),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn int64_fields_are_read_as_protobuf_json_writes_them() {
+        assert_eq!(
+            int(&json!("2324035838292881415")),
+            2_324_035_838_292_881_415
+        );
+        assert_eq!(int(&json!(7)), 7);
+        assert_eq!(int(&Value::Null), 0);
+        assert_eq!(secs(&json!("-1")), Duration::ZERO);
+        let kv = key_value(&json!({"key": "bWhjL2s=", "create_revision": "2",
+                                   "value": "aGk=", "lease": "9"}))
+        .unwrap();
+        assert_eq!(
+            kv,
+            KeyValue {
+                value: b"hi".to_vec(),
+                create_revision: 2,
+                lease: 9
+            }
+        );
+    }
+
+    #[test]
+    fn urls_name_host_and_port() {
+        assert!(Etcd::new(&["http://127.0.0.1:2379/".into()], Duration::from_secs(1)).is_ok());
+        assert!(Etcd::new(&["127.0.0.1:2379".into()], Duration::from_secs(1)).is_err());
+        assert!(Etcd::new(&[], Duration::from_secs(1)).is_err());
+    }
+}

@@ -1,0 +1,185 @@
+//! Origins that elect their primary through a real etcd (`[ha]`): one primary writes, the
+//! standby refuses writes and names the primary; a SIGKILLed primary is replaced within the
+//! lease's TTL + 5 s and comes back as a standby; a primary cut from etcd stops writing before
+//! its lease can expire.
+//!
+//! Needs `etcd` on the PATH (`.ci/run` installs Debian's etcd-server).
+
+use std::time::{Duration, Instant};
+
+use mhc_tests::etcd::Etcd;
+use mhc_tests::{assert_success, wait_until, write_synthetic_rendition, Cluster, NodeProcess};
+
+/// The lease's time to live in these tests, seconds.
+const TTL: u64 = 3;
+
+fn ha_toml(etcd: &Etcd) -> String {
+    format!(
+        "[ha]\netcd = [\"{}\"]\nname = \"test-origins\"\nlease_ttl_s = {TTL}\n",
+        etcd.url
+    )
+}
+
+/// `/v1/cluster`'s `self.ha` of `node`.
+fn ha(node: &NodeProcess) -> serde_json::Value {
+    node.get("/v1/cluster").json()["self"]["ha"].clone()
+}
+
+/// Waits up to `within` for `node` to be in `state`; its `self.ha` then.
+fn wait_for(node: &NodeProcess, state: &str, within: Duration) -> serde_json::Value {
+    let mut last = serde_json::Value::Null;
+    let reached = wait_until(within, || {
+        last = ha(node);
+        last["state"] == state
+    });
+    assert!(
+        reached,
+        "{} is not {state} after {within:?}: {last}\nlog:\n{}",
+        node.name,
+        node.log_tail()
+    );
+    last
+}
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn the_standby_takes_over_from_a_killed_primary_which_returns_as_a_standby() {
+    let etcd = Etcd::start();
+    let mut c = Cluster::new();
+    let a = c.start("origin-a", "origin", &ha_toml(&etcd));
+    let first = wait_for(c.node(a), "primary", Duration::from_secs(10));
+    let epoch_a = first["epoch"].as_u64().unwrap();
+    assert!(epoch_a > 0, "{first}");
+    let peer_a = c.node(a).peer_id.clone().unwrap();
+    assert_eq!(first["primary"], peer_a.as_str());
+
+    let b = c.start("origin-b", "origin", &ha_toml(&etcd));
+    let standby = wait_for(c.node(b), "standby", Duration::from_secs(10));
+    assert_eq!(standby["primary"], peer_a.as_str(), "{standby}");
+    assert_eq!(standby["epoch"].as_u64(), Some(epoch_a), "{standby}");
+    assert_eq!(c.node(a).metric("mhc_ha_primary"), Some(1.0));
+    assert_eq!(c.node(b).metric("mhc_ha_primary"), Some(0.0));
+
+    // The primary publishes; the standby refuses, names the primary and stores nothing.
+    let dir = c.path().join("rendition");
+    write_synthetic_rendition(&dir, 3, 5_000, 1);
+    assert_success(&c.node(a).ingest("song", &dir), "ingest at the primary");
+    let refused = c.node(b).ingest("song", &dir);
+    assert!(!refused.status.success());
+    let why = stderr(&refused);
+    assert!(
+        why.contains("standby") && why.contains(&peer_a),
+        "the standby's refusal should name the primary: {why}"
+    );
+    assert_eq!(c.node(b).get("/v1/content/song/index.m3u8").status, 404);
+
+    // A crash: the lease is not revoked, it expires.
+    let killed = Instant::now();
+    c.node_mut(a).kill9();
+    let promoted = wait_for(c.node(b), "primary", Duration::from_secs(TTL + 5));
+    let takeover = killed.elapsed();
+    let epoch_b = promoted["epoch"].as_u64().unwrap();
+    assert!(
+        epoch_b > epoch_a,
+        "epochs only grow: {epoch_a} then {promoted}"
+    );
+    eprintln!("standby primary {takeover:?} after SIGKILL (lease TTL {TTL} s)");
+    write_synthetic_rendition(&dir, 3, 5_000, 2);
+    assert_success(
+        &c.node(b).ingest("song-2", &dir),
+        "ingest at the new primary",
+    );
+    assert_eq!(c.node(b).metric("mhc_ha_epoch"), Some(epoch_b as f64));
+
+    // The old primary comes back as a standby of the new one and refuses writes.
+    c.node_mut(a).spawn();
+    let back = wait_for(c.node(a), "standby", Duration::from_secs(10));
+    let peer_b = c.node(b).peer_id.clone().unwrap();
+    assert_eq!(back["primary"], peer_b.as_str(), "{back}");
+    assert_eq!(back["epoch"].as_u64(), Some(epoch_b), "{back}");
+    let refused = c.node(a).ingest("song-3", &dir);
+    assert!(!refused.status.success());
+    assert!(stderr(&refused).contains(&peer_b), "{}", stderr(&refused));
+
+    // A planned stop revokes the lease: the standby need not wait for it to expire.
+    let stopped = Instant::now();
+    c.node_mut(b).stop();
+    let again = wait_for(c.node(a), "primary", Duration::from_secs(TTL + 5));
+    assert!(again["epoch"].as_u64().unwrap() > epoch_b, "{again}");
+    eprintln!(
+        "standby primary {:?} after a graceful stop",
+        stopped.elapsed()
+    );
+    assert_success(
+        &c.node(a).ingest("song-3", &dir),
+        "ingest at the returned primary",
+    );
+}
+
+#[test]
+fn a_primary_cut_from_etcd_stops_writing_before_its_lease_can_expire() {
+    let etcd = Etcd::start();
+    let mut c = Cluster::new();
+    let a = c.start("origin-a", "origin", &ha_toml(&etcd));
+    let epoch = wait_for(c.node(a), "primary", Duration::from_secs(10))["epoch"]
+        .as_u64()
+        .unwrap();
+    let b = c.start("origin-b", "origin", &ha_toml(&etcd));
+    wait_for(c.node(b), "standby", Duration::from_secs(10));
+
+    // etcd stops answering. The lease was last renewed before this instant, so it cannot
+    // expire before TTL from now; the primary must have stopped writing by then.
+    etcd.freeze();
+    let frozen = Instant::now();
+    wait_for(c.node(a), "fenced", Duration::from_secs(TTL));
+    assert!(
+        frozen.elapsed() < Duration::from_secs(TTL),
+        "fenced only {:?} after etcd went away",
+        frozen.elapsed()
+    );
+    let dir = c.path().join("rendition");
+    write_synthetic_rendition(&dir, 3, 5_000, 1);
+    let refused = c.node(a).ingest("song", &dir);
+    assert!(!refused.status.success());
+    assert!(
+        stderr(&refused).contains("cannot renew its lease"),
+        "{}",
+        stderr(&refused)
+    );
+    // The standby cannot campaign either: nobody writes.
+    assert!(!c.node(b).ingest("song", &dir).status.success());
+
+    // etcd back: exactly one primary, in an epoch both agree on. (A frozen etcd expires no
+    // lease, so the old primary's renewal may still succeed: then it writes again in its own
+    // epoch, which nobody else held meanwhile.)
+    etcd.thaw();
+    let settled = wait_until(Duration::from_secs(TTL + 10), || {
+        let (ha_a, ha_b) = (ha(c.node(a)), ha(c.node(b)));
+        let primaries = [&ha_a, &ha_b]
+            .iter()
+            .filter(|h| h["state"] == "primary")
+            .count();
+        primaries == 1
+            && ha_a["epoch"] == ha_b["epoch"]
+            && ha_a["epoch"].as_u64().unwrap_or(0) >= epoch
+    });
+    assert!(
+        settled,
+        "no single primary after etcd returned: {} / {}\n{}",
+        ha(c.node(a)),
+        ha(c.node(b)),
+        c.node(a).log_tail()
+    );
+    let primary = if ha(c.node(a))["state"] == "primary" {
+        a
+    } else {
+        b
+    };
+    assert_success(
+        &c.node(primary).ingest("song", &dir),
+        "ingest at the primary",
+    );
+}
