@@ -109,6 +109,7 @@ fn heartbeat_with(claimed: PeerId, seq: u64, certificate: Vec<u8>) -> Heartbeat 
         certificate,
         revoked: [0; 32],
         revoked_count: 0,
+        writes: Default::default(),
     }
 }
 

@@ -8,7 +8,9 @@
 use std::time::{Duration, Instant};
 
 use mhc_tests::etcd::Etcd;
-use mhc_tests::{assert_success, wait_until, write_synthetic_rendition, Cluster, NodeProcess};
+use mhc_tests::{
+    assert_success, wait_until, write_synthetic_rendition, Cluster, NodeOptions, NodeProcess,
+};
 
 /// The lease's time to live in these tests, seconds.
 const TTL: u64 = 3;
@@ -41,6 +43,20 @@ fn wait_for(node: &NodeProcess, state: &str, within: Duration) -> serde_json::Va
     last
 }
 
+/// What `observer`'s membership table says of origin `peer`'s writes (`accepts`, `epoch`).
+fn writes_seen(observer: &NodeProcess, peer: &str) -> Option<(bool, u64)> {
+    let view = observer.cluster_view()?;
+    let m = view["members"]
+        .as_array()?
+        .iter()
+        .find(|m| m["peer_id"] == peer)?
+        .clone();
+    Some((
+        m["writes"]["accepts"].as_bool()?,
+        m["writes"]["epoch"].as_u64()?,
+    ))
+}
+
 fn stderr(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
@@ -56,9 +72,26 @@ fn the_standby_takes_over_from_a_killed_primary_which_returns_as_a_standby() {
     let peer_a = c.node(a).peer_id.clone().unwrap();
     assert_eq!(first["primary"], peer_a.as_str());
 
-    let b = c.start("origin-b", "origin", &ha_toml(&etcd));
+    let p2p_a = c.node(a).p2p.clone();
+    let b = c.start_with(
+        "origin-b",
+        NodeOptions::new("origin")
+            .bootstrap(&p2p_a)
+            .extra(&ha_toml(&etcd)),
+    );
     let standby = wait_for(c.node(b), "standby", Duration::from_secs(10));
     assert_eq!(standby["primary"], peer_a.as_str(), "{standby}");
+    // An edge learns from gossip which origin takes writes (its reports go there first).
+    let edge = c.start_with("edge", NodeOptions::new("edge").bootstrap(&p2p_a));
+    let peer_b = c.node(b).peer_id.clone().unwrap();
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            writes_seen(c.node(edge), &peer_a) == Some((true, epoch_a))
+                && writes_seen(c.node(edge), &peer_b) == Some((false, epoch_a))
+        }),
+        "the edge does not see the primary and the standby: {:?}",
+        c.node(edge).cluster_view()
+    );
     assert_eq!(standby["epoch"].as_u64(), Some(epoch_a), "{standby}");
     assert_eq!(c.node(a).metric("mhc_ha_primary"), Some(1.0));
     assert_eq!(c.node(b).metric("mhc_ha_primary"), Some(0.0));
@@ -93,11 +126,20 @@ fn the_standby_takes_over_from_a_killed_primary_which_returns_as_a_standby() {
         "ingest at the new primary",
     );
     assert_eq!(c.node(b).metric("mhc_ha_epoch"), Some(epoch_b as f64));
+    assert!(
+        wait_until(Duration::from_secs(10), || writes_seen(
+            c.node(edge),
+            &peer_b
+        ) == Some((true, epoch_b))),
+        "the edge does not follow the new primary: {:?}",
+        c.node(edge).cluster_view()
+    );
 
     // The old primary comes back as a standby of the new one and refuses writes.
+    c.node_mut(a).options.bootstrap = c.node(b).p2p.clone();
+    c.node(a).write_config();
     c.node_mut(a).spawn();
     let back = wait_for(c.node(a), "standby", Duration::from_secs(10));
-    let peer_b = c.node(b).peer_id.clone().unwrap();
     assert_eq!(back["primary"], peer_b.as_str(), "{back}");
     assert_eq!(back["epoch"].as_u64(), Some(epoch_b), "{back}");
     let refused = c.node(a).ingest("song-3", &dir);

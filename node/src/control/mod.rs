@@ -26,7 +26,7 @@ use crate::core::admission::{RevokeError, Revoked};
 use crate::core::emergency::{Action, Applied, Rejected, SignedCommand};
 use crate::core::Core;
 use membership::{MemberState, Membership, MembershipConfig, SnapshotEntry};
-use messages::{ContentAnnouncement, HeldContent, PlayCount, WireRole};
+use messages::{ContentAnnouncement, HeldContent, OriginWrites, PlayCount, WireRole};
 
 pub use swarm::{ControlPlane, Wiring};
 
@@ -109,6 +109,8 @@ pub struct OriginMember {
     pub quic: SocketAddr,
     /// Viewer connections it reported (for ordering: least loaded first).
     pub connections: u32,
+    /// Whether it accepts writes, in which epoch.
+    pub writes: OriginWrites,
 }
 
 /// The control plane as the rest of the node sees it. Cheap to clone.
@@ -328,7 +330,9 @@ impl ClusterHandle {
         self.membership().counts()
     }
 
-    /// The alive origins with a usable QUIC address, least loaded first.
+    /// The alive origins with a usable QUIC address: those that accept writes first, in the
+    /// highest epoch first (a primary that has not yet heard it was replaced sorts after its
+    /// successor), then the least loaded.
     pub fn origins(&self) -> Vec<OriginMember> {
         let mut out: Vec<OriginMember> = self
             .membership()
@@ -339,10 +343,17 @@ impl ClusterHandle {
                     peer_id: m.peer_id,
                     quic: m.heartbeat.addrs.quic.parse().ok()?,
                     connections: m.heartbeat.load.connections,
+                    writes: m.heartbeat.writes,
                 })
             })
             .collect();
-        out.sort_by_key(|o| o.connections);
+        out.sort_by_key(|o| {
+            (
+                !o.writes.accepts,
+                std::cmp::Reverse(o.writes.epoch),
+                o.connections,
+            )
+        });
         out
     }
 
@@ -387,6 +398,10 @@ impl ClusterHandle {
                         "cache_fill_permille": hb.load.cache_fill_permille,
                     },
                     "contents": hb.contents_total,
+                    "writes": (hb.role == WireRole::Origin).then(|| json!({
+                        "accepts": hb.writes.accepts,
+                        "epoch": hb.writes.epoch,
+                    })),
                 })
             })
             .collect()
@@ -514,6 +529,7 @@ pub(crate) mod fixtures {
             certificate: Vec::new(),
             revoked: [0; 32],
             revoked_count: 0,
+            writes: Default::default(),
         }
     }
 }

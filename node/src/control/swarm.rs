@@ -23,9 +23,9 @@ use libp2p::{
 use tokio::sync::watch;
 
 use super::messages::{
-    decode, encode, ContentAnnouncement, Heartbeat, Load, PlaneAddrs, WireRole, CONTENT_TOPIC,
-    EMERGENCY_TOPIC, HEALTH_TOPIC, MAX_HEARTBEAT_CONTENTS, MAX_HEARTBEAT_REPLICATING,
-    MAX_MESSAGE_BYTES, MAX_P2P_ADDRS,
+    decode, encode, ContentAnnouncement, Heartbeat, Load, OriginWrites, PlaneAddrs, WireRole,
+    CONTENT_TOPIC, EMERGENCY_TOPIC, HEALTH_TOPIC, MAX_HEARTBEAT_CONTENTS,
+    MAX_HEARTBEAT_REPLICATING, MAX_MESSAGE_BYTES, MAX_P2P_ADDRS,
 };
 use super::{
     Advertise, BoundAddrs, ClusterCommand, ClusterCommands, ClusterHandle, ClusterShared,
@@ -857,6 +857,23 @@ fn maintain_connections(
     redial.retain(|p, _| !connected.contains(p));
 }
 
+/// What this node's heartbeats say of its writes: an origin's standing in its election.
+fn origin_writes(state: &Core) -> OriginWrites {
+    if state.config.role != mhc_config::Role::Origin {
+        return OriginWrites::default();
+    }
+    match state.writes.may_write() {
+        Ok(epoch) => OriginWrites {
+            accepts: true,
+            epoch,
+        },
+        Err(not_primary) => OriginWrites {
+            accepts: false,
+            epoch: not_primary.0.epoch(),
+        },
+    }
+}
+
 fn build_heartbeat(
     state: &Core,
     advertised: &dyn Advertise,
@@ -947,6 +964,7 @@ fn build_heartbeat(
             .unwrap_or_default(),
         revoked: state.admission.revoked_digest(),
         revoked_count: state.admission.revoked_count() as u32,
+        writes: origin_writes(state),
     }
 }
 

@@ -135,6 +135,7 @@ fn membership(rng: &mut Rng, members: usize, now: Instant) -> Membership {
             certificate: Vec::new(),
             revoked: [0; 32],
             revoked_count: 0,
+            writes: Default::default(),
         };
         // A few are heard long ago, so the sweep makes them suspect or dead.
         let heard = match i % 25 {

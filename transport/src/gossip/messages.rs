@@ -152,6 +152,20 @@ pub struct Heartbeat {
     /// How many node keys the sender knows are revoked (the members with the longer list
     /// send it).
     pub revoked_count: u32,
+    /// An origin's standing in its election (`[ha]`): whether it accepts writes now, and in
+    /// which epoch. Edges send their reports to the origin that accepts them, in the highest
+    /// epoch. Other roles send the default.
+    pub writes: OriginWrites,
+}
+
+/// Whether an origin accepts writes (ingest, play reports), and its election's epoch (0: a
+/// lone origin, or not an origin).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OriginWrites {
+    /// It is a lone origin or a primary whose lease is certainly held.
+    pub accepts: bool,
+    /// The epoch it writes in, or the epoch of the primary it knows.
+    pub epoch: u64,
 }
 
 /// An origin's announcement that a content version was published.
@@ -294,6 +308,7 @@ mod tests {
             certificate: Vec::new(),
             revoked: [0; 32],
             revoked_count: 0,
+            writes: OriginWrites::default(),
         }
     }
 
