@@ -5,6 +5,9 @@
 //!
 //! Needs `etcd` on the PATH (`.ci/run` installs Debian's etcd-server).
 
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use mhc_tests::etcd::Etcd;
@@ -20,6 +23,39 @@ fn ha_toml(etcd: &Etcd) -> String {
         "[ha]\netcd = [\"{}\"]\nname = \"test-origins\"\nlease_ttl_s = {TTL}\n",
         etcd.url
     )
+}
+
+/// An operator's webhook on loopback: the JSON bodies POSTed to it, in order of arrival.
+fn webhook() -> (String, Arc<Mutex<Vec<serde_json::Value>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let seen = Arc::clone(&events);
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { continue };
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut reader = BufReader::new(stream);
+            let mut length = 0;
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 0) && line != "\r\n" {
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+                line.clear();
+            }
+            let mut body = vec![0; length];
+            if reader.read_exact(&mut body).is_ok() {
+                if let Ok(v) = serde_json::from_slice(&body) {
+                    seen.lock().unwrap().push(v);
+                }
+            }
+            let _ = reader
+                .get_mut()
+                .write_all(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n");
+        }
+    });
+    (url, events)
 }
 
 /// `/v1/cluster`'s `self.ha` of `node`.
@@ -73,11 +109,12 @@ fn the_standby_takes_over_from_a_killed_primary_which_returns_as_a_standby() {
     assert_eq!(first["primary"], peer_a.as_str());
 
     let p2p_a = c.node(a).p2p.clone();
+    let (hook, events) = webhook();
     let b = c.start_with(
         "origin-b",
         NodeOptions::new("origin")
             .bootstrap(&p2p_a)
-            .extra(&ha_toml(&etcd)),
+            .extra(&format!("{}notify_url = \"{hook}\"\n", ha_toml(&etcd))),
     );
     let standby = wait_for(c.node(b), "standby", Duration::from_secs(10));
     assert_eq!(standby["primary"], peer_a.as_str(), "{standby}");
@@ -134,6 +171,35 @@ fn the_standby_takes_over_from_a_killed_primary_which_returns_as_a_standby() {
         "the edge does not follow the new primary: {:?}",
         c.node(edge).cluster_view()
     );
+
+    // The operator heard of both primaries from the standby: first A's, then its own.
+    let told = |events: &[serde_json::Value]| -> Vec<(String, String, u64)> {
+        events
+            .iter()
+            .map(|e| {
+                (
+                    e["state"].as_str().unwrap_or("").to_owned(),
+                    e["primary"].as_str().unwrap_or("").to_owned(),
+                    e["epoch"].as_u64().unwrap_or(0),
+                )
+            })
+            .collect()
+    };
+    let expected = vec![
+        ("standby".to_owned(), peer_a.clone(), epoch_a),
+        ("primary".to_owned(), peer_b.clone(), epoch_b),
+    ];
+    assert!(
+        wait_until(Duration::from_secs(5), || told(&events.lock().unwrap())
+            == expected),
+        "notifications: {:?}",
+        events.lock().unwrap()
+    );
+    assert!(events
+        .lock()
+        .unwrap()
+        .iter()
+        .all(|e| e["cluster"] == "test-origins" && e["node"] == peer_b.as_str()));
 
     // The old primary comes back as a standby of the new one and refuses writes.
     c.node_mut(a).options.bootstrap = c.node(b).p2p.clone();
