@@ -72,6 +72,9 @@ pub struct ConfigFile {
     /// `[ha]`: a standby origin and failover on etcd.
     #[serde(default)]
     pub ha: HaSection,
+    /// `[origin]`: what only an origin has.
+    #[serde(default)]
+    pub origin: OriginSection,
 }
 
 /// Default for [`ConfigFile::region`]: `"default"`.
@@ -397,6 +400,16 @@ impl Default for BackupSection {
             weekly_keep_days: 30,
         }
     }
+}
+
+/// `[origin]`: settings of the origin role.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default, expecting = "an [origin] table")]
+pub struct OriginSection {
+    /// The key file (`mhc-node keygen --out FILE`) that signs manifests and the ledger's tree
+    /// heads, shared by the origins of one `[ha]` cluster so that what one signed stays valid
+    /// after another takes over. `""` = the node key. Default `""`.
+    pub publisher_key: PathBuf,
 }
 
 /// `[ha]`: origins that share a name elect their primary through an etcd lease; the others are

@@ -183,6 +183,11 @@
 //! lease_ttl_s = 5
 //! # POST a JSON event here at every change of primary; "" = none.
 //! notify_url = ""
+//!
+//! [origin]
+//! # Origin only: the key file (`mhc-node keygen --out FILE`) that signs manifests and the
+//! # ledger, shared by the origins of one [ha] cluster; "" = the node key.
+//! publisher_key = ""
 //! ```
 
 mod error;
@@ -414,6 +419,11 @@ name = "mhc-origin"
 lease_ttl_s = 5
 # POST a JSON event here at every change of primary; "" = none.
 notify_url = ""
+
+[origin]
+# Origin only: the key file (`mhc-node keygen --out FILE`) that signs manifests and the
+# ledger, shared by the origins of one [ha] cluster; "" = the node key.
+publisher_key = ""
 "#;
 
 #[cfg(test)]
@@ -717,6 +727,25 @@ header_read_timeout_ms = 1
         );
         field_err("[plugins.telemetry]\n", "plugins.telemetry");
         field_err("[listen]\nhttp3 = \"0.0.0.0:443\"\n", "listen.http3");
+    }
+
+    #[test]
+    fn publisher_key_is_an_origins_absolute_path() {
+        let origin = minimal("origin");
+        let ok = parse(&format!(
+            "{origin}[origin]\npublisher_key = \"/etc/mhc/publisher.key\"\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            ok.publisher_key,
+            Some(PathBuf::from("/etc/mhc/publisher.key"))
+        );
+        assert_eq!(parse(&origin).unwrap().publisher_key, None);
+        field_err_in(
+            &format!("{origin}[origin]\npublisher_key = \"publisher.key\"\n"),
+            "origin.publisher_key",
+        );
+        field_err("[origin]\npublisher_key = \"/k\"\n", "origin.publisher_key");
     }
 
     #[test]

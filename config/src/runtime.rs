@@ -50,6 +50,8 @@ pub struct Config {
     pub backup: Backup,
     /// The origin's election (`None`: a lone origin).
     pub ha: Option<Ha>,
+    /// The key file that signs manifests and ledger heads (`None`: the node key).
+    pub publisher_key: Option<PathBuf>,
 }
 
 /// Node role.

@@ -7,8 +7,8 @@ use std::time::Duration;
 use crate::error::ConfigError;
 use crate::file::{
     BackupSection, CacheSection, ClusterSection, ConfigFile, GeoSection, HaSection, HttpSection,
-    ListenSection, LocationSection, MeshSection, PluginsSection, QuicSection, ReportsSection,
-    SatelliteSection, TrustSection, UpstreamSection,
+    ListenSection, LocationSection, MeshSection, OriginSection, PluginsSection, QuicSection,
+    ReportsSection, SatelliteSection, TrustSection, UpstreamSection,
 };
 use crate::runtime::{
     Backup, BackupRetention, BackupTarget, Cache, Cluster, Config, Geo, GeoPoint, Ha, HttpLimits,
@@ -70,6 +70,7 @@ impl ConfigFile {
         let reports = reports(&cx, self.reports)?;
         let backup = backup(&cx, self.backup, role)?;
         let ha = ha(&cx, self.ha, role)?;
+        let publisher_key = publisher_key(&cx, self.origin, role)?;
         Ok(Config {
             role,
             data_dir: self.data_dir,
@@ -89,6 +90,7 @@ impl ConfigFile {
             reports,
             backup,
             ha,
+            publisher_key,
         })
     }
 }
@@ -664,6 +666,28 @@ fn backup(cx: &Ctx<'_>, b: BackupSection, role: Role) -> Result<Backup> {
         schedule: b.schedule,
         keep,
     })
+}
+
+fn publisher_key(cx: &Ctx<'_>, o: OriginSection, role: Role) -> Result<Option<PathBuf>> {
+    if o.publisher_key.as_os_str().is_empty() {
+        return Ok(None);
+    }
+    if role != Role::Origin {
+        return Err(cx.err(
+            "origin.publisher_key",
+            format!("only an origin signs manifests; leave it \"\" for an {role}"),
+        ));
+    }
+    if !o.publisher_key.is_absolute() {
+        return Err(cx.err(
+            "origin.publisher_key",
+            format!(
+                "{}: give an absolute path (the daemon's working directory is not the config's)",
+                o.publisher_key.display()
+            ),
+        ));
+    }
+    Ok(Some(o.publisher_key))
 }
 
 fn ha(cx: &Ctx<'_>, h: HaSection, role: Role) -> Result<Option<Ha>> {

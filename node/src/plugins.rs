@@ -166,7 +166,7 @@ impl Plugins {
             .map_err(|e| anyhow::anyhow!("[plugins.ledger]: {e}"))?;
         let host = PluginHost::with_clock(
             &core.db,
-            core.identity.signing_key().clone(),
+            core.publisher.clone(),
             &PluginsConfig { royalty, ledger },
             core.clock.clone(),
         )

@@ -101,7 +101,36 @@ fn stderr(out: &std::process::Output) -> String {
 fn the_standby_takes_over_from_a_killed_primary_which_returns_as_a_standby() {
     let etcd = Etcd::start();
     let mut c = Cluster::new();
-    let a = c.start("origin-a", "origin", &ha_toml(&etcd));
+    // Both origins sign with one publisher key, so what either published stays valid.
+    let publisher_key = c.path().join("publisher.key");
+    let keygen = std::process::Command::new(mhc_tests::node_binary())
+        .args(["keygen", "--out"])
+        .arg(&publisher_key)
+        .output()
+        .unwrap();
+    assert_success(&keygen, "keygen");
+    let id = std::process::Command::new(mhc_tests::node_binary())
+        .args(["id", "--key"])
+        .arg(&publisher_key)
+        .output()
+        .unwrap();
+    let publisher = String::from_utf8_lossy(&id.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("public_key: ").map(str::to_owned))
+        .expect("the publisher's public key");
+    let origin_toml = format!(
+        "[origin]\npublisher_key = {publisher_key:?}\n{}",
+        ha_toml(&etcd)
+    );
+    let published_by = |node: &NodeProcess, id: &str| -> String {
+        node.get(&format!("/v1/content/{id}/manifest?format=json"))
+            .json()["manifest"]["publisher"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned()
+    };
+
+    let a = c.start("origin-a", "origin", &origin_toml);
     let first = wait_for(c.node(a), "primary", Duration::from_secs(10));
     let epoch_a = first["epoch"].as_u64().unwrap();
     assert!(epoch_a > 0, "{first}");
@@ -114,7 +143,7 @@ fn the_standby_takes_over_from_a_killed_primary_which_returns_as_a_standby() {
         "origin-b",
         NodeOptions::new("origin")
             .bootstrap(&p2p_a)
-            .extra(&format!("{}notify_url = \"{hook}\"\n", ha_toml(&etcd))),
+            .extra(&format!("{origin_toml}notify_url = \"{hook}\"\n")),
     );
     let standby = wait_for(c.node(b), "standby", Duration::from_secs(10));
     assert_eq!(standby["primary"], peer_a.as_str(), "{standby}");
@@ -137,6 +166,7 @@ fn the_standby_takes_over_from_a_killed_primary_which_returns_as_a_standby() {
     let dir = c.path().join("rendition");
     write_synthetic_rendition(&dir, 3, 5_000, 1);
     assert_success(&c.node(a).ingest("song", &dir), "ingest at the primary");
+    assert_eq!(published_by(c.node(a), "song"), publisher);
     let refused = c.node(b).ingest("song", &dir);
     assert!(!refused.status.success());
     let why = stderr(&refused);
@@ -162,6 +192,7 @@ fn the_standby_takes_over_from_a_killed_primary_which_returns_as_a_standby() {
         &c.node(b).ingest("song-2", &dir),
         "ingest at the new primary",
     );
+    assert_eq!(published_by(c.node(b), "song-2"), publisher);
     assert_eq!(c.node(b).metric("mhc_ha_epoch"), Some(epoch_b as f64));
     assert!(
         wait_until(Duration::from_secs(10), || writes_seen(

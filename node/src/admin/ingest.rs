@@ -166,7 +166,7 @@ impl Ingest {
                 anyhow::Error::new(err).context("syncing the blob store"),
             )),
             Ok(()) => {
-                let signed = manifest.sign(state.identity.signing_key());
+                let signed = manifest.sign(&state.publisher);
                 match state.writes.enter() {
                     Err(not_primary) => Err((true, anyhow::Error::new(not_primary))),
                     Ok(writing) => state

@@ -5,6 +5,7 @@
 //! mhc-backup/
 //!   mhc-backup.json         what is inside (contents, trees, blobs, ledger head, postings)
 //!   node.key                the node key (mode 0600)
+//!   publisher.key           `origin.publisher_key`, when it is not the node key (mode 0600)
 //!   db/<hex name>.tree      every sled tree, exported while the write gate was paused
 //!   blobs/<hh>/<hash>       every blob a held manifest names, laid out as in the blob store
 //! ```
@@ -24,6 +25,9 @@ use mhc_origin::ledger::SignedTreeHead;
 use serde::{Deserialize, Serialize};
 
 use crate::core::identity::{Identity, NODE_KEY_FILE};
+
+/// The publisher key's file in an image (and in a data directory restored from one).
+pub const PUBLISHER_KEY_FILE: &str = "publisher.key";
 use crate::core::store::blob_file;
 use crate::core::Core;
 use crate::plugins::PluginFacts;
@@ -176,6 +180,11 @@ pub fn export(
     core.identity
         .write_new(&dir.join(NODE_KEY_FILE))
         .context("writing the node key into the image")?;
+    if core.publisher != *core.identity.signing_key() {
+        Identity::from_seed(core.publisher.to_bytes())
+            .write_new(&dir.join(PUBLISHER_KEY_FILE))
+            .context("writing the publisher key into the image")?;
+    }
     write_manifest(dir, &manifest)?;
     Ok(manifest)
 }
@@ -266,6 +275,9 @@ pub fn install(image: &Path, to: &Path, now_ms: u64) -> anyhow::Result<ImageMani
         }
     }
     fs::copy(image.join(NODE_KEY_FILE), to.join(NODE_KEY_FILE))?;
+    if image.join(PUBLISHER_KEY_FILE).exists() {
+        fs::copy(image.join(PUBLISHER_KEY_FILE), to.join(PUBLISHER_KEY_FILE))?;
+    }
     Identity::load(&to.join(NODE_KEY_FILE)).context("the restored node key")?;
     write_manifest(to, &manifest)?;
     Ok(manifest)

@@ -16,6 +16,7 @@ use mhc_origin::royalty::{BalanceAudit, Royalty, RoyaltyConfig};
 use serde::Serialize;
 
 use super::image::ImageManifest;
+use super::image::PUBLISHER_KEY_FILE;
 use crate::core::catalog::MANIFESTS_TREE;
 use crate::core::identity::{Identity, NODE_KEY_FILE};
 use crate::core::store::blob_file;
@@ -53,7 +54,15 @@ pub fn verify_data_dir(
             image.public_key
         );
     }
-    let mut trusted = vec![identity.signing_key().verifying_key()];
+    // What signed the manifests and the ledger: the publisher key when the image holds one.
+    let publisher = match dir.join(PUBLISHER_KEY_FILE) {
+        p if p.exists() => Identity::load(&p).context("the publisher key")?,
+        _ => Identity::from_seed(identity.signing_key().to_bytes()),
+    };
+    let mut trusted = vec![
+        identity.signing_key().verifying_key(),
+        publisher.signing_key().verifying_key(),
+    ];
     for (i, key) in config.trust.publishers.iter().enumerate() {
         trusted.push(
             VerifyingKey::from_bytes(key)
@@ -122,7 +131,7 @@ pub fn verify_data_dir(
     let ledger_entries = match &image.ledger_head {
         None => None,
         Some(head) => {
-            let ledger = Ledger::open(&db, identity.signing_key().clone())
+            let ledger = Ledger::open(&db, publisher.signing_key().clone())
                 .context("opening the restored ledger")?;
             let report = ledger.verify().context("ledger")?;
             let latest = report.latest.context("ledger: no signed tree head")?;

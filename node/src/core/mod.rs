@@ -46,6 +46,9 @@ pub struct Core {
     pub config: Config,
     /// The node key.
     pub identity: Identity,
+    /// The key that signs manifests and the ledger's heads: `origin.publisher_key`, shared by
+    /// the origins of one `[ha]` cluster, or the node key.
+    pub publisher: ed25519_dalek::SigningKey,
     /// Its certificate from an operator, checked at start; `None`: not enrolled.
     pub enrollment: Option<Enrollment>,
     /// Who is a member, on which certificate: the check at every door (gossip, QUIC, reports).
@@ -108,9 +111,18 @@ impl Core {
                 })?,
             );
         }
+        let publisher = match &config.publisher_key {
+            None => identity.signing_key().clone(),
+            Some(path) => Identity::load(path)
+                .with_context(|| format!("origin.publisher_key {}", path.display()))?
+                .signing_key()
+                .clone(),
+        };
         if policy.publishes() {
-            // A lone origin needs no trust config: it trusts what it signs itself.
+            // A lone origin needs no trust config: it trusts what it signs itself (with the
+            // node key before a publisher key was configured, with the publisher key since).
             trusted.push(identity.signing_key().verifying_key());
+            trusted.push(publisher.verifying_key());
         }
         let catalog = Catalog::open(&db, trusted)?;
         let emergency = Emergency::open(&db, config.trust.operators.clone(), clock.clone())?;
@@ -122,6 +134,7 @@ impl Core {
         Ok(Self {
             config,
             identity,
+            publisher,
             enrollment,
             admission,
             catalog,
