@@ -246,10 +246,13 @@ impl Plugins {
             let core = Arc::clone(&self.core);
             let host = Arc::clone(&self.host);
             tokio::task::spawn_blocking(move || {
-                let _writing = core.writes.enter()?;
-                Ok::<_, NotPrimary>(
-                    host.ingest_report(report, |node| Self::may_report(&core, node)),
-                )
+                let writing = core.writes.enter()?;
+                let outcome = host.ingest_report(report, |node| Self::may_report(&core, node));
+                // Not acknowledged if the lease lapsed meanwhile: the sender tries again.
+                if !writing.still_held(&core.writes) {
+                    return Err(NotPrimary(core.writes.standing()));
+                }
+                Ok::<_, NotPrimary>(outcome)
             })
             .await
         };
@@ -320,10 +323,12 @@ impl Plugins {
     /// origin that elects its primary does both only while primary, and announces everything
     /// again at each promotion (announcing is idempotent).
     pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
-        let mut announced_in: Option<u64> = None;
+        // Announced again whenever writes reopen (a new epoch, or the same one after a
+        // lapse during which a publication may have gone untold).
+        let mut was_writable = false;
         loop {
-            let epoch = self.core.writes.may_write().ok();
-            if epoch.is_some() && epoch != announced_in {
+            let writable = self.core.writes.may_write().is_ok();
+            if writable && !was_writable {
                 let this = Arc::clone(&self);
                 let _ = tokio::task::spawn_blocking(move || {
                     for p in this.core.catalog.list() {
@@ -331,8 +336,8 @@ impl Plugins {
                     }
                 })
                 .await;
-                announced_in = epoch;
             }
+            was_writable = writable;
             tokio::select! {
                 _ = shutdown.changed() => break,
                 () = tokio::time::sleep(TICK) => {}

@@ -536,8 +536,13 @@ impl Delivery {
             tracing::debug!(waiting = pending.len(), "emergency mode: play reports wait");
             return;
         }
-        // An origin with plugins takes its own reports directly.
-        if let Some(plugins) = &self.plugins {
+        // An origin with plugins takes its own reports directly — while it accepts writes; a
+        // standby sends them to the primary like an edge.
+        if let Some(plugins) = self
+            .plugins
+            .as_ref()
+            .filter(|_| self.core.writes.may_write().is_ok())
+        {
             for (seq, bytes) in pending {
                 let outcome = plugins.ingest_encoded(bytes).await;
                 if !self.settle(seq, outcome) {

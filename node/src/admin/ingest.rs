@@ -18,6 +18,7 @@ use crate::control::messages::ContentAnnouncement;
 use crate::control::ClusterHandle;
 use crate::core::catalog::{CatalogError, Published};
 use crate::core::store::{DiskTier, Imported};
+use crate::core::writes::NotPrimary;
 use crate::core::Core;
 use crate::mesh::MeshPlane;
 use crate::plugins::Plugins;
@@ -169,14 +170,23 @@ impl Ingest {
                 let signed = manifest.sign(&state.publisher);
                 match state.writes.enter() {
                     Err(not_primary) => Err((true, anyhow::Error::new(not_primary))),
-                    Ok(writing) => state
-                        .catalog
-                        .publish(signed)
-                        .map(|p| (p, writing.epoch()))
-                        .map_err(|err| {
+                    Ok(writing) => match state.catalog.publish(signed) {
+                        Err(err) => {
                             let roll_back = !matches!(err, CatalogError::Unflushed(_));
-                            (roll_back, anyhow::Error::new(err))
-                        }),
+                            Err((roll_back, anyhow::Error::new(err)))
+                        }
+                        // Written, but the lease lapsed meanwhile: not acknowledged (the
+                        // operator publishes again at the primary; the blobs stay, the
+                        // manifest names them).
+                        Ok(_) if !writing.still_held(&state.writes) => Err((
+                            false,
+                            anyhow::anyhow!(
+                                "{}; this version was written here but is not acknowledged",
+                                NotPrimary(state.writes.standing())
+                            ),
+                        )),
+                        Ok(p) => Ok((p, writing.epoch())),
+                    },
                 }
             }
         };

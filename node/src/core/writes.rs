@@ -15,10 +15,38 @@
 //! edge, the incarnation counter) do not pass it.
 
 use std::fmt;
-use std::time::Instant;
+use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use serde::Serialize;
+
+/// An instant of `CLOCK_BOOTTIME`: unlike `std::time::Instant` (`CLOCK_MONOTONIC`) it goes on
+/// while the host is suspended or the VM frozen, as etcd's clock does on another host — a
+/// primary that wakes from a freeze must not believe in a lease that expired meanwhile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct BootTime(Duration);
+
+impl BootTime {
+    /// Now.
+    pub fn now() -> Self {
+        let ts = rustix::time::clock_gettime(rustix::time::ClockId::Boottime);
+        BootTime(Duration::new(
+            u64::try_from(ts.tv_sec).unwrap_or(0),
+            u32::try_from(ts.tv_nsec).unwrap_or(0),
+        ))
+    }
+
+    /// How long after `earlier` this is (zero if it is not after).
+    pub fn since(self, earlier: BootTime) -> Duration {
+        self.0.saturating_sub(earlier.0)
+    }
+
+    /// `d` later, saturating (a deadline that far out is never reached).
+    #[must_use]
+    pub fn after(self, d: Duration) -> Self {
+        BootTime(self.0.saturating_add(d))
+    }
+}
 
 /// An origin's standing in its election.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -113,7 +141,7 @@ pub struct Writes {
 struct Authority {
     standing: Standing,
     /// While primary: the lease is certainly held before this instant.
-    held_until: Option<Instant>,
+    held_until: Option<BootTime>,
 }
 
 /// Held by a writer for the length of one write (and its flush).
@@ -127,6 +155,13 @@ impl Writing<'_> {
     /// The epoch the write is made in (0: a lone origin).
     pub fn epoch(&self) -> u64 {
         self.epoch
+    }
+
+    /// Whether the write may still be acknowledged: the lease of its epoch is still certainly
+    /// held now that it is done (a write that outlasted the margin is not acknowledged; its
+    /// sender tries again, at the new primary if there is one).
+    pub fn still_held(&self, writes: &Writes) -> bool {
+        writes.may_write() == Ok(self.epoch)
     }
 }
 
@@ -174,7 +209,7 @@ impl Writes {
         let a = self.authority.lock();
         match &a.standing {
             Standing::Alone => Ok(0),
-            Standing::Primary { epoch } if a.held_until.is_some_and(|t| Instant::now() < t) => {
+            Standing::Primary { epoch } if a.held_until.is_some_and(|t| BootTime::now() < t) => {
                 Ok(*epoch)
             }
             Standing::Primary { epoch } => Err(NotPrimary(Standing::Fenced { epoch: *epoch })),
@@ -192,7 +227,7 @@ impl Writes {
 
     /// The election's new standing. Becoming primary takes the instant until which the lease
     /// is certainly held; any other standing closes the gate at once.
-    pub fn set_standing(&self, standing: Standing, held_until: Option<Instant>) {
+    pub fn set_standing(&self, standing: Standing, held_until: Option<BootTime>) {
         let mut a = self.authority.lock();
         a.held_until = match standing {
             Standing::Primary { .. } => held_until,
@@ -203,7 +238,7 @@ impl Writes {
 
     /// A renewal of the primary's lease of `epoch`: writes may go on until `held_until`.
     /// Ignored unless this origin is primary of that epoch.
-    pub fn renewed(&self, epoch: u64, held_until: Instant) {
+    pub fn renewed(&self, epoch: u64, held_until: BootTime) {
         let mut a = self.authority.lock();
         if a.standing == (Standing::Primary { epoch }) {
             a.held_until = Some(a.held_until.map_or(held_until, |t| t.max(held_until)));
@@ -227,7 +262,6 @@ impl Default for Writes {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     #[test]
     fn a_lone_origin_always_writes_in_epoch_zero() {
@@ -240,10 +274,10 @@ mod tests {
     fn an_electing_origin_writes_only_while_its_lease_is_certainly_held() {
         let w = Writes::new(true);
         assert_eq!(w.enter().unwrap_err().0, Standing::Electing);
-        let now = Instant::now();
+        let now = BootTime::now();
         w.set_standing(
             Standing::Primary { epoch: 7 },
-            Some(now + Duration::from_secs(60)),
+            Some(now.after(Duration::from_secs(60))),
         );
         assert_eq!(w.enter().unwrap().epoch(), 7);
         // A lease held until a past instant: fenced without anyone saying so.
@@ -253,16 +287,16 @@ mod tests {
         assert!(refused.to_string().contains("epoch 8"), "{refused}");
         assert_eq!(w.standing(), Standing::Fenced { epoch: 8 });
         // A renewal of another epoch does not reopen it; one of its own does.
-        w.renewed(7, now + Duration::from_secs(60));
+        w.renewed(7, now.after(Duration::from_secs(60)));
         assert!(w.enter().is_err());
-        w.renewed(8, now + Duration::from_secs(60));
+        w.renewed(8, now.after(Duration::from_secs(60)));
         assert_eq!(w.enter().unwrap().epoch(), 8);
         w.set_standing(
             Standing::Standby {
                 epoch: 9,
                 primary: Some("12D3KooWother".into()),
             },
-            Some(now + Duration::from_secs(60)),
+            Some(now.after(Duration::from_secs(60))),
         );
         let refused = w.enter().unwrap_err();
         assert!(refused.to_string().contains("12D3KooWother"), "{refused}");

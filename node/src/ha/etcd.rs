@@ -11,6 +11,7 @@
 //! etcd is the operators' own infrastructure, yet what it answers is still bounded: an answer
 //! larger than [`MAX_ANSWER`] closes the call.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
@@ -25,10 +26,13 @@ use serde_json::{json, Value};
 pub const MAX_ANSWER: usize = 1 << 20;
 
 /// A client of one etcd cluster, by its client URLs.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Etcd {
     endpoints: Vec<Endpoint>,
     timeout: Duration,
+    /// The endpoint that answered last: calls start there (a host that drops traffic costs
+    /// one timeout, not one per call).
+    preferred: AtomicUsize,
 }
 
 #[derive(Debug, Clone)]
@@ -76,6 +80,8 @@ pub enum Change {
 pub struct Watch {
     body: Incoming,
     buf: BytesMut,
+    /// How much of `buf` is known to hold no newline.
+    scanned: usize,
 }
 
 impl Etcd {
@@ -101,7 +107,11 @@ impl Etcd {
         if endpoints.is_empty() {
             bail!("no etcd endpoint");
         }
-        Ok(Etcd { endpoints, timeout })
+        Ok(Etcd {
+            endpoints,
+            timeout,
+            preferred: AtomicUsize::new(0),
+        })
     }
 
     /// Grants a lease of `ttl`; its id and the TTL granted.
@@ -144,7 +154,7 @@ impl Etcd {
             .call("/v3/lease/revoke", &json!({ "ID": id.to_string() }))
             .await
         {
-            Err(err) if format!("{err:#}").contains("lease not found") => Ok(()),
+            Err(err) if format!("{err}").contains("lease not found") => Ok(()),
             other => other.map(|_| ()),
         }
     }
@@ -215,6 +225,43 @@ impl Etcd {
         Ok(a["succeeded"].as_bool().unwrap_or(false))
     }
 
+    /// Whether `key` still exists as created at `create_revision` and attached to `lease`:
+    /// the holder's check that the key it renews the lease of is still its own.
+    ///
+    /// # Errors
+    /// No endpoint answers, or etcd refuses.
+    pub async fn key_held(
+        &self,
+        key: &[u8],
+        create_revision: i64,
+        lease: i64,
+    ) -> anyhow::Result<bool> {
+        let key = B64.encode(key);
+        let a = self
+            .call(
+                "/v3/kv/txn",
+                &json!({ "compare": [
+                    { "target": "CREATE", "key": key,
+                      "create_revision": create_revision.to_string() },
+                    { "target": "LEASE", "key": key, "lease": lease.to_string() },
+                ] }),
+            )
+            .await?;
+        Ok(a["succeeded"].as_bool().unwrap_or(false))
+    }
+
+    /// The time lease `id` has left; `None` once it is gone (expired or revoked).
+    ///
+    /// # Errors
+    /// No endpoint answers, or etcd refuses.
+    pub async fn lease_time_to_live(&self, id: i64) -> anyhow::Result<Option<Duration>> {
+        let a = self
+            .call("/v3/lease/timetolive", &json!({ "ID": id.to_string() }))
+            .await?;
+        let ttl = int(&a["TTL"]);
+        Ok((ttl > 0).then(|| Duration::from_secs(u64::try_from(ttl).unwrap_or(0))))
+    }
+
     /// Watches `key` from `start_revision` on.
     ///
     /// # Errors
@@ -223,12 +270,13 @@ impl Etcd {
         let body = json!({ "create_request": {
             "key": B64.encode(key), "start_revision": start_revision.to_string() } });
         let mut last = None;
-        for e in &self.endpoints {
+        for (_, e) in self.in_order() {
             match tokio::time::timeout(self.timeout, e.post("/v3/watch", &body)).await {
                 Ok(Ok(incoming)) => {
                     let mut w = Watch {
                         body: incoming,
                         buf: BytesMut::new(),
+                        scanned: 0,
                     };
                     // The first message confirms the watch (or says why not).
                     let first = tokio::time::timeout(self.timeout, w.message())
@@ -252,36 +300,56 @@ impl Etcd {
         Err(last.unwrap_or_else(|| anyhow!("no etcd endpoint")))
     }
 
-    /// One unary call, tried on each endpoint in turn.
+    /// The endpoints in the order to try them: the one that answered last first.
+    fn in_order(&self) -> impl Iterator<Item = (usize, &Endpoint)> {
+        let first = self.preferred.load(Ordering::Relaxed) % self.endpoints.len();
+        let n = self.endpoints.len();
+        (0..n).map(move |i| {
+            let at = (first + i) % n;
+            (at, &self.endpoints[at])
+        })
+    }
+
+    /// One unary call, tried on each endpoint in turn until one answers. etcd's refusal of
+    /// the request itself (a 4xx: invalid, not found, failed precondition) is final; a member
+    /// that cannot serve (5xx: no leader, timeout) hands over to the next.
     async fn call(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
         let mut last = None;
-        for e in &self.endpoints {
+        for (at, e) in self.in_order() {
             let attempt = async {
                 let incoming = e.post(path, body).await?;
                 let bytes = read_bounded(incoming).await?;
                 let answer: Value = serde_json::from_slice(&bytes)
                     .with_context(|| format!("etcd's answer to {path} is not JSON"))?;
-                if let Some(message) = answer.get("error").or_else(|| answer.get("message")) {
-                    bail!("etcd refused {path}: {message}");
-                }
                 anyhow::Ok(answer)
             };
             match tokio::time::timeout(self.timeout, attempt).await {
-                Ok(Ok(answer)) => return Ok(answer),
-                // A refusal is etcd's answer, not an unreachable endpoint: no other will differ.
-                Ok(Err(err)) if format!("{err}").starts_with("etcd refused") => return Err(err),
+                Ok(Ok(answer)) => {
+                    self.preferred.store(at, Ordering::Relaxed);
+                    return Ok(answer);
+                }
+                Ok(Err(err)) if err.is::<Refused>() => return Err(err),
                 Ok(Err(err)) => last = Some(err.context(e.authority.clone())),
                 Err(_) => {
                     last = Some(anyhow!(
                         "{}: no answer to {path} within {:?}",
                         e.authority,
                         self.timeout
-                    ))
+                    ));
                 }
             }
         }
         Err(last.unwrap_or_else(|| anyhow!("no etcd endpoint")))
     }
+}
+
+/// etcd refused the request itself (HTTP 4xx from the gateway): no other member will differ.
+#[derive(Debug, thiserror::Error)]
+#[error("etcd refused {path} ({status}): {message}")]
+struct Refused {
+    path: String,
+    status: u16,
+    message: String,
 }
 
 impl Endpoint {
@@ -303,10 +371,16 @@ impl Endpoint {
         let status = resp.status();
         if !status.is_success() {
             let bytes = read_bounded(resp.into_body()).await.unwrap_or_default();
-            bail!(
-                "etcd refused {path} ({status}): {}",
-                String::from_utf8_lossy(&bytes)
-            );
+            let message = String::from_utf8_lossy(&bytes).into_owned();
+            if status.is_client_error() {
+                return Err(Refused {
+                    path: path.to_owned(),
+                    status: status.as_u16(),
+                    message,
+                }
+                .into());
+            }
+            bail!("{path}: etcd could not serve it ({status}): {message}");
         }
         Ok(resp.into_body())
     }
@@ -346,8 +420,9 @@ impl Watch {
     /// The next newline-delimited JSON message of the stream.
     async fn message(&mut self) -> anyhow::Result<Option<Value>> {
         loop {
-            if let Some(end) = self.buf.iter().position(|&b| b == b'\n') {
-                let line = self.buf.split_to(end + 1);
+            if let Some(at) = self.buf[self.scanned..].iter().position(|&b| b == b'\n') {
+                let line = self.buf.split_to(self.scanned + at + 1);
+                self.scanned = 0;
                 let line = line.strip_suffix(b"\n").unwrap_or(&line);
                 if line.iter().all(u8::is_ascii_whitespace) {
                     continue;
@@ -358,9 +433,7 @@ impl Watch {
                 }
                 return Ok(Some(m));
             }
-            if self.buf.len() > MAX_ANSWER {
-                bail!("a watch message longer than {MAX_ANSWER} bytes");
-            }
+            self.scanned = self.buf.len();
             match self.body.frame().await {
                 None => {
                     return if self.buf.iter().all(u8::is_ascii_whitespace) {
@@ -378,6 +451,9 @@ impl Watch {
                             self.buf.extend_from_slice(chunk);
                             let n = chunk.len();
                             data.advance(n);
+                        }
+                        if self.buf.len() > MAX_ANSWER {
+                            bail!("a watch message longer than {MAX_ANSWER} bytes");
                         }
                     }
                 }

@@ -8,9 +8,9 @@ pub mod election;
 pub mod etcd;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper::body::Bytes;
 use parking_lot::Mutex;
 use prometheus_client::metrics::counter::Counter;
@@ -19,7 +19,7 @@ use serde_json::json;
 use tokio::sync::watch;
 
 use crate::control::BoundAddrs;
-use crate::core::writes::Standing;
+use crate::core::writes::{BootTime, Standing};
 use crate::core::Core;
 use election::{Campaign, Claim, Election, Release};
 
@@ -94,11 +94,13 @@ impl Ha {
             }
         };
         tracing::info!(key = %election::election_key(&s.name), ttl = ?s.lease_ttl, "taking part in the origin election");
-        while !*shutdown.borrow() {
+        // A closed sender (the node is gone) counts as shutdown too.
+        while !*shutdown.borrow() && shutdown.has_changed().is_ok() {
             match election.campaign(&self.claim).await {
                 Ok(Campaign::Won {
                     lease,
                     epoch,
+                    asked,
                     held_until,
                 }) => {
                     self.set(Standing::Primary { epoch }, Some(held_until));
@@ -107,12 +109,18 @@ impl Ha {
                         .hold(
                             lease,
                             epoch,
+                            asked,
                             held_until,
                             |until| writes.renewed(epoch, until),
                             &mut shutdown,
                         )
                         .await;
+                    // Close the gate and let the writes inside finish before the lease goes:
+                    // revoking it is what lets a standby in.
                     self.set(Standing::Fenced { epoch }, None);
+                    let core = Arc::clone(&self.core);
+                    let _ = tokio::task::spawn_blocking(move || drop(core.writes.pause())).await;
+                    election.resign(lease).await;
                     match release {
                         Release::Shutdown => return,
                         Release::Lost(why) => {
@@ -123,6 +131,7 @@ impl Ha {
                 Ok(Campaign::Lost {
                     epoch,
                     primary,
+                    lease,
                     revision,
                 }) => {
                     self.set(
@@ -132,12 +141,12 @@ impl Ha {
                         },
                         None,
                     );
-                    election.await_vacancy(revision, &mut shutdown).await;
+                    election.await_vacancy(revision, lease, &mut shutdown).await;
                 }
                 Err(err) => {
                     tracing::warn!(error = %format!("{err:#}"), "campaign failed");
                     tokio::select! {
-                        _ = shutdown.changed() => return,
+                        _ = shutdown.changed() => {}
                         () = tokio::time::sleep(RECONNECT_AFTER) => {}
                     }
                 }
@@ -146,7 +155,7 @@ impl Ha {
     }
 
     /// Moves the write gate to `standing`, and tells of a change of primary.
-    fn set(&self, standing: Standing, held_until: Option<Instant>) {
+    fn set(&self, standing: Standing, held_until: Option<BootTime>) {
         let me = &self.claim.peer_id;
         let primary = match &standing {
             Standing::Primary { epoch } => Some((*epoch, me.clone())),
@@ -212,9 +221,8 @@ async fn notify(url: &str, event: &serde_json::Value) -> anyhow::Result<()> {
             .header(hyper::header::HOST, authority.as_str())
             .header(hyper::header::CONTENT_TYPE, "application/json")
             .body(Full::new(Bytes::from(serde_json::to_vec(event)?)))?;
-        let resp = sender.send_request(req).await?;
-        let status = resp.status();
-        let _ = resp.into_body().collect().await;
+        // Only the status matters; the body is not read (whatever its size).
+        let status = sender.send_request(req).await?.status();
         anyhow::ensure!(status.is_success(), "answered {status}");
         anyhow::Ok(())
     };

@@ -19,8 +19,9 @@ pub const CONTENT_TOPIC: &str = "mhc/content/1";
 pub const EMERGENCY_TOPIC: &str = "mhc/emergency/1";
 
 /// Format byte of every control-plane message of this version (3: heartbeats carry the
-/// sender's node certificate; 4: and the digest of the revocations it knows).
-pub const MESSAGE_FORMAT: u8 = 4;
+/// sender's node certificate; 4: and the digest of the revocations it knows; 5: and an
+/// origin's write standing).
+pub const MESSAGE_FORMAT: u8 = 5;
 /// Largest control-plane message accepted, in bytes. A heartbeat at every bound (128 content
 /// entries of maximal id length with their mesh roots, 16 roots being replicated, 32 play
 /// counts, a certificate of [`MAX_CERTIFICATE_BYTES`]) is about 23 KiB; gossipsub's transport
