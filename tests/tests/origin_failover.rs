@@ -168,6 +168,11 @@ fn the_standby_takes_over_from_a_killed_primary_which_returns_as_a_standby() {
     write_synthetic_rendition(&dir, 3, 5_000, 1);
     assert_success(&c.node(a).ingest("song", &dir), "ingest at the primary");
     assert_eq!(published_by(c.node(a), "song"), publisher);
+    // The primary's replication log took the publication (the catalog's write, the plugins').
+    assert!(
+        c.node(a).metric("mhc_replication_log_seq").unwrap_or(0.0) >= 1.0,
+        "no replication entry for the ingest"
+    );
     let refused = c.node(b).ingest("song", &dir);
     assert!(!refused.status.success());
     let why = stderr(&refused);

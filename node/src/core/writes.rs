@@ -15,9 +15,12 @@
 //! edge, the incarnation counter) do not pass it.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use crate::ha::log::ReplicationLog;
 use serde::Serialize;
 
 /// An instant of `CLOCK_BOOTTIME`: unlike `std::time::Instant` (`CLOCK_MONOTONIC`) it goes on
@@ -135,6 +138,9 @@ impl fmt::Display for NotPrimary {
 pub struct Writes {
     gate: RwLock<()>,
     authority: Mutex<Authority>,
+    /// While a primary keeps a replication log: writers enter one at a time and each one's
+    /// writes become one entry.
+    log: RwLock<Option<Arc<ReplicationLog>>>,
 }
 
 #[derive(Debug)]
@@ -147,8 +153,27 @@ struct Authority {
 /// Held by a writer for the length of one write (and its flush).
 #[derive(Debug)]
 pub struct Writing<'a> {
-    _shared: RwLockReadGuard<'a, ()>,
+    _entered: Entered<'a>,
     epoch: u64,
+    /// The log the write unit is sealed into when the guard drops.
+    log: Option<Arc<ReplicationLog>>,
+}
+
+#[derive(Debug)]
+enum Entered<'a> {
+    /// Among other writers.
+    Shared { _guard: RwLockReadGuard<'a, ()> },
+    /// Alone: its writes are one replication entry.
+    Alone { _guard: RwLockWriteGuard<'a, ()> },
+}
+
+impl Drop for Writing<'_> {
+    fn drop(&mut self) {
+        // Sealed while the gate is still held, so no other unit's writes mix in.
+        if let Some(log) = &self.log {
+            log.seal(self.epoch);
+        }
+    }
 }
 
 impl Writing<'_> {
@@ -183,7 +208,13 @@ impl Writes {
                 standing,
                 held_until: None,
             }),
+            log: RwLock::new(None),
         }
+    }
+
+    /// Attaches the replication log of a primary's term (`None`: detaches it).
+    pub fn attach_log(&self, log: Option<Arc<ReplicationLog>>) {
+        *self.log.write() = log;
     }
 
     /// Enters the gate for one write; waits while a backup is exporting. Blocking: call it on a
@@ -192,11 +223,23 @@ impl Writes {
     /// # Errors
     /// This origin is not a primary that certainly holds its lease.
     pub fn enter(&self) -> Result<Writing<'_>, NotPrimary> {
-        let shared = self.gate.read();
+        let log = self.log.read().clone();
+        let entered = match &log {
+            None => Entered::Shared {
+                _guard: self.gate.read(),
+            },
+            Some(_) => Entered::Alone {
+                _guard: self.gate.write(),
+            },
+        };
         let epoch = self.may_write()?;
+        if let Some(log) = &log {
+            log.begin();
+        }
         Ok(Writing {
-            _shared: shared,
+            _entered: entered,
             epoch,
+            log,
         })
     }
 

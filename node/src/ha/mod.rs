@@ -6,6 +6,7 @@
 
 pub mod election;
 pub mod etcd;
+pub mod log;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,6 +23,7 @@ use crate::control::BoundAddrs;
 use crate::core::writes::{BootTime, Standing};
 use crate::core::Core;
 use election::{Campaign, Claim, Election, Release};
+use log::ReplicationLog;
 
 /// How long a failed campaign waits before the next.
 const RECONNECT_AFTER: Duration = Duration::from_secs(1);
@@ -44,6 +46,20 @@ struct HaMetrics {
     primary: Gauge,
     epoch: Gauge,
     changes: Counter,
+    log_seq: Gauge,
+}
+
+/// Bytes of replication entries a primary keeps for its standbys.
+const LOG_BYTES: usize = 64 << 20;
+
+/// Mirrors the newest log position into `gauge` until the log is dropped.
+async fn mirror_seq(mut seq: watch::Receiver<u64>, gauge: Gauge) {
+    loop {
+        gauge.set(i64::try_from(*seq.borrow_and_update()).unwrap_or(i64::MAX));
+        if seq.changed().await.is_err() {
+            return;
+        }
+    }
 }
 
 impl Ha {
@@ -67,6 +83,11 @@ impl Ha {
             "mhc_ha_epoch",
             "The epoch of the primary this origin knows (the election key's create revision)",
             metrics.epoch.clone(),
+        );
+        r.register(
+            "mhc_replication_log_seq",
+            "Position of the newest entry of this primary's replication log (this term)",
+            metrics.log_seq.clone(),
         );
         r.register(
             "mhc_ha_primary_changes",
@@ -103,6 +124,11 @@ impl Ha {
                     asked,
                     held_until,
                 }) => {
+                    // Each term keeps its own log: what a standby of this term applies.
+                    let log = Arc::new(ReplicationLog::new(self.core.db.clone(), LOG_BYTES));
+                    let mirror =
+                        tokio::spawn(mirror_seq(log.subscribe(), self.metrics.log_seq.clone()));
+                    self.core.writes.attach_log(Some(Arc::clone(&log)));
                     self.set(Standing::Primary { epoch }, Some(held_until));
                     let writes = &self.core.writes;
                     let release = election
@@ -120,6 +146,8 @@ impl Ha {
                     self.set(Standing::Fenced { epoch }, None);
                     let core = Arc::clone(&self.core);
                     let _ = tokio::task::spawn_blocking(move || drop(core.writes.pause())).await;
+                    self.core.writes.attach_log(None);
+                    mirror.abort();
                     election.resign(lease).await;
                     match release {
                         Release::Shutdown => return,
