@@ -160,6 +160,13 @@ fn the_standby_takes_over_from_a_killed_primary_which_returns_as_a_standby() {
         c.node(edge).cluster_view()
     );
     assert_eq!(standby["epoch"].as_u64(), Some(epoch_a), "{standby}");
+    let data_b = c.node(b).data_dir.to_str().unwrap().to_owned();
+    let status = c.node(b).cli(&["status", "--data-dir", &data_b]);
+    let shown = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        shown.contains(&format!("ha: standby (epoch {epoch_a}, primary {peer_a})")),
+        "{shown}"
+    );
     assert_eq!(c.node(a).metric("mhc_ha_primary"), Some(1.0));
     assert_eq!(c.node(b).metric("mhc_ha_primary"), Some(0.0));
 

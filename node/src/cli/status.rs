@@ -9,6 +9,16 @@ pub fn print_status(v: &serde_json::Value) {
         other => other.to_string(),
     };
     println!("mode: {}", s(&v["mode"]));
+    // An origin that elects its primary says where it stands.
+    let ha = &me["ha"];
+    if ha.is_object() && ha["state"] != "alone" {
+        println!(
+            "ha: {} (epoch {}, primary {})",
+            s(&ha["state"]),
+            s(&ha["epoch"]),
+            s(&ha["primary"])
+        );
+    }
     println!(
         "{:<54} {:<17} {:<10} {:<7} {:<22} {:>6}",
         "PEER", "ROLE", "REGION", "STATE", "HTTP", "CONNS"
