@@ -524,6 +524,109 @@ mod tests {
         );
     }
 
+    use std::sync::atomic::AtomicUsize;
+    use std::sync::Arc;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    /// What a member answers: status and body, or nothing at all.
+    #[derive(Clone)]
+    enum Answer {
+        Json(u16, &'static str),
+        Silent,
+    }
+
+    /// A stand-in for one etcd member whose answers the test chooses (the failures a real
+    /// one-member etcd cannot be made to give on demand: no leader, a silent host). Counts the
+    /// requests it got.
+    async fn member(answer: Answer) -> (String, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let hits = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&hits);
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut conn, _)) = listener.accept().await else {
+                    return;
+                };
+                counted.fetch_add(1, Ordering::SeqCst);
+                let answer = answer.clone();
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 4096];
+                    let _ = conn.read(&mut buf).await;
+                    match answer {
+                        Answer::Silent => {
+                            tokio::time::sleep(Duration::from_secs(30)).await;
+                        }
+                        Answer::Json(status, body) => {
+                            let head = format!(
+                                "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\n\
+                                 content-length: {}\r\nconnection: close\r\n\r\n",
+                                body.len()
+                            );
+                            let _ = conn.write_all(head.as_bytes()).await;
+                            let _ = conn.write_all(body.as_bytes()).await;
+                        }
+                    }
+                });
+            }
+        });
+        (url, hits)
+    }
+
+    const GRANTED: &str = r#"{"header":{"revision":"1"},"ID":"42","TTL":"5"}"#;
+
+    #[tokio::test]
+    async fn a_member_that_cannot_serve_hands_over_to_the_next_which_is_then_tried_first() {
+        let (sick, sick_hits) = member(Answer::Json(
+            503,
+            r#"{"error":"etcdserver: no leader","code":14}"#,
+        ))
+        .await;
+        let (well, well_hits) = member(Answer::Json(200, GRANTED)).await;
+        let etcd = Etcd::new(&[sick, well], Duration::from_secs(2)).unwrap();
+        assert_eq!(
+            etcd.lease_grant(Duration::from_secs(5)).await.unwrap(),
+            (42, Duration::from_secs(5))
+        );
+        etcd.lease_grant(Duration::from_secs(5)).await.unwrap();
+        assert_eq!(sick_hits.load(Ordering::SeqCst), 1);
+        assert_eq!(well_hits.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_silent_member_costs_one_timeout_not_one_per_call() {
+        let (silent, silent_hits) = member(Answer::Silent).await;
+        let (well, _) = member(Answer::Json(200, GRANTED)).await;
+        let etcd = Etcd::new(&[silent, well], Duration::from_millis(300)).unwrap();
+        for _ in 0..3 {
+            etcd.lease_grant(Duration::from_secs(5)).await.unwrap();
+        }
+        assert_eq!(silent_hits.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_refusal_is_final_and_a_revoked_lease_is_no_error() {
+        let (strict, _) = member(Answer::Json(
+            404,
+            r#"{"error":"etcdserver: requested lease not found","code":5}"#,
+        ))
+        .await;
+        let (other, other_hits) = member(Answer::Json(200, GRANTED)).await;
+        let etcd = Etcd::new(&[strict, other], Duration::from_secs(2)).unwrap();
+        etcd.lease_revoke(42).await.unwrap();
+        let refused = etcd.lease_keep_alive(42).await.unwrap_err();
+        assert!(refused.is::<Refused>(), "{refused:#}");
+        assert_eq!(other_hits.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn a_renewal_without_a_ttl_means_the_lease_is_gone() {
+        let (gone, _) = member(Answer::Json(200, r#"{"result":{"header":{},"ID":"42"}}"#)).await;
+        let etcd = Etcd::new(&[gone], Duration::from_secs(2)).unwrap();
+        assert_eq!(etcd.lease_keep_alive(42).await.unwrap(), Duration::ZERO);
+    }
+
     #[test]
     fn urls_name_host_and_port() {
         assert!(Etcd::new(&["http://127.0.0.1:2379/".into()], Duration::from_secs(1)).is_ok());
