@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Failover time of two origins electing their primary on a real etcd (Debian's etcd-server):
-# RUNS times, SIGKILL the primary while the standby is idle and time until the standby has
-# published an ingest (the first `mhc-node ingest` it accepts), then restart the old primary as
-# the standby. The floor is the lease's TTL (a standby cannot win before the dead primary's
-# lease expires, and the lease was renewed at most TTL/3 before the kill), so the figures are
-# also given as ratios to the TTL. Usage: bench/failover.sh [RUNS=10] [LEASE_TTL_S=5]
+# RUNS times, SIGKILL the primary (at a random point of its renewal cycle) while the standby is
+# idle and time until the standby has published an ingest (the first `mhc-node ingest` it
+# accepts), then restart the old primary as the standby; then RUNS times the same with SIGTERM
+# (a planned stop: the lease is revoked, not left to expire). The floor of the first is the
+# lease's TTL less the time since the last renewal (a standby cannot win before the dead
+# primary's lease expires), so its figures are also given as ratios to the TTL.
+# Usage: bench/failover.sh [RUNS=10] [LEASE_TTL_S=5]
 source "$(dirname "$0")/lib.sh"
 runs=${1:-10} ttl=${2:-5}
 command -v etcd >/dev/null || { echo "needs etcd (apt-get install etcd-server)" >&2; exit 1; }
@@ -73,29 +75,46 @@ for f in "$root"/node/sample/*; do case $f in *.sh) ;; *) cp "$f" "$work/src/" ;
 start a; wait_state a primary
 start b; wait_state b standby
 primary=a standby=b
-times=()
-for run in $(seq "$runs"); do
-  sleep $((ttl / 3 + 1))   # somewhere in the renewal cycle
-  t0=$(date +%s%N)
-  kill -9 "${pid[$primary]}"; wait "${pid[$primary]}" 2>/dev/null || true
-  until "$bin" ingest --data-dir "${data[$standby]}" --content-id "run-$run" --title "run $run" \
-      --artist bench "$work/src" > /dev/null 2>&1; do
-    sleep 0.02
-  done
-  t1=$(date +%s%N)
-  ms=$(( (t1 - t0) / 1000000 ))
-  times+=("$ms")
-  printf 'run %2d: %s killed, %s published after %d ms\n' "$run" "$primary" "$standby" "$ms" >&2
-  start "$primary"; wait_state "$primary" standby
-  tmp=$primary primary=$standby standby=$tmp
-done
 
-sorted=$(printf '%s\n' "${times[@]}" | sort -n)
-median=$(echo "$sorted" | awk '{a[NR]=$1} END {if (NR % 2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}')
-max=$(echo "$sorted" | tail -1)
-min=$(echo "$sorted" | head -1)
-ttl_ms=$((ttl * 1000))
-printf 'failover (SIGKILL of the primary -> ingest published at the standby), %d runs, lease TTL %d s\n' "$runs" "$ttl"
-printf '  min %6d ms  (%.2f x TTL)\n' "$min" "$(echo "$min / $ttl_ms" | bc -l)"
-printf '  median %3s ms  (%.2f x TTL)\n' "$median" "$(echo "$median / $ttl_ms" | bc -l)"
-printf '  max %6d ms  (%.2f x TTL)\n' "$max" "$(echo "$max / $ttl_ms" | bc -l)"
+# failover SIGNAL RUNS: kills the primary with SIGNAL RUNS times; the times from the signal to
+# the standby's first published ingest go to the array `times` (in this shell: the pids and
+# roles it changes must stay visible).
+failover() {
+  local signal=$1 n=$2 run t0 t1 tmp
+  times=()
+  for run in $(seq "$n"); do
+    # A random point of the renewal cycle (renewals come every TTL/3).
+    sleep "$(awk -v r="$RANDOM" -v t="$ttl" 'BEGIN { print 1 + (r / 32768) * t / 3 }')"
+    t0=$(date +%s%N)
+    kill "-$signal" "${pid[$primary]}"; wait "${pid[$primary]}" 2>/dev/null || true
+    until "$bin" ingest --data-dir "${data[$standby]}" --content-id "${signal,,}-$run" \
+        --title "run $run" --artist bench "$work/src" > /dev/null 2>&1; do
+      sleep 0.02
+    done
+    t1=$(date +%s%N)
+    times+=($(( (t1 - t0) / 1000000 )))
+    printf 'SIG%s run %2d: %s stopped, %s published after %d ms\n' "$signal" "$run" "$primary" \
+      "$standby" $(( (t1 - t0) / 1000000 )) >&2
+    start "$primary"; wait_state "$primary" standby
+    tmp=$primary primary=$standby standby=$tmp
+  done
+}
+
+summary() { # TITLE < times
+  local sorted median max min ttl_ms=$((ttl * 1000))
+  sorted=$(sort -n)
+  median=$(echo "$sorted" | awk '{a[NR]=$1} END {if (NR % 2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}')
+  max=$(echo "$sorted" | tail -1)
+  min=$(echo "$sorted" | head -1)
+  printf '%s, %d runs, lease TTL %d s\n' "$1" "$runs" "$ttl"
+  printf '  min    %7d ms  (%.2f x TTL)\n' "$min" "$(echo "$min / $ttl_ms" | bc -l)"
+  printf '  median %7s ms  (%.2f x TTL)\n' "$median" "$(echo "$median / $ttl_ms" | bc -l)"
+  printf '  max    %7d ms  (%.2f x TTL)\n' "$max" "$(echo "$max / $ttl_ms" | bc -l)"
+}
+
+failover KILL "$runs"
+killed=$(printf '%s\n' "${times[@]}")
+failover TERM "$runs"
+stopped=$(printf '%s\n' "${times[@]}")
+echo "$killed" | summary "failover: SIGKILL of the primary -> ingest published at the standby (the lease expires)"
+echo "$stopped" | summary "handover: SIGTERM of the primary -> ingest published at the standby (the lease is revoked)"

@@ -20,7 +20,15 @@ use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use crate::ha::log::ReplicationLog;
+/// What records write units as they end: a primary's replication log
+/// ([`crate::ha::log::ReplicationLog`]; the gate knows it only by this trait, so the core does
+/// not depend on the election).
+pub trait UnitLog: fmt::Debug + Send + Sync {
+    /// Before a unit (under the gate).
+    fn begin(&self);
+    /// After a unit in `epoch`, still under the gate.
+    fn seal(&self, epoch: u64);
+}
 use serde::Serialize;
 
 /// An instant of `CLOCK_BOOTTIME`: unlike `std::time::Instant` (`CLOCK_MONOTONIC`) it goes on
@@ -140,7 +148,7 @@ pub struct Writes {
     authority: Mutex<Authority>,
     /// While a primary keeps a replication log: writers enter one at a time and each one's
     /// writes become one entry.
-    log: RwLock<Option<Arc<ReplicationLog>>>,
+    log: RwLock<Option<Arc<dyn UnitLog>>>,
 }
 
 #[derive(Debug)]
@@ -156,7 +164,7 @@ pub struct Writing<'a> {
     _entered: Entered<'a>,
     epoch: u64,
     /// The log the write unit is sealed into when the guard drops.
-    log: Option<Arc<ReplicationLog>>,
+    log: Option<Arc<dyn UnitLog>>,
 }
 
 #[derive(Debug)]
@@ -213,7 +221,7 @@ impl Writes {
     }
 
     /// Attaches the replication log of a primary's term (`None`: detaches it).
-    pub fn attach_log(&self, log: Option<Arc<ReplicationLog>>) {
+    pub fn attach_log(&self, log: Option<Arc<dyn UnitLog>>) {
         *self.log.write() = log;
     }
 

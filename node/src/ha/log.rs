@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::core::catalog::MANIFESTS_TREE;
+use crate::core::writes::UnitLog;
 
 /// Trees (by name prefix) that the plugins own; with the catalog's, what a standby replicates.
 const REPLICATED_PREFIXES: [&[u8]; 3] = [b"plugins/", b"ledger/", b"royalty/"];
@@ -259,7 +260,7 @@ impl ReplicationLog {
 
     /// After a write unit in `epoch`: its writes become the next entry (none: no entry).
     /// Returns the entry's position.
-    pub fn seal(&self, epoch: u64) -> Option<u64> {
+    pub fn seal_unit(&self, epoch: u64) -> Option<u64> {
         let ops = self.capture.drain();
         if ops.is_empty() {
             return None;
@@ -313,6 +314,16 @@ impl ReplicationLog {
     }
 }
 
+impl UnitLog for ReplicationLog {
+    fn begin(&self) {
+        ReplicationLog::begin(self);
+    }
+
+    fn seal(&self, epoch: u64) {
+        self.seal_unit(epoch);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -355,7 +366,7 @@ mod tests {
         let postings = primary.open_tree("royalty/postings").unwrap();
         log.begin();
         postings.insert(b"1", &b"p1"[..]).unwrap();
-        assert_eq!(log.seal(7), Some(1));
+        assert_eq!(log.seal_unit(7), Some(1));
         // Unit 2: more than sled's 1024-event subscriber buffer in one tree, a transaction
         // across two trees, a removal, and a write to a tree that is not replicated.
         log.begin();
@@ -377,10 +388,10 @@ mod tests {
             .unwrap()
             .insert(b"k", b"v")
             .unwrap();
-        assert_eq!(log.seal(7), Some(2));
+        assert_eq!(log.seal_unit(7), Some(2));
         // A unit that wrote nothing makes no entry.
         log.begin();
-        assert_eq!(log.seal(7), None);
+        assert_eq!(log.seal_unit(7), None);
 
         let entries = log.since(0).unwrap();
         assert_eq!(entries.len(), 2);
@@ -413,7 +424,7 @@ mod tests {
         for i in 0..20u32 {
             log.begin();
             tree.insert(i.to_be_bytes(), vec![0u8; 1000]).unwrap();
-            log.seal(1);
+            log.seal_unit(1);
         }
         let err = log.since(0).unwrap_err();
         assert!(err.first > 1 && err.first <= 20, "{err}");

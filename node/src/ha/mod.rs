@@ -128,7 +128,9 @@ impl Ha {
                     let log = Arc::new(ReplicationLog::new(self.core.db.clone(), LOG_BYTES));
                     let mirror =
                         tokio::spawn(mirror_seq(log.subscribe(), self.metrics.log_seq.clone()));
-                    self.core.writes.attach_log(Some(Arc::clone(&log)));
+                    self.core.writes.attach_log(Some(
+                        Arc::clone(&log) as Arc<dyn crate::core::writes::UnitLog>
+                    ));
                     self.set(Standing::Primary { epoch }, Some(held_until));
                     let writes = &self.core.writes;
                     let release = election
