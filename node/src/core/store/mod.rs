@@ -147,6 +147,11 @@ impl Store {
         if let Some(read) = reading.get(&hash) {
             return read.clone();
         }
+        // A read that finished between the caller's RAM lookup and this lock put its bytes in
+        // the RAM tier before it left the table: serve those rather than read a second copy.
+        if let Some(bytes) = self.ram.get(&hash) {
+            return futures::future::ready(Ok(bytes)).boxed().shared();
+        }
         let this = Arc::clone(self);
         let task = tokio::task::spawn_blocking(move || {
             let result = this.load_from_disk(&hash);
