@@ -94,6 +94,19 @@ fn writes_seen(observer: &NodeProcess, peer: &str) -> Option<(bool, u64)> {
     ))
 }
 
+/// A real etcd and two origins on it: A primary (in the returned epoch), then B its standby.
+fn primary_and_standby() -> (Etcd, Cluster, usize, usize, u64) {
+    let etcd = Etcd::start();
+    let mut c = Cluster::new();
+    let a = c.start("origin-a", "origin", &ha_toml(&etcd));
+    let epoch = wait_for(c.node(a), "primary", Duration::from_secs(10))["epoch"]
+        .as_u64()
+        .unwrap();
+    let b = c.start("origin-b", "origin", &ha_toml(&etcd));
+    wait_for(c.node(b), "standby", Duration::from_secs(10));
+    (etcd, c, a, b, epoch)
+}
+
 fn stderr(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
@@ -277,14 +290,7 @@ fn the_standby_takes_over_from_a_killed_primary_which_returns_as_a_standby() {
 
 #[test]
 fn a_primary_cut_from_etcd_stops_writing_before_its_lease_can_expire() {
-    let etcd = Etcd::start();
-    let mut c = Cluster::new();
-    let a = c.start("origin-a", "origin", &ha_toml(&etcd));
-    let epoch = wait_for(c.node(a), "primary", Duration::from_secs(10))["epoch"]
-        .as_u64()
-        .unwrap();
-    let b = c.start("origin-b", "origin", &ha_toml(&etcd));
-    wait_for(c.node(b), "standby", Duration::from_secs(10));
+    let (etcd, c, a, b, epoch) = primary_and_standby();
 
     // etcd stops answering. The lease was last renewed before this instant, so it cannot
     // expire before TTL from now; the primary must have stopped writing by then.
@@ -342,14 +348,7 @@ fn a_primary_cut_from_etcd_stops_writing_before_its_lease_can_expire() {
 
 #[test]
 fn a_key_deleted_by_hand_elects_anew_only_after_the_old_primary_stopped_writing() {
-    let etcd = Etcd::start();
-    let mut c = Cluster::new();
-    let a = c.start("origin-a", "origin", &ha_toml(&etcd));
-    let epoch = wait_for(c.node(a), "primary", Duration::from_secs(10))["epoch"]
-        .as_u64()
-        .unwrap();
-    let b = c.start("origin-b", "origin", &ha_toml(&etcd));
-    wait_for(c.node(b), "standby", Duration::from_secs(10));
+    let (etcd, c, a, b, epoch) = primary_and_standby();
 
     // An operator deletes the election key; A's lease lives on until A notices.
     let key = "bWhjL2hhL3Rlc3Qtb3JpZ2lucy9wcmltYXJ5"; // base64("mhc/ha/test-origins/primary")
