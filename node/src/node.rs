@@ -215,6 +215,21 @@ impl Node {
             None
         };
 
+        // An origin that elects its primary serves its log while primary and follows the
+        // primary's while standby.
+        let replication = (policy.runs_plugins() && config.ha.is_some()).then(|| {
+            let lag = crate::ha::follow::Lag::new(&core);
+            let follower = crate::ha::follow::Follower::new(
+                Arc::clone(&core),
+                Arc::clone(&filler),
+                Arc::clone(&lag),
+            );
+            (
+                Arc::new(crate::ha::source::Source::default()),
+                Arc::new(follower),
+                lag,
+            )
+        });
         let quic_server = QuicServer::bind(
             config.listen.quic,
             seed,
@@ -228,6 +243,9 @@ impl Node {
                 Arc::clone(&core),
                 Arc::clone(&filler),
                 plugins.clone(),
+                replication
+                    .as_ref()
+                    .map(|(source, _, _)| Arc::clone(source)),
             )),
         )
         .with_context(|| format!("binding listen.quic {}", config.listen.quic))?;
@@ -268,7 +286,12 @@ impl Node {
             shutdown: shutdown_rx.clone(),
         })?;
 
-        let status = NodeStatus::new(Arc::clone(&core), cluster.clone(), addrs);
+        let status = NodeStatus::new(
+            Arc::clone(&core),
+            cluster.clone(),
+            addrs,
+            replication.as_ref().map(|(_, _, lag)| Arc::clone(lag)),
+        );
         let mut tasks = Vec::new();
         if let Some(path) = &config.geo.database {
             // Aborted at shutdown like the other tasks' loops end: it holds only a weak handle.
@@ -311,7 +334,14 @@ impl Node {
                 }));
             }
         }
-        if let Some(ha) = Ha::new(Arc::clone(&core), &addrs) {
+        if let Some(ha) = replication.as_ref().and_then(|(source, follower, _)| {
+            Ha::new(
+                Arc::clone(&core),
+                &addrs,
+                Arc::clone(source),
+                Arc::clone(follower),
+            )
+        }) {
             tasks.push(tokio::spawn(ha.run(shutdown_rx.clone())));
         }
         let backups = Backups::new(Arc::clone(&core), plugins.clone())?;

@@ -1,5 +1,7 @@
-//! The origin's plugins inside the daemon: the plugin host (royalty, ledger) is opened at
-//! start, told about every published version, fed the play reports nodes send over QUIC, ticked
+//! The origin's plugins inside the daemon: the plugin host (royalty, ledger) is opened when
+//! the origin may write (at start for a lone origin; at each promotion for one that elects its
+//! primary: a standby's books are written by replication underneath, and the host keeps state
+//! of them in memory, so it opens on them only once they are this origin's to write), told about every published version, fed the play reports nodes send over QUIC, ticked
 //! every few seconds, and reached by operators at `/admin/plugins/<name>/...` on the admin
 //! socket (or on the viewer plane with `http.admin_token`).
 //!
@@ -12,6 +14,7 @@ use std::time::Duration;
 use mhc_origin::ledger::SignedTreeHead;
 use mhc_origin::plugin::{AdminRequest, AdminResponse, ContentPublished, ReportOutcome};
 use mhc_origin::{PlayReportBatch, PluginHost, PluginsConfig, ReportError, SignedPlayReport};
+use parking_lot::{Mutex, RwLock};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
@@ -43,7 +46,11 @@ pub enum Outcome {
 #[derive(Debug)]
 pub struct Plugins {
     core: Arc<Core>,
-    host: Arc<PluginHost>,
+    config: PluginsConfig,
+    /// The host while open, and the epoch it was opened in.
+    host: Arc<HostSlot>,
+    /// Held while the host is opened, so it is opened once.
+    opening: Mutex<()>,
     /// Play reports received, by outcome.
     pub inbox: InboxMetrics,
 }
@@ -113,14 +120,21 @@ impl InboxMetrics {
     }
 }
 
+/// The host as the plugins hold it: open while this origin writes.
+type HostSlot = RwLock<Option<(u64, Arc<PluginHost>)>>;
+
 /// `mhc_plugin_events_total{plugin,outcome}`, read from the plugin host at every scrape. It
 /// holds the host weakly: the metrics do not keep a stopped host open.
 #[derive(Debug)]
-struct PluginEvents(Weak<PluginHost>);
+struct PluginEvents(Weak<HostSlot>);
 
 impl Collector for PluginEvents {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> std::fmt::Result {
-        let Some(host) = self.0.upgrade() else {
+        let Some(host) = self
+            .0
+            .upgrade()
+            .and_then(|slot| slot.read().as_ref().map(|(_, h)| Arc::clone(h)))
+        else {
             return Ok(());
         };
         let stats = host.stats();
@@ -144,7 +158,8 @@ impl Collector for PluginEvents {
 }
 
 impl Plugins {
-    /// Opens the plugin host of an origin from `[plugins.*]`.
+    /// The plugins of an origin from `[plugins.*]`; the host opens now if this origin may write
+    /// (a lone origin), else at promotion.
     ///
     /// # Errors
     /// A plugin table does not fit its plugin's settings (named), or the stores cannot be opened.
@@ -164,19 +179,63 @@ impl Plugins {
             .map(|t| toml::Value::Table(t).try_into())
             .transpose()
             .map_err(|e| anyhow::anyhow!("[plugins.ledger]: {e}"))?;
+        let inbox = InboxMetrics::new(&core.metrics);
+        let host: Arc<HostSlot> = Arc::new(RwLock::new(None));
+        core.metrics
+            .register_collector(PluginEvents(Arc::downgrade(&host)));
+        let plugins = Self {
+            core,
+            config: PluginsConfig { royalty, ledger },
+            host,
+            opening: Mutex::new(()),
+            inbox,
+        };
+        if let Ok(epoch) = plugins.core.writes.may_write() {
+            plugins.open_host(epoch)?;
+        }
+        Ok(plugins)
+    }
+
+    /// Opens the host on the stores as they are now, for writes in `epoch`. Blocking.
+    fn open_host(&self, epoch: u64) -> anyhow::Result<Arc<PluginHost>> {
+        let _opening = self.opening.lock();
+        if let Some((e, host)) = self.host.read().as_ref() {
+            if *e == epoch {
+                return Ok(Arc::clone(host));
+            }
+        }
+        // The old term's host (if any) goes first: its memory of the books is stale.
+        *self.host.write() = None;
+        let core = &self.core;
         let host = PluginHost::with_clock(
             &core.db,
             core.publisher.clone(),
-            &PluginsConfig { royalty, ledger },
+            &self.config,
             core.clock.clone(),
         )
         .map_err(|e| anyhow::anyhow!("starting the origin plugins: {e}"))?;
-        tracing::info!(plugins = ?host.plugin_names(), "origin plugins ready");
+        tracing::info!(plugins = ?host.plugin_names(), epoch, "origin plugins ready");
         let host = Arc::new(host);
-        let inbox = InboxMetrics::new(&core.metrics);
-        core.metrics
-            .register_collector(PluginEvents(Arc::downgrade(&host)));
-        Ok(Self { core, host, inbox })
+        *self.host.write() = Some((epoch, Arc::clone(&host)));
+        Ok(host)
+    }
+
+    /// The host, opened for `epoch` (the epoch a writer entered the gate in). Blocking.
+    fn host_for(&self, epoch: u64) -> Result<Arc<PluginHost>, String> {
+        self.open_host(epoch).map_err(|e| format!("{e:#}"))
+    }
+
+    /// The open host, for reads.
+    fn open_host_now(&self) -> Option<Arc<PluginHost>> {
+        self.host.read().as_ref().map(|(_, h)| Arc::clone(h))
+    }
+
+    /// Closes the host: this origin no longer writes (a standby's books change underneath).
+    fn close_host(&self) {
+        let _opening = self.opening.lock();
+        if self.host.write().take().is_some() {
+            tracing::info!("origin plugins closed: this origin no longer writes");
+        }
     }
 
     /// Whether the node whose key signed a report may report: this origin itself, or a node
@@ -207,15 +266,14 @@ impl Plugins {
     /// What a backup image records of the plugins: the ledger's latest head and the royalty
     /// postings booked (read while the write gate is paused).
     pub fn facts(&self) -> PluginFacts {
+        let Some(host) = self.open_host_now() else {
+            return PluginFacts::default();
+        };
         PluginFacts {
-            ledger_head: self
-                .host
+            ledger_head: host
                 .ledger()
                 .and_then(|l| l.with_ledger(|l| l.latest_head())),
-            royalty_postings: self
-                .host
-                .royalty()
-                .and_then(|r| r.royalty().last_seq().ok()),
+            royalty_postings: host.royalty().and_then(|r| r.royalty().last_seq().ok()),
         }
     }
 
@@ -225,7 +283,7 @@ impl Plugins {
     }
 
     /// Verifies, de-duplicates, stores and delivers an encoded play report.
-    pub async fn ingest_encoded(&self, bytes: Vec<u8>) -> Outcome {
+    pub async fn ingest_encoded(self: &Arc<Self>, bytes: Vec<u8>) -> Outcome {
         let inbox = &self.inbox;
         let report = match SignedPlayReport::decode(&bytes) {
             Ok(r) => r,
@@ -243,24 +301,26 @@ impl Plugins {
             return Outcome::Refused(err.to_string());
         }
         let result = {
-            let core = Arc::clone(&self.core);
-            let host = Arc::clone(&self.host);
+            let this = Arc::clone(self);
             tokio::task::spawn_blocking(move || {
-                let writing = core.writes.enter()?;
-                let outcome = host.ingest_report(report, |node| Self::may_report(&core, node));
+                let core = &this.core;
+                let writing = core.writes.enter().map_err(|e| e.to_string())?;
+                let host = this.host_for(writing.epoch())?;
+                let outcome = host.ingest_report(report, |node| Self::may_report(core, node));
                 // Not acknowledged if the lease lapsed meanwhile: the sender tries again.
                 if !writing.still_held(&core.writes) {
-                    return Err(NotPrimary(core.writes.standing()));
+                    return Err(NotPrimary(core.writes.standing()).to_string());
                 }
-                Ok::<_, NotPrimary>(outcome)
+                Ok::<_, String>(outcome)
             })
             .await
         };
         let result = match result {
-            Ok(Err(not_primary)) => {
+            // Not the primary (or its plugins cannot open): the sender tries again later.
+            Ok(Err(not_written)) => {
                 inbox.reject("not_primary");
-                tracing::debug!(node, seq, error = %not_primary, "play report refused: not the primary");
-                return Outcome::Later(not_primary.to_string());
+                tracing::debug!(node, seq, error = %not_written, "play report not taken here");
+                return Outcome::Later(not_written);
             }
             Ok(Ok(outcome)) => Ok(outcome),
             Err(join) => Err(join),
@@ -268,11 +328,15 @@ impl Plugins {
         match result {
             Ok(Ok(ReportOutcome::Accepted { .. })) => {
                 inbox.accepted.inc();
+                // Acknowledged once the standbys hold it too.
+                self.core.writes.replicated().await;
                 Outcome::Acked
             }
             Ok(Ok(ReportOutcome::Duplicate { .. })) => {
                 inbox.duplicate.inc();
                 tracing::debug!(node, seq, "play report resent; acknowledged again");
+                // Its first acknowledgement may have been lost while a standby was catching up.
+                self.core.writes.replicated().await;
                 Outcome::Acked
             }
             // Not (yet) a member: the sender keeps it and tries again; the origin counts it.
@@ -307,7 +371,13 @@ impl Plugins {
             title: m.title.clone(),
         };
         let published = match self.core.writes.enter() {
-            Ok(_writing) => self.host.publish(event),
+            Ok(writing) => match self.host_for(writing.epoch()) {
+                Ok(host) => host.publish(event),
+                Err(why) => {
+                    tracing::error!(content = %m.content_id, error = %why, "the plugins cannot open");
+                    return;
+                }
+            },
             // A standby's plugins are told when it is promoted (see `run`).
             Err(not_primary) => {
                 tracing::debug!(content = %m.content_id, error = %not_primary, "publication not told to the plugins");
@@ -337,15 +407,20 @@ impl Plugins {
                 })
                 .await;
             }
+            if !writable && was_writable {
+                let this = Arc::clone(&self);
+                let _ = tokio::task::spawn_blocking(move || this.close_host()).await;
+            }
             was_writable = writable;
             tokio::select! {
                 _ = shutdown.changed() => break,
                 () = tokio::time::sleep(TICK) => {}
             }
-            let (host, core) = (Arc::clone(&self.host), Arc::clone(&self.core));
+            let this = Arc::clone(&self);
             let summary = tokio::task::spawn_blocking(move || {
-                let _writing = core.writes.enter().ok()?;
-                Some(host.tick(core.clock.now_ms()))
+                let writing = this.core.writes.enter().ok()?;
+                let host = this.host_for(writing.epoch()).ok()?;
+                Some(host.tick(this.core.clock.now_ms()))
             })
             .await;
             if let Ok(Some(summary)) = summary {
@@ -357,7 +432,12 @@ impl Plugins {
     }
 
     /// Answers `/admin/plugins/<name>/<target>` with the plugin's admin route.
-    pub async fn admin(&self, method: &str, target: &str, body: Vec<u8>) -> AdminResponse {
+    pub async fn admin(
+        self: &Arc<Self>,
+        method: &str,
+        target: &str,
+        body: Vec<u8>,
+    ) -> AdminResponse {
         let Some((name, rest)) = target.split_once('/').or(Some((target, ""))) else {
             return AdminResponse::error(404, "no such plugin");
         };
@@ -365,20 +445,31 @@ impl Plugins {
             Ok(r) => r,
             Err(err) => return AdminResponse::from_error(&err),
         };
-        let (host, core) = (Arc::clone(&self.host), Arc::clone(&self.core));
+        let this = Arc::clone(self);
         let name = name.to_owned();
         let reads_only = matches!(method, "GET" | "HEAD");
         tokio::task::spawn_blocking(move || {
             // Reads need neither the fence nor a consistent point in time with a backup.
-            let _writing = if reads_only {
-                None
+            let (writing, host) = if reads_only {
+                (None, this.open_host_now())
             } else {
-                match core.writes.enter() {
-                    Ok(w) => Some(w),
+                match this.core.writes.enter() {
+                    Ok(w) => {
+                        let host = this.host_for(w.epoch()).ok();
+                        (Some(w), host)
+                    }
                     Err(not_primary) => return AdminResponse::error(503, &not_primary.to_string()),
                 }
             };
-            host.admin(&name, &req)
+            let Some(host) = host else {
+                return AdminResponse::error(
+                    503,
+                    "the plugins are not open here: they run at the primary origin",
+                );
+            };
+            let answer = host.admin(&name, &req);
+            drop(writing);
+            answer
         })
         .await
         .unwrap_or_else(|e| AdminResponse::error(500, &format!("plugin admin task: {e}")))

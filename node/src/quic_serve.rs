@@ -24,7 +24,9 @@ use crate::core::catalog::Published;
 use crate::core::identity::peer_key;
 use crate::core::Core;
 use crate::fill::{FillError, Filler, Part};
+use crate::ha::source::Source;
 use crate::plugins::{Outcome, Plugins};
+use crate::role::role_of;
 
 /// Serves the QUIC data plane for one node.
 #[derive(Debug, Clone)]
@@ -32,17 +34,25 @@ pub struct QuicServe {
     core: Arc<Core>,
     filler: Arc<Filler>,
     plugins: Option<Arc<Plugins>>,
+    replication: Option<Arc<Source>>,
 }
 
 impl QuicServe {
     /// A handler over `core`, filling through `filler`, taking play reports into `plugins`
     /// (an origin's; `None` elsewhere, and reports are answered "busy" so senders try an
-    /// origin).
-    pub fn new(core: Arc<Core>, filler: Arc<Filler>, plugins: Option<Arc<Plugins>>) -> Self {
+    /// origin), serving its replication log to standby origins through `replication` (an
+    /// origin with `[ha]`).
+    pub fn new(
+        core: Arc<Core>,
+        filler: Arc<Filler>,
+        plugins: Option<Arc<Plugins>>,
+        replication: Option<Arc<Source>>,
+    ) -> Self {
         Self {
             core,
             filler,
             plugins,
+            replication,
         }
     }
 
@@ -60,6 +70,9 @@ impl QuicServe {
                 ));
             }
             Request::PutPlayReport { report } => return self.play_report(report).await,
+            req @ (Request::Replicate { .. } | Request::Snapshot { .. }) => {
+                return self.replication(peer, req).await
+            }
             req => req,
         };
         let Ok(id) = ContentId::new(req.content_id().unwrap_or_default().to_owned()) else {
@@ -127,7 +140,10 @@ impl QuicServe {
                     Err(e) => fill_error(e),
                 }
             }
-            Request::PutPlayReport { .. } | Request::Hello { .. } => {
+            Request::PutPlayReport { .. }
+            | Request::Hello { .. }
+            | Request::Replicate { .. }
+            | Request::Snapshot { .. } => {
                 unreachable!("answered above")
             }
         }
@@ -158,6 +174,40 @@ impl QuicServe {
     /// Whether `peer` said hello with a certificate that is still good.
     fn admits(&self, peer: &PeerId) -> bool {
         peer_key(peer).is_some_and(|key| self.core.admission.admitted(&key).is_some())
+    }
+
+    /// A standby's request for the replication log or a snapshot: answered to origins only
+    /// (what it carries is the origin's books), by the primary of the asked epoch.
+    async fn replication(&self, peer: PeerId, req: Request) -> Response {
+        let Some(source) = &self.replication else {
+            return Response::without_body(ResponseHeader::not_found(
+                "this node is not an origin that elects its primary",
+            ));
+        };
+        let is_origin = peer_key(&peer)
+            .and_then(|key| self.core.admission.admitted(&key))
+            .is_some_and(|cert| role_of(cert.certificate.role) == mhc_config::Role::Origin);
+        if !is_origin {
+            return Response::without_body(ResponseHeader::not_admitted(
+                "replication is served to origins only",
+            ));
+        }
+        match req {
+            Request::Replicate {
+                epoch,
+                after,
+                wait_ms,
+            } => {
+                let wait = std::time::Duration::from_millis(u64::from(wait_ms));
+                source.entries(&self.core, peer, epoch, after, wait).await
+            }
+            Request::Snapshot {
+                epoch,
+                tree,
+                after_key,
+            } => source.snapshot(&self.core, epoch, tree, after_key).await,
+            _ => Response::without_body(ResponseHeader::error("not a replication request")),
+        }
     }
 
     /// A node's play report: stored durably by the plugin host, then acknowledged.
@@ -215,13 +265,17 @@ impl Handler for QuicServe {
                 Request::GetInit { .. } => "init",
                 Request::PutPlayReport { .. } => "play_report",
                 Request::Hello { .. } => "hello",
+                Request::Replicate { .. } => "replicate",
+                Request::Snapshot { .. } => "snapshot",
             };
             let response = this.answer(peer, req).await;
             let outcome = match &response.header {
                 ResponseHeader::Manifest { .. }
                 | ResponseHeader::Segment { .. }
                 | ResponseHeader::ReportAck { .. }
-                | ResponseHeader::Hello { .. } => "ok",
+                | ResponseHeader::Hello { .. }
+                | ResponseHeader::Entries { .. }
+                | ResponseHeader::SnapshotPage { .. } => "ok",
                 ResponseHeader::NotAdmitted { .. } => "not_admitted",
                 ResponseHeader::NotFound { .. } => "not_found",
                 ResponseHeader::Busy { .. } => "busy",

@@ -8,6 +8,7 @@ use serde_json::json;
 use crate::control::{BoundAddrs, ClusterHandle};
 use crate::core::metrics::Gauges;
 use crate::core::Core;
+use crate::ha::follow::Lag;
 
 /// What the viewer and admin planes say about this node.
 #[derive(Debug, Clone)]
@@ -15,15 +16,24 @@ pub struct NodeStatus {
     core: Arc<Core>,
     cluster: ClusterHandle,
     addrs: BoundAddrs,
+    /// A standby origin's replication lag (an origin with `[ha]`).
+    lag: Option<Arc<Lag>>,
 }
 
 impl NodeStatus {
-    /// The status of the node of `core`, whose planes listen at `addrs`.
-    pub fn new(core: Arc<Core>, cluster: ClusterHandle, addrs: BoundAddrs) -> Self {
+    /// The status of the node of `core`, whose planes listen at `addrs` (and whose replication
+    /// lag is `lag`, at an origin with `[ha]`).
+    pub fn new(
+        core: Arc<Core>,
+        cluster: ClusterHandle,
+        addrs: BoundAddrs,
+        lag: Option<Arc<Lag>>,
+    ) -> Self {
         Self {
             core,
             cluster,
             addrs,
+            lag,
         }
     }
 
@@ -69,7 +79,8 @@ impl NodeStatus {
     }
 
     /// This origin's standing in its election (null for the other roles): `state` (alone, electing, primary, standby,
-    /// fenced), `epoch`, `primary` (peer id) and `lag_ms` (replication, not yet measured).
+    /// fenced), `epoch`, `primary` (peer id) and `lag_ms` (a standby's: how long since it last held everything
+    /// its primary had; null otherwise).
     fn ha(&self) -> serde_json::Value {
         use crate::core::writes::Standing;
         if self.core.config.role != mhc_config::Role::Origin {
@@ -87,7 +98,10 @@ impl NodeStatus {
             "state": standing.name(),
             "epoch": standing.epoch(),
             "primary": primary,
-            "lag_ms": null,
+            "lag_ms": match standing {
+                Standing::Standby { .. } => self.lag.as_ref().and_then(|l| l.millis()),
+                _ => None,
+            },
         })
     }
 

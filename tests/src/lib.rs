@@ -592,6 +592,28 @@ impl NodeProcess {
         ])
     }
 
+    /// `artist`'s earned minor units in this origin's royalty books, through `mhc-node plugin`
+    /// on its admin socket (0 before any credit; -1 when the books cannot be read there now).
+    pub fn royalty_earned(&self, artist: &str) -> i64 {
+        let data_dir = self.data_dir.to_str().expect("utf-8 path").to_owned();
+        let out = self.cli(&[
+            "plugin",
+            "--data-dir",
+            &data_dir,
+            "royalty",
+            "GET",
+            &format!("balance/{artist}"),
+        ]);
+        if !out.status.success() {
+            return -1;
+        }
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        v.as_array()
+            .and_then(|a| a.first())
+            .and_then(|b| b["earned_minor"].as_i64())
+            .unwrap_or(0)
+    }
+
     /// `mhc-node pin` of `id` at this node.
     pub fn pin(&self, id: &str) -> Output {
         let data_dir = self.data_dir.to_str().expect("utf-8 path").to_owned();

@@ -116,22 +116,7 @@ fn the_standby_takes_over_from_a_killed_primary_which_returns_as_a_standby() {
     let etcd = Etcd::start();
     let mut c = Cluster::new();
     // Both origins sign with one publisher key, so what either published stays valid.
-    let publisher_key = c.path().join("publisher.key");
-    let keygen = std::process::Command::new(mhc_tests::node_binary())
-        .args(["keygen", "--out"])
-        .arg(&publisher_key)
-        .output()
-        .unwrap();
-    assert_success(&keygen, "keygen");
-    let id = std::process::Command::new(mhc_tests::node_binary())
-        .args(["id", "--key"])
-        .arg(&publisher_key)
-        .output()
-        .unwrap();
-    let publisher = String::from_utf8_lossy(&id.stdout)
-        .lines()
-        .find_map(|l| l.strip_prefix("public_key: ").map(str::to_owned))
-        .expect("the publisher's public key");
+    let (publisher_key, publisher) = publisher_key(&c);
     let origin_toml = format!(
         "[origin]\npublisher_key = {publisher_key:?}\n{}",
         ha_toml(&etcd)
@@ -200,7 +185,17 @@ fn the_standby_takes_over_from_a_killed_primary_which_returns_as_a_standby() {
         why.contains("standby") && why.contains(&peer_a),
         "the standby's refusal should name the primary: {why}"
     );
-    assert_eq!(c.node(b).get("/v1/content/song/index.m3u8").status, 404);
+    // What it holds is the primary's, replicated: the manifest and its media.
+    assert!(
+        wait_until(Duration::from_secs(10), || c
+            .node(b)
+            .get("/v1/content/song/seg/2.ts")
+            .status
+            == 200),
+        "the standby did not replicate the publication:\n{}",
+        c.node(b).log_tail()
+    );
+    assert_eq!(published_by(c.node(b), "song"), publisher);
 
     // A crash: the lease is not revoked, it expires.
     let killed = Instant::now();
@@ -408,5 +403,228 @@ fn a_key_deleted_by_hand_elects_anew_only_after_the_old_primary_stopped_writing(
     assert!(
         stopped < promoted,
         "a new primary at {promoted}, but A stopped writing only at {stopped}"
+    );
+}
+
+/// Segments of each test content.
+const SEGMENTS: usize = 20;
+/// Minor units per second watched and per play (from 30 s on), for every country.
+const RATE: (i64, i64) = (1, 5);
+
+/// What a session of `segments` 2-second segments earns.
+fn earned(segments: usize) -> i64 {
+    let seconds = 2 * segments as i64;
+    seconds * RATE.0 + if seconds >= 30 { RATE.1 } else { 0 }
+}
+
+/// One viewer session at `node` (a session is a client address; the edge trusts loopback's
+/// `X-Forwarded-For`): `segments` segments of `id`; how many were served.
+fn watch(node: &NodeProcess, id: &str, viewer_ip: &str, segments: usize) -> usize {
+    let headers = [("X-Forwarded-For", viewer_ip)];
+    (0..segments)
+        .filter(|i| {
+            node.request("GET", &format!("/v1/content/{id}/seg/{i}.ts"), &headers)
+                .status
+                == 200
+        })
+        .count()
+}
+
+/// A fresh publisher key in the cluster's folder: its path and public key.
+fn publisher_key(c: &Cluster) -> (std::path::PathBuf, String) {
+    let path = c.path().join("publisher.key");
+    let keygen = std::process::Command::new(mhc_tests::node_binary())
+        .args(["keygen", "--out"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_success(&keygen, "keygen");
+    let id = std::process::Command::new(mhc_tests::node_binary())
+        .args(["id", "--key"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let public = String::from_utf8_lossy(&id.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("public_key: ").map(str::to_owned))
+        .expect("the publisher's public key");
+    (path, public)
+}
+
+#[test]
+fn acknowledged_reports_and_publications_survive_the_loss_of_the_primary() {
+    let etcd = Etcd::start();
+    let mut c = Cluster::new();
+    let (key, publisher) = publisher_key(&c);
+    let origin_toml = format!(
+        "[reports]\nreport_interval_s = 1\n\
+         [plugins.royalty]\ncurrency = \"EUR\"\n\
+         rates = {{ \"*\" = {{ per_second_micro = {}, per_play_micro = {} }} }}\n\
+         [plugins.ledger]\n\
+         [origin]\npublisher_key = {key:?}\n{}",
+        RATE.0 * 1_000_000,
+        RATE.1 * 1_000_000,
+        ha_toml(&etcd)
+    );
+    let origin = |bootstrap: &[String]| {
+        NodeOptions::new("origin")
+            .heartbeat_ms(250)
+            .bootstrap(bootstrap)
+            .extra(&origin_toml)
+    };
+    let a = c.start_with("origin-a", origin(&[]));
+    wait_for(c.node(a), "primary", Duration::from_secs(10));
+    let p2p_a = c.node(a).p2p.clone();
+    let b = c.start_with("origin-b", origin(&p2p_a));
+    wait_for(c.node(b), "standby", Duration::from_secs(10));
+    let edge = c.start_with(
+        "edge",
+        NodeOptions::new("edge")
+            .heartbeat_ms(250)
+            .bootstrap(&p2p_a)
+            .extra(&format!(
+                "[trust]\npublishers = [\"{publisher}\"]\n[reports]\nreport_interval_s = 1\n\
+                 [geo]\ntrusted_proxies = [\"127.0.0.1/32\"]\n"
+            )),
+    );
+
+    // A publication at the primary is acknowledged once the standby holds it, media included.
+    let dir = c.path().join("song-a");
+    write_synthetic_rendition(&dir, SEGMENTS, 10_000, 1);
+    assert_success(
+        &c.node(a).ingest_as("song-a", "Song A", "alice", &dir),
+        "ingest at the primary",
+    );
+    // (Its manifest is published there only once every blob was copied and verified; the
+    // media is not fetched here, which would be a play.)
+    assert_eq!(
+        c.node(b)
+            .get("/v1/content/song-a/manifest?format=json")
+            .status,
+        200,
+        "acknowledged but not at the standby"
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || c.node(edge).alive_members()
+            >= 2),
+        "the edge does not see the origins"
+    );
+
+    // Viewers play at the edge while the primary is killed in the middle of an ingest.
+    let big = c.path().join("song-b");
+    write_synthetic_rendition(&big, 200, 100_000, 2);
+    let mut expected = 0;
+    let mut ingest = None;
+    let mut killed = None;
+    for round in 0..10 {
+        if round == 3 {
+            let data_dir = c.node(a).data_dir.to_str().unwrap().to_owned();
+            ingest = Some(
+                std::process::Command::new(mhc_tests::node_binary())
+                    .args(["ingest", "--data-dir", &data_dir, "--content-id", "song-b"])
+                    .args(["--title", "Song B", "--artist", "alice"])
+                    .arg(&big)
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap(),
+            );
+            std::thread::sleep(Duration::from_millis(300));
+            c.node_mut(a).kill9();
+            killed = Some(Instant::now());
+        }
+        let n = watch(
+            c.node(edge),
+            "song-a",
+            &format!("10.0.0.{}", 10 + round),
+            16,
+        );
+        assert_eq!(n, 16, "the edge stopped serving");
+        expected += earned(n);
+        std::thread::sleep(Duration::from_millis(400));
+    }
+    let promoted = wait_for(c.node(b), "primary", Duration::from_secs(TTL + 5));
+    eprintln!(
+        "standby primary {:?} after SIGKILL: {promoted}",
+        killed.unwrap().elapsed()
+    );
+    let ingest = ingest.unwrap().wait_with_output().unwrap();
+    eprintln!(
+        "the ingest the primary died in: {}",
+        if ingest.status.success() {
+            "acknowledged"
+        } else {
+            "not acknowledged"
+        }
+    );
+    if ingest.status.success() {
+        // Acknowledged: the standby held it before the primary died.
+        assert_eq!(
+            c.node(b)
+                .get("/v1/content/song-b/manifest?format=json")
+                .status,
+            200,
+            "an acknowledged ingest is missing at the new primary"
+        );
+    }
+
+    // Every play is in the new primary's books exactly once, and its ledger verifies.
+    assert!(
+        wait_until(Duration::from_secs(30), || c.node(b).royalty_earned("alice") == expected),
+        "alice earned {} at the new primary, the plays made {expected}\nedge:\n{}\nnew primary:\n{}",
+        c.node(b).royalty_earned("alice"),
+        c.node(edge).log_tail(),
+        c.node(b).log_tail(),
+    );
+    assert!(wait_until(Duration::from_secs(10), || c
+        .node(edge)
+        .metric("mhc_reports_outbox")
+        == Some(0.0)));
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(c.node(b).royalty_earned("alice"), expected, "counted twice");
+    let data_b = c.node(b).data_dir.to_str().unwrap().to_owned();
+    assert_success(
+        &c.node(b).cli(&["ledger", "verify", "--data-dir", &data_b]),
+        "ledger verify at the new primary",
+    );
+
+    // The edge fills what the new primary publishes.
+    let dir = c.path().join("song-c");
+    write_synthetic_rendition(&dir, SEGMENTS, 10_000, 3);
+    assert_success(
+        &c.node(b).ingest_as("song-c", "Song C", "alice", &dir),
+        "ingest at the new primary",
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || watch(
+            c.node(edge),
+            "song-c",
+            "10.0.1.1",
+            SEGMENTS
+        ) == SEGMENTS),
+        "the edge does not fill from the new primary:\n{}",
+        c.node(edge).log_tail()
+    );
+
+    // The old primary returns as a standby and replicates the new primary's catalog.
+    c.node_mut(a).options.bootstrap = c.node(b).p2p.clone();
+    c.node(a).write_config();
+    c.node_mut(a).spawn();
+    wait_for(c.node(a), "standby", Duration::from_secs(10));
+    assert!(
+        wait_until(Duration::from_secs(20), || c
+            .node(a)
+            .get("/v1/content/song-c/seg/0.ts")
+            .status
+            == 200),
+        "the returned origin does not replicate the new primary:\n{}",
+        c.node(a).log_tail()
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || c
+            .node(a)
+            .metric("mhc_replication_lag_entries")
+            == Some(0.0)),
+        "the returned origin does not catch up"
     );
 }

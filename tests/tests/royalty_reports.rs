@@ -106,32 +106,12 @@ fn earned(rate: (i64, i64), segments: usize) -> i64 {
     seconds * rate.0 + if seconds >= 30 { rate.1 } else { 0 }
 }
 
-fn plugin(node: &NodeProcess, args: &[&str]) -> std::process::Output {
-    let data_dir = node.data_dir.to_str().unwrap().to_owned();
-    let mut all = vec!["plugin", "--data-dir", &data_dir];
-    all.extend_from_slice(args);
-    node.cli(&all)
-}
-
 fn ledger(node: &NodeProcess, args: &[&str]) -> std::process::Output {
     let data_dir = node.data_dir.to_str().unwrap().to_owned();
     let mut all = vec!["ledger"];
     all.extend_from_slice(args);
     all.extend_from_slice(&["--data-dir", &data_dir]);
     node.cli(&all)
-}
-
-/// Earned minor units of `artist` at the origin (0 before any credit).
-fn balance(origin: &NodeProcess, artist: &str) -> i64 {
-    let out = plugin(origin, &["royalty", "GET", &format!("balance/{artist}")]);
-    if !out.status.success() {
-        return -1;
-    }
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-    v.as_array()
-        .and_then(|a| a.first())
-        .and_then(|b| b["earned_minor"].as_i64())
-        .unwrap_or(0)
 }
 
 /// An origin with the royalty and ledger plugins, its viewer plane open to the admin token.
@@ -172,12 +152,14 @@ fn balances_equal_the_plays_and_the_ledger_verifies_offline() {
     alice += 2 * again as i64 * GB.0;
 
     assert!(
-        wait_until(Duration::from_secs(20), || balance(c.node(o), "alice")
+        wait_until(Duration::from_secs(20), || c
+            .node(o)
+            .royalty_earned("alice")
             == alice
-            && balance(c.node(o), "bob") == bob),
+            && c.node(o).royalty_earned("bob") == bob),
         "balances: alice {} (expected {alice}), bob {} (expected {bob})\n{}",
-        balance(c.node(o), "alice"),
-        balance(c.node(o), "bob"),
+        c.node(o).royalty_earned("alice"),
+        c.node(o).royalty_earned("bob"),
         c.node(o).log_tail()
     );
     // The same answers on the viewer plane, with the admin token only.
@@ -203,8 +185,8 @@ fn balances_equal_the_plays_and_the_ledger_verifies_offline() {
 
     // Two more reporting periods: nothing counted twice.
     std::thread::sleep(Duration::from_millis(2500));
-    assert_eq!(balance(c.node(o), "alice"), alice);
-    assert_eq!(balance(c.node(o), "bob"), bob);
+    assert_eq!(c.node(o).royalty_earned("alice"), alice);
+    assert_eq!(c.node(o).royalty_earned("bob"), bob);
 
     // The ledger verifies at the origin and offline, from an export.
     assert_success(&ledger(c.node(o), &["verify"]), "ledger verify");
@@ -392,7 +374,7 @@ fn balances_equal_the_plays_and_the_ledger_verifies_offline() {
     );
     std::thread::sleep(Duration::from_millis(2500));
     assert_eq!(
-        balance(c.node(o), "alice"),
+        c.node(o).royalty_earned("alice"),
         alice,
         "a forged report was credited"
     );
@@ -453,10 +435,12 @@ fn no_report_is_lost_or_counted_twice_when_the_origin_and_an_edge_are_killed() {
     c.node(e).write_config();
     c.node_mut(e).spawn();
     assert!(
-        wait_until(Duration::from_secs(30), || balance(c.node(o), "alice")
+        wait_until(Duration::from_secs(30), || c
+            .node(o)
+            .royalty_earned("alice")
             == expected),
         "alice earned {} after the crashes, the plays made {expected}\nedge:\n{}\norigin:\n{}",
-        balance(c.node(o), "alice"),
+        c.node(o).royalty_earned("alice"),
         std::fs::read_to_string(&c.node(e).log_path).unwrap_or_default(),
         std::fs::read_to_string(&c.node(o).log_path).unwrap_or_default(),
     );
@@ -465,7 +449,7 @@ fn no_report_is_lost_or_counted_twice_when_the_origin_and_an_edge_are_killed() {
         .metric("mhc_reports_outbox")
         == Some(0.0)));
     std::thread::sleep(Duration::from_millis(2500));
-    assert_eq!(balance(c.node(o), "alice"), expected, "counted twice");
+    assert_eq!(c.node(o).royalty_earned("alice"), expected, "counted twice");
     assert_success(
         &ledger(c.node(o), &["verify"]),
         "ledger verify after the crashes",

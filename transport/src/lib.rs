@@ -41,7 +41,8 @@ pub use identity::{peer_id_of, IdentityError};
 pub use proto::{
     encode_request, encode_response_header, Frame, FrameDecoder, ProtoError, Request,
     ResponseHeader, ALPN, MAX_CONTENT_ID_BYTES, MAX_PLAY_REPORT_BYTES, MAX_PROOF_HASHES,
-    MAX_REQUEST_BYTES, MAX_RESPONSE_HEADER_BYTES, MAX_TEXT_BYTES, PROTOCOL_VERSION,
+    MAX_REPLICATE_WAIT_MS, MAX_REQUEST_BYTES, MAX_RESPONSE_HEADER_BYTES, MAX_SNAPSHOT_CURSOR_BYTES,
+    MAX_TEXT_BYTES, PROTOCOL_VERSION,
 };
 pub use quic::{
     client_config, server_config, ErrorOrigin, Handler, QuicClient, QuicConnection, QuicError,

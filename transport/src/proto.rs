@@ -117,7 +117,41 @@ pub enum Request {
         /// The client's encoded node certificate.
         certificate: Vec<u8>,
     },
+    /// A standby origin following the primary's replication log of `epoch`: the entries after
+    /// position `after`, waiting up to `wait_ms` for one when there is none yet. Asking for
+    /// the entries after `after` also says the standby holds everything up to `after`
+    /// durably (the primary acknowledges writes only once its standbys do).
+    ///
+    /// Answered with [`ResponseHeader::Entries`], or [`ResponseHeader::NotFound`] when the
+    /// entries are no longer kept (start from a snapshot) or the epoch is not the server's.
+    Replicate {
+        /// The epoch of the primary the standby follows.
+        epoch: u64,
+        /// The last position the standby applied and flushed.
+        after: u64,
+        /// Longest wait for a new entry, milliseconds (at most [`MAX_REPLICATE_WAIT_MS`]).
+        wait_ms: u32,
+    },
+    /// A page of the primary's replicated trees, in (tree, key) order from just after
+    /// `(tree, after_key)` (empty `tree`: from the start): what a standby that cannot resume
+    /// from the log starts from.
+    ///
+    /// Answered with [`ResponseHeader::SnapshotPage`].
+    Snapshot {
+        /// The epoch of the primary the standby follows.
+        epoch: u64,
+        /// The tree of the last pair received (empty: none yet).
+        tree: Vec<u8>,
+        /// The key of the last pair received.
+        after_key: Vec<u8>,
+    },
 }
+
+/// Longest long-poll of a [`Request::Replicate`], milliseconds.
+pub const MAX_REPLICATE_WAIT_MS: u32 = 10_000;
+
+/// Longest tree name or key in a [`Request::Snapshot`] cursor, in bytes.
+pub const MAX_SNAPSHOT_CURSOR_BYTES: usize = 1024;
 
 impl Request {
     /// The content this request is about (`None` for a play report).
@@ -126,7 +160,10 @@ impl Request {
             Request::GetManifest { content_id, .. }
             | Request::GetSegment { content_id, .. }
             | Request::GetInit { content_id, .. } => Some(content_id),
-            Request::PutPlayReport { .. } | Request::Hello { .. } => None,
+            Request::PutPlayReport { .. }
+            | Request::Hello { .. }
+            | Request::Replicate { .. }
+            | Request::Snapshot { .. } => None,
         }
     }
 
@@ -137,6 +174,15 @@ impl Request {
             }
             Request::Hello { certificate } => {
                 check_len("certificate", certificate.len(), MAX_CERTIFICATE_BYTES)
+            }
+            Request::Replicate { wait_ms, .. } => {
+                check_len("wait_ms", *wait_ms as usize, MAX_REPLICATE_WAIT_MS as usize)
+            }
+            Request::Snapshot {
+                tree, after_key, ..
+            } => {
+                check_len("tree", tree.len(), MAX_SNAPSHOT_CURSOR_BYTES)?;
+                check_len("after_key", after_key.len(), MAX_SNAPSHOT_CURSOR_BYTES)
             }
             _ => check_len(
                 "content_id",
@@ -221,6 +267,30 @@ pub enum ResponseHeader {
         /// Why, for logs (at most [`MAX_TEXT_BYTES`]).
         reason: String,
     },
+    /// The answer to [`Request::Replicate`]: `body_len` bytes of encoded log entries follow
+    /// (none when the wait ended without one).
+    Entries {
+        /// The epoch they were written in.
+        epoch: u64,
+        /// The primary's newest position when it answered.
+        last: u64,
+        /// Length of the encoded entries that follow.
+        body_len: u64,
+    },
+    /// The answer to [`Request::Snapshot`]: `body_len` bytes of encoded (tree, key, value)
+    /// triples follow.
+    SnapshotPage {
+        /// The epoch of the primary that read it.
+        epoch: u64,
+        /// The log position when the page was read: a standby that loads a whole snapshot
+        /// resumes the log after the position of its first page (replaying entries the pages
+        /// already hold is harmless: each sets or removes a whole value).
+        at: u64,
+        /// Whether this is the last page.
+        done: bool,
+        /// Length of the encoded pairs that follow.
+        body_len: u64,
+    },
 }
 
 impl ResponseHeader {
@@ -229,6 +299,8 @@ impl ResponseHeader {
         match self {
             ResponseHeader::Manifest { body_len, .. } => *body_len,
             ResponseHeader::Segment { size, .. } => *size,
+            ResponseHeader::Entries { body_len, .. }
+            | ResponseHeader::SnapshotPage { body_len, .. } => *body_len,
             ResponseHeader::NotFound { .. }
             | ResponseHeader::ReportAck { .. }
             | ResponseHeader::Busy { .. }
@@ -281,7 +353,9 @@ impl ResponseHeader {
             }
             ResponseHeader::Manifest { .. }
             | ResponseHeader::ReportAck { .. }
-            | ResponseHeader::Busy { .. } => Ok(()),
+            | ResponseHeader::Busy { .. }
+            | ResponseHeader::Entries { .. }
+            | ResponseHeader::SnapshotPage { .. } => Ok(()),
         }
     }
 }

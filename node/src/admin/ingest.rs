@@ -193,6 +193,8 @@ impl Ingest {
         match commit {
             Ok((published, epoch)) => {
                 self.plugins.published(&published);
+                // Acknowledged once the standbys hold the publication (its blobs copied).
+                tokio::runtime::Handle::current().block_on(state.writes.replicated());
                 let m = published.manifest();
                 // Ingest runs on a blocking thread of the runtime, so it may wait for the mesh
                 // store. A failure here leaves the content published for HTTP and QUIC; the mesh

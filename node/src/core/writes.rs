@@ -15,6 +15,8 @@
 //! edge, the incarnation counter) do not pass it.
 
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,6 +30,9 @@ pub trait UnitLog: fmt::Debug + Send + Sync {
     fn begin(&self);
     /// After a unit in `epoch`, still under the gate.
     fn seal(&self, epoch: u64);
+    /// Resolves once the standbys that follow the log hold every unit sealed so far (or were
+    /// given up on): before a write is acknowledged.
+    fn replicated(self: Arc<Self>) -> Pin<Box<dyn Future<Output = ()> + Send>>;
 }
 use serde::Serialize;
 
@@ -223,6 +228,17 @@ impl Writes {
     /// Attaches the replication log of a primary's term (`None`: detaches it).
     pub fn attach_log(&self, log: Option<Arc<dyn UnitLog>>) {
         *self.log.write() = log;
+    }
+
+    /// Resolves once the standbys attached to this primary hold every write made so far (at
+    /// once without a replication log): what an acknowledgement waits for, so an acknowledged
+    /// write survives the loss of the primary's disk. Bounded: a standby that does not answer
+    /// in time is detached rather than waited for.
+    pub async fn replicated(&self) {
+        let log = self.log.read().clone();
+        if let Some(log) = log {
+            log.replicated().await;
+        }
     }
 
     /// Enters the gate for one write; waits while a backup is exporting. Blocking: call it on a

@@ -70,6 +70,25 @@ pub enum Part {
     Segment(usize),
 }
 
+impl Part {
+    /// The hash and size of this blob of `m`.
+    ///
+    /// # Errors
+    /// [`FillError::NotFound`]: `m` has no such blob.
+    fn of(self, m: &mhc_manifest::Manifest) -> Result<(Hash32, u64), FillError> {
+        match self {
+            Part::Init => match &m.hls.init {
+                Some(init) => Ok((init.hash, init.size)),
+                None => Err(FillError::NotFound("no init segment".into())),
+            },
+            Part::Segment(i) => match m.segments.get(i) {
+                Some(s) => Ok((s.hash, s.size)),
+                None => Err(FillError::NotFound(format!("no segment {i}"))),
+            },
+        }
+    }
+}
+
 /// What [`Filler::fill_all`] did.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct FillReport {
@@ -468,17 +487,7 @@ impl Filler {
         part: Part,
         exclude: Option<PeerId>,
     ) -> Result<Bytes, FillError> {
-        let m = published.manifest();
-        let (hash, size) = match part {
-            Part::Init => match &m.hls.init {
-                Some(init) => (init.hash, init.size),
-                None => return Err(FillError::NotFound("no init segment".into())),
-            },
-            Part::Segment(i) => match m.segments.get(i) {
-                Some(s) => (s.hash, s.size),
-                None => return Err(FillError::NotFound(format!("no segment {i}"))),
-            },
-        };
+        let (hash, size) = part.of(published.manifest())?;
         let store = &self.core.store;
         if let Ok(bytes) = store.get(&hash).await {
             return Ok(bytes);
@@ -526,8 +535,54 @@ impl Filler {
         size: u64,
         exclude: Option<PeerId>,
     ) -> Result<Bytes, FillError> {
+        self.fetch_segment_from(&self.parents(exclude), published, part, hash, size)
+            .await
+    }
+
+    /// Has one blob of `published` on disk: held already, or fetched from `parent` alone,
+    /// verified and stored (a standby origin copying its primary's blobs, whatever its role's
+    /// fill policy).
+    ///
+    /// # Errors
+    /// [`FillError`]: the parent did not deliver verified bytes.
+    pub async fn copy_blob(
+        &self,
+        parent: &ParentAddr,
+        published: &Arc<Published>,
+        part: Part,
+    ) -> Result<(), FillError> {
+        let (hash, size) = part.of(published.manifest())?;
+        if self.core.store.disk().contains(&hash) {
+            return Ok(());
+        }
+        self.fetch_segment_from(std::slice::from_ref(parent), published, part, hash, size)
+            .await
+            .map(drop)
+    }
+
+    /// One request with a body of at most `max_body` bytes to a node's QUIC plane, over the
+    /// cached connection.
+    ///
+    /// # Errors
+    /// Connecting or the exchange failed, or the node does not admit this one.
+    pub async fn exchange(
+        &self,
+        parent: &ParentAddr,
+        req: &Request,
+        max_body: u64,
+    ) -> Result<(ResponseHeader, Bytes), AskError> {
+        self.ask(parent, req, max_body).await
+    }
+
+    async fn fetch_segment_from(
+        &self,
+        parents: &[ParentAddr],
+        published: &Arc<Published>,
+        part: Part,
+        hash: Hash32,
+        size: u64,
+    ) -> Result<Bytes, FillError> {
         let m = published.manifest();
-        let parents = self.parents(exclude);
         if parents.is_empty() {
             return Err(FillError::NoParent);
         }
@@ -543,7 +598,7 @@ impl Filler {
             },
         };
         let mut attempts = Attempts::default();
-        for parent in &parents {
+        for parent in parents {
             let started = Instant::now();
             let blob = match self.receive_blob(parent, &req, size).await {
                 Received::Blob(blob) => blob,

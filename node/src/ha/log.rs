@@ -12,8 +12,11 @@
 //! The log keeps the newest entries up to a byte bound; a standby that falls further behind
 //! starts over from a snapshot.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use futures::stream::{FuturesUnordered, StreamExt};
 use futures::FutureExt;
@@ -65,8 +68,6 @@ impl Entry {
             + 24
     }
 
-    // Read by the standby's replication stream, the next step of issue 17; tested below.
-    #[allow(dead_code)]
     /// Applies the writes to `db`, one batch per tree. Idempotent: every op sets or removes a
     /// whole value, so applying an entry again (after a crash halfway) ends in the same state.
     ///
@@ -94,8 +95,6 @@ impl Entry {
     }
 }
 
-// Read by the standby's replication stream, the next step of issue 17; tested below.
-#[allow(dead_code)]
 /// What the standby asked for is no longer in the log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("entries after {asked} are gone (the log starts at {first}); start from a snapshot")]
@@ -128,13 +127,15 @@ impl Capture {
             let mut watched: Vec<Vec<u8>> = Vec::new();
             let mut pending: Vec<Op> = Vec::new();
             let mut events = FuturesUnordered::new();
+            // What the trees hold now is what a standby starts from (a snapshot): not logged.
             subscribe_new(&db, &mut watched, &mut events);
             loop {
                 tokio::select! {
                     request = rx.recv() => match request {
                         None => return,
                         Some(Request::Refresh(done)) => {
-                            subscribe_new(&db, &mut watched, &mut events);
+                            let new = subscribe_new(&db, &mut watched, &mut events);
+                            dump(new, &mut pending);
                             let _ = done.send(());
                         }
                         Some(Request::Drain(reply)) => {
@@ -142,6 +143,10 @@ impl Capture {
                             while let Some(Some(ready)) = events.next().now_or_never() {
                                 pull(ready, &mut pending, &mut events);
                             }
+                            // Trees created during the unit: their events before the
+                            // subscription were missed, so their whole content goes in.
+                            let new = subscribe_new(&db, &mut watched, &mut events);
+                            dump(new, &mut pending);
                             let _ = reply.send(std::mem::take(&mut pending));
                         }
                     },
@@ -184,11 +189,13 @@ fn next_event(tree: Vec<u8>, mut subscriber: sled::Subscriber) -> Pending {
     })
 }
 
+/// Subscribes to the replicated trees not watched yet; returns them.
 fn subscribe_new(
     db: &sled::Db,
     watched: &mut Vec<Vec<u8>>,
     events: &mut FuturesUnordered<Pending>,
-) {
+) -> Vec<(Vec<u8>, sled::Tree)> {
+    let mut new = Vec::new();
     for name in db.tree_names() {
         let name = name.to_vec();
         if !is_replicated(&name) || watched.contains(&name) {
@@ -197,9 +204,29 @@ fn subscribe_new(
         match db.open_tree(&name) {
             Ok(tree) => {
                 events.push(next_event(name.clone(), tree.watch_prefix(vec![])));
-                watched.push(name);
+                watched.push(name.clone());
+                new.push((name, tree));
             }
             Err(err) => tracing::error!(error = %err, "subscribing to a replicated tree"),
+        }
+    }
+    new
+}
+
+/// The whole content of trees the log has just found, as writes: what was written to them
+/// before they were watched (a plugin that creates its trees as it opens, inside a unit).
+/// Writing a value again is harmless: every op sets a whole value.
+fn dump(trees: Vec<(Vec<u8>, sled::Tree)>, pending: &mut Vec<Op>) {
+    for (name, tree) in trees {
+        for pair in tree.iter() {
+            match pair {
+                Ok((key, value)) => pending.push(Op {
+                    tree: name.clone(),
+                    key: key.to_vec(),
+                    value: Some(value.to_vec()),
+                }),
+                Err(err) => tracing::error!(error = %err, "reading a new replicated tree"),
+            }
         }
     }
 }
@@ -226,13 +253,36 @@ fn pull(ready: Pulled, pending: &mut Vec<Op>, events: &mut FuturesUnordered<Pend
     events.push(next_event(tree, subscriber));
 }
 
-/// The primary's log: entries in order, the newest up to a byte bound.
+/// How long a primary waits for its standbys to hold a write before it acknowledges the write
+/// anyway and detaches the standbys that did not (they attach again once caught up). Under the
+/// 5 s a sender waits for an answer, so a slow standby delays a write, never loses it.
+pub const SYNC_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Most standbys one primary tracks (each is an admitted origin of the cluster).
+const MAX_FOLLOWERS: usize = 16;
+
+/// A standby as its primary sees it.
+#[derive(Debug, Clone)]
+struct Follower {
+    /// The last position it holds durably.
+    acked: u64,
+    /// Whether writes wait for it: it caught up with the log once and has kept up since.
+    synced: bool,
+    /// When it last asked.
+    seen: Instant,
+}
+
+/// The primary's log: entries in order, the newest up to a byte bound, and the standbys that
+/// follow it.
 #[derive(Debug)]
 pub struct ReplicationLog {
     capture: Capture,
     inner: Mutex<LogInner>,
     max_bytes: usize,
     appended: watch::Sender<u64>,
+    followers: Mutex<HashMap<String, Follower>>,
+    /// Bumped at every acknowledgement, to wake the writes that wait for one.
+    acked: watch::Sender<u64>,
 }
 
 #[derive(Debug, Default)]
@@ -250,6 +300,80 @@ impl ReplicationLog {
             inner: Mutex::new(LogInner::default()),
             max_bytes,
             appended: watch::channel(0).0,
+            followers: Mutex::new(HashMap::new()),
+            acked: watch::channel(0).0,
+        }
+    }
+
+    /// The position of the newest entry.
+    pub fn last_seq(&self) -> u64 {
+        self.inner.lock().last_seq
+    }
+
+    /// Standby `follower` holds everything up to `after` durably (it asked for what follows).
+    /// It is waited for from the moment it has caught up with the log.
+    pub fn ack(&self, follower: &str, after: u64) {
+        let last = self.last_seq();
+        let mut followers = self.followers.lock();
+        if !followers.contains_key(follower) && followers.len() >= MAX_FOLLOWERS {
+            // Forget the one heard from least recently.
+            if let Some(oldest) = followers
+                .iter()
+                .min_by_key(|(_, f)| f.seen)
+                .map(|(k, _)| k.clone())
+            {
+                followers.remove(&oldest);
+            }
+        }
+        let f = followers
+            .entry(follower.to_owned())
+            .or_insert_with(|| Follower {
+                acked: 0,
+                synced: false,
+                seen: Instant::now(),
+            });
+        f.acked = f.acked.max(after);
+        f.seen = Instant::now();
+        if !f.synced && f.acked >= last {
+            f.synced = true;
+            tracing::info!(
+                standby = follower,
+                seq = f.acked,
+                "standby caught up: writes wait for it"
+            );
+        }
+        drop(followers);
+        self.acked.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Waits until every synced standby holds everything logged so far, at most `within`; a
+    /// standby that did not make it is detached (writes stop waiting for it until it catches
+    /// up again).
+    pub async fn replicated(&self, within: Duration) {
+        let target = self.last_seq();
+        let deadline = tokio::time::Instant::now() + within;
+        let mut acked = self.acked.subscribe();
+        loop {
+            let behind = self
+                .followers
+                .lock()
+                .values()
+                .any(|f| f.synced && f.acked < target);
+            if !behind {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, acked.changed())
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+        for (name, f) in self.followers.lock().iter_mut() {
+            if f.synced && f.acked < target {
+                f.synced = false;
+                tracing::warn!(standby = %name, acked = f.acked, seq = target, ?within, "standby did not acknowledge in time: detached, writes no longer wait for it");
+            }
         }
     }
 
@@ -285,8 +409,6 @@ impl ReplicationLog {
         Some(seq)
     }
 
-    // Read by the standby's replication stream, the next step of issue 17; tested below.
-    #[allow(dead_code)]
     /// The entries after position `after`, in order.
     ///
     /// # Errors
@@ -322,6 +444,55 @@ impl UnitLog for ReplicationLog {
     fn seal(&self, epoch: u64) {
         self.seal_unit(epoch);
     }
+
+    fn replicated(self: Arc<Self>) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+        Box::pin(async move { ReplicationLog::replicated(&self, SYNC_TIMEOUT).await })
+    }
+}
+
+/// One key of a replicated tree in a snapshot page: (tree, key, value).
+pub type SnapshotPair = (Vec<u8>, Vec<u8>, Vec<u8>);
+
+/// The replicated trees of `db` in (tree, key) order from just after `(tree, after_key)`
+/// (empty `tree`: from the start), up to about `max_bytes`; and whether that was the end.
+///
+/// # Errors
+/// sled fails.
+pub fn snapshot_page(
+    db: &sled::Db,
+    tree: &[u8],
+    after_key: &[u8],
+    max_bytes: usize,
+) -> sled::Result<(Vec<SnapshotPair>, bool)> {
+    let mut names: Vec<Vec<u8>> = db
+        .tree_names()
+        .into_iter()
+        .map(|n| n.to_vec())
+        .filter(|n| is_replicated(n) && n.as_slice() >= tree)
+        .collect();
+    names.sort();
+    let mut page = Vec::new();
+    let mut bytes = 0;
+    for name in names {
+        let t = db.open_tree(&name)?;
+        let pairs = if !tree.is_empty() && name == tree {
+            t.range::<&[u8], _>((
+                std::ops::Bound::Excluded(after_key),
+                std::ops::Bound::Unbounded,
+            ))
+        } else {
+            t.iter()
+        };
+        for pair in pairs {
+            let (k, v) = pair?;
+            bytes += name.len() + k.len() + v.len() + 8;
+            page.push((name.clone(), k.to_vec(), v.to_vec()));
+            if bytes >= max_bytes {
+                return Ok((page, false));
+            }
+        }
+    }
+    Ok((page, true))
 }
 
 #[cfg(test)]
@@ -360,11 +531,11 @@ mod tests {
         let manifests = primary.open_tree(MANIFESTS_TREE).unwrap();
         let log = rt.block_on(async { ReplicationLog::new(primary.clone(), 1 << 20) });
 
-        // Unit 1: the catalog and a plugin tree (created during the run: found by begin()).
+        // Unit 1: the catalog and a plugin tree created and written inside the unit (its
+        // writes before the log watched it come from its content).
         log.begin();
         manifests.insert(b"song/1", &b"m1"[..]).unwrap();
         let postings = primary.open_tree("royalty/postings").unwrap();
-        log.begin();
         postings.insert(b"1", &b"p1"[..]).unwrap();
         assert_eq!(log.seal_unit(7), Some(1));
         // Unit 2: more than sled's 1024-event subscriber buffer in one tree, a transaction
@@ -374,7 +545,6 @@ mod tests {
             postings.insert(i.to_be_bytes(), &b"x"[..]).unwrap();
         }
         let ledger = primary.open_tree("ledger/entries").unwrap();
-        log.begin();
         use sled::Transactional;
         (&ledger, &postings)
             .transaction(|(l, p)| {
@@ -413,6 +583,39 @@ mod tests {
             .any(|n| n.as_ref() == b"reports/outbox"));
         assert_eq!(log.since(1).unwrap().len(), 1);
         assert_eq!(*log.subscribe().borrow(), 2);
+    }
+
+    #[test]
+    fn a_plugin_host_opened_and_written_inside_a_unit_is_replicated_whole() {
+        use mhc_origin::plugin::ContentPublished;
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let primary = sled::Config::new().temporary(true).open().unwrap();
+        let log = rt.block_on(async { ReplicationLog::new(primary.clone(), 1 << 20) });
+        let config: mhc_origin::PluginsConfig = toml::from_str(
+            "[royalty]\ncurrency = \"EUR\"\nrates = { \"*\" = { per_second_micro = 1, per_play_micro = 1 } }\n[ledger]\n",
+        )
+        .unwrap();
+        log.begin();
+        let host = mhc_origin::PluginHost::with_clock(
+            &primary,
+            ed25519_dalek::SigningKey::from_bytes(&[7; 32]),
+            &config,
+            mhc_clock::Clock::system(),
+        )
+        .unwrap();
+        host.publish(ContentPublished {
+            content_id: "song-a".into(),
+            version: 1,
+            artist_id: "alice".into(),
+            title: "Song A".into(),
+        })
+        .unwrap();
+        assert_eq!(log.seal_unit(3), Some(1));
+        let standby = sled::Config::new().temporary(true).open().unwrap();
+        for e in log.since(0).unwrap() {
+            e.apply(&standby).unwrap();
+        }
+        assert_eq!(trees(&standby), trees(&primary));
     }
 
     #[test]

@@ -6,7 +6,9 @@
 
 pub mod election;
 pub mod etcd;
+pub mod follow;
 pub mod log;
+pub mod source;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,7 +25,9 @@ use crate::control::BoundAddrs;
 use crate::core::writes::{BootTime, Standing};
 use crate::core::Core;
 use election::{Campaign, Claim, Election, Release};
+use follow::{leader_of, Follower};
 use log::ReplicationLog;
+use source::Source;
 
 /// How long a failed campaign waits before the next.
 const RECONNECT_AFTER: Duration = Duration::from_secs(1);
@@ -39,6 +43,10 @@ pub struct Ha {
     metrics: HaMetrics,
     /// The last (epoch, primary) this node reported, so each change is told once.
     told: Mutex<Option<(u64, String)>>,
+    /// What this origin serves its standbys while primary.
+    source: Arc<Source>,
+    /// How it follows the primary while standby.
+    follower: Arc<Follower>,
 }
 
 #[derive(Debug, Default)]
@@ -63,8 +71,15 @@ async fn mirror_seq(mut seq: watch::Receiver<u64>, gauge: Gauge) {
 }
 
 impl Ha {
-    /// The election of `core`'s origin, whose planes listen at `addrs`; `None` without `[ha]`.
-    pub fn new(core: Arc<Core>, addrs: &BoundAddrs) -> Option<Arc<Self>> {
+    /// The election of `core`'s origin, whose planes listen at `addrs`, serving its log
+    /// through `source` while primary and following the primary with `follower` while
+    /// standby; `None` without `[ha]`.
+    pub fn new(
+        core: Arc<Core>,
+        addrs: &BoundAddrs,
+        source: Arc<Source>,
+        follower: Arc<Follower>,
+    ) -> Option<Arc<Self>> {
         let settings = core.config.ha.clone()?;
         let claim = Claim {
             peer_id: core.identity.peer_id().to_string(),
@@ -100,6 +115,8 @@ impl Ha {
             claim,
             metrics,
             told: Mutex::new(None),
+            source,
+            follower,
         }))
     }
 
@@ -124,6 +141,9 @@ impl Ha {
                     asked,
                     held_until,
                 }) => {
+                    // Nothing of the old primary lands once this origin writes.
+                    let follower = Arc::clone(&self.follower);
+                    let _ = tokio::task::spawn_blocking(move || follower.quiesce()).await;
                     // Each term keeps its own log: what a standby of this term applies.
                     let log = Arc::new(ReplicationLog::new(self.core.db.clone(), LOG_BYTES));
                     let mirror =
@@ -131,6 +151,7 @@ impl Ha {
                     self.core.writes.attach_log(Some(
                         Arc::clone(&log) as Arc<dyn crate::core::writes::UnitLog>
                     ));
+                    self.source.set_term(Some((epoch, Arc::clone(&log))));
                     self.set(Standing::Primary { epoch }, Some(held_until));
                     let writes = &self.core.writes;
                     let release = election
@@ -146,6 +167,7 @@ impl Ha {
                     // Close the gate and let the writes inside finish before the lease goes:
                     // revoking it is what lets a standby in.
                     self.set(Standing::Fenced { epoch }, None);
+                    self.source.set_term(None);
                     let core = Arc::clone(&self.core);
                     let _ = tokio::task::spawn_blocking(move || drop(core.writes.pause())).await;
                     self.core.writes.attach_log(None);
@@ -164,6 +186,7 @@ impl Ha {
                     lease,
                     revision,
                 }) => {
+                    let leader = leader_of(epoch, &primary.peer_id, &primary.quic);
                     self.set(
                         Standing::Standby {
                             epoch,
@@ -171,7 +194,21 @@ impl Ha {
                         },
                         None,
                     );
-                    election.await_vacancy(revision, lease, &mut shutdown).await;
+                    let stop_following = shutdown.clone();
+                    let follow = async {
+                        match leader {
+                            Ok(leader) => self.follower.follow(leader, stop_following).await,
+                            Err(err) => {
+                                tracing::error!(error = %format!("{err:#}"), "cannot follow the primary's claim");
+                                std::future::pending().await
+                            }
+                        }
+                    };
+                    let vacancy = election.await_vacancy(revision, lease, &mut shutdown);
+                    tokio::select! {
+                        () = vacancy => {}
+                        () = follow => {}
+                    }
                 }
                 Err(err) => {
                     tracing::warn!(error = %format!("{err:#}"), "campaign failed");
