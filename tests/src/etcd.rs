@@ -28,19 +28,29 @@ fn free_port() -> u16 {
 impl Etcd {
     /// Starts a one-member etcd and waits until it is healthy.
     pub fn start() -> Self {
+        Self::start_also_on(None)
+    }
+
+    /// Starts a one-member etcd that also serves clients on `ip` (an address of a link to a
+    /// namespace the test made: [`Etcd::url_on`]), and waits until it is healthy.
+    pub fn start_also_on(ip: Option<&str>) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("mhc-etcd-")
             .tempdir()
             .expect("etcd folder");
         let (client_port, peer_port) = (free_port(), free_port());
         let url = format!("http://127.0.0.1:{client_port}");
+        let listen = match ip {
+            Some(ip) => format!("{url},http://{ip}:{client_port}"),
+            None => url.clone(),
+        };
         let peer = format!("http://127.0.0.1:{peer_port}");
         let log = std::fs::File::create(dir.path().join("etcd.log")).expect("etcd log");
         let child = Command::new(installed_program("etcd", "etcd-server"))
             .args(["--name", "test"])
             .arg("--data-dir")
             .arg(dir.path().join("data"))
-            .args(["--listen-client-urls", &url])
+            .args(["--listen-client-urls", &listen])
             .args(["--advertise-client-urls", &url])
             .args(["--listen-peer-urls", &peer])
             .args(["--initial-advertise-peer-urls", &peer])
@@ -62,6 +72,11 @@ impl Etcd {
             etcd.log()
         );
         etcd
+    }
+
+    /// Its client URL on `ip` (started with [`Etcd::start_also_on`] that address).
+    pub fn url_on(&self, ip: &str) -> String {
+        format!("http://{ip}:{}", self.client_port)
     }
 
     /// Whether etcd answers `/health` with `true`.

@@ -96,7 +96,7 @@ pub struct NodeOptions {
     pub extra_toml: String,
     /// Network namespace to run in (`ip netns exec`), if any.
     pub netns: Option<String>,
-    /// IP address the p2p plane listens on.
+    /// IP address every plane listens on (p2p, QUIC, viewer, mesh).
     pub p2p_ip: String,
     /// Top-level `region` (default `"test"`).
     pub region: String,
@@ -165,9 +165,16 @@ impl NodeOptions {
         self
     }
 
-    /// Runs in a network namespace, p2p on `ip`.
+    /// Runs in a network namespace, every plane on `ip`.
     pub fn in_netns(mut self, netns: &str, ip: &str) -> Self {
         self.netns = Some(netns.to_owned());
+        self.p2p_ip = ip.to_owned();
+        self
+    }
+
+    /// Listens on `ip` (every plane) in the test's own namespace: an address of a link to
+    /// namespaces the test made.
+    pub fn on_ip(mut self, ip: &str) -> Self {
         self.p2p_ip = ip.to_owned();
         self
     }
@@ -336,10 +343,10 @@ impl NodeProcess {
              region = {:?}\n\
              {}\
              [listen]\n\
-             http = \"127.0.0.1:0\"\n\
-             quic = \"127.0.0.1:0\"\n\
-             p2p = \"/ip4/{}/tcp/0\"\n\
-             iroh = \"127.0.0.1:0\"\n\
+             http = \"{ip}:0\"\n\
+             quic = \"{ip}:0\"\n\
+             p2p = \"/ip4/{ip}/tcp/0\"\n\
+             iroh = \"{ip}:0\"\n\
              {}\
              [cluster]\n\
              heartbeat_interval_ms = {}\n\
@@ -353,7 +360,6 @@ impl NodeProcess {
             o.location
                 .map(|(lat, lon)| format!("location = {{ lat = {lat:?}, lon = {lon:?} }}\n"))
                 .unwrap_or_default(),
-            o.p2p_ip,
             o.https
                 .as_ref()
                 .map(|_| "https = \"127.0.0.1:0\"\n")
@@ -363,6 +369,7 @@ impl NodeProcess {
             o.dead_after,
             bootstrap.join(", "),
             extra,
+            ip = o.p2p_ip,
         );
         let config = match &o.https {
             Some((cert, key)) => {
@@ -1010,4 +1017,19 @@ fn day_certificate(seed: &[u8; 32], role: &str, region: &str) -> NodeCertificate
         serial: now,
         operator: [0; 32],
     }
+}
+
+/// Runs `ip <args>` (iproute2: network namespaces and links a test makes; needs root, which CI
+/// has) and panics with its error if it fails.
+pub fn ip(args: &[&str]) {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .expect("ip is installed (apt-get install iproute2; scripts/install-test-deps does)");
+    assert!(
+        out.status.success(),
+        "ip {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

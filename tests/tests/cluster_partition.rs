@@ -4,26 +4,13 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use mhc_tests::{wait_until, Cluster, NodeOptions};
+use mhc_tests::{ip, wait_until, Cluster, NodeOptions};
 
 /// Two namespaces and the cable between them; deleted on drop, even when the test fails.
 struct TwoHosts {
     a: String,
     b: String,
     veth_a: String,
-}
-
-fn ip(args: &[&str]) {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .expect("ip is installed (apt-get install iproute2; scripts/install-test-deps does)");
-    assert!(
-        out.status.success(),
-        "ip {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 impl TwoHosts {

@@ -378,32 +378,38 @@ fn a_key_deleted_by_hand_elects_anew_only_after_the_old_primary_stopped_writing(
     );
     // ...and it became primary only after A had stopped writing (the logs share one clock;
     // tracing's UTC stamps sort as text).
-    let stamp_of = |node: &NodeProcess, needle: &dyn Fn(&str) -> bool| -> Option<String> {
-        std::fs::read_to_string(&node.log_path)
-            .unwrap()
-            .lines()
-            .find(|l| needle(l))
-            .map(|l| l.split_whitespace().next().unwrap_or("").to_owned())
-    };
     let stopped = stamp_of(c.node(a), &|l| l.contains("writes stopped"))
         .unwrap_or_else(|| panic!("A never stopped writing:\n{}", c.node(a).log_tail()));
-    let promoted_line = |l: &str| {
-        l.contains("primary changed state=\"primary\"")
-            && l.split("epoch=")
-                .nth(1)
-                .and_then(|e| e.split_whitespace().next())
-                .and_then(|e| e.parse::<u64>().ok())
-                .is_some_and(|e| e > epoch)
-    };
     let promoted = [a, b]
         .into_iter()
-        .filter_map(|n| stamp_of(c.node(n), &promoted_line))
+        .filter_map(|n| stamp_of(c.node(n), &|l| promoted_after(l, epoch)))
         .min()
         .expect("a promotion in the logs");
     assert!(
         stopped < promoted,
         "a new primary at {promoted}, but A stopped writing only at {stopped}"
     );
+}
+
+/// The time stamp of the first line of `node`'s log that `needle` picks (the logs share one
+/// clock; tracing's UTC stamps sort as text).
+fn stamp_of(node: &NodeProcess, needle: &dyn Fn(&str) -> bool) -> Option<String> {
+    std::fs::read_to_string(&node.log_path)
+        .unwrap()
+        .lines()
+        .find(|l| needle(l))
+        .map(|l| l.split_whitespace().next().unwrap_or("").to_owned())
+}
+
+/// Whether a log line says its node became primary in an epoch after `epoch`.
+fn promoted_after(line: &str, epoch: u64) -> bool {
+    line.contains("primary changed state=\"primary\"")
+        && line
+            .split("epoch=")
+            .nth(1)
+            .and_then(|e| e.split_whitespace().next())
+            .and_then(|e| e.parse::<u64>().ok())
+            .is_some_and(|e| e > epoch)
 }
 
 /// Segments of each test content.
@@ -626,5 +632,231 @@ fn acknowledged_reports_and_publications_survive_the_loss_of_the_primary() {
             .metric("mhc_replication_lag_entries")
             == Some(0.0)),
         "the returned origin does not catch up"
+    );
+}
+
+/// A network namespace joined to the test's own by two cables: one that carries only etcd's
+/// traffic, one for everything else; deleted (with its cables) on drop.
+struct Island {
+    ns: String,
+    /// The test's end of the etcd cable.
+    etcd_cable: String,
+}
+
+/// The island's address on the cable for everything else; the test's end is `HOST_IP`.
+const ISLAND_IP: &str = "10.232.0.5";
+const HOST_IP: &str = "10.232.0.6";
+/// etcd's address on the etcd cable (the island's end is 10.232.0.1).
+const ETCD_IP: &str = "10.232.0.2";
+
+impl Island {
+    fn new() -> Self {
+        let id = std::process::id() % 100_000;
+        let island = Island {
+            ns: format!("mhcI{id}"),
+            etcd_cable: format!("mhe{id}"),
+        };
+        mhc_tests::ip(&["netns", "add", &island.ns]);
+        for (host_end, island_end, host_ip, island_ip) in [
+            (
+                island.etcd_cable.clone(),
+                format!("mie{id}"),
+                ETCD_IP,
+                "10.232.0.1",
+            ),
+            (format!("mho{id}"), format!("mio{id}"), HOST_IP, ISLAND_IP),
+        ] {
+            mhc_tests::ip(&[
+                "link",
+                "add",
+                &host_end,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &island_end,
+            ]);
+            mhc_tests::ip(&["link", "set", &island_end, "netns", &island.ns]);
+            mhc_tests::ip(&["addr", "add", &format!("{host_ip}/30"), "dev", &host_end]);
+            mhc_tests::ip(&[
+                "-n",
+                &island.ns,
+                "addr",
+                "add",
+                &format!("{island_ip}/30"),
+                "dev",
+                &island_end,
+            ]);
+            mhc_tests::ip(&["link", "set", &host_end, "up"]);
+            mhc_tests::ip(&["-n", &island.ns, "link", "set", &island_end, "up"]);
+        }
+        mhc_tests::ip(&["-n", &island.ns, "link", "set", "lo", "up"]);
+        island
+    }
+
+    /// Cuts (or mends) the etcd cable only.
+    fn etcd_cable(&self, up: bool) {
+        mhc_tests::ip(&[
+            "link",
+            "set",
+            &self.etcd_cable,
+            if up { "up" } else { "down" },
+        ]);
+    }
+}
+
+impl Drop for Island {
+    fn drop(&mut self) {
+        // Deleting the namespace deletes its ends of the cables, and with them the other ends.
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &self.ns])
+            .status();
+    }
+}
+
+#[test]
+fn a_primary_cut_from_etcd_but_not_from_its_edges_stops_writing_within_the_ttl() {
+    let island = Island::new();
+    let etcd = Etcd::start_also_on(Some(ETCD_IP));
+    // Declared after the island, so it is dropped first: nodes die before their namespace.
+    let mut c = Cluster::new();
+    let (key, publisher) = publisher_key(&c);
+    let origin_toml = |etcd_url: &str| {
+        format!(
+            "[reports]\nreport_interval_s = 1\n\
+             [plugins.royalty]\ncurrency = \"EUR\"\n\
+             rates = {{ \"*\" = {{ per_second_micro = {}, per_play_micro = {} }} }}\n\
+             [plugins.ledger]\n\
+             [origin]\npublisher_key = {key:?}\n\
+             [ha]\netcd = [\"{etcd_url}\"]\nname = \"test-origins\"\nlease_ttl_s = {TTL}\n",
+            RATE.0 * 1_000_000,
+            RATE.1 * 1_000_000,
+        )
+    };
+    // A on the island reaches etcd over the etcd cable only; B and the edge on the test's
+    // side reach A over the other one.
+    let a = c.start_with(
+        "origin-a",
+        NodeOptions::new("origin")
+            .heartbeat_ms(250)
+            .in_netns(&island.ns, ISLAND_IP)
+            .extra(&origin_toml(&etcd.url_on(ETCD_IP))),
+    );
+    let epoch_a = wait_for(c.node(a), "primary", Duration::from_secs(10))["epoch"]
+        .as_u64()
+        .unwrap();
+    let p2p_a = c.node(a).p2p.clone();
+    let b = c.start_with(
+        "origin-b",
+        NodeOptions::new("origin")
+            .heartbeat_ms(250)
+            .on_ip(HOST_IP)
+            .bootstrap(&p2p_a)
+            .extra(&origin_toml(&etcd.url)),
+    );
+    wait_for(c.node(b), "standby", Duration::from_secs(10));
+    let edge = c.start_with(
+        "edge",
+        NodeOptions::new("edge")
+            .heartbeat_ms(250)
+            .on_ip(HOST_IP)
+            .bootstrap(&p2p_a)
+            .extra(&format!(
+                "[trust]\npublishers = [\"{publisher}\"]\n[reports]\nreport_interval_s = 1\n\
+                 [geo]\ntrusted_proxies = [\"{HOST_IP}/32\"]\n"
+            )),
+    );
+    let dir = c.path().join("song-a");
+    write_synthetic_rendition(&dir, SEGMENTS, 10_000, 1);
+    assert_success(
+        &c.node(a).ingest_as("song-a", "Song A", "alice", &dir),
+        "ingest at the primary",
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || c.node(edge).alive_members()
+            >= 2),
+        "the edge does not see the origins"
+    );
+    let mut expected = 0;
+    let mut round = 0;
+    let mut play = |c: &Cluster| {
+        let n = watch(
+            c.node(edge),
+            "song-a",
+            &format!("10.0.0.{}", 10 + round),
+            16,
+        );
+        assert_eq!(n, 16, "the edge stopped serving");
+        round += 1;
+        expected += earned(n);
+    };
+    play(&c);
+    play(&c);
+
+    // The etcd cable is cut; A still talks with the edge and B.
+    island.etcd_cable(false);
+    let cut = Instant::now();
+    wait_for(c.node(a), "fenced", Duration::from_secs(TTL));
+    let fenced_after = cut.elapsed();
+    assert!(
+        fenced_after < Duration::from_secs(TTL),
+        "fenced only {fenced_after:?} after the cut"
+    );
+    let refused = c.node(a).ingest("song-x", &dir);
+    assert!(!refused.status.success());
+    assert!(
+        stderr(&refused).contains("cannot renew its lease"),
+        "{}",
+        stderr(&refused)
+    );
+    play(&c);
+    let promoted = wait_for(c.node(b), "primary", Duration::from_secs(TTL + 5));
+    let epoch_b = promoted["epoch"].as_u64().unwrap();
+    eprintln!(
+        "A fenced {fenced_after:?} after the cut; B primary after {:?}",
+        cut.elapsed()
+    );
+    // Never two primaries: B's epoch is new, and it began only after A had stopped.
+    assert!(epoch_b > epoch_a, "{promoted}");
+    // (A's gate closed at the end of its lease's margin, before it logged the fence.)
+    let stopped = stamp_of(c.node(a), &|l| l.contains("state=\"fenced\""))
+        .unwrap_or_else(|| panic!("A never stopped writing:\n{}", c.node(a).log_tail()));
+    let began = stamp_of(c.node(b), &|l| promoted_after(l, epoch_a)).expect("B's promotion");
+    assert!(
+        stopped < began,
+        "B primary at {began}, A stopped at {stopped}"
+    );
+    play(&c);
+    play(&c);
+
+    // Every play is booked once, at the new primary, though A stayed reachable to the edge.
+    assert!(
+        wait_until(Duration::from_secs(30), || c
+            .node(b)
+            .royalty_earned("alice")
+            == expected),
+        "alice earned {} at the new primary, the plays made {expected}\nedge:\n{}\nB:\n{}",
+        c.node(b).royalty_earned("alice"),
+        c.node(edge).log_tail(),
+        c.node(b).log_tail(),
+    );
+    assert!(wait_until(Duration::from_secs(10), || c
+        .node(edge)
+        .metric("mhc_reports_outbox")
+        == Some(0.0)));
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(c.node(b).royalty_earned("alice"), expected, "counted twice");
+
+    // The cable mended, A finds B primary and follows it.
+    island.etcd_cable(true);
+    let back = wait_for(c.node(a), "standby", Duration::from_secs(TTL + 10));
+    assert_eq!(back["epoch"].as_u64(), Some(epoch_b), "{back}");
+    assert!(
+        wait_until(Duration::from_secs(20), || c
+            .node(a)
+            .metric("mhc_replication_lag_entries")
+            == Some(0.0)),
+        "A does not catch up with B:\n{}",
+        c.node(a).log_tail()
     );
 }
