@@ -334,15 +334,16 @@ impl Node {
                 }));
             }
         }
-        if let Some(ha) = replication.as_ref().and_then(|(source, follower, _)| {
+        let ha = replication.as_ref().and_then(|(source, follower, _)| {
             Ha::new(
                 Arc::clone(&core),
                 &addrs,
                 Arc::clone(source),
                 Arc::clone(follower),
             )
-        }) {
-            tasks.push(tokio::spawn(ha.run(shutdown_rx.clone())));
+        });
+        if let Some(ha) = &ha {
+            tasks.push(tokio::spawn(Arc::clone(ha).run(shutdown_rx.clone())));
         }
         let backups = Backups::new(Arc::clone(&core), plugins.clone())?;
         if let Some(backups) = backups.as_ref().filter(|_| config.backup.schedule) {
@@ -366,6 +367,7 @@ impl Node {
                 ingest,
                 status: status.clone(),
                 backups,
+                ha,
             });
             let rx = shutdown_rx.clone();
             tasks.push(tokio::spawn(async move {

@@ -94,15 +94,18 @@ fn writes_seen(observer: &NodeProcess, peer: &str) -> Option<(bool, u64)> {
     ))
 }
 
-/// A real etcd and two origins on it: A primary (in the returned epoch), then B its standby.
+/// A real etcd and two origins on it that sign with one publisher key: A primary (in the
+/// returned epoch), then B its standby.
 fn primary_and_standby() -> (Etcd, Cluster, usize, usize, u64) {
     let etcd = Etcd::start();
     let mut c = Cluster::new();
-    let a = c.start("origin-a", "origin", &ha_toml(&etcd));
+    let (key, _) = publisher_key(&c);
+    let toml = format!("[origin]\npublisher_key = {key:?}\n{}", ha_toml(&etcd));
+    let a = c.start("origin-a", "origin", &toml);
     let epoch = wait_for(c.node(a), "primary", Duration::from_secs(10))["epoch"]
         .as_u64()
         .unwrap();
-    let b = c.start("origin-b", "origin", &ha_toml(&etcd));
+    let b = c.start("origin-b", "origin", &toml);
     wait_for(c.node(b), "standby", Duration::from_secs(10));
     (etcd, c, a, b, epoch)
 }
@@ -857,6 +860,74 @@ fn a_primary_cut_from_etcd_but_not_from_its_edges_stops_writing_within_the_ttl()
             .metric("mhc_replication_lag_entries")
             == Some(0.0)),
         "A does not catch up with B:\n{}",
+        c.node(a).log_tail()
+    );
+}
+
+#[test]
+fn a_planned_switchover_hands_over_step_by_step_and_loses_nothing() {
+    let (_etcd, c, a, b, epoch) = primary_and_standby();
+    let dir = c.path().join("rendition");
+    write_synthetic_rendition(&dir, 3, 5_000, 1);
+    assert_success(&c.node(a).ingest("song", &dir), "ingest at the primary");
+    let switchover = |node: &NodeProcess| {
+        node.cli(&[
+            "ha",
+            "switchover",
+            "--config",
+            node.config_path.to_str().unwrap(),
+        ])
+    };
+    // The standby refuses: the switchover runs at the primary.
+    let refused = switchover(c.node(b));
+    assert!(!refused.status.success());
+    assert!(
+        stderr(&refused).contains("not the primary"),
+        "{}",
+        stderr(&refused)
+    );
+
+    let out = switchover(c.node(a));
+    let shown = String::from_utf8_lossy(&out.stdout).into_owned();
+    eprintln!("{shown}");
+    assert_success(&out, "ha switchover");
+    for step in [
+        "stop writes",
+        "wait for catch-up",
+        "release the lease",
+        "promote",
+        "verify health",
+        "notify",
+    ] {
+        assert!(
+            shown
+                .lines()
+                .any(|l| l.contains(step) && l.contains(" ok ")),
+            "step {step:?} missing or failed:\n{shown}"
+        );
+    }
+    let now = ha(c.node(b));
+    assert_eq!(now["state"], "primary", "{now}");
+    assert!(now["epoch"].as_u64().unwrap() > epoch, "{now}");
+    assert_eq!(
+        ha(c.node(a))["state"],
+        "standby",
+        "the old primary should follow the new one"
+    );
+    // What the old primary published is at the new one; the new one takes writes.
+    assert_eq!(c.node(b).get("/v1/content/song/seg/2.ts").status, 200);
+    write_synthetic_rendition(&dir, 3, 5_000, 2);
+    assert_success(
+        &c.node(b).ingest("song-2", &dir),
+        "ingest at the new primary",
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || c
+            .node(a)
+            .get("/v1/content/song-2/seg/2.ts")
+            .status
+            == 200),
+        "the old primary does not follow the new one:\n{}",
         c.node(a).log_tail()
     );
 }

@@ -50,6 +50,8 @@ pub struct Admin {
     pub status: NodeStatus,
     /// Backups, at an origin with `[backup] repository`.
     pub backups: Option<Arc<Backups>>,
+    /// The election, at an origin with `[ha]`.
+    pub ha: Option<Arc<crate::ha::Ha>>,
 }
 
 /// An admin answer, or the refusal that ends a route early.
@@ -85,6 +87,7 @@ impl Admin {
             (Method::POST, "/admin/emergency") => self.emergency(req).await,
             (Method::POST, "/admin/revoke") => self.revoke(req).await,
             (Method::POST, "/admin/backup") => self.backup(req).await,
+            (Method::POST, "/admin/ha/switchover") => self.switchover().await,
             (Method::POST, "/admin/pin") => self.pin(req, true).await,
             (Method::POST, "/admin/unpin") => self.pin(req, false).await,
             _ => Err(Refused(StatusCode::NOT_FOUND, "no such admin route".into())),
@@ -141,6 +144,22 @@ impl Admin {
                 &serde_json::to_value(taken).expect("a backup report serialises"),
             )),
             Err(e) => Err(Refused(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}"))),
+        }
+    }
+
+    /// `POST /admin/ha/switchover`: hands the primary's role to a synced standby, step by
+    /// step; the steps as they went.
+    async fn switchover(&self) -> Answer {
+        let Some(ha) = self.ha.clone() else {
+            return Err(Refused(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "this node does not elect its primary: switchover needs an origin with [ha]"
+                    .to_owned(),
+            ));
+        };
+        match ha.switchover().await {
+            Ok(steps) => Ok(json_ok(&serde_json::json!({ "steps": steps }))),
+            Err(why) => Err(Refused(StatusCode::CONFLICT, why)),
         }
     }
 

@@ -4,6 +4,7 @@
 mod backup;
 mod client;
 mod demo;
+mod ha;
 mod ledger;
 mod status;
 
@@ -190,6 +191,11 @@ enum Command {
     Backup {
         #[command(subcommand)]
         action: backup::BackupAction,
+    },
+    /// The origin election (`[ha]`): a planned switchover to a standby.
+    Ha {
+        #[command(subcommand)]
+        action: ha::HaAction,
     },
     /// The origin's verifiable ledger of credits and payouts.
     Ledger {
@@ -617,6 +623,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Ledger { action } => return ledger::ledger_command(action),
         Command::Backup { action } => return backup::backup_command(action),
+        Command::Ha { action } => return ha::ha_command(action),
         Command::Plugin {
             daemon,
             name,

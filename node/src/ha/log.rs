@@ -346,6 +346,35 @@ impl ReplicationLog {
         self.acked.send_modify(|n| *n = n.wrapping_add(1));
     }
 
+    /// The standbys writes wait for now.
+    pub fn synced_followers(&self) -> usize {
+        self.followers.lock().values().filter(|f| f.synced).count()
+    }
+
+    /// Waits up to `within` for a standby that holds everything logged so far; its name.
+    pub async fn caught_up(&self, within: Duration) -> Option<String> {
+        let target = self.last_seq();
+        let deadline = tokio::time::Instant::now() + within;
+        let mut acked = self.acked.subscribe();
+        loop {
+            let holder = self
+                .followers
+                .lock()
+                .iter()
+                .find(|(_, f)| f.acked >= target)
+                .map(|(name, _)| name.clone());
+            if holder.is_some() {
+                return holder;
+            }
+            if tokio::time::timeout_at(deadline, acked.changed())
+                .await
+                .is_err()
+            {
+                return None;
+            }
+        }
+    }
+
     /// Waits until every synced standby holds everything logged so far, at most `within`; a
     /// standby that did not make it is detached (writes stop waiting for it until it catches
     /// up again).

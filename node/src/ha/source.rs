@@ -36,6 +36,11 @@ impl Source {
         *self.term.write() = term;
     }
 
+    /// The current term's log, if this origin is primary.
+    pub fn current(&self) -> Option<Arc<ReplicationLog>> {
+        self.term.read().as_ref().map(|(_, log)| Arc::clone(log))
+    }
+
     /// The log of `epoch`, while this origin is its primary.
     fn log(&self, core: &Core, epoch: u64) -> Result<Arc<ReplicationLog>, Response> {
         let term = self.term.read().clone();
