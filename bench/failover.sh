@@ -5,7 +5,10 @@
 # accepts), then restart the old primary as the standby; then RUNS times the same with SIGTERM
 # (a planned stop: the lease is revoked, not left to expire). The floor of the first is the
 # lease's TTL less the time since the last renewal (a standby cannot win before the dead
-# primary's lease expires), so its figures are also given as ratios to the TTL.
+# primary's lease expires), so its figures are also given as ratios to the TTL. Last, RUNS
+# planned switchovers (`mhc-node ha switchover` at the primary) timed from the command to the
+# first ingest published at the former standby. The origins share a publisher key and the
+# standby replicates the primary throughout, so each failover also carries the catalog over.
 # Usage: bench/failover.sh [RUNS=10] [LEASE_TTL_S=5]
 source "$(dirname "$0")/lib.sh"
 runs=${1:-10} ttl=${2:-5}
@@ -32,8 +35,9 @@ for _ in $(seq 100); do
   sleep 0.1
 done
 
-# Two origins, A and B, with the same election.
+# Two origins, A and B, with the same election and publisher key.
 declare -A pid data
+"$bin" keygen --out "$work/publisher.key" > /dev/null
 for name in a b; do
   data[$name]=$work/$name
   operator=$(enroll "$work" "${data[$name]}" origin)
@@ -47,6 +51,8 @@ http = "127.0.0.1:0"
 quic = "127.0.0.1:0"
 p2p = "/ip4/127.0.0.1/tcp/0"
 iroh = "127.0.0.1:0"
+[origin]
+publisher_key = "$work/publisher.key"
 [ha]
 etcd = ["http://127.0.0.1:$client"]
 name = "bench"
@@ -112,9 +118,35 @@ summary() { # TITLE < times
   printf '  max    %7d ms  (%.2f x TTL)\n' "$max" "$(echo "$max / $ttl_ms" | bc -l)"
 }
 
+# switchover RUNS: planned handovers; times from the command to the first ingest the former
+# standby publishes go to `times`.
+switchover() {
+  local n=$1 run t0 t1 tmp
+  times=()
+  for run in $(seq "$n"); do
+    sleep 1
+    t0=$(date +%s%N)
+    "$bin" ha switchover --config "$work/$primary.toml" > "$work/switchover.out" 2>&1 ||
+      { cat "$work/switchover.out" >&2; exit 1; }
+    until "$bin" ingest --data-dir "${data[$standby]}" --content-id "switch-$run" \
+        --title "run $run" --artist bench "$work/src" > /dev/null 2>&1; do
+      sleep 0.02
+    done
+    t1=$(date +%s%N)
+    times+=($(( (t1 - t0) / 1000000 )))
+    printf 'switchover run %2d: %s -> %s, published after %d ms\n' "$run" "$primary" \
+      "$standby" $(( (t1 - t0) / 1000000 )) >&2
+    wait_state "$primary" standby
+    tmp=$primary primary=$standby standby=$tmp
+  done
+}
+
 failover KILL "$runs"
 killed=$(printf '%s\n' "${times[@]}")
 failover TERM "$runs"
 stopped=$(printf '%s\n' "${times[@]}")
+switchover "$runs"
+switched=$(printf '%s\n' "${times[@]}")
 echo "$killed" | summary "failover: SIGKILL of the primary -> ingest published at the standby (the lease expires)"
 echo "$stopped" | summary "handover: SIGTERM of the primary -> ingest published at the standby (the lease is revoked)"
+echo "$switched" | summary "switchover: mhc-node ha switchover -> ingest published at the former standby"
