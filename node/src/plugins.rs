@@ -24,7 +24,7 @@ use tokio::sync::watch;
 
 use crate::core::catalog::Published;
 use crate::core::metrics::{fixed_family, Metrics, OutcomeLabel, ReasonLabel};
-use crate::core::writes::NotPrimary;
+use crate::core::writes::{NotPrimary, SYNC_TIMEOUT};
 use crate::core::Core;
 use crate::role::{role_of, Mode, RolePolicy};
 
@@ -329,14 +329,14 @@ impl Plugins {
             Ok(Ok(ReportOutcome::Accepted { .. })) => {
                 inbox.accepted.inc();
                 // Acknowledged once the standbys hold it too.
-                self.core.writes.replicated().await;
+                self.core.writes.replicated(SYNC_TIMEOUT).await;
                 Outcome::Acked
             }
             Ok(Ok(ReportOutcome::Duplicate { .. })) => {
                 inbox.duplicate.inc();
                 tracing::debug!(node, seq, "play report resent; acknowledged again");
                 // Its first acknowledgement may have been lost while a standby was catching up.
-                self.core.writes.replicated().await;
+                self.core.writes.replicated(SYNC_TIMEOUT).await;
                 Outcome::Acked
             }
             // Not (yet) a member: the sender keeps it and tries again; the origin counts it.

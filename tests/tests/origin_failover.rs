@@ -931,3 +931,78 @@ fn a_planned_switchover_hands_over_step_by_step_and_loses_nothing() {
         c.node(a).log_tail()
     );
 }
+
+/// Sends `signal` (`STOP`, `CONT`) to `node`'s process.
+fn signal(node: &NodeProcess, signal: &str) {
+    let pid = node.pid().expect("the node runs");
+    let ok = std::process::Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "kill -{signal} {}", node.name);
+}
+
+#[test]
+fn a_version_no_standby_acknowledged_is_dropped_when_the_old_primary_returns() {
+    let (_etcd, mut c, a, b, _) = primary_and_standby();
+    let dir = c.path().join("rendition");
+    write_synthetic_rendition(&dir, 3, 5_000, 1);
+    assert_success(&c.node(a).ingest("song", &dir), "ingest v1 at the primary");
+    assert!(
+        wait_until(Duration::from_secs(10), || c
+            .node(b)
+            .get("/v1/content/song/manifest?format=json")
+            .status
+            == 200),
+        "v1 did not reach the standby"
+    );
+
+    // The standby stalls: the primary waits for it, gives up, detaches it and acknowledges
+    // v2 alone. Then the primary dies with v2 nowhere else.
+    signal(c.node(b), "STOP");
+    write_synthetic_rendition(&dir, 3, 5_000, 2);
+    assert_success(&c.node(a).ingest("song", &dir), "ingest v2 at the primary");
+    c.node_mut(a).kill9();
+    signal(c.node(b), "CONT");
+    wait_for(c.node(b), "primary", Duration::from_secs(TTL + 5));
+    let version = |node: &NodeProcess| {
+        node.get("/v1/content/song/manifest?format=json").json()["manifest"]["version"].as_u64()
+    };
+    assert_eq!(
+        version(c.node(b)),
+        Some(1),
+        "v2 was never acknowledged by B"
+    );
+    // The new primary publishes its own v2.
+    write_synthetic_rendition(&dir, 3, 5_000, 3);
+    assert_success(
+        &c.node(b).ingest("song", &dir),
+        "ingest v2 at the new primary",
+    );
+    assert_eq!(version(c.node(b)), Some(2));
+    let segment_b = c.node(b).get("/v1/content/song/seg/0.ts").body;
+
+    // The old primary returns: its own v2 goes, the new primary's takes its place.
+    c.node_mut(a).options.bootstrap = c.node(b).p2p.clone();
+    c.node(a).write_config();
+    c.node_mut(a).spawn();
+    wait_for(c.node(a), "standby", Duration::from_secs(10));
+    assert!(
+        wait_until(Duration::from_secs(15), || c
+            .node(a)
+            .get("/v1/content/song/seg/0.ts")
+            .body
+            == segment_b),
+        "the returned origin still serves its own v2:\n{}",
+        c.node(a).log_tail()
+    );
+    assert_eq!(version(c.node(a)), Some(2));
+    assert!(
+        std::fs::read_to_string(&c.node(a).log_path)
+            .unwrap()
+            .contains("dropped a version the primary does not have"),
+        "{}",
+        c.node(a).log_tail()
+    );
+}

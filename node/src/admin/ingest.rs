@@ -18,7 +18,11 @@ use crate::control::messages::ContentAnnouncement;
 use crate::control::ClusterHandle;
 use crate::core::catalog::{CatalogError, Published};
 use crate::core::store::{DiskTier, Imported};
-use crate::core::writes::NotPrimary;
+use crate::core::writes::{NotPrimary, SYNC_TIMEOUT};
+
+/// Bytes per second a standby is assumed to copy a publication's blobs at, at least: what an
+/// ingest's acknowledgement waits for beyond [`SYNC_TIMEOUT`].
+const STANDBY_COPY_RATE: u64 = 10 << 20;
 use crate::core::Core;
 use crate::mesh::MeshPlane;
 use crate::plugins::Plugins;
@@ -193,8 +197,12 @@ impl Ingest {
         match commit {
             Ok((published, epoch)) => {
                 self.plugins.published(&published);
-                // Acknowledged once the standbys hold the publication (its blobs copied).
-                tokio::runtime::Handle::current().block_on(state.writes.replicated());
+                // Acknowledged once the standbys hold the publication: its blobs copied, for
+                // which they are given time at a modest rate on top of the usual wait.
+                let copying =
+                    std::time::Duration::from_secs(published.blob_bytes() / STANDBY_COPY_RATE);
+                tokio::runtime::Handle::current()
+                    .block_on(state.writes.replicated(SYNC_TIMEOUT + copying));
                 let m = published.manifest();
                 // Ingest runs on a blocking thread of the runtime, so it may wait for the mesh
                 // store. A failure here leaves the content published for HTTP and QUIC; the mesh

@@ -233,6 +233,52 @@ impl Catalog {
         })
     }
 
+    /// Forgets every stored version that `keep` refuses (given its key, as the manifests tree
+    /// holds it, and the version), on disk and in memory; returns them. What a standby does with versions its primary
+    /// never had (a former primary's writes that no standby acknowledged): serving them would
+    /// hand edges versions the new primary will publish differently.
+    ///
+    /// # Errors
+    /// sled fails (what was forgotten before stays forgotten).
+    pub fn retain(
+        &self,
+        keep: impl Fn(&[u8], &Published) -> bool,
+    ) -> sled::Result<Vec<(ContentId, u64)>> {
+        let doomed: Vec<(ContentId, u64)> = {
+            let contents = self.contents.read();
+            contents
+                .iter()
+                .flat_map(|(id, v)| v.all.iter().map(move |(ver, p)| (id, *ver, p)))
+                .filter(|(id, ver, p)| !keep(&key(id, *ver), p))
+                .map(|(id, ver, _)| (id.clone(), ver))
+                .collect()
+        };
+        if doomed.is_empty() {
+            return Ok(doomed);
+        }
+        for (id, version) in &doomed {
+            self.manifests.remove(key(id, *version))?;
+        }
+        super::flush(&self.manifests)?;
+        let mut contents = self.contents.write();
+        for (id, version) in &doomed {
+            if let Some(v) = contents.get_mut(id) {
+                v.all.remove(version);
+                if v.all.is_empty() {
+                    contents.remove(id);
+                }
+            }
+        }
+        let blobs = contents
+            .values()
+            .flat_map(|v| v.all.values())
+            .flat_map(|p| named_blobs(p.manifest()).collect::<Vec<_>>())
+            .collect();
+        drop(contents);
+        *self.blobs.write() = blobs;
+        Ok(doomed)
+    }
+
     /// The publisher keys this catalog trusts.
     pub fn trusted(&self) -> &[VerifyingKey] {
         &self.trusted

@@ -30,9 +30,10 @@ pub trait UnitLog: fmt::Debug + Send + Sync {
     fn begin(&self);
     /// After a unit in `epoch`, still under the gate.
     fn seal(&self, epoch: u64);
-    /// Resolves once the standbys that follow the log hold every unit sealed so far (or were
-    /// given up on): before a write is acknowledged.
-    fn replicated(self: Arc<Self>) -> Pin<Box<dyn Future<Output = ()> + Send>>;
+    /// Resolves once the standbys that follow the log hold every unit sealed so far, or after
+    /// `within` (then the standbys that did not make it are given up on): before a write is
+    /// acknowledged.
+    fn replicated(self: Arc<Self>, within: Duration) -> Pin<Box<dyn Future<Output = ()> + Send>>;
 }
 use serde::Serialize;
 
@@ -146,6 +147,11 @@ impl fmt::Display for NotPrimary {
     }
 }
 
+/// How long an acknowledgement waits for the standbys to hold a small write (a play report, a
+/// plugin's admin write): under the 5 s a sender waits for an answer, so a slow standby delays
+/// a write, never loses it.
+pub const SYNC_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// The write gate of one node.
 #[derive(Debug)]
 pub struct Writes {
@@ -232,12 +238,12 @@ impl Writes {
 
     /// Resolves once the standbys attached to this primary hold every write made so far (at
     /// once without a replication log): what an acknowledgement waits for, so an acknowledged
-    /// write survives the loss of the primary's disk. Bounded: a standby that does not answer
-    /// in time is detached rather than waited for.
-    pub async fn replicated(&self) {
+    /// write survives the loss of the primary's disk. Bounded by `within`: a standby that does
+    /// not answer in time is detached rather than waited for.
+    pub async fn replicated(&self, within: Duration) {
         let log = self.log.read().clone();
         if let Some(log) = log {
-            log.replicated().await;
+            log.replicated(within).await;
         }
     }
 

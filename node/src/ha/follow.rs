@@ -278,8 +278,27 @@ impl Follower {
             .verify(self.core.catalog.trusted())
             .context("a manifest from the primary that no trusted publisher signed")?;
         let (id, version) = (signed.manifest.content_id.clone(), signed.manifest.version);
-        if self.core.catalog.version(&id, version).is_some() {
-            return Ok(());
+        match self.core.catalog.version(&id, version) {
+            Some(held) if held.encoded.as_ref() == encoded => return Ok(()),
+            // This origin wrote another version under that number (as a primary whose write
+            // no standby acknowledged): it and what it built on go; the primary's is the one.
+            Some(_) => {
+                let (core, applying, doomed) = (
+                    Arc::clone(&self.core),
+                    Arc::clone(&self.applying),
+                    id.clone(),
+                );
+                let dropped = tokio::task::spawn_blocking(move || {
+                    let _applying = applying.lock();
+                    core.catalog.retain(|_, p| {
+                        let m = p.manifest();
+                        m.content_id != doomed || m.version < version
+                    })
+                })
+                .await??;
+                log_dropped(&dropped);
+            }
+            None => {}
         }
         let published = Arc::new(Published::new(signed.clone()));
         let m = published.manifest();
@@ -341,6 +360,9 @@ impl Follower {
         let (mut tree, mut after_key) = (Vec::new(), Vec::new());
         let mut start = None;
         let mut pairs_loaded = 0u64;
+        // The primary's catalog (key and hash of each version): versions held here that it
+        // does not have are dropped at the end.
+        let mut primary_versions = std::collections::HashMap::new();
         loop {
             let req = Request::Snapshot {
                 epoch,
@@ -364,6 +386,12 @@ impl Follower {
                 (tree, after_key) = (t.clone(), k.clone());
             }
             pairs_loaded += pairs.len() as u64;
+            primary_versions.extend(
+                pairs
+                    .iter()
+                    .filter(|(t, _, _)| t == MANIFESTS_TREE.as_bytes())
+                    .map(|(_, k, v)| (k.clone(), *blake3::hash(v).as_bytes())),
+            );
             let ops: Vec<Op> = pairs
                 .into_iter()
                 .map(|(tree, key, value)| Op {
@@ -377,10 +405,26 @@ impl Follower {
                 break;
             }
         }
+        let (core, applying) = (Arc::clone(&self.core), Arc::clone(&self.applying));
+        let dropped = tokio::task::spawn_blocking(move || {
+            let _applying = applying.lock();
+            core.catalog.retain(|key, p| {
+                primary_versions.get(key) == Some(blake3::hash(&p.encoded).as_bytes())
+            })
+        })
+        .await??;
+        log_dropped(&dropped);
         let at = start.unwrap_or(0);
         self.save(Position { epoch, seq: at }).await?;
         tracing::info!(epoch, at, pairs = pairs_loaded, took = ?started.elapsed(), "loaded the primary's snapshot");
         Ok(at)
+    }
+}
+
+/// Says which versions a standby dropped because its primary does not have them.
+fn log_dropped(dropped: &[(mhc_manifest::ContentId, u64)]) {
+    for (id, version) in dropped {
+        tracing::warn!(content = %id, version, "dropped a version the primary does not have (written here, never acknowledged by a standby)");
     }
 }
 

@@ -253,11 +253,6 @@ fn pull(ready: Pulled, pending: &mut Vec<Op>, events: &mut FuturesUnordered<Pend
     events.push(next_event(tree, subscriber));
 }
 
-/// How long a primary waits for its standbys to hold a write before it acknowledges the write
-/// anyway and detaches the standbys that did not (they attach again once caught up). Under the
-/// 5 s a sender waits for an answer, so a slow standby delays a write, never loses it.
-pub const SYNC_TIMEOUT: Duration = Duration::from_secs(3);
-
 /// Most standbys one primary tracks (each is an admitted origin of the cluster).
 const MAX_FOLLOWERS: usize = 16;
 
@@ -474,8 +469,8 @@ impl UnitLog for ReplicationLog {
         self.seal_unit(epoch);
     }
 
-    fn replicated(self: Arc<Self>) -> Pin<Box<dyn Future<Output = ()> + Send>> {
-        Box::pin(async move { ReplicationLog::replicated(&self, SYNC_TIMEOUT).await })
+    fn replicated(self: Arc<Self>, within: Duration) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+        Box::pin(async move { ReplicationLog::replicated(&self, within).await })
     }
 }
 
