@@ -225,7 +225,7 @@ impl Node {
                 Arc::clone(&lag),
             );
             (
-                Arc::new(crate::ha::source::Source::default()),
+                Arc::new(crate::ha::source::Source::new(Arc::clone(&lag))),
                 Arc::new(follower),
                 lag,
             )

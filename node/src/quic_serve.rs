@@ -80,6 +80,13 @@ impl QuicServe {
         };
         match req {
             Request::GetManifest { min_version, .. } => {
+                if let Some(why) = self
+                    .replication
+                    .as_ref()
+                    .and_then(|r| r.withholds_versions(&self.core))
+                {
+                    return Response::without_body(ResponseHeader::not_found(why));
+                }
                 let catalog = &self.core.catalog;
                 let mut held = catalog.latest(&id);
                 let fresh_enough = held

@@ -638,6 +638,42 @@ fn acknowledged_reports_and_publications_survive_the_loss_of_the_primary() {
     );
 }
 
+/// What `origin`'s QUIC plane answers `as_node` (an enrolled node, whose key and certificate
+/// are used; the client binds next to `bind_ip`) when asked for the manifest of `id`.
+fn ask_manifest(
+    origin: &NodeProcess,
+    as_node: &NodeProcess,
+    bind_ip: &str,
+    id: &str,
+) -> mhc_transport::ResponseHeader {
+    use mhc_transport::{QuicClient, Request};
+    let seed: [u8; 32] = std::fs::read(as_node.data_dir.join("node.key"))
+        .unwrap()
+        .try_into()
+        .expect("a 32-byte node key");
+    let certificate = std::fs::read(as_node.data_dir.join("node.cert")).unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let client = QuicClient::new(format!("{bind_ip}:0").parse().unwrap(), seed).unwrap();
+        let peer = origin.peer_id.as_deref().unwrap().parse().unwrap();
+        let conn = client
+            .connect(origin.quic.unwrap(), Some(peer))
+            .await
+            .unwrap();
+        conn.request(&Request::Hello { certificate }, 0)
+            .await
+            .unwrap();
+        let req = Request::GetManifest {
+            content_id: id.into(),
+            min_version: 0,
+        };
+        conn.request(&req, 1 << 20).await.unwrap().0
+    })
+}
+
 /// A network namespace joined to the test's own by two cables: one that carries only etcd's
 /// traffic, one for everything else; deleted (with its cables) on drop.
 struct Island {
@@ -780,6 +816,18 @@ fn a_primary_cut_from_etcd_but_not_from_its_edges_stops_writing_within_the_ttl()
             >= 2),
         "the edge does not see the origins"
     );
+    // Both origins tell which versions exist: the primary, and the standby that follows it.
+    for origin in [a, b] {
+        let answer = ask_manifest(c.node(origin), c.node(edge), HOST_IP, "song-a");
+        assert!(
+            matches!(
+                answer,
+                mhc_transport::ResponseHeader::Manifest { version: 1, .. }
+            ),
+            "{}: {answer:?}",
+            c.node(origin).name
+        );
+    }
     let mut expected = 0;
     let mut round = 0;
     let mut play = |c: &Cluster| {
@@ -811,6 +859,13 @@ fn a_primary_cut_from_etcd_but_not_from_its_edges_stops_writing_within_the_ttl()
         stderr(&refused).contains("cannot renew its lease"),
         "{}",
         stderr(&refused)
+    );
+    // Fenced, it no longer tells edges which versions exist: what it wrote last may be
+    // nowhere else.
+    let answer = ask_manifest(c.node(a), c.node(edge), HOST_IP, "song-a");
+    assert!(
+        matches!(&answer, mhc_transport::ResponseHeader::NotFound { reason } if reason.contains("fenced")),
+        "{answer:?}"
     );
     play(&c);
     let promoted = wait_for(c.node(b), "primary", Duration::from_secs(TTL + 5));

@@ -61,6 +61,8 @@ pub struct Lag {
     millis: AtomicU64,
     entries_gauge: Gauge,
     seconds_gauge: Gauge<f64, AtomicU64>,
+    /// The epoch whose primary this standby holds a consistent copy of (0: none yet).
+    following: AtomicU64,
 }
 
 impl Lag {
@@ -93,8 +95,15 @@ impl Lag {
         self.seconds_gauge.set(since_caught_up.as_secs_f64());
     }
 
+    /// Whether this standby holds a consistent copy of the primary of `epoch`: it loaded its
+    /// snapshot or resumed its log (not merely what this origin held before).
+    pub fn follows(&self, epoch: u64) -> bool {
+        epoch != 0 && self.following.load(Ordering::Relaxed) == epoch
+    }
+
     /// Not following anyone (a primary, or no primary known).
     pub fn clear(&self) {
+        self.following.store(0, Ordering::Relaxed);
         self.entries.store(u64::MAX, Ordering::Relaxed);
         self.millis.store(u64::MAX, Ordering::Relaxed);
         self.entries_gauge.set(0);
@@ -170,6 +179,7 @@ impl Follower {
             ),
             _ => self.load_snapshot(leader).await?,
         };
+        self.lag.following.store(epoch, Ordering::Relaxed);
         let mut caught_up_at = Instant::now();
         loop {
             let req = Request::Replicate {
@@ -343,6 +353,7 @@ impl Follower {
     /// halfway starts over); the catalog keeps what it has and gains what it lacks.
     async fn load_snapshot(&self, leader: &Leader) -> anyhow::Result<u64> {
         let started = Instant::now();
+        self.lag.following.store(0, Ordering::Relaxed);
         let epoch = leader.epoch;
         let (db, applying) = (self.core.db.clone(), Arc::clone(&self.applying));
         tokio::task::spawn_blocking(move || {

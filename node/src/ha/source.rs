@@ -13,7 +13,9 @@ use libp2p::PeerId;
 use mhc_transport::{Response, ResponseHeader};
 use parking_lot::RwLock;
 
+use super::follow::Lag;
 use super::log::{snapshot_page, Entry, ReplicationLog};
+use crate::core::writes::Standing;
 use crate::core::Core;
 
 /// Bytes of entries in one answer (more than one entry only while under it).
@@ -24,13 +26,39 @@ const PAGE_BYTES: usize = 4 << 20;
 /// larger on its own.
 pub const MAX_ANSWER_BYTES: u64 = 64 << 20;
 
-/// The current term's log, as the election hands it over and the QUIC plane reads it.
-#[derive(Debug, Default)]
+/// The current term's log, as the election hands it over and the QUIC plane reads it; and
+/// whether this origin, as a standby, holds a consistent copy of its primary.
+#[derive(Debug)]
 pub struct Source {
     term: RwLock<Option<(u64, Arc<ReplicationLog>)>>,
+    lag: Arc<Lag>,
 }
 
 impl Source {
+    /// The source of an origin whose standby side measures itself in `lag`.
+    pub fn new(lag: Arc<Lag>) -> Self {
+        Source {
+            term: RwLock::new(None),
+            lag,
+        }
+    }
+
+    /// Why this origin must not tell other nodes which versions exist (`GetManifest`), if
+    /// so: it is neither the primary nor a standby with a consistent copy of the current
+    /// primary's catalog. A fenced former primary, or one back from a crash that has not
+    /// loaded the new primary's snapshot, may hold versions no standby acknowledged, which
+    /// the new primary will publish differently under the same numbers.
+    pub fn withholds_versions(&self, core: &Core) -> Option<String> {
+        match core.writes.standing() {
+            Standing::Primary { .. } | Standing::Alone => None,
+            Standing::Standby { epoch, .. } if self.lag.follows(epoch) => None,
+            standing => Some(format!(
+                "this origin is {} without a copy of the current primary's catalog: ask the primary",
+                standing.name()
+            )),
+        }
+    }
+
     /// While primary of `epoch`: its log; `None` when the term ends.
     pub fn set_term(&self, term: Option<(u64, Arc<ReplicationLog>)>) {
         *self.term.write() = term;
