@@ -199,6 +199,9 @@ fn the_standby_takes_over_from_a_killed_primary_which_returns_as_a_standby() {
         c.node(b).log_tail()
     );
     assert_eq!(published_by(c.node(b), "song"), publisher);
+    // It says how far behind it is; the primary does not.
+    assert!(ha(c.node(b))["lag_ms"].is_u64(), "{}", ha(c.node(b)));
+    assert!(ha(c.node(a))["lag_ms"].is_null(), "{}", ha(c.node(a)));
 
     // A crash: the lease is not revoked, it expires.
     let killed = Instant::now();
