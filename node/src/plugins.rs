@@ -267,7 +267,18 @@ impl Plugins {
     /// postings booked (read while the write gate is paused).
     pub fn facts(&self) -> PluginFacts {
         let Some(host) = self.open_host_now() else {
-            return PluginFacts::default();
+            // A standby: its books are the primary's, replicated; the host is not open.
+            let ledger_head = match mhc_origin::ledger::latest_stored_head(&self.core.db) {
+                Ok(head) => head,
+                Err(err) => {
+                    tracing::error!(error = %err, "reading the replicated ledger's head");
+                    None
+                }
+            };
+            return PluginFacts {
+                ledger_head,
+                royalty_postings: None,
+            };
         };
         PluginFacts {
             ledger_head: host

@@ -1064,3 +1064,91 @@ fn a_version_no_standby_acknowledged_is_dropped_when_the_old_primary_returns() {
         c.node(a).log_tail()
     );
 }
+
+#[test]
+fn a_standby_takes_verified_backups_of_what_it_replicated() {
+    let etcd = Etcd::start();
+    let mut c = Cluster::new();
+    let (key, publisher) = publisher_key(&c);
+    let password = c.path().join("backup.pass");
+    std::fs::write(&password, "standby backups\n").unwrap();
+    let repo = c.path().join("repo");
+    let origin_toml = |backup: bool| {
+        let mut toml = format!(
+            "[reports]\nreport_interval_s = 1\n\
+             [plugins.royalty]\ncurrency = \"EUR\"\n\
+             rates = {{ \"*\" = {{ per_second_micro = {}, per_play_micro = {} }} }}\n\
+             [plugins.ledger]\n\
+             [origin]\npublisher_key = {key:?}\n{}",
+            RATE.0 * 1_000_000,
+            RATE.1 * 1_000_000,
+            ha_toml(&etcd)
+        );
+        if backup {
+            toml.push_str(&format!(
+                "[backup]\nrepository = {repo:?}\npassword_file = {password:?}\nschedule = false\n"
+            ));
+        }
+        toml
+    };
+    let a = c.start_with(
+        "origin-a",
+        NodeOptions::new("origin")
+            .heartbeat_ms(250)
+            .extra(&origin_toml(false)),
+    );
+    wait_for(c.node(a), "primary", Duration::from_secs(10));
+    let p2p_a = c.node(a).p2p.clone();
+    let b = c.start_with(
+        "origin-b",
+        NodeOptions::new("origin")
+            .heartbeat_ms(250)
+            .bootstrap(&p2p_a)
+            .extra(&origin_toml(true)),
+    );
+    wait_for(c.node(b), "standby", Duration::from_secs(10));
+    let edge = c.start_with(
+        "edge",
+        NodeOptions::new("edge")
+            .heartbeat_ms(250)
+            .bootstrap(&p2p_a)
+            .extra(&format!(
+                "[trust]\npublishers = [\"{publisher}\"]\n[reports]\nreport_interval_s = 1\n\
+                 [geo]\ntrusted_proxies = [\"127.0.0.1/32\"]\n"
+            )),
+    );
+    let dir = c.path().join("song-a");
+    write_synthetic_rendition(&dir, SEGMENTS, 10_000, 1);
+    assert_success(
+        &c.node(a).ingest_as("song-a", "Song A", "alice", &dir),
+        "ingest at the primary",
+    );
+    assert!(wait_until(Duration::from_secs(10), || c
+        .node(edge)
+        .alive_members()
+        >= 2));
+    assert_eq!(watch(c.node(edge), "song-a", "10.0.0.1", 16), 16);
+    // The plays reach the primary's books (and its ledger), and through them the standby's.
+    assert!(
+        wait_until(Duration::from_secs(20), || c
+            .node(a)
+            .royalty_earned("alice")
+            == earned(16)),
+        "the plays were not booked at the primary"
+    );
+    std::thread::sleep(Duration::from_secs(3));
+
+    // The standby backs up what it holds; the snapshot verifies, ledger included.
+    let config_b = c.node(b).config_path.to_str().unwrap().to_owned();
+    assert_success(
+        &c.node(b).cli(&["backup", "now", "--config", &config_b]),
+        "backup now at the standby",
+    );
+    let verified = c.node(b).cli(&["backup", "verify", "--config", &config_b]);
+    assert_success(&verified, "backup verify of the standby's snapshot");
+    let shown = String::from_utf8_lossy(&verified.stdout);
+    assert!(
+        shown.contains("1 signed manifests") && shown.contains("latest signed head matches"),
+        "{shown}"
+    );
+}

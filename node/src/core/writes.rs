@@ -324,6 +324,13 @@ impl Writes {
     pub fn pause(&self) -> Paused<'_> {
         self.gate.write()
     }
+
+    /// Held by a standby while it applies one unit its primary wrote: not fenced (the
+    /// follower checks the primary's epoch itself), but inside a backup's pause, so a
+    /// standby's backup holds whole units. Blocking, like [`Writes::enter`].
+    pub fn replicating(&self) -> RwLockReadGuard<'_, ()> {
+        self.gate.read()
+    }
 }
 
 impl Default for Writes {

@@ -271,10 +271,11 @@ impl Follower {
             epoch: entry.epoch,
             ops: rest,
         };
-        let (db, applying) = (self.core.db.clone(), Arc::clone(&self.applying));
+        let (core, applying) = (Arc::clone(&self.core), Arc::clone(&self.applying));
         tokio::task::spawn_blocking(move || {
             let _applying = applying.lock();
-            rest.apply(&db)
+            let _unit = core.writes.replicating();
+            rest.apply(&core.db)
         })
         .await??;
         Ok(())
@@ -334,6 +335,7 @@ impl Follower {
         let (core, applying) = (Arc::clone(&self.core), Arc::clone(&self.applying));
         let published = tokio::task::spawn_blocking(move || {
             let _applying = applying.lock();
+            let _unit = core.writes.replicating();
             core.catalog.publish(signed)
         })
         .await?;

@@ -61,6 +61,6 @@ pub use merkle::{
     empty_root, leaf_hash, node_hash, root_of, verify_consistency,
     verify_inclusion as verify_leaf_hash_inclusion, Frontier, Hash, ProofError,
 };
-pub use store::{ENTRIES_TREE, HEADS_TREE, LEAVES_TREE, META_TREE};
+pub use store::{latest_stored_head, ENTRIES_TREE, HEADS_TREE, LEAVES_TREE, META_TREE};
 pub use tree::{LeafSource, MerkleTree, DEFAULT_CACHE_LEVEL};
 pub use verify::{verify_entry_inclusion, verify_inclusion, VerifyReport};

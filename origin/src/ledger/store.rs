@@ -145,6 +145,27 @@ pub(crate) fn decode_head(bytes: &[u8], size: u64) -> Result<SignedTreeHead, Led
     }
 }
 
+/// The newest signed tree head stored in `db`, read without opening the ledger (and without
+/// creating its trees): what a standby origin, whose ledger is written by replication and
+/// not open, records in a backup.
+///
+/// # Errors
+/// sled fails, or the head is damaged.
+pub fn latest_stored_head(db: &sled::Db) -> Result<Option<SignedTreeHead>, LedgerError> {
+    if !db
+        .tree_names()
+        .iter()
+        .any(|n| n.as_ref() == HEADS_TREE.as_bytes())
+    {
+        return Ok(None);
+    }
+    let tree = db.open_tree(HEADS_TREE)?;
+    match tree.last()? {
+        None => Ok(None),
+        Some((k, v)) => Ok(Some(decode_head(&v, decode_key(&k)?)?)),
+    }
+}
+
 pub(crate) fn read_heads(tree: &sled::Tree) -> Result<Vec<SignedTreeHead>, LedgerError> {
     let mut out = Vec::new();
     for item in tree.iter() {
