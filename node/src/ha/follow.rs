@@ -429,6 +429,7 @@ impl Follower {
         log_dropped(&dropped);
         let at = start.unwrap_or(0);
         self.save(Position { epoch, seq: at }).await?;
+        self.lag.following.store(epoch, Ordering::Relaxed);
         tracing::info!(epoch, at, pairs = pairs_loaded, took = ?started.elapsed(), "loaded the primary's snapshot");
         Ok(at)
     }
