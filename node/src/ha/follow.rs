@@ -26,8 +26,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use super::log::{is_replicated, Entry, Op, SnapshotPair};
-use super::source::MAX_ANSWER_BYTES;
+use super::log::{is_replicated, Entry, Op, SnapshotPair, MAX_ANSWER_BYTES};
 use crate::core::catalog::{CatalogError, Published, MANIFESTS_TREE};
 use crate::core::Core;
 use crate::fill::{Filler, ParentAddr, Part};

@@ -253,6 +253,10 @@ fn pull(ready: Pulled, pending: &mut Vec<Op>, events: &mut FuturesUnordered<Pend
     events.push(next_event(tree, subscriber));
 }
 
+/// What a standby accepts in one answer of its primary: a page of a snapshot or a batch of
+/// entries, and one entry that is larger on its own.
+pub const MAX_ANSWER_BYTES: u64 = 64 << 20;
+
 /// Most standbys one primary tracks (each is an admitted origin of the cluster).
 const MAX_FOLLOWERS: usize = 16;
 

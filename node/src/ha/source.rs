@@ -22,9 +22,6 @@ use crate::core::Core;
 const ENTRIES_BYTES: usize = 4 << 20;
 /// Bytes of pairs in one snapshot page.
 const PAGE_BYTES: usize = 4 << 20;
-/// What a standby accepts in one answer: a page or a batch of entries, and one entry that is
-/// larger on its own.
-pub const MAX_ANSWER_BYTES: u64 = 64 << 20;
 
 /// The current term's log, as the election hands it over and the QUIC plane reads it; and
 /// whether this origin, as a standby, holds a consistent copy of its primary.
