@@ -20,10 +20,12 @@ use mhc_tests::{
 const TTL: u64 = 5;
 
 fn ha_toml(etcd: &Etcd) -> String {
-    format!(
-        "[ha]\netcd = [\"{}\"]\nname = \"test-origins\"\nlease_ttl_s = {TTL}\n",
-        etcd.url
-    )
+    ha_toml_at(&etcd.url)
+}
+
+/// `[ha]` on the etcd at `url`.
+fn ha_toml_at(url: &str) -> String {
+    format!("[ha]\netcd = [\"{url}\"]\nname = \"test-origins\"\nlease_ttl_s = {TTL}\n")
 }
 
 /// An operator's webhook on loopback: the JSON bodies POSTed to it, in order of arrival.
@@ -463,12 +465,10 @@ fn publisher_key(c: &Cluster) -> (std::path::PathBuf, String) {
     (path, public)
 }
 
-#[test]
-fn acknowledged_reports_and_publications_survive_the_loss_of_the_primary() {
-    let etcd = Etcd::start();
-    let mut c = Cluster::new();
-    let (key, publisher) = publisher_key(&c);
-    let origin_toml = format!(
+/// An origin that books plays (royalty at [`RATE`] everywhere, the ledger), signs with the
+/// shared publisher key `key` and elects its primary on the etcd at `etcd_url`.
+fn booking_origin_toml(key: &std::path::Path, etcd_url: &str) -> String {
+    format!(
         "[reports]\nreport_interval_s = 1\n\
          [plugins.royalty]\ncurrency = \"EUR\"\n\
          rates = {{ \"*\" = {{ per_second_micro = {}, per_play_micro = {} }} }}\n\
@@ -476,8 +476,25 @@ fn acknowledged_reports_and_publications_survive_the_loss_of_the_primary() {
          [origin]\npublisher_key = {key:?}\n{}",
         RATE.0 * 1_000_000,
         RATE.1 * 1_000_000,
-        ha_toml(&etcd)
-    );
+        ha_toml_at(etcd_url)
+    )
+}
+
+/// An edge that trusts `publisher`, reports every second, and takes a viewer's address from
+/// the `X-Forwarded-For` that the test (at `proxy_ip`) sends.
+fn reporting_edge(publisher: &str, proxy_ip: &str) -> NodeOptions {
+    NodeOptions::new("edge").heartbeat_ms(250).extra(&format!(
+        "[trust]\npublishers = [\"{publisher}\"]\n[reports]\nreport_interval_s = 1\n\
+         [geo]\ntrusted_proxies = [\"{proxy_ip}/32\"]\n"
+    ))
+}
+
+#[test]
+fn acknowledged_reports_and_publications_survive_the_loss_of_the_primary() {
+    let etcd = Etcd::start();
+    let mut c = Cluster::new();
+    let (key, publisher) = publisher_key(&c);
+    let origin_toml = booking_origin_toml(&key, &etcd.url);
     let origin = |bootstrap: &[String]| {
         NodeOptions::new("origin")
             .heartbeat_ms(250)
@@ -491,13 +508,7 @@ fn acknowledged_reports_and_publications_survive_the_loss_of_the_primary() {
     wait_for(c.node(b), "standby", Duration::from_secs(10));
     let edge = c.start_with(
         "edge",
-        NodeOptions::new("edge")
-            .heartbeat_ms(250)
-            .bootstrap(&p2p_a)
-            .extra(&format!(
-                "[trust]\npublishers = [\"{publisher}\"]\n[reports]\nreport_interval_s = 1\n\
-                 [geo]\ntrusted_proxies = [\"127.0.0.1/32\"]\n"
-            )),
+        reporting_edge(&publisher, "127.0.0.1").bootstrap(&p2p_a),
     );
 
     // A publication at the primary is acknowledged once the standby holds it, media included.
@@ -763,18 +774,6 @@ fn a_primary_cut_from_etcd_but_not_from_its_edges_stops_writing_within_the_ttl()
     // Declared after the island, so it is dropped first: nodes die before their namespace.
     let mut c = Cluster::new();
     let (key, publisher) = publisher_key(&c);
-    let origin_toml = |etcd_url: &str| {
-        format!(
-            "[reports]\nreport_interval_s = 1\n\
-             [plugins.royalty]\ncurrency = \"EUR\"\n\
-             rates = {{ \"*\" = {{ per_second_micro = {}, per_play_micro = {} }} }}\n\
-             [plugins.ledger]\n\
-             [origin]\npublisher_key = {key:?}\n\
-             [ha]\netcd = [\"{etcd_url}\"]\nname = \"test-origins\"\nlease_ttl_s = {TTL}\n",
-            RATE.0 * 1_000_000,
-            RATE.1 * 1_000_000,
-        )
-    };
     // A on the island reaches etcd over the etcd cable only; B and the edge on the test's
     // side reach A over the other one.
     let a = c.start_with(
@@ -782,7 +781,7 @@ fn a_primary_cut_from_etcd_but_not_from_its_edges_stops_writing_within_the_ttl()
         NodeOptions::new("origin")
             .heartbeat_ms(250)
             .in_netns(&island.ns, ISLAND_IP)
-            .extra(&origin_toml(&etcd.url_on(ETCD_IP))),
+            .extra(&booking_origin_toml(&key, &etcd.url_on(ETCD_IP))),
     );
     let epoch_a = wait_for(c.node(a), "primary", Duration::from_secs(10))["epoch"]
         .as_u64()
@@ -794,19 +793,14 @@ fn a_primary_cut_from_etcd_but_not_from_its_edges_stops_writing_within_the_ttl()
             .heartbeat_ms(250)
             .on_ip(HOST_IP)
             .bootstrap(&p2p_a)
-            .extra(&origin_toml(&etcd.url)),
+            .extra(&booking_origin_toml(&key, &etcd.url)),
     );
     wait_for(c.node(b), "standby", Duration::from_secs(10));
     let edge = c.start_with(
         "edge",
-        NodeOptions::new("edge")
-            .heartbeat_ms(250)
+        reporting_edge(&publisher, HOST_IP)
             .on_ip(HOST_IP)
-            .bootstrap(&p2p_a)
-            .extra(&format!(
-                "[trust]\npublishers = [\"{publisher}\"]\n[reports]\nreport_interval_s = 1\n\
-                 [geo]\ntrusted_proxies = [\"{HOST_IP}/32\"]\n"
-            )),
+            .bootstrap(&p2p_a),
     );
     let dir = c.path().join("song-a");
     write_synthetic_rendition(&dir, SEGMENTS, 10_000, 1);
@@ -1074,16 +1068,7 @@ fn a_standby_takes_verified_backups_of_what_it_replicated() {
     std::fs::write(&password, "standby backups\n").unwrap();
     let repo = c.path().join("repo");
     let origin_toml = |backup: bool| {
-        let mut toml = format!(
-            "[reports]\nreport_interval_s = 1\n\
-             [plugins.royalty]\ncurrency = \"EUR\"\n\
-             rates = {{ \"*\" = {{ per_second_micro = {}, per_play_micro = {} }} }}\n\
-             [plugins.ledger]\n\
-             [origin]\npublisher_key = {key:?}\n{}",
-            RATE.0 * 1_000_000,
-            RATE.1 * 1_000_000,
-            ha_toml(&etcd)
-        );
+        let mut toml = booking_origin_toml(&key, &etcd.url);
         if backup {
             toml.push_str(&format!(
                 "[backup]\nrepository = {repo:?}\npassword_file = {password:?}\nschedule = false\n"
@@ -1109,13 +1094,7 @@ fn a_standby_takes_verified_backups_of_what_it_replicated() {
     wait_for(c.node(b), "standby", Duration::from_secs(10));
     let edge = c.start_with(
         "edge",
-        NodeOptions::new("edge")
-            .heartbeat_ms(250)
-            .bootstrap(&p2p_a)
-            .extra(&format!(
-                "[trust]\npublishers = [\"{publisher}\"]\n[reports]\nreport_interval_s = 1\n\
-                 [geo]\ntrusted_proxies = [\"127.0.0.1/32\"]\n"
-            )),
+        reporting_edge(&publisher, "127.0.0.1").bootstrap(&p2p_a),
     );
     let dir = c.path().join("song-a");
     write_synthetic_rendition(&dir, SEGMENTS, 10_000, 1);
