@@ -345,6 +345,26 @@ impl ReplicationLog {
         self.acked.send_modify(|n| *n = n.wrapping_add(1));
     }
 
+    /// Re-reads the standbys at every acknowledgement until `ready` finds what it waits for,
+    /// at most `within`.
+    async fn await_followers<T>(
+        &self,
+        within: Duration,
+        ready: impl Fn(&HashMap<String, Follower>) -> Option<T>,
+    ) -> Option<T> {
+        let deadline = tokio::time::Instant::now() + within;
+        let mut acked = self.acked.subscribe();
+        loop {
+            if let Some(found) = ready(&self.followers.lock()) {
+                return Some(found);
+            }
+            tokio::time::timeout_at(deadline, acked.changed())
+                .await
+                .ok()?
+                .ok()?;
+        }
+    }
+
     /// The standbys writes wait for now.
     pub fn synced_followers(&self) -> usize {
         self.followers.lock().values().filter(|f| f.synced).count()
@@ -353,25 +373,13 @@ impl ReplicationLog {
     /// Waits up to `within` for a standby that holds everything logged so far; its name.
     pub async fn caught_up(&self, within: Duration) -> Option<String> {
         let target = self.last_seq();
-        let deadline = tokio::time::Instant::now() + within;
-        let mut acked = self.acked.subscribe();
-        loop {
-            let holder = self
-                .followers
-                .lock()
+        self.await_followers(within, |followers| {
+            followers
                 .iter()
                 .find(|(_, f)| f.acked >= target)
-                .map(|(name, _)| name.clone());
-            if holder.is_some() {
-                return holder;
-            }
-            if tokio::time::timeout_at(deadline, acked.changed())
-                .await
-                .is_err()
-            {
-                return None;
-            }
-        }
+                .map(|(name, _)| name.clone())
+        })
+        .await
     }
 
     /// Waits until every synced standby holds everything logged so far, at most `within`; a
@@ -379,23 +387,13 @@ impl ReplicationLog {
     /// up again).
     pub async fn replicated(&self, within: Duration) {
         let target = self.last_seq();
-        let deadline = tokio::time::Instant::now() + within;
-        let mut acked = self.acked.subscribe();
-        loop {
-            let behind = self
-                .followers
-                .lock()
-                .values()
-                .any(|f| f.synced && f.acked < target);
-            if !behind {
-                return;
-            }
-            if tokio::time::timeout_at(deadline, acked.changed())
-                .await
-                .is_err()
-            {
-                break;
-            }
+        let done = self
+            .await_followers(within, |followers| {
+                (!followers.values().any(|f| f.synced && f.acked < target)).then_some(())
+            })
+            .await;
+        if done.is_some() {
+            return;
         }
         for (name, f) in self.followers.lock().iter_mut() {
             if f.synced && f.acked < target {
