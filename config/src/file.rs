@@ -295,6 +295,9 @@ pub struct PluginsSection {
     /// `[plugins.ledger]`: ledger. Default: absent (disabled).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ledger: Option<toml::Table>,
+    /// `[plugins.label]`: label delivery to DSPs. Default: absent (disabled).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub label: Option<toml::Table>,
 }
 
 /// `[http]`: viewer-plane limits.
@@ -482,7 +485,7 @@ mod tests {
         assert_eq!(s.downlink, "");
 
         let p = PluginsSection::default();
-        assert!(p.royalty.is_none() && p.ledger.is_none());
+        assert!(p.royalty.is_none() && p.ledger.is_none() && p.label.is_none());
 
         let h = HttpSection::default();
         assert_eq!(h.max_connections, 10_000);

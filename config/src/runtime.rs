@@ -242,13 +242,15 @@ pub struct Satellite {
     pub downlink_sources: Vec<ipnet::IpNet>,
 }
 
-/// Enabled plugins and their free-form settings. Both are `None` unless the role is origin.
+/// Enabled plugins and their free-form settings. All are `None` unless the role is origin.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Plugins {
     /// `[plugins.royalty]` contents, if enabled.
     pub royalty: Option<toml::Table>,
     /// `[plugins.ledger]` contents, if enabled.
     pub ledger: Option<toml::Table>,
+    /// `[plugins.label]` contents, if enabled.
+    pub label: Option<toml::Table>,
 }
 
 /// How many connections the QUIC data plane's server holds at once (each `>= 1`).

@@ -507,6 +507,7 @@ fn plugins(cx: &Ctx<'_>, p: PluginsSection, role: Role) -> Result<Plugins> {
         for (name, present) in [
             ("royalty", p.royalty.is_some()),
             ("ledger", p.ledger.is_some()),
+            ("label", p.label.is_some()),
         ] {
             if present {
                 return Err(cx.err(
@@ -522,6 +523,7 @@ fn plugins(cx: &Ctx<'_>, p: PluginsSection, role: Role) -> Result<Plugins> {
     Ok(Plugins {
         royalty: p.royalty,
         ledger: p.ledger,
+        label: p.label,
     })
 }
 

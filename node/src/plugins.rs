@@ -1,4 +1,4 @@
-//! The origin's plugins inside the daemon: the plugin host (royalty, ledger) is opened when
+//! The origin's plugins inside the daemon: the plugin host (royalty, ledger, label) is opened when
 //! the origin may write (at start for a lone origin; at each promotion for one that elects its
 //! primary: a standby's books are written by replication underneath, and the host keeps state
 //! of them in memory, so it opens on them only once they are this origin's to write), told about every published version, fed the play reports nodes send over QUIC, ticked
@@ -11,8 +11,10 @@
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use mhc_label::{LabelConfig, LabelPlugin, MediaLibrary, TrackMedia};
+use mhc_manifest::{ContentId, MediaKind, SegmentFormat};
 use mhc_origin::ledger::SignedTreeHead;
-use mhc_origin::plugin::{AdminRequest, AdminResponse, ContentPublished, ReportOutcome};
+use mhc_origin::plugin::{AdminRequest, AdminResponse, ContentPublished, Plugin, ReportOutcome};
 use mhc_origin::{PlayReportBatch, PluginHost, PluginsConfig, ReportError, SignedPlayReport};
 use parking_lot::{Mutex, RwLock};
 use prometheus_client::collector::Collector;
@@ -47,6 +49,8 @@ pub enum Outcome {
 pub struct Plugins {
     core: Arc<Core>,
     config: PluginsConfig,
+    /// `[plugins.label]`, if enabled (a plugin of its own crate, built beside the host's).
+    label: Option<LabelConfig>,
     /// The host while open, and the epoch it was opened in.
     host: Arc<HostSlot>,
     /// Held while the host is opened, so it is opened once.
@@ -179,6 +183,16 @@ impl Plugins {
             .map(|t| toml::Value::Table(t).try_into())
             .transpose()
             .map_err(|e| anyhow::anyhow!("[plugins.ledger]: {e}"))?;
+        let label: Option<LabelConfig> = config
+            .plugins
+            .label
+            .clone()
+            .map(|t| toml::Value::Table(t).try_into())
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("[plugins.label]: {e}"))?;
+        if let Some(label) = &label {
+            label.validate()?;
+        }
         let inbox = InboxMetrics::new(&core.metrics);
         let host: Arc<HostSlot> = Arc::new(RwLock::new(None));
         core.metrics
@@ -186,6 +200,7 @@ impl Plugins {
         let plugins = Self {
             core,
             config: PluginsConfig { royalty, ledger },
+            label,
             host,
             opening: Mutex::new(()),
             inbox,
@@ -207,11 +222,19 @@ impl Plugins {
         // The old term's host (if any) goes first: its memory of the books is stale.
         *self.host.write() = None;
         let core = &self.core;
-        let host = PluginHost::with_clock(
+        let host = PluginHost::with_clock_and(
             &core.db,
             core.publisher.clone(),
             &self.config,
             core.clock.clone(),
+            |_royalty| {
+                let Some(config) = self.label.clone() else {
+                    return Ok(Vec::new());
+                };
+                let library = Arc::new(CatalogMedia(Arc::clone(core)));
+                let label = LabelPlugin::open(&core.db, config, library, core.clock.clone())?;
+                Ok(vec![Arc::new(label) as Arc<dyn Plugin>])
+            },
         )
         .map_err(|e| anyhow::anyhow!("starting the origin plugins: {e}"))?;
         tracing::info!(plugins = ?host.plugin_names(), epoch, "origin plugins ready");
@@ -501,4 +524,45 @@ pub struct PluginFacts {
     pub ledger_head: Option<SignedTreeHead>,
     /// Royalty postings booked.
     pub royalty_postings: Option<u64>,
+}
+
+/// The origin's catalog and blob store as the label plugin reads them.
+#[derive(Debug)]
+struct CatalogMedia(Arc<Core>);
+
+impl MediaLibrary for CatalogMedia {
+    fn track(&self, content_id: &str) -> Option<TrackMedia> {
+        let published = self.0.catalog.latest(&ContentId::new(content_id).ok()?)?;
+        let m = published.manifest();
+        let mut parts: Vec<([u8; 32], u64)> = m.hls.init.iter().map(|i| (i.hash, i.size)).collect();
+        parts.extend(m.segments.iter().map(|s| (s.hash, s.size)));
+        Some(TrackMedia {
+            content_id: content_id.to_string(),
+            version: m.version,
+            artist_id: m.artist_id.clone(),
+            title: m.title.clone(),
+            audio_only: m.media_kind == MediaKind::Audio,
+            duration_ms: m.segments.iter().map(|s| u64::from(s.duration_ms)).sum(),
+            codecs: m.hls.codecs.clone().unwrap_or_default(),
+            // The average is what a file's bitrate means; the peak when no average is known.
+            bandwidth_bps: if m.hls.average_bandwidth_bps > 0 {
+                m.hls.average_bandwidth_bps
+            } else {
+                m.hls.bandwidth_bps
+            },
+            // Init segment + fragments is a fragmented MP4 file; ADTS and TS concatenate.
+            extension: match (m.hls.segment_format, m.media_kind) {
+                (SegmentFormat::Fmp4, MediaKind::Audio) => "m4a",
+                (SegmentFormat::Fmp4, MediaKind::Video) => "mp4",
+                (SegmentFormat::Aac, _) => "aac",
+                (SegmentFormat::Ts, _) => "ts",
+            },
+            parts,
+        })
+    }
+
+    fn open_blob(&self, hash: &[u8; 32]) -> std::io::Result<Box<dyn std::io::Read + Send>> {
+        let path = self.0.store.disk().blob_path(hash);
+        Ok(Box::new(std::fs::File::open(path)?))
+    }
 }

@@ -909,6 +909,7 @@ pub fn assert_success(out: &Output, what: &str) {
 
 pub mod etcd;
 pub mod mmdb;
+pub mod sshd;
 pub mod udp;
 
 /// Creates an operator key `name` in `dir` with `mhc-node operator-keygen`; returns the key

@@ -261,6 +261,8 @@ pub fn install(image: &Path, to: &Path, now_ms: u64) -> anyhow::Result<ImageMani
             })?;
         }
         crate::core::restore_incarnation(&db, now_ms / 1000)?;
+        // ISRCs and UPCs issued after the backup are not in it: the label skips past them.
+        mhc_label::store::mark_restored(&db, now_ms)?;
         db.flush()?;
     }
     let from_blobs = image.join("blobs");

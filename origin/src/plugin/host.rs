@@ -218,6 +218,22 @@ impl PluginHost {
         config: &PluginsConfig,
         clock: Clock,
     ) -> Result<PluginHost, PluginError> {
+        Self::with_clock_and(db, signing_key, config, clock, |_| Ok(Vec::new()))
+    }
+
+    /// Like [`PluginHost::with_clock`], plus plugins built outside this crate (the node's
+    /// `label` plugin), delivered after the shipped ones; `others` is given the royalty plugin,
+    /// if enabled, to credit through.
+    ///
+    /// # Errors
+    /// As [`PluginHost::new`], and whatever `others` returns.
+    pub fn with_clock_and(
+        db: &sled::Db,
+        signing_key: SigningKey,
+        config: &PluginsConfig,
+        clock: Clock,
+        others: impl FnOnce(Option<&Arc<RoyaltyPlugin>>) -> Result<Vec<Arc<dyn Plugin>>, PluginError>,
+    ) -> Result<PluginHost, PluginError> {
         let royalty = config
             .royalty
             .clone()
@@ -238,7 +254,8 @@ impl PluginHost {
             })
             .transpose()?
             .map(Arc::new);
-        Self::assemble(db, royalty, ledger, Vec::new(), clock)
+        let others = others(royalty.as_ref())?;
+        Self::assemble(db, royalty, ledger, others, clock)
     }
 
     /// A host with the given plugins, in delivery order (for custom plugins and tests), and

@@ -314,6 +314,87 @@ impl Royalty {
     }
 }
 
+/// One track's revenue in one currency from a DSP's sales report, as the label plugin reads
+/// it from a DDEX DSR file: credited to `artist_id` (or divided by `content_id`'s split sheet).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsageRevenue {
+    /// The track's content id (its split sheet, if any, divides the amount).
+    pub content_id: String,
+    /// The artist the content was published under.
+    pub artist_id: String,
+    /// The currency of `nano`.
+    pub currency: Currency,
+    /// Revenue in nano-units of the currency (10^-9 of a major unit): DSR amounts have more
+    /// decimals than minor units; remainders below a minor unit are carried in the balance.
+    pub nano: i128,
+}
+
+impl Royalty {
+    /// Credits the revenue of a DSP's sales report (a DDEX DSR file, parsed by the label
+    /// plugin), as source `dsp:<dsp>`: each entry to its artist or divided by the content's
+    /// split sheet, one credit per artist and currency, with withholding. Idempotent by
+    /// (`dsp`, `file_hash`): the same file again changes nothing (`replayed`), other data under
+    /// the same file hash is refused.
+    ///
+    /// # Errors
+    /// [`RoyaltyError::InvalidInput`] for a malformed dsp or id; [`RoyaltyError::ReferenceReused`];
+    /// [`RoyaltyError::Money`] on overflow; [`RoyaltyError::Storage`].
+    pub fn import_dsp_revenue(
+        &self,
+        dsp: &str,
+        file_hash: &str,
+        memo: &str,
+        revenue: &[UsageRevenue],
+    ) -> Result<Receipt, RoyaltyError> {
+        check_dsp_name(dsp).map_err(|p| RoyaltyError::InvalidInput {
+            field: "dsp".into(),
+            problem: p,
+        })?;
+        for r in revenue {
+            check_content_id("content_id", &r.content_id)?;
+            check_id("artist_id", &r.artist_id, MAX_ARTIST_ID_BYTES)?;
+        }
+        let reference = format!("{dsp}/dsr/{file_hash}");
+        let source = format!("dsp:{dsp}");
+        self.apply_input("dsr", &reference, &revenue, |b| {
+            let mut sheets = SheetCache::default();
+            let mut totals: BTreeMap<Currency, BTreeMap<String, i128>> = BTreeMap::new();
+            for r in revenue {
+                let sheet = sheets.get(b, &r.content_id)?;
+                accumulate_split(
+                    totals.entry(r.currency).or_default(),
+                    sheet.as_ref(),
+                    &r.artist_id,
+                    r.nano,
+                )?;
+            }
+            for (currency, per_artist) in totals {
+                for (artist, nano) in per_artist {
+                    b.credit_nano(&artist, currency, nano, &source, memo)?;
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// Milliseconds of `content_id` watched on the platform in `month`, from the play reports
+    /// credited (for reconciling a DSP's usage against the platform's own).
+    ///
+    /// # Errors
+    /// [`RoyaltyError::Storage`], [`RoyaltyError::Corrupt`].
+    pub fn watched_ms(&self, month: Month, content_id: &str) -> Result<u64, RoyaltyError> {
+        let mut prefix = month.index().to_be_bytes().to_vec();
+        prefix.extend_from_slice(content_id.as_bytes());
+        prefix.push(0);
+        Ok(self
+            .store()
+            .scan::<u64>(super::store::TreeId::Watch, &prefix)?
+            .into_iter()
+            .map(|(_, ms)| ms)
+            .sum())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::testutil::{crypto_account, sheet, Harness};

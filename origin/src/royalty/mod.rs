@@ -51,7 +51,7 @@ pub use config::{
     MAX_RATE_MICRO,
 };
 pub use csv::{CsvError, MAX_LINE_BYTES};
-pub use dsp::{DspImport, DspLine, DspStatement, DSP_COLUMNS, MAX_DSP_ROWS};
+pub use dsp::{DspImport, DspLine, DspStatement, UsageRevenue, DSP_COLUMNS, MAX_DSP_ROWS};
 pub use engine::{Balance, BalanceAudit, Clock, Royalty, MAX_POSTINGS_PAGE};
 pub use error::{
     RoyaltyError, MAX_ARTIST_ID_BYTES, MAX_CONTENT_ID_BYTES, MAX_REFERENCE_BYTES, MAX_TEXT_BYTES,

@@ -1,0 +1,402 @@
+//! The label plugin end to end: an origin assigns ISRCs and a UPC to a release of two
+//! published tracks, writes its DDEX ERN 4.3 message, and delivers it to a DSP's drop on a real
+//! OpenSSH server (`sshd -D` on loopback, key-only, `internal-sftp`) following DDEX's file-drop
+//! choreography; the DSP's ACK is picked up. A wrong host key delivers nothing; sshd killed
+//! mid-upload fails the job, which is retried and completes once sshd is back, never leaving a
+//! partial file under a final name.
+
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use mhc_label::ids::{Icpn, Isrc};
+use mhc_tests::sshd::Sshd;
+use mhc_tests::{assert_success, wait_until, Cluster, NodeProcess};
+use sha2::Digest;
+
+/// Writes an audio rendition (ADTS-named segments, so the origin publishes it as audio): `n`
+/// segments of `len` bytes depending on `seed`. The node never parses media.
+fn write_audio_rendition(dir: &Path, n: usize, len: usize, seed: u8) {
+    fs::create_dir_all(dir).unwrap();
+    let mut playlist = String::from(
+        "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:4\n#EXT-X-MEDIA-SEQUENCE:0\n\
+         #EXT-X-PLAYLIST-TYPE:VOD\n",
+    );
+    let mut rng = fastrand::Rng::with_seed(u64::from(seed));
+    for i in 0..n {
+        let name = format!("seg_{i:03}.aac");
+        let mut bytes = vec![0u8; len];
+        rng.fill(&mut bytes);
+        fs::write(dir.join(&name), bytes).unwrap();
+        playlist.push_str(&format!("#EXTINF:4.000000,\n{name}\n"));
+    }
+    playlist.push_str("#EXT-X-ENDLIST\n");
+    fs::write(dir.join("index.m3u8"), playlist).unwrap();
+}
+
+/// The concatenated segments of a rendition written by [`write_audio_rendition`]: the file the
+/// label delivers.
+fn rendition_sha256(dir: &Path, n: usize) -> String {
+    let mut sha = sha2::Sha256::new();
+    for i in 0..n {
+        sha.update(fs::read(dir.join(format!("seg_{i:03}.aac"))).unwrap());
+    }
+    hex::encode(sha.finalize())
+}
+
+/// The ERN 4.3 schema beside the checkout (`../shared/ddex/ern43`, or `$MHC_SHARED/ddex/ern43`).
+fn ern_schema() -> PathBuf {
+    let shared = std::env::var_os("MHC_SHARED").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared"),
+        PathBuf::from,
+    );
+    let xsd = shared.join("ddex/ern43/release-notification.xsd");
+    assert!(
+        xsd.exists(),
+        "the DDEX ERN 4.3 schema is not at {}: the project's shared folder must sit beside the \
+         checkout (or MHC_SHARED name it)",
+        xsd.display()
+    );
+    xsd
+}
+
+/// Validates an XML file against the ERN 4.3 schema with libxml2's xmllint.
+fn assert_valid_ern(file: &Path) {
+    let xmllint = mhc_tests::installed_program("xmllint", "libxml2-utils");
+    let out = Command::new(xmllint)
+        .arg("--noout")
+        .arg("--schema")
+        .arg(ern_schema())
+        .arg(file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{} does not validate against ERN 4.3:\n{}",
+        file.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+const ARTIST: &str = "ada";
+const SEGMENTS: usize = 4;
+
+struct Setup {
+    cluster: Cluster,
+    sshd: Sshd,
+    origin: usize,
+    drop_dir: PathBuf,
+}
+
+/// An origin with the label plugin delivering to `spotify` on `sshd`, whose host key the
+/// config names as `known_host`; two tracks by `ada` published (`night-drive`, `day-walk`) of
+/// `segment_len` bytes per segment.
+fn setup(known_host: Option<String>, segment_len: usize) -> Setup {
+    let mut cluster = Cluster::new();
+    let sshd = Sshd::start();
+    let drop_dir = sshd.root().join("incoming");
+    fs::create_dir_all(&drop_dir).unwrap();
+    let toml = format!(
+        "[plugins.royalty]\ncurrency = \"EUR\"\n[plugins.ledger]\n\
+         [plugins.label]\nisrc_registrant = \"USMHC\"\ngs1_prefix = \"0614141\"\n\
+         sender_party_id = \"PADPIDA2007050901U\"\nsender_name = \"MHC Streaming\"\n\
+         retry_base_s = 1\nretry_max_s = 2\nack_poll_s = 1\n\
+         [plugins.label.dsps.spotify]\nparty_id = \"PADPIDA2015120100H\"\nname = \"Spotify\"\n\
+         sftp = \"sftp://{}@127.0.0.1:{}{}\"\nkey = \"{}\"\nknown_host = \"{}\"\n",
+        sshd.user(),
+        sshd.port(),
+        drop_dir.display(),
+        sshd.client_key_path().display(),
+        known_host.unwrap_or_else(|| sshd.known_host()),
+    );
+    let origin = cluster.start("origin", "origin", &toml);
+    for (id, seed) in [("night-drive", 1u8), ("day-walk", 2)] {
+        let dir = cluster.path().join(id);
+        write_audio_rendition(&dir, SEGMENTS, segment_len, seed);
+        let node = cluster.node(origin);
+        assert_success(&node.ingest_as(id, id, ARTIST, &dir), "ingest");
+    }
+    Setup {
+        cluster,
+        sshd,
+        origin,
+        drop_dir,
+    }
+}
+
+/// `mhc-node plugin label METHOD PATH [--body JSON]`: status and answer.
+fn label(node: &NodeProcess, method: &str, path: &str, body: Option<&str>) -> (bool, Vec<u8>) {
+    let data_dir = node.data_dir.to_str().unwrap().to_owned();
+    let mut args = vec!["plugin", "--data-dir", &data_dir, "label", method, path];
+    let body_file = body.map(|b| {
+        let f = tempfile::NamedTempFile::new().unwrap();
+        fs::write(f.path(), b).unwrap();
+        f
+    });
+    let body_path = body_file
+        .as_ref()
+        .map(|f| f.path().to_str().unwrap().to_owned());
+    if let Some(p) = &body_path {
+        args.extend(["--body", p.as_str()]);
+    }
+    let out = node.cli(&args);
+    (out.status.success(), out.stdout)
+}
+
+fn label_json(
+    node: &NodeProcess,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+) -> serde_json::Value {
+    let (ok, out) = label(node, method, path, body);
+    assert!(ok, "{method} {path}: {}", String::from_utf8_lossy(&out));
+    serde_json::from_slice(&out).unwrap()
+}
+
+const NIGHT_EP: &str = r#"{"artist": "ada", "title": "Night EP", "label": "MHC Records",
+    "genre": "Electronic", "release_date": "2026-12-04", "territories": ["Worldwide"],
+    "p_line": "2026 MHC Records", "c_line": "2026 MHC Records",
+    "tracks": [{"content_id": "night-drive", "title": "Night Drive"},
+               {"content_id": "day-walk", "title": "Day Walk"}]}"#;
+
+fn status_of(node: &NodeProcess, release: &str) -> serde_json::Value {
+    label_json(node, "GET", &format!("releases/{release}/status"), None)["dsps"]["spotify"].clone()
+}
+
+fn wait_for_state(node: &NodeProcess, release: &str, state: &str, secs: u64) -> serde_json::Value {
+    let mut last = serde_json::Value::Null;
+    let reached = wait_until(Duration::from_secs(secs), || {
+        last = status_of(node, release);
+        last["state"] == state
+    });
+    assert!(reached, "the delivery never became {state}: {last}");
+    last
+}
+
+/// Every file under `dir`, relative, sorted.
+fn files_under(dir: &Path) -> Vec<String> {
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
+        let Ok(entries) = fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(root, &p, out);
+            } else {
+                out.push(p.strip_prefix(root).unwrap().to_string_lossy().into_owned());
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
+}
+
+#[test]
+fn a_release_is_delivered_by_the_ddex_choreography_and_acknowledged() {
+    let s = setup(None, 50_000);
+    let node = s.cluster.node(s.origin);
+
+    let release = label_json(node, "POST", "releases", Some(NIGHT_EP));
+    let id = release["id"].as_str().unwrap().to_owned();
+    let upc = release["upc"].as_str().unwrap().to_owned();
+    Icpn::parse(&upc).expect("a UPC with a correct GS1 check digit");
+    assert!(upc.starts_with("0614141"), "{upc}");
+    let isrcs: Vec<String> = release["tracks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["isrc"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(isrcs.len(), 2);
+    for isrc in &isrcs {
+        let parsed = Isrc::parse(isrc).expect("a well-formed ISRC");
+        assert!(parsed.as_str().starts_with("USMHC"), "{isrc}");
+    }
+    assert_ne!(isrcs[0], isrcs[1]);
+    assert_eq!(release["tracks"][0]["duration_ms"], SEGMENTS as u64 * 4000);
+
+    // The message as the route shows it validates.
+    let (ok, ern) = label(node, "GET", &format!("releases/{id}/ern?dsp=spotify"), None);
+    assert!(ok, "{}", String::from_utf8_lossy(&ern));
+    let preview = s.cluster.path().join("preview.xml");
+    fs::write(&preview, &ern).unwrap();
+    assert_valid_ern(&preview);
+
+    let queued = label_json(
+        node,
+        "POST",
+        &format!("releases/{id}/deliver"),
+        Some(r#"{"dsps": ["spotify"]}"#),
+    );
+    assert_eq!(queued["dsps"]["spotify"], "insert");
+    let status = wait_for_state(node, &id, "delivered", 60);
+    let batch = status["batch_id"].as_str().unwrap().to_owned();
+
+    // On the server: the batch folder, the release folder with its message and resources,
+    // BatchComplete; no temporary file left.
+    let files = files_under(&s.drop_dir.join(&batch));
+    let mut expected = vec![
+        format!("{upc}/{upc}.xml"),
+        format!("{upc}/resources/{}.aac", isrcs[0]),
+        format!("{upc}/resources/{}.aac", isrcs[1]),
+        format!("BatchComplete_{batch}.xml"),
+    ];
+    expected.sort();
+    assert_eq!(files, expected);
+    let batch_dir = s.drop_dir.join(&batch);
+    for (isrc, id) in isrcs.iter().zip(["night-drive", "day-walk"]) {
+        let on_server = fs::read(batch_dir.join(format!("{upc}/resources/{isrc}.aac"))).unwrap();
+        let published = rendition_sha256(&s.cluster.path().join(id), SEGMENTS);
+        assert_eq!(hex::encode(sha2::Sha256::digest(&on_server)), published);
+        let message = fs::read_to_string(batch_dir.join(format!("{upc}/{upc}.xml"))).unwrap();
+        assert!(
+            message.contains(&published),
+            "the ERN carries the file's SHA-256"
+        );
+    }
+    assert_valid_ern(&batch_dir.join(format!("{upc}/{upc}.xml")));
+    let complete =
+        fs::read_to_string(batch_dir.join(format!("BatchComplete_{batch}.xml"))).unwrap();
+    assert!(
+        complete.contains(&format!("<BatchId>{batch}</BatchId>")),
+        "{complete}"
+    );
+    // BatchComplete appeared last: every file got its final name by a rename, which sets the
+    // file's change time, and BatchComplete's is the latest.
+    let changed = |rel: &str| {
+        let m = fs::metadata(batch_dir.join(rel)).unwrap();
+        (m.ctime(), m.ctime_nsec())
+    };
+    let complete_at = changed(&format!("BatchComplete_{batch}.xml"));
+    for f in &files {
+        assert!(
+            changed(f) <= complete_at,
+            "{f} appeared after BatchComplete"
+        );
+    }
+
+    // Delivering the same release again does nothing.
+    let again = label_json(
+        node,
+        "POST",
+        &format!("releases/{id}/deliver"),
+        Some(r#"{"dsps": ["spotify"]}"#),
+    );
+    assert_eq!(again["dsps"]["spotify"], "unchanged");
+
+    // The DSP acknowledges the batch.
+    fs::write(
+        batch_dir.join(format!("ACK_{batch}.xml")),
+        "<Acknowledgement>ok</Acknowledgement>",
+    )
+    .unwrap();
+    let acked = wait_for_state(node, &id, "acknowledged", 30);
+    assert!(acked["ack"].as_str().unwrap().contains("ACK_"), "{acked}");
+
+    // Unknown fields are refused, naming the field.
+    let (ok, answer) = label(
+        node,
+        "POST",
+        "releases",
+        Some(&NIGHT_EP.replace("\"genre\"", "\"genres\": [], \"genre\"")),
+    );
+    assert!(!ok);
+    assert!(
+        String::from_utf8_lossy(&answer).contains("genres"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    // An artist cannot release another artist's content.
+    let (ok, answer) = label(
+        node,
+        "POST",
+        "releases",
+        Some(&NIGHT_EP.replace("\"ada\"", "\"bob\"")),
+    );
+    assert!(!ok);
+    assert!(
+        String::from_utf8_lossy(&answer).contains("bob"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+}
+
+#[test]
+fn a_wrong_host_key_is_refused_and_nothing_is_uploaded() {
+    let other = tempfile::tempdir().unwrap();
+    let impostor = mhc_tests::sshd::keygen(&other.path().join("impostor"), "ed25519");
+    let s = setup(Some(impostor), 10_000);
+    let node = s.cluster.node(s.origin);
+    let release = label_json(node, "POST", "releases", Some(NIGHT_EP));
+    let id = release["id"].as_str().unwrap().to_owned();
+    label_json(
+        node,
+        "POST",
+        &format!("releases/{id}/deliver"),
+        Some(r#"{"dsps": ["spotify"]}"#),
+    );
+    let status = wait_for_state(node, &id, "failed", 30);
+    assert_eq!(status["retry"], false, "{status}");
+    assert!(
+        status["last_error"].as_str().unwrap().contains("host key"),
+        "{status}"
+    );
+    assert!(
+        files_under(&s.drop_dir).is_empty(),
+        "{:?}",
+        files_under(&s.drop_dir)
+    );
+}
+
+#[test]
+fn sshd_killed_mid_upload_fails_the_job_which_completes_once_sshd_is_back() {
+    // Two tracks of 4 x 16 MiB: long enough to kill the server while a file is on its way.
+    let mut s = setup(None, 16 << 20);
+    let node = s.cluster.node(s.origin);
+    let release = label_json(node, "POST", "releases", Some(NIGHT_EP));
+    let id = release["id"].as_str().unwrap().to_owned();
+    label_json(
+        node,
+        "POST",
+        &format!("releases/{id}/deliver"),
+        Some(r#"{"dsps": ["spotify"]}"#),
+    );
+    // Kill sshd as soon as a temporary file is growing on the server.
+    let drop_dir = s.drop_dir.clone();
+    let growing = wait_until(Duration::from_secs(60), || {
+        files_under(&drop_dir).iter().any(|f| {
+            f.ends_with(".part") && fs::metadata(drop_dir.join(f)).is_ok_and(|m| m.len() > 0)
+        })
+    });
+    assert!(growing, "no upload started: {:?}", files_under(&drop_dir));
+    s.sshd.stop();
+    let failed = wait_for_state(s.cluster.node(s.origin), &id, "failed", 60);
+    assert_eq!(failed["retry"], true, "{failed}");
+    // No file under a final name is partial: only finished files were renamed.
+    let release_files = files_under(&drop_dir);
+    for f in &release_files {
+        assert!(
+            f.ends_with(".part")
+                || !f.contains("/resources/")
+                || fs::metadata(drop_dir.join(f)).unwrap().len() == 4 * (16 << 20),
+            "a partial file under a final name: {f}"
+        );
+        assert!(
+            !f.contains("BatchComplete"),
+            "BatchComplete before the batch was complete"
+        );
+    }
+    s.sshd.restart();
+    let done = wait_for_state(s.cluster.node(s.origin), &id, "delivered", 120);
+    assert!(done["attempts"].as_u64().unwrap() >= 2, "{done}");
+    let batch = done["batch_id"].as_str().unwrap();
+    let files = files_under(&drop_dir.join(batch));
+    assert!(files.iter().all(|f| !f.ends_with(".part")), "{files:?}");
+    assert_eq!(files.len(), 4, "{files:?}");
+}
