@@ -13,6 +13,7 @@ pub mod ids;
 pub mod media;
 pub mod plugin;
 pub mod release;
+pub mod sales;
 pub mod sftp;
 pub mod store;
 

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use mhc_clock::Clock;
 use mhc_origin::plugin::{AdminRequest, AdminResponse, CoreEvent, Plugin, PluginError};
+use mhc_origin::royalty::{Month, Royalty};
 use serde::Deserialize;
 
 use crate::config::{LabelConfig, SftpUrl};
@@ -26,6 +27,7 @@ use crate::ern::{self, ErnDeal, ErnFile, ErnMessage, ErnRelease, ErnTrack, Messa
 use crate::ids::{Icpn, Isrc};
 use crate::media::{file_digest, MediaLibrary, TrackMedia};
 use crate::release::{line_year, parse_date, NewRelease, Release, Track};
+use crate::sales::{self, SalesError};
 use crate::sftp::SftpTarget;
 use crate::store::{Allocation, Store, StoreError, Takedown};
 
@@ -63,6 +65,8 @@ pub struct Label {
     store: Store,
     jobs: Jobs,
     library: Arc<dyn MediaLibrary>,
+    /// The royalty books DSR revenue is credited to (`None`: royalty disabled).
+    royalty: Option<Arc<Royalty>>,
     clock: Clock,
     /// Wakes the worker when a delivery is queued.
     wake: tokio::sync::Notify,
@@ -128,6 +132,7 @@ impl LabelPlugin {
         db: &sled::Db,
         config: LabelConfig,
         library: Arc<dyn MediaLibrary>,
+        royalty: Option<Arc<Royalty>>,
         clock: Clock,
     ) -> Result<Self, PluginError> {
         config.validate().map_err(|e| PluginError::Config {
@@ -151,6 +156,7 @@ impl LabelPlugin {
             store,
             jobs,
             library,
+            royalty,
             clock,
             wake: tokio::sync::Notify::new(),
             uploaded_bytes: AtomicU64::new(0),
@@ -436,6 +442,40 @@ impl Label {
                 Ok(AdminResponse::ok(
                     &serde_json::json!({ "release": release.id, "dsps": dsps }),
                 ))
+            }
+            ("POST", ["dsr", dsp]) => {
+                if !self.config.dsps.contains_key(*dsp) {
+                    return Err(not_found(format!("no DSP {dsp:?} in [plugins.label.dsps]")));
+                }
+                let royalty = self.royalty.as_ref().ok_or_else(|| {
+                    LabelError(PluginError::Conflict(
+                        "DSR revenue is credited through the royalty plugin: enable \
+                         [plugins.royalty]"
+                            .into(),
+                    ))
+                })?;
+                let import = sales::import(
+                    &self.store,
+                    royalty,
+                    dsp,
+                    self.config.sender_party_id.as_str(),
+                    req.body.as_slice(),
+                )
+                .map_err(|e| match e {
+                    SalesError::File(p) | SalesError::Refused(p) => bad(p),
+                    SalesError::Royalty(e) => LabelError(PluginError::Royalty(e)),
+                    SalesError::Store(e) => LabelError::from(e),
+                })?;
+                tracing::info!(dsp, period = %import.period, lines = import.usage_lines, matched = import.matched_lines, replayed = import.replayed, "label: sales report imported");
+                Ok(AdminResponse::ok(&import))
+            }
+            ("GET", ["reconciliation", dsp, period]) => {
+                let month: Month = period.parse().map_err(|e| bad(format!("period: {e}")))?;
+                let imports = sales::imports(&self.store, dsp, period)?;
+                let facts = |isrc: &str| self.track_facts(dsp, isrc, month);
+                Ok(AdminResponse::ok(&sales::reconcile(
+                    dsp, period, &imports, facts,
+                )))
             }
             ("POST", ["takedowns"]) => {
                 let t: TakedownRequest = req.json_body()?;
@@ -785,6 +825,39 @@ impl Label {
         if let Err(e) = self.jobs.put(&job) {
             tracing::error!(error = %e, "label: storing a delivery job");
         }
+    }
+
+    /// What reconciliation needs to know of an ISRC the label issued.
+    fn track_facts(&self, dsp: &str, isrc: &str, month: Month) -> Option<sales::TrackFacts> {
+        let release_id = self.store.owner_of(&format!("isrc:{isrc}")).ok()??;
+        let release = self.store.release(&release_id).ok()??;
+        let track = release.tracks.iter().find(|t| t.isrc.as_str() == isrc)?;
+        let live = self
+            .jobs
+            .get(&release.id, dsp)
+            .ok()
+            .flatten()
+            .is_some_and(|j| {
+                j.kind != DeliveryKind::Takedown
+                    && matches!(j.state, JobState::Delivered | JobState::Acknowledged)
+            })
+            && self
+                .store
+                .takedown(&track.content_id)
+                .ok()
+                .flatten()
+                .is_none();
+        let platform_ms = self
+            .royalty
+            .as_ref()
+            .and_then(|r| r.watched_ms(month, &track.content_id).ok())
+            .unwrap_or(0);
+        Some(sales::TrackFacts {
+            content_id: track.content_id.clone(),
+            territories: release.territories.clone(),
+            live,
+            platform_ms,
+        })
     }
 
     fn release(&self, id: &str) -> Result<Release> {

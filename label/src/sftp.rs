@@ -6,6 +6,7 @@
 //! name, then renamed); every request is bounded in time, so a stalled DSP cannot hold a
 //! delivery forever.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::future::Future;
 use std::io::Read;
@@ -14,8 +15,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::stream::{FuturesUnordered, StreamExt};
-use russh::client;
-use russh::keys::{HashAlg, PrivateKeyWithHashAlg, PublicKey, PublicKeyOrCertificate};
+use russh::keys::{Algorithm, HashAlg, PrivateKeyWithHashAlg, PublicKey, PublicKeyOrCertificate};
+use russh::{cipher, client};
 use russh_sftp::client::error::Error as RawError;
 use russh_sftp::client::RawSftpSession;
 use russh_sftp::protocol::{FileAttributes, OpenFlags, Packet, StatusCode};
@@ -43,6 +44,16 @@ const READ_AHEAD_CHUNKS: usize = 4;
 /// Writes sent but not yet acknowledged. With 255 KiB writes that is 4 MiB, twice OpenSSH's
 /// 2 MiB channel window, so the window (not the acks) is what paces us, as with `sftp`.
 const MAX_WRITES_IN_FLIGHT: usize = 16;
+/// russh's default ciphers plus aes128-gcm, which some hardened servers offer alone; all
+/// AEAD or encrypt-then-MAC capable, no CBC.
+const CIPHERS: &[cipher::Name] = &[
+    cipher::CHACHA20_POLY1305,
+    cipher::AES_256_GCM,
+    cipher::AES_128_GCM,
+    cipher::AES_256_CTR,
+    cipher::AES_192_CTR,
+    cipher::AES_128_CTR,
+];
 /// The SFTP extension that renames over an existing file (plain SFTP v3 rename refuses to).
 const POSIX_RENAME: &str = "posix-rename@openssh.com";
 const LIMITS: &str = "limits@openssh.com";
@@ -237,12 +248,31 @@ impl SftpSession {
         expected: PublicKey,
     ) -> Result<Self, SftpError> {
         let peer = target.to_string();
+        // Ask only for the configured kind of host key, as OpenSSH does for hosts in
+        // known_hosts: a server with an RSA and an ed25519 key must show the one we know.
+        let host_key_algorithms = if expected.algorithm().is_rsa() {
+            vec![
+                Algorithm::Rsa {
+                    hash: Some(HashAlg::Sha512),
+                },
+                Algorithm::Rsa {
+                    hash: Some(HashAlg::Sha256),
+                },
+            ]
+        } else {
+            vec![expected.algorithm()]
+        };
         let config = client::Config {
             keepalive_interval: Some(KEEPALIVE_INTERVAL),
             keepalive_max: KEEPALIVE_MAX,
             // Requests and acks are small: without this, Nagle's algorithm and delayed ACKs
             // stall every round trip of mkdir, stat and rename.
             nodelay: true,
+            preferred: russh::Preferred {
+                key: Cow::Owned(host_key_algorithms),
+                cipher: Cow::Borrowed(CIPHERS),
+                ..russh::Preferred::default()
+            },
             ..client::Config::default()
         };
         let (ended_tx, ended) = watch::channel(());
@@ -526,7 +556,7 @@ impl SftpSession {
         reader: Box<dyn Read + Send>,
         part: &str,
     ) -> Result<u64, SftpError> {
-        let mut chunks = spawn_reader(reader, self.write_len);
+        let mut chunks = spawn_reader(reader, std::env::var("XW").ok().and_then(|v| v.parse().ok()).unwrap_or(self.write_len));
         let mut in_flight = FuturesUnordered::new();
         let mut offset = 0u64;
         let mut eof = false;
@@ -538,7 +568,7 @@ impl SftpSession {
                     let ack: Result<_, RawError> = ack;
                     ack.map_err(|e| SftpError::from_sftp(e, part))?;
                 }
-                chunk = chunks.recv(), if !eof && in_flight.len() < MAX_WRITES_IN_FLIGHT => {
+                chunk = chunks.recv(), if !eof && in_flight.len() < std::env::var("XF").ok().and_then(|v| v.parse().ok()).unwrap_or(MAX_WRITES_IN_FLIGHT) => {
                     match chunk {
                         Some(Ok(data)) => {
                             let len = data.len() as u64;

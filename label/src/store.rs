@@ -381,6 +381,42 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Stores a JSON value under `key` in `tree` (one of the label's), flushed.
+    ///
+    /// # Errors
+    /// [`StoreError::Storage`].
+    pub fn put_json<T: Serialize>(
+        &self,
+        tree: &str,
+        key: &str,
+        value: &T,
+    ) -> Result<(), StoreError> {
+        self.db
+            .open_tree(tree)?
+            .insert(key.as_bytes(), encode(value))?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// The JSON values under `prefix` in `tree`, in key order.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    pub fn scan_json<T: DeserializeOwned>(
+        &self,
+        tree: &'static str,
+        prefix: &str,
+    ) -> Result<Vec<T>, StoreError> {
+        self.db
+            .open_tree(tree)?
+            .scan_prefix(prefix.as_bytes())
+            .values()
+            .map(|v| decode(tree, &v?))
+            .collect()
+    }
+}
+
 /// Marks a database as restored from a backup, so the label plugin skips its code counters
 /// forward when it next opens (see [`Store::skip_after_restore`]). Called by the restore.
 ///

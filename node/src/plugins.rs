@@ -227,12 +227,14 @@ impl Plugins {
             core.publisher.clone(),
             &self.config,
             core.clock.clone(),
-            |_royalty| {
+            |royalty| {
                 let Some(config) = self.label.clone() else {
                     return Ok(Vec::new());
                 };
                 let library = Arc::new(CatalogMedia(Arc::clone(core)));
-                let label = LabelPlugin::open(&core.db, config, library, core.clock.clone())?;
+                let royalty = royalty.map(|r| Arc::clone(r.royalty()));
+                let label =
+                    LabelPlugin::open(&core.db, config, library, royalty, core.clock.clone())?;
                 Ok(vec![Arc::new(label) as Arc<dyn Plugin>])
             },
         )

@@ -25,6 +25,8 @@ pub struct Sshd {
     dir: tempfile::TempDir,
     port: u16,
     user: String,
+    /// Config lines before ours.
+    extra: String,
 }
 
 /// Runs `ssh-keygen` to make an unencrypted key pair at `path` and `path.pub`; `kind` is
@@ -55,6 +57,15 @@ impl Sshd {
     /// # Panics
     /// sshd is not installed or does not start (its log is in the message).
     pub fn start() -> Self {
+        Self::start_with_config("")
+    }
+
+    /// [`Sshd::start`] with `extra` lines of `sshd_config` (e.g. `Ciphers aes256-ctr`). They
+    /// come first, and sshd keeps the first value of each keyword, so they override ours.
+    ///
+    /// # Panics
+    /// As [`Sshd::start`].
+    pub fn start_with_config(extra: &str) -> Self {
         assert!(
             Path::new(SSHD).is_file(),
             "{SSHD} is not installed (apt-get install openssh-server)"
@@ -81,6 +92,7 @@ impl Sshd {
             dir,
             port: 0,
             user,
+            extra: extra.to_owned(),
         };
         // Another process may take the port between our probe and sshd's bind: retry.
         for _ in 0..3 {
@@ -96,7 +108,8 @@ impl Sshd {
     fn spawn(&mut self) -> bool {
         let d = self.dir.path();
         let config = format!(
-            "ListenAddress 127.0.0.1\n\
+            "{extra}\n\
+             ListenAddress 127.0.0.1\n\
              Port {port}\n\
              HostKey {d}/host_ed25519\n\
              PidFile {d}/sshd.pid\n\
@@ -111,10 +124,11 @@ impl Sshd {
              PermitRootLogin prohibit-password\n\
              Subsystem sftp internal-sftp\n\
              ForceCommand internal-sftp\n\
-             LogLevel DEBUG1\n",
+             LogLevel VERBOSE\n",
             port = self.port,
             d = d.display(),
             user = self.user,
+            extra = self.extra,
         );
         fs::write(d.join("sshd_config"), config).expect("sshd_config");
         let mut child = Command::new(SSHD)
@@ -229,7 +243,7 @@ impl Sshd {
         );
     }
 
-    /// sshd's log (`LogLevel VERBOSE`).
+    /// sshd's log (`LogLevel VERBOSE` unless the extra config says otherwise).
     pub fn log(&self) -> String {
         fs::read_to_string(self.dir.path().join("sshd.log")).unwrap_or_default()
     }

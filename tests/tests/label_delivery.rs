@@ -400,3 +400,138 @@ fn sshd_killed_mid_upload_fails_the_job_which_completes_once_sshd_is_back() {
     assert!(files.iter().all(|f| !f.ends_with(".part")), "{files:?}");
     assert_eq!(files.len(), 4, "{files:?}");
 }
+
+/// A DSR flat file (Basic Audio Profile) from `spotify` for December 2026: one summary of
+/// 12.00 EUR over 1,500 streams in FR, and streams of the two delivered tracks (800 and 400)
+/// and of an ISRC the label never issued (300).
+fn sales_report(isrcs: &[String]) -> Vec<u8> {
+    use mhc_label::dsr::{DsrWriter, Head, Resource, Summary, SummaryKind, Usage};
+    let mut w = DsrWriter::new(Vec::new());
+    w.head(&Head {
+        message_version: "dsrf/1.4/1.2/1.2".into(),
+        profile: "BasicAudioProfile".into(),
+        profile_version: "1.2".into(),
+        message_id: "SPOTIFY-2026-12-1".into(),
+        message_created_date_time: "2027-01-05T10:00:00Z".into(),
+        file_number: 1,
+        number_of_files: 1,
+        usage_start_date: "2026-12-01".into(),
+        usage_end_date: "2026-12-31".into(),
+        sender_party_id: "PADPIDA2015120100H".into(),
+        sender_name: "Spotify".into(),
+        recipient_party_id: Some("PADPIDA2007050901U".into()),
+        recipient_name: Some("MHC Streaming".into()),
+        ..Head::default()
+    })
+    .unwrap();
+    w.summary(&Summary {
+        kind: SummaryKind::Sy0202,
+        summary_record_id: "S1".into(),
+        commercial_model: "SubscriptionModel".into(),
+        use_type: "OnDemandStream".into(),
+        territory: "FR".into(),
+        service_description: Some("Premium".into()),
+        usages: 1500,
+        currency_of_reporting: "EUR".into(),
+        net_revenue: "40.00".parse().unwrap(),
+        allocated_usages: vec!["1500".parse().unwrap()],
+        allocated_net_revenue: Some("12.00".parse().unwrap()),
+        content_category: Some("Music".into()),
+        ..Summary::default()
+    })
+    .unwrap();
+    let unknown = "GBXXX2600042".to_string();
+    for (b, (isrc, streams)) in [(&isrcs[0], 800u64), (&isrcs[1], 400), (&unknown, 300)]
+        .into_iter()
+        .enumerate()
+    {
+        let block = format!("B{b}");
+        w.resource(&Resource {
+            block_id: block.clone(),
+            resource_reference: "R1".into(),
+            dsp_resource_id: format!("sp-{b}"),
+            isrc: vec![isrc.clone()],
+            title: format!("Track {b}"),
+            display_artist_name: "ada".into(),
+            resource_type: "SoundRecording".into(),
+            ..Resource::default()
+        })
+        .unwrap();
+        w.usage(&Usage {
+            block_id: block,
+            summary_record_id: "S1".into(),
+            sales_transaction_id: format!("T{b}"),
+            transacted_resource: Some("R1".into()),
+            usages: streams,
+            ..Usage::default()
+        })
+        .unwrap();
+    }
+    w.finish().unwrap()
+}
+
+#[test]
+fn a_sales_report_credits_the_exact_amounts_once_and_reconciles() {
+    let s = setup(None, 10_000);
+    let node = s.cluster.node(s.origin);
+    let release = label_json(node, "POST", "releases", Some(NIGHT_EP));
+    let id = release["id"].as_str().unwrap().to_owned();
+    let isrcs: Vec<String> = release["tracks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["isrc"].as_str().unwrap().to_owned())
+        .collect();
+    label_json(
+        node,
+        "POST",
+        &format!("releases/{id}/deliver"),
+        Some(r#"{"dsps": ["spotify"]}"#),
+    );
+    wait_for_state(node, &id, "delivered", 60);
+    assert_eq!(node.royalty_earned(ARTIST), 0);
+
+    let report = s.cluster.path().join(
+        "DSR_PADPIDA2007050901U_PADPIDA2015120100H_Premium_2026-12_FR_1of1_20270105T100000.tsv",
+    );
+    fs::write(&report, sales_report(&isrcs)).unwrap();
+    let body = fs::read_to_string(&report).unwrap();
+    let import = label_json(node, "POST", "dsr/spotify", Some(&body));
+    assert_eq!(import["usage_lines"], 3, "{import}");
+    assert_eq!(import["matched_lines"], 2, "{import}");
+    assert_eq!(import["replayed"], false);
+    // 12.00 EUR x 800/1500 + 12.00 EUR x 400/1500 = 6.40 + 3.20 = 9.60 EUR to ada; the
+    // unknown ISRC's 2.40 EUR to nobody.
+    assert_eq!(node.royalty_earned(ARTIST), 960);
+    assert_eq!(import["credited_nano"]["EUR"], 9_600_000_000i64);
+    assert_eq!(import["uncredited_nano"]["EUR"], 2_400_000_000i64);
+
+    // The same file again changes nothing.
+    let again = label_json(node, "POST", "dsr/spotify", Some(&body));
+    assert_eq!(again["replayed"], true, "{again}");
+    assert_eq!(node.royalty_earned(ARTIST), 960);
+
+    let rec = label_json(node, "GET", "reconciliation/spotify/2026-12", None);
+    assert_eq!(rec["unknown_isrcs"]["lines"], 1, "{rec}");
+    assert_eq!(
+        rec["unknown_isrcs"]["first"][0]["isrc"], "GBXXX2600042",
+        "{rec}"
+    );
+    assert_eq!(rec["totals"]["credited"]["EUR"], "9.6", "{rec}");
+    assert_eq!(rec["totals"]["uncredited"]["EUR"], "2.4", "{rec}");
+    assert_eq!(rec["totals"]["file_revenue"]["EUR"], "12", "{rec}");
+    assert!(rec["not_live"].as_array().unwrap().is_empty(), "{rec}");
+    assert_eq!(rec["tracks"].as_array().unwrap().len(), 2, "{rec}");
+
+    // The credits are in the ledger.
+    let ledger = node.cli(&[
+        "plugin",
+        "--data-dir",
+        node.data_dir.to_str().unwrap(),
+        "ledger",
+        "GET",
+        "head",
+    ]);
+    let head: serde_json::Value = serde_json::from_slice(&ledger.stdout).unwrap();
+    assert!(head["size"].as_u64().unwrap() >= 1, "{head}");
+}

@@ -181,6 +181,58 @@ async fn rsa_client_key_works() -> anyhow::Result<()> {
     .await
 }
 
+/// ring's AES-GCM and the pure-Rust AES-CTR with HMAC also work (not only the default
+/// chacha20-poly1305), and so does a server that offers only curve25519-sha256.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn other_ciphers_work() -> anyhow::Result<()> {
+    for cipher in [
+        "aes256-gcm@openssh.com",
+        "aes128-gcm@openssh.com",
+        "aes256-ctr",
+    ] {
+        let sshd = Sshd::start_with_config(&format!(
+            "Ciphers {cipher}\nKexAlgorithms curve25519-sha256\nLogLevel DEBUG1"
+        ));
+        bounded(async {
+            let target = target(&sshd, sshd.client_key_path());
+            let sftp = SftpSession::connect(&target, CONNECT_TIMEOUT).await?;
+            let data = random_bytes(1_000_000, 6);
+            let path = remote(&sshd, "x.bin");
+            sftp.upload(Box::new(Cursor::new(data.clone())), &path)
+                .await?;
+            ensure!(fs::read(sshd.root().join("x.bin"))? == data, "{cipher}");
+            sftp.close().await?;
+            let expected = format!("kex: client->server cipher: {cipher}");
+            ensure!(sshd.log().contains(&expected), "{}", sshd.log());
+            Ok(())
+        })
+        .await?;
+    }
+    Ok(())
+}
+
+/// A server with an RSA and an ed25519 host key, configured with the RSA one: we ask for
+/// that one (as OpenSSH does for a host in known_hosts) instead of failing on the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rsa_host_key_is_asked_for() -> anyhow::Result<()> {
+    let keys = tempfile::tempdir()?;
+    let rsa_host = keys.path().join("host_rsa");
+    let known_host = keygen(&rsa_host, "rsa");
+    let sshd = Sshd::start_with_config(&format!("HostKey {}", rsa_host.display()));
+    bounded(async {
+        let target = SftpTarget {
+            known_host: known_host.clone(),
+            ..target(&sshd, sshd.client_key_path())
+        };
+        let sftp = SftpSession::connect(&target, CONNECT_TIMEOUT).await?;
+        sftp.mkdir_all(&remote(&sshd, "a")).await?;
+        sftp.close().await?;
+        ensure!(sshd.root().join("a").is_dir());
+        Ok(())
+    })
+    .await
+}
+
 /// An endless source of pseudo-random bytes, produced as they are read.
 struct Endless(fastrand::Rng);
 
@@ -248,6 +300,13 @@ fn write_random_file(path: &Path, len: usize, seed: u64) -> anyhow::Result<()> {
     Ok(file.into_inner()?.sync_all()?)
 }
 
+/// `VmHWM` of this process (Linux): the most resident memory it ever had.
+fn peak_memory() -> String {
+    let status = fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let line = status.lines().find_map(|l| l.strip_prefix("VmHWM:"));
+    line.unwrap_or("?").trim().to_owned()
+}
+
 fn mb_per_s(bytes: u64, took: Duration) -> f64 {
     bytes as f64 / 1e6 / took.as_secs_f64()
 }
@@ -258,7 +317,8 @@ fn mb_per_s(bytes: u64, took: Duration) -> f64 {
 #[ignore = "a benchmark: run by name with --release --ignored --nocapture"]
 async fn throughput_vs_openssh() -> anyhow::Result<()> {
     const LEN: usize = 500 * 1024 * 1024;
-    let sshd = Sshd::start();
+    // DEBUG1 logs the negotiated algorithms.
+    let sshd = Sshd::start_with_config("LogLevel DEBUG1");
     let source = sshd.scratch().join("source.bin");
     write_random_file(&source, LEN, 5)?;
     let target = target(&sshd, sshd.client_key_path());
@@ -275,6 +335,7 @@ async fn throughput_vs_openssh() -> anyhow::Result<()> {
             .await?;
         let russh = mb_per_s(written, start.elapsed());
         sftp.close().await?;
+        println!("peak memory of the test so far: {}", peak_memory());
         ensure!(written == LEN as u64);
 
         let batch = sshd.scratch().join("batch");
@@ -314,12 +375,10 @@ async fn throughput_vs_openssh() -> anyhow::Result<()> {
         fs::remove_file(sshd.root().join("russh.bin"))?;
         fs::remove_file(sshd.root().join("openssh.bin"))?;
     }
-    for line in sshd
-        .log()
-        .lines()
-        .filter(|l| l.contains("kex: ") && l.contains("cipher"))
-    {
-        println!("{line}");
+    let log = sshd.log();
+    let negotiated = |l: &&str| l.contains("kex: algorithm") || l.contains("kex: client->server");
+    for line in log.lines().filter(negotiated) {
+        println!("sshd {line}");
     }
     println!(
         "best of 2, {} MB: russh {best_russh:.0} MB/s, OpenSSH sftp {best_openssh:.0} MB/s, \

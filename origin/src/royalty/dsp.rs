@@ -324,8 +324,9 @@ pub struct UsageRevenue {
     pub artist_id: String,
     /// The currency of `nano`.
     pub currency: Currency,
-    /// Revenue in nano-units of the currency (10^-9 of a major unit): DSR amounts have more
-    /// decimals than minor units; remainders below a minor unit are carried in the balance.
+    /// Revenue in nano-units of the currency's minor unit (10^-9 cent for EUR): DSR amounts
+    /// have more decimals than minor units; remainders below a minor unit are carried in the
+    /// balance.
     pub nano: i128,
 }
 
