@@ -556,7 +556,13 @@ impl SftpSession {
         reader: Box<dyn Read + Send>,
         part: &str,
     ) -> Result<u64, SftpError> {
-        let mut chunks = spawn_reader(reader, std::env::var("XW").ok().and_then(|v| v.parse().ok()).unwrap_or(self.write_len));
+        let mut chunks = spawn_reader(
+            reader,
+            std::env::var("XW")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(self.write_len),
+        );
         let mut in_flight = FuturesUnordered::new();
         let mut offset = 0u64;
         let mut eof = false;

@@ -21,6 +21,7 @@ use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 use tokio::sync::watch;
 
@@ -55,6 +56,8 @@ pub struct Plugins {
     host: Arc<HostSlot>,
     /// Held while the host is opened, so it is opened once.
     opening: Mutex<()>,
+    /// The label plugin of the open host, for its metrics.
+    label_plugin: Arc<RwLock<Weak<LabelPlugin>>>,
     /// Play reports received, by outcome.
     pub inbox: InboxMetrics,
 }
@@ -161,6 +164,38 @@ impl Collector for PluginEvents {
     }
 }
 
+/// `mhc_label_deliveries{state}` and `mhc_label_uploaded_bytes_total`, read from the label
+/// plugin of the open host at every scrape (weakly: the metrics keep no host open).
+#[derive(Debug)]
+struct LabelMetrics(Arc<RwLock<Weak<LabelPlugin>>>);
+
+impl Collector for LabelMetrics {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> std::fmt::Result {
+        let Some(label) = self.0.read().upgrade() else {
+            return Ok(());
+        };
+        let stats = label.stats();
+        let mut family = encoder.encode_descriptor(
+            "mhc_label_deliveries",
+            "Release deliveries to DSPs (one per release and DSP), by state.",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (state, n) in &stats.jobs {
+            let n = i64::try_from(*n).unwrap_or(i64::MAX);
+            ConstGauge::new(n).encode(family.encode_family(&[("state", *state)])?)?;
+        }
+        let family = encoder.encode_descriptor(
+            "mhc_label_uploaded_bytes",
+            "Bytes uploaded to DSPs' SFTP drops since start.",
+            None,
+            MetricType::Counter,
+        )?;
+        ConstCounter::new(stats.uploaded_bytes).encode(family)?;
+        Ok(())
+    }
+}
+
 impl Plugins {
     /// The plugins of an origin from `[plugins.*]`; the host opens now if this origin may write
     /// (a lone origin), else at promotion.
@@ -197,12 +232,18 @@ impl Plugins {
         let host: Arc<HostSlot> = Arc::new(RwLock::new(None));
         core.metrics
             .register_collector(PluginEvents(Arc::downgrade(&host)));
+        let label_plugin = Arc::new(RwLock::new(Weak::new()));
+        if label.is_some() {
+            core.metrics
+                .register_collector(LabelMetrics(Arc::clone(&label_plugin)));
+        }
         let plugins = Self {
             core,
             config: PluginsConfig { royalty, ledger },
             label,
             host,
             opening: Mutex::new(()),
+            label_plugin,
             inbox,
         };
         if let Ok(epoch) = plugins.core.writes.may_write() {
@@ -233,9 +274,15 @@ impl Plugins {
                 };
                 let library = Arc::new(CatalogMedia(Arc::clone(core)));
                 let royalty = royalty.map(|r| Arc::clone(r.royalty()));
-                let label =
-                    LabelPlugin::open(&core.db, config, library, royalty, core.clock.clone())?;
-                Ok(vec![Arc::new(label) as Arc<dyn Plugin>])
+                let label = Arc::new(LabelPlugin::open(
+                    &core.db,
+                    config,
+                    library,
+                    royalty,
+                    core.clock.clone(),
+                )?);
+                *self.label_plugin.write() = Arc::downgrade(&label);
+                Ok(vec![label as Arc<dyn Plugin>])
             },
         )
         .map_err(|e| anyhow::anyhow!("starting the origin plugins: {e}"))?;

@@ -298,6 +298,66 @@ fn a_release_is_delivered_by_the_ddex_choreography_and_acknowledged() {
     .unwrap();
     let acked = wait_for_state(node, &id, "acknowledged", 30);
     assert!(acked["ack"].as_str().unwrap().contains("ACK_"), "{acked}");
+    assert_eq!(
+        node.metric("mhc_label_deliveries{state=\"acknowledged\"}"),
+        Some(1.0)
+    );
+    assert!(node.metric("mhc_label_uploaded_bytes_total").unwrap() > 0.0);
+
+    // A track republished: delivering again sends the release in full as an update, in a
+    // batch of its own.
+    let dir = s.cluster.path().join("night-drive-v2");
+    write_audio_rendition(&dir, SEGMENTS, 50_000, 9);
+    assert_success(
+        &node.ingest_as("night-drive", "night-drive", ARTIST, &dir),
+        "ingest",
+    );
+    let update = label_json(
+        node,
+        "POST",
+        &format!("releases/{id}/deliver"),
+        Some(r#"{"dsps": ["spotify"]}"#),
+    );
+    assert_eq!(update["dsps"]["spotify"], "update");
+    let updated = wait_for_state(node, &id, "delivered", 60);
+    let batch2 = updated["batch_id"].as_str().unwrap().to_owned();
+    assert_ne!(batch2, batch);
+    assert_eq!(updated["kind"], "update");
+    let resent = fs::read(
+        s.drop_dir
+            .join(&batch2)
+            .join(format!("{upc}/resources/{}.aac", isrcs[0])),
+    )
+    .unwrap();
+    assert_eq!(
+        hex::encode(sha2::Sha256::digest(&resent)),
+        rendition_sha256(&dir, SEGMENTS)
+    );
+    assert_valid_ern(&s.drop_dir.join(&batch2).join(format!("{upc}/{upc}.xml")));
+
+    // A takedown withdraws the release from the DSP with a takedown message.
+    let takedown = label_json(
+        node,
+        "POST",
+        "takedowns",
+        Some(r#"{"content_id": "day-walk", "reason": "rights dispute"}"#),
+    );
+    assert_eq!(takedown["queued"][0], format!("{id}/spotify"), "{takedown}");
+    let taken = wait_for_state(node, &id, "delivered", 60);
+    assert_eq!(taken["kind"], "takedown");
+    let batch3 = taken["batch_id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        files_under(&s.drop_dir.join(&batch3)),
+        vec![
+            format!("{upc}/{upc}.xml"),
+            format!("BatchComplete_{batch3}.xml"),
+        ]
+    );
+    let withdrawn = s.drop_dir.join(&batch3).join(format!("{upc}/{upc}.xml"));
+    assert_valid_ern(&withdrawn);
+    assert!(fs::read_to_string(&withdrawn)
+        .unwrap()
+        .contains("EndDateTime"));
 
     // Unknown fields are refused, naming the field.
     let (ok, answer) = label(
