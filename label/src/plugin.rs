@@ -727,29 +727,29 @@ impl Label {
 
     /// One pass over the jobs; returns the time until the next one is due, ms.
     async fn run_due(self: &Arc<Self>) -> u64 {
-        let jobs = match self.jobs.all() {
-            Ok(jobs) => jobs,
-            Err(e) => {
-                tracing::error!(error = %e, "label: reading delivery jobs");
-                return 5_000;
-            }
+        let Ok(jobs) = self.jobs.all() else {
+            tracing::error!("label: reading delivery jobs");
+            return 5_000;
         };
-        let mut next = u64::MAX;
         for job in jobs {
-            let now = self.clock.now_ms();
-            let due = job.next_attempt_ms <= now;
+            let due = job.next_attempt_ms <= self.clock.now_ms();
             match job.state {
                 JobState::Queued | JobState::Uploading => self.attempt(job).await,
                 JobState::Failed if job.retry && due => self.attempt(job).await,
                 JobState::Delivered if due => self.check_ack(job).await,
-                JobState::Failed if !job.retry => {}
-                JobState::Failed | JobState::Delivered => {
-                    next = next.min(job.next_attempt_ms - now);
-                }
-                JobState::Acknowledged => {}
+                _ => {}
             }
         }
-        next
+        // When the next job is due, counting the ones this pass just failed or delivered.
+        let now = self.clock.now_ms();
+        self.jobs
+            .all()
+            .unwrap_or_default()
+            .iter()
+            .filter(|j| (j.state == JobState::Failed && j.retry) || j.state == JobState::Delivered)
+            .map(|j| j.next_attempt_ms.saturating_sub(now))
+            .min()
+            .unwrap_or(u64::MAX)
     }
 
     /// One attempt at a job.

@@ -6,18 +6,20 @@
 //! **Revenue.** In the Basic Audio Profile a usage line (`SU01`/`SU02`) carries counts, not
 //! money: money is on the summary record it points to (`SY02.02`: the revenue allocated to
 //! this rights controller, `AllocatedNetRevenue`, over its `AllocatedUsages`; `SY01.01`:
-//! `NetRevenue` over `Usages`). A track's revenue is the summary's revenue × its usages ÷ the
-//! summary's usages, in nano-units, summed per track first and divided once (no per-line
-//! rounding). Usage lines whose ISRC the label never issued are credited to nobody; their
-//! share is reported as uncredited.
+//! `NetRevenue` over `Usages`). A line's revenue is the summary's revenue × its usages ÷ the
+//! summary's usages, in nano-units of the minor unit (10^-9 cent: rounding down loses less than
+//! a cent in 10^9 lines), summed per track. A file whose lines count more usages than their
+//! summary declares is refused (the summary's revenue would be overpaid). Usage lines whose
+//! ISRC the label never issued are credited to nobody; their share is reported as uncredited.
 //!
 //! **Exactly once.** A file is imported as one royalty input keyed by (DSP, BLAKE3 of the
 //! file's bytes): every line of it is credited in that one booking, and importing the same
 //! file again changes nothing.
 //!
-//! **Memory.** Only the summary records, the current block's resources, and per-track and
-//! per-territory totals are held; never the lines. [`MAX_SUMMARIES`] and
-//! [`MAX_UNMATCHED_KEPT`] bound what a hostile file can make us keep.
+//! **Memory.** Only the summary records, the current block's resources and per-track totals
+//! (with a territory bitmap) are held; never the lines. [`MAX_SUMMARIES`] and
+//! [`MAX_UNMATCHED_KEPT`] bound what a hostile file can make us keep; tracks are the label's
+//! own.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::{self, BufRead, Read};
@@ -34,8 +36,6 @@ use crate::store::{Store, StoreError};
 pub const MAX_SUMMARIES: usize = 100_000;
 /// Unmatched usage lines kept (with their line numbers) per file; the rest are counted.
 pub const MAX_UNMATCHED_KEPT: usize = 1_000;
-/// Distinct (track, territory) pairs one file may report.
-pub const MAX_TRACK_TERRITORIES: usize = 1_000_000;
 
 /// DSR imports by `<dsp>/<YYYY-MM>/<file hash>` (JSON [`DsrImport`]).
 pub const DSR_TREE: &str = "label/dsr";
@@ -74,7 +74,7 @@ pub struct Unmatched {
     pub territory: String,
 }
 
-/// One track's usage in one territory, as the DSP reported it.
+/// One track's usage in a report, as the DSP reported it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TrackUsage {
     /// The track's content id.
@@ -85,6 +85,58 @@ pub struct TrackUsage {
     pub usages: u64,
     /// Revenue credited, nano-units, by currency.
     pub revenue_nano: BTreeMap<String, i128>,
+    /// The territories it was used in: ISO codes, sorted, separated by spaces (compact: a
+    /// worldwide catalogue has 200 per track).
+    pub territories: String,
+}
+
+/// A set of territory codes as a bitmap over `AA..ZZ` (85 bytes), plus the rare others
+/// (`Worldwide`): what a track's territories cost while a file is read.
+#[derive(Debug, Clone, Default)]
+struct Territories {
+    bits: Vec<u64>,
+    others: BTreeSet<String>,
+}
+
+impl Territories {
+    fn index(code: &str) -> Option<usize> {
+        let b = code.as_bytes();
+        (b.len() == 2 && b.iter().all(u8::is_ascii_uppercase))
+            .then(|| usize::from(b[0] - b'A') * 26 + usize::from(b[1] - b'A'))
+    }
+
+    fn insert(&mut self, code: &str) {
+        match Self::index(code) {
+            Some(i) => {
+                if self.bits.is_empty() {
+                    self.bits = vec![0; 26 * 26 / 64 + 1];
+                }
+                self.bits[i / 64] |= 1 << (i % 64);
+            }
+            None => {
+                // Bounded: a summary's territory is one of the file's summaries.
+                self.others.insert(code.to_string());
+            }
+        }
+    }
+
+    /// The codes, sorted, separated by spaces.
+    fn codes(&self) -> String {
+        let mut out: Vec<String> = Vec::new();
+        for i in 0..26 * 26 {
+            if self
+                .bits
+                .get(i / 64)
+                .is_some_and(|w| w & (1 << (i % 64)) != 0)
+            {
+                let (a, b) = ((i / 26) as u8 + b'A', (i % 26) as u8 + b'A');
+                out.push(String::from_utf8(vec![a, b]).unwrap_or_default());
+            }
+        }
+        out.extend(self.others.iter().cloned());
+        out.sort();
+        out.join(" ")
+    }
 }
 
 /// One imported DSR file: what it said and what was credited.
@@ -110,8 +162,8 @@ pub struct DsrImport {
     pub unmatched: Vec<Unmatched>,
     /// By summary record id.
     pub summaries: BTreeMap<String, SummaryTotals>,
-    /// By ISRC, then territory.
-    pub tracks: BTreeMap<String, BTreeMap<String, TrackUsage>>,
+    /// By ISRC.
+    pub tracks: BTreeMap<String, TrackUsage>,
     /// Revenue credited to artists, nano-units, by currency.
     pub credited_nano: BTreeMap<String, i128>,
     /// Revenue of unmatched lines (credited to nobody), nano-units, by currency.
@@ -202,11 +254,48 @@ impl Catalog<'_> {
     }
 }
 
+/// A summary record while the file is read: its revenue in nano-units of the currency's
+/// minor unit (the royalty books' unit), its declared usages, its currency.
+struct SummaryRate {
+    revenue_minor_nano: i128,
+    declared: u64,
+    currency: String,
+    /// 10^exponent: minor units per major unit.
+    minor_per_major: i128,
+}
+
+impl SummaryRate {
+    /// The revenue of `usages` of this summary, nano-units of the minor unit, rounded down
+    /// (at most one nano-unit, 10^-9 cent, per line).
+    fn revenue_of(&self, usages: u64) -> i128 {
+        if self.declared == 0 {
+            0
+        } else {
+            self.revenue_minor_nano * i128::from(usages) / i128::from(self.declared)
+        }
+    }
+}
+
+/// A matched track while the file is read.
+struct TrackTotals {
+    isrc: String,
+    issued: Issued,
+    usages: u64,
+    territories: Territories,
+    /// Revenue by currency, nano-units of the minor unit.
+    revenue_minor_nano: BTreeMap<String, i128>,
+}
+
 /// Reads a DSR file from `input` (plain or gzip, detected) as a report from `dsp` to the label
 /// whose party id is `label_party`, credits it through `royalty` and stores the import.
 ///
+/// Memory is bounded by the file's summary records and the label's tracks it names, not by
+/// its lines: each usage line's revenue is computed as it is read (its summary came before
+/// it) and added to its track's total.
+///
 /// # Errors
-/// [`SalesError::File`] naming the line for a malformed file; [`SalesError::Refused`] for a
+/// [`SalesError::File`] naming the line for a malformed file, or a summary whose lines count
+/// more usages than it declares (its revenue would be overpaid); [`SalesError::Refused`] for a
 /// report addressed to another party or with no usage period; royalty and store failures.
 pub fn import(
     store: &Store,
@@ -231,12 +320,11 @@ pub fn import(
         cache: HashMap::new(),
         releases: HashMap::new(),
     };
-    // (summary id, content id, artist, release, isrc) -> usages: the revenue is divided once
-    // per pair at the end.
-    let mut shares: BTreeMap<(String, String), (Issued, u64)> = BTreeMap::new();
-    let mut unmatched_by_summary: BTreeMap<String, u64> = BTreeMap::new();
+    let mut rates: HashMap<String, SummaryRate> = HashMap::new();
+    let mut track_ids: HashMap<String, usize> = HashMap::new();
+    let mut tracks: Vec<TrackTotals> = Vec::new();
+    let mut uncredited_minor_nano: BTreeMap<String, i128> = BTreeMap::new();
     let mut block: (String, HashMap<String, String>) = (String::new(), HashMap::new());
-    let mut track_territories = 0usize;
     {
         let mut reader =
             DsrReader::open(&mut hashing).map_err(|e| SalesError::File(e.to_string()))?;
@@ -271,23 +359,38 @@ pub fn import(
                         )));
                     }
                     // The label's share: what the summary allocates to this rights controller
-                    // when it says (SY02.02), else the whole.
+                    // when it says so (SY02.02), else the whole.
                     let (revenue, declared) = match s.allocated_net_revenue {
-                        Some(net) => {
+                        Some(net) if !s.allocated_usages.is_empty() => {
                             let usages: i128 =
                                 s.allocated_usages.iter().map(|d| d.nanos()).sum::<i128>()
                                     / 1_000_000_000;
-                            (
-                                net.nanos(),
-                                if s.allocated_usages.is_empty() {
-                                    s.usages
-                                } else {
-                                    u64::try_from(usages).unwrap_or(0)
-                                },
-                            )
+                            (net.nanos(), u64::try_from(usages).unwrap_or(0))
                         }
+                        Some(net) => (net.nanos(), s.usages),
                         None => (s.net_revenue.nanos(), s.usages),
                     };
+                    let currency = Currency::new(&s.currency_of_reporting).map_err(|e| {
+                        SalesError::File(format!(
+                            "line {line}: CurrencyOfReporting {:?}: {e}",
+                            s.currency_of_reporting
+                        ))
+                    })?;
+                    let minor_per_major = 10i128.pow(currency.exponent());
+                    // Decimal nanos are 10^-9 major units; the books count 10^-9 minor units.
+                    let revenue_minor_nano =
+                        revenue.checked_mul(minor_per_major).ok_or_else(|| {
+                            SalesError::File(format!("line {line}: the revenue overflows"))
+                        })?;
+                    rates.insert(
+                        s.summary_record_id.clone(),
+                        SummaryRate {
+                            revenue_minor_nano,
+                            declared,
+                            currency: s.currency_of_reporting.clone(),
+                            minor_per_major,
+                        },
+                    );
                     import.summaries.insert(
                         s.summary_record_id.clone(),
                         SummaryTotals {
@@ -321,46 +424,45 @@ pub fn import(
                         None
                     }
                     .unwrap_or(reference);
-                    let Some(summary) = import.summaries.get_mut(&u.summary_record_id) else {
+                    let (Some(summary), Some(rate)) = (
+                        import.summaries.get_mut(&u.summary_record_id),
+                        rates.get(&u.summary_record_id),
+                    ) else {
                         return Err(SalesError::File(format!(
                             "line {line}: summary record {:?} is not in the file",
                             u.summary_record_id
                         )));
                     };
                     summary.counted_usages = summary.counted_usages.saturating_add(u.usages);
+                    let revenue = rate.revenue_of(u.usages);
                     match catalog.issued(&isrc)? {
-                        Some(track) => {
+                        Some(issued) => {
                             import.matched_lines += 1;
                             summary.matched_usages =
                                 summary.matched_usages.saturating_add(u.usages);
-                            let per_territory = import.tracks.entry(isrc.clone()).or_default();
-                            if !per_territory.contains_key(&summary.territory) {
-                                track_territories += 1;
-                                if track_territories > MAX_TRACK_TERRITORIES {
-                                    return Err(SalesError::File(format!(
-                                        "line {line}: more than {MAX_TRACK_TERRITORIES} \
-                                         (track, territory) pairs"
-                                    )));
-                                }
-                            }
-                            let usage = per_territory
-                                .entry(summary.territory.clone())
-                                .or_insert_with(|| TrackUsage {
-                                    content_id: track.content_id.clone(),
-                                    release: track.release.clone(),
-                                    ..TrackUsage::default()
+                            let t = *track_ids.entry(isrc.clone()).or_insert_with(|| {
+                                tracks.push(TrackTotals {
+                                    isrc,
+                                    issued,
+                                    usages: 0,
+                                    territories: Territories::default(),
+                                    revenue_minor_nano: BTreeMap::new(),
                                 });
-                            usage.usages = usage.usages.saturating_add(u.usages);
-                            let slot = shares
-                                .entry((u.summary_record_id.clone(), isrc))
-                                .or_insert((track, 0));
-                            slot.1 = slot.1.saturating_add(u.usages);
+                                tracks.len() - 1
+                            });
+                            let track = &mut tracks[t];
+                            track.usages = track.usages.saturating_add(u.usages);
+                            track.territories.insert(&summary.territory);
+                            *track
+                                .revenue_minor_nano
+                                .entry(rate.currency.clone())
+                                .or_default() += revenue;
                         }
                         None => {
                             import.unmatched_lines += 1;
-                            *unmatched_by_summary
-                                .entry(u.summary_record_id.clone())
-                                .or_default() += u.usages;
+                            *uncredited_minor_nano
+                                .entry(rate.currency.clone())
+                                .or_default() += revenue;
                             if import.unmatched.len() < MAX_UNMATCHED_KEPT {
                                 import.unmatched.push(Unmatched {
                                     line,
@@ -380,65 +482,67 @@ pub fn import(
         }
         import.lines = reader.line();
     }
-    // Drain what the reader did not need (trailing bytes after FOOT are refused by the reader;
-    // a gzip trailer is read here) so that the hash covers the whole file.
+    // Drain what the reader did not need (a gzip trailer) so that the hash covers the file.
     io::copy(&mut hashing, &mut io::sink()).map_err(|e| SalesError::File(e.to_string()))?;
     import.file_hash = hashing.into_inner().hasher.finalize().to_hex().to_string();
     if import.period.is_empty() {
         return Err(SalesError::Refused("the file has no HEAD record".into()));
     }
+    // Lines counting more than their summary declares would be paid more than it holds.
+    if let Some((id, s)) = import
+        .summaries
+        .iter()
+        .find(|(_, s)| s.counted_usages > s.declared_usages)
+    {
+        return Err(SalesError::File(format!(
+            "summary record {id:?} declares {} usages but its usage lines count {}: the \
+             report is inconsistent and nothing was credited",
+            s.declared_usages, s.counted_usages
+        )));
+    }
 
-    // Divide each summary's revenue by usages, once per (summary, track).
-    let share = |revenue: i128, usages: u64, of: u64| -> i128 {
-        if of == 0 {
-            0
-        } else {
-            revenue * i128::from(usages) / i128::from(of)
-        }
+    let scale = |currency: &str| {
+        rates
+            .values()
+            .find(|r| r.currency == currency)
+            .map_or(1, |r| r.minor_per_major)
     };
     let mut revenue: BTreeMap<(String, String, String), i128> = BTreeMap::new();
-    for ((summary_id, isrc), (track, usages)) in &shares {
-        let s = &import.summaries[summary_id];
-        let nano = share(
-            s.revenue_nano,
-            *usages,
-            s.declared_usages.max(s.counted_usages),
-        );
-        *revenue
-            .entry((
-                track.content_id.clone(),
-                track.artist.clone(),
-                s.currency.clone(),
-            ))
-            .or_default() += nano;
-        *import.credited_nano.entry(s.currency.clone()).or_default() += nano;
-        if let Some(t) = import
-            .tracks
-            .get_mut(isrc)
-            .and_then(|t| t.get_mut(&s.territory))
-        {
-            *t.revenue_nano.entry(s.currency.clone()).or_default() += nano;
+    for t in tracks {
+        for (currency, nano) in &t.revenue_minor_nano {
+            *revenue
+                .entry((
+                    t.issued.content_id.clone(),
+                    t.issued.artist.clone(),
+                    currency.clone(),
+                ))
+                .or_default() += nano;
+            *import.credited_nano.entry(currency.clone()).or_default() += nano / scale(currency);
         }
-    }
-    for (summary_id, usages) in &unmatched_by_summary {
-        let s = &import.summaries[summary_id];
-        *import
-            .uncredited_nano
-            .entry(s.currency.clone())
-            .or_default() += share(
-            s.revenue_nano,
-            *usages,
-            s.declared_usages.max(s.counted_usages),
+        import.tracks.insert(
+            t.isrc,
+            TrackUsage {
+                content_id: t.issued.content_id,
+                release: t.issued.release,
+                usages: t.usages,
+                revenue_nano: t
+                    .revenue_minor_nano
+                    .iter()
+                    .map(|(c, n)| (c.clone(), n / scale(c)))
+                    .collect(),
+                territories: t.territories.codes(),
+            },
         );
+    }
+    for (currency, nano) in &uncredited_minor_nano {
+        import
+            .uncredited_nano
+            .insert(currency.clone(), nano / scale(currency));
     }
     let mut credits = Vec::with_capacity(revenue.len());
     for ((content_id, artist_id, currency), nano) in revenue {
         let currency = Currency::new(&currency)
             .map_err(|e| SalesError::File(format!("currency {currency:?}: {e}")))?;
-        // DSR amounts are in major units; the royalty books count nano-units of the minor unit.
-        let nano = nano
-            .checked_mul(10i128.pow(currency.exponent()))
-            .ok_or_else(|| SalesError::File(format!("revenue of {content_id} overflows")))?;
         credits.push(UsageRevenue {
             content_id,
             artist_id,
@@ -520,12 +624,12 @@ pub fn reconcile(
         for (c, n) in &import.uncredited_nano {
             *uncredited.entry(c.clone()).or_default() += n;
         }
-        for (isrc, territories) in &import.tracks {
+        for (isrc, usage) in &import.tracks {
             let entry = per_track.entry(isrc.clone()).or_default();
-            for (territory, usage) in territories {
-                entry.0 += usage.usages;
-                entry.1.insert(territory.clone());
-            }
+            entry.0 += usage.usages;
+            entry
+                .1
+                .extend(usage.territories.split_whitespace().map(str::to_string));
         }
     }
     let decimal = |n: &i128| crate::dsr::Decimal::from_nanos(*n).to_string();

@@ -556,13 +556,7 @@ impl SftpSession {
         reader: Box<dyn Read + Send>,
         part: &str,
     ) -> Result<u64, SftpError> {
-        let mut chunks = spawn_reader(
-            reader,
-            std::env::var("XW")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(self.write_len),
-        );
+        let mut chunks = spawn_reader(reader, self.write_len);
         let mut in_flight = FuturesUnordered::new();
         let mut offset = 0u64;
         let mut eof = false;
@@ -574,7 +568,7 @@ impl SftpSession {
                     let ack: Result<_, RawError> = ack;
                     ack.map_err(|e| SftpError::from_sftp(e, part))?;
                 }
-                chunk = chunks.recv(), if !eof && in_flight.len() < std::env::var("XF").ok().and_then(|v| v.parse().ok()).unwrap_or(MAX_WRITES_IN_FLIGHT) => {
+                chunk = chunks.recv(), if !eof && in_flight.len() < MAX_WRITES_IN_FLIGHT => {
                     match chunk {
                         Some(Ok(data)) => {
                             let len = data.len() as u64;

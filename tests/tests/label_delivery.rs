@@ -416,8 +416,8 @@ fn a_wrong_host_key_is_refused_and_nothing_is_uploaded() {
 
 #[test]
 fn sshd_killed_mid_upload_fails_the_job_which_completes_once_sshd_is_back() {
-    // Two tracks of 4 x 16 MiB: long enough to kill the server while a file is on its way.
-    let mut s = setup(None, 16 << 20);
+    // Two tracks of 4 x 8 MiB: long enough to kill the server while a file is on its way.
+    let mut s = setup(None, 8 << 20);
     let node = s.cluster.node(s.origin);
     let release = label_json(node, "POST", "releases", Some(NIGHT_EP));
     let id = release["id"].as_str().unwrap().to_owned();
@@ -435,8 +435,10 @@ fn sshd_killed_mid_upload_fails_the_job_which_completes_once_sshd_is_back() {
         })
     });
     assert!(growing, "no upload started: {:?}", files_under(&drop_dir));
+    let t0 = std::time::Instant::now();
     s.sshd.stop();
     let failed = wait_for_state(s.cluster.node(s.origin), &id, "failed", 60);
+    eprintln!("failed after {:?}: {failed}", t0.elapsed());
     assert_eq!(failed["retry"], true, "{failed}");
     // No file under a final name is partial: only finished files were renamed.
     let release_files = files_under(&drop_dir);
@@ -444,7 +446,7 @@ fn sshd_killed_mid_upload_fails_the_job_which_completes_once_sshd_is_back() {
         assert!(
             f.ends_with(".part")
                 || !f.contains("/resources/")
-                || fs::metadata(drop_dir.join(f)).unwrap().len() == 4 * (16 << 20),
+                || fs::metadata(drop_dir.join(f)).unwrap().len() == 4 * (8 << 20),
             "a partial file under a final name: {f}"
         );
         assert!(
@@ -454,6 +456,7 @@ fn sshd_killed_mid_upload_fails_the_job_which_completes_once_sshd_is_back() {
     }
     s.sshd.restart();
     let done = wait_for_state(s.cluster.node(s.origin), &id, "delivered", 120);
+    eprintln!("delivered after {:?}", t0.elapsed());
     assert!(done["attempts"].as_u64().unwrap() >= 2, "{done}");
     let batch = done["batch_id"].as_str().unwrap();
     let files = files_under(&drop_dir.join(batch));
