@@ -206,7 +206,7 @@ enum Command {
     Plugin {
         #[command(flatten)]
         daemon: DaemonTarget,
-        /// Plugin name (`royalty`, `ledger`).
+        /// Plugin name (`royalty`, `ledger`, `label`).
         name: String,
         /// HTTP method: GET, POST or DELETE.
         method: String,
