@@ -598,3 +598,43 @@ fn a_sales_report_credits_the_exact_amounts_once_and_reconciles() {
     let head: serde_json::Value = serde_json::from_slice(&ledger.stdout).unwrap();
     assert!(head["size"].as_u64().unwrap() >= 1, "{head}");
 }
+
+#[test]
+fn an_origin_killed_mid_delivery_resumes_the_job_when_it_restarts() {
+    let mut s = setup(None, 8 << 20);
+    let origin = s.origin;
+    let release = label_json(s.cluster.node(origin), "POST", "releases", Some(NIGHT_EP));
+    let id = release["id"].as_str().unwrap().to_owned();
+    label_json(
+        s.cluster.node(origin),
+        "POST",
+        &format!("releases/{id}/deliver"),
+        Some(r#"{"dsps": ["spotify"]}"#),
+    );
+    // Crash the origin while a file is on its way.
+    let drop_dir = s.drop_dir.clone();
+    let growing = wait_until(Duration::from_secs(60), || {
+        files_under(&drop_dir).iter().any(|f| {
+            f.ends_with(".part") && fs::metadata(drop_dir.join(f)).is_ok_and(|m| m.len() > 0)
+        })
+    });
+    assert!(growing, "no upload started: {:?}", files_under(&drop_dir));
+    s.cluster.node_mut(origin).kill9();
+    let interrupted = files_under(&drop_dir);
+    assert!(
+        !interrupted.iter().any(|f| f.contains("BatchComplete")),
+        "{interrupted:?}"
+    );
+    // The job was durable: the restarted origin resumes it in the same batch.
+    s.cluster.node_mut(origin).spawn();
+    let done = wait_for_state(s.cluster.node(origin), &id, "delivered", 120);
+    assert!(done["attempts"].as_u64().unwrap() >= 2, "{done}");
+    let batch = done["batch_id"].as_str().unwrap();
+    let files = files_under(&drop_dir);
+    assert!(
+        files.iter().all(|f| f.starts_with(batch)),
+        "one batch: {files:?}"
+    );
+    assert!(files.iter().all(|f| !f.ends_with(".part")), "{files:?}");
+    assert_eq!(files.len(), 4, "{files:?}");
+}
