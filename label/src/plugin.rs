@@ -459,7 +459,7 @@ impl Label {
                     royalty,
                     dsp,
                     self.config.sender_party_id.as_str(),
-                    req.body.as_slice(),
+                    req.body_reader()?,
                 )
                 .map_err(|e| match e {
                     SalesError::File(p) | SalesError::Refused(p) => bad(p),

@@ -99,6 +99,62 @@ where
         .map_err(|e| e.to_string())
 }
 
+/// Reads a request body: into memory while it is at most `in_memory` bytes, else into a
+/// temporary file in `spool_dir` (removed when the returned path is dropped), refusing more
+/// than `max` bytes in all.
+///
+/// # Errors
+/// The body is larger than `max`, the connection failed, or the file cannot be written.
+pub async fn read_or_spool<B>(
+    body: B,
+    in_memory: usize,
+    max: u64,
+    spool_dir: &std::path::Path,
+) -> Result<(Vec<u8>, Option<tempfile::TempPath>), String>
+where
+    B: hyper::body::Body<Data = Bytes> + Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    use http_body_util::BodyExt;
+    use tokio::io::AsyncWriteExt;
+    let mut body = std::pin::pin!(body);
+    let mut memory: Vec<u8> = Vec::new();
+    let mut spool: Option<(tokio::fs::File, tempfile::TempPath)> = None;
+    let mut total: u64 = 0;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| e.into().to_string())?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        total += data.len() as u64;
+        if total > max {
+            return Err(format!("larger than {max} bytes"));
+        }
+        if spool.is_none() && memory.len() + data.len() > in_memory {
+            let file = tempfile::Builder::new()
+                .prefix(".spool-")
+                .tempfile_in(spool_dir)
+                .map_err(|e| format!("spooling to {}: {e}", spool_dir.display()))?;
+            let (file, path) = file.into_parts();
+            let mut file = tokio::fs::File::from_std(file);
+            file.write_all(&memory).await.map_err(|e| e.to_string())?;
+            memory = Vec::new();
+            spool = Some((file, path));
+        }
+        match &mut spool {
+            Some((file, _)) => file.write_all(&data).await.map_err(|e| e.to_string())?,
+            None => memory.extend_from_slice(&data),
+        }
+    }
+    match spool {
+        Some((mut file, path)) => {
+            file.flush().await.map_err(|e| e.to_string())?;
+            Ok((Vec::new(), Some(path)))
+        }
+        None => Ok((memory, None)),
+    }
+}
+
 /// A plugin's admin answer as an HTTP response.
 pub fn plugin_response(a: mhc_origin::plugin::AdminResponse) -> Response<Body> {
     let mut resp = Response::new(Full::new(Bytes::from(a.body)));

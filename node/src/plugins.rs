@@ -64,15 +64,34 @@ pub struct Plugins {
 
 /// Answers `/admin/plugins/<name>/<target>`: the plugin's admin route at an origin, `404`
 /// elsewhere.
-pub async fn admin_route(
+///
+/// A body up to [`mhc_origin::plugin::MAX_ADMIN_BODY_BYTES`] is read into memory; a larger one
+/// (a DSP's sales report) is spooled to a file in the data directory, removed after the
+/// answer, up to [`mhc_origin::plugin::MAX_SPOOLED_BODY_BYTES`].
+pub async fn admin_route<B>(
     plugins: Option<&Arc<Plugins>>,
     method: &str,
     target: &str,
-    body: Vec<u8>,
-) -> AdminResponse {
-    match plugins {
-        Some(plugins) => plugins.admin(method, target, body).await,
-        None => AdminResponse::error(404, "plugins run at the origin only"),
+    body: B,
+) -> AdminResponse
+where
+    B: hyper::body::Body<Data = bytes::Bytes> + Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let Some(plugins) = plugins else {
+        return AdminResponse::error(404, "plugins run at the origin only");
+    };
+    let spool_dir = plugins.core.config.data_dir.clone();
+    match crate::http::read_or_spool(
+        body,
+        mhc_origin::plugin::MAX_ADMIN_BODY_BYTES,
+        mhc_origin::plugin::MAX_SPOOLED_BODY_BYTES,
+        &spool_dir,
+    )
+    .await
+    {
+        Ok((bytes, spooled)) => plugins.admin(method, target, bytes, spooled).await,
+        Err(e) => AdminResponse::error(413, &format!("request body: {e}")),
     }
 }
 
@@ -526,14 +545,16 @@ impl Plugins {
         method: &str,
         target: &str,
         body: Vec<u8>,
+        spooled: Option<tempfile::TempPath>,
     ) -> AdminResponse {
         let Some((name, rest)) = target.split_once('/').or(Some((target, ""))) else {
             return AdminResponse::error(404, "no such plugin");
         };
-        let req = match AdminRequest::from_target(method, rest, body) {
+        let mut req = match AdminRequest::from_target(method, rest, body) {
             Ok(r) => r,
             Err(err) => return AdminResponse::from_error(&err),
         };
+        req.spooled = spooled.as_ref().map(|p| p.to_path_buf());
         let this = Arc::clone(self);
         let name = name.to_owned();
         let reads_only = matches!(method, "GET" | "HEAD");
@@ -558,6 +579,8 @@ impl Plugins {
             };
             let answer = host.admin(&name, &req);
             drop(writing);
+            // The spooled body, if any, is removed now.
+            drop(spooled);
             answer
         })
         .await

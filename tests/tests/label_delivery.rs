@@ -586,6 +586,101 @@ fn a_sales_report_credits_the_exact_amounts_once_and_reconciles() {
     assert!(rec["not_live"].as_array().unwrap().is_empty(), "{rec}");
     assert_eq!(rec["tracks"].as_array().unwrap().len(), 2, "{rec}");
 
+    // A report larger than an admin body kept in memory (16 MiB) is spooled by the daemon and
+    // read as a stream: 600,000 lines, 60.00 EUR over 600,000 streams, 2/3 and 1/3.
+    let big = s.cluster.path().join("DSR_big.tsv");
+    {
+        use mhc_label::dsr::{DsrWriter, Head, Resource, Summary, SummaryKind, Usage};
+        let out = std::io::BufWriter::new(fs::File::create(&big).unwrap());
+        let mut w = DsrWriter::new(out);
+        w.head(&Head {
+            message_version: "dsrf/1.4/1.2/1.2".into(),
+            profile: "BasicAudioProfile".into(),
+            profile_version: "1.2".into(),
+            message_id: "SPOTIFY-2027-01-1".into(),
+            message_created_date_time: "2027-02-05T10:00:00Z".into(),
+            file_number: 1,
+            number_of_files: 1,
+            usage_start_date: "2027-01-01".into(),
+            usage_end_date: "2027-01-31".into(),
+            sender_party_id: "PADPIDA2015120100H".into(),
+            sender_name: "Spotify".into(),
+            recipient_party_id: Some("PADPIDA2007050901U".into()),
+            ..Head::default()
+        })
+        .unwrap();
+        w.summary(&Summary {
+            kind: SummaryKind::Sy0202,
+            summary_record_id: "S1".into(),
+            commercial_model: "SubscriptionModel".into(),
+            use_type: "OnDemandStream".into(),
+            territory: "DE".into(),
+            service_description: Some("Premium".into()),
+            usages: 600_000,
+            currency_of_reporting: "EUR".into(),
+            net_revenue: "60.00".parse().unwrap(),
+            content_category: Some("Music".into()),
+            ..Summary::default()
+        })
+        .unwrap();
+        for (b, (isrc, lines)) in [(&isrcs[0], 400_000u32), (&isrcs[1], 200_000)]
+            .into_iter()
+            .enumerate()
+        {
+            w.resource(&Resource {
+                block_id: format!("B{b}"),
+                resource_reference: "R1".into(),
+                dsp_resource_id: format!("sp-{b}"),
+                isrc: vec![isrc.clone()],
+                title: format!("Track {b}"),
+                display_artist_name: "ada".into(),
+                resource_type: "SoundRecording".into(),
+                ..Resource::default()
+            })
+            .unwrap();
+            for n in 0..lines {
+                w.usage(&Usage {
+                    block_id: format!("B{b}"),
+                    summary_record_id: "S1".into(),
+                    sales_transaction_id: format!("T{b}-{n}"),
+                    transacted_resource: Some("R1".into()),
+                    usages: 1,
+                    ..Usage::default()
+                })
+                .unwrap();
+            }
+        }
+        w.finish().unwrap();
+    }
+    assert!(fs::metadata(&big).unwrap().len() > 16 << 20);
+    let data_dir = node.data_dir.to_str().unwrap().to_owned();
+    let out = node.cli(&[
+        "plugin",
+        "--data-dir",
+        &data_dir,
+        "label",
+        "POST",
+        "dsr/spotify",
+        "--body",
+        big.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let import: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(import["matched_lines"], 600_000, "{import}");
+    assert_eq!(node.royalty_earned(ARTIST), 960 + 6000);
+    // Nothing is left spooled in the data directory.
+    assert!(
+        !fs::read_dir(&node.data_dir)
+            .unwrap()
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().starts_with(".spool-")),
+        "a spooled body was left behind"
+    );
+
     // The credits are in the ledger.
     let ledger = node.cli(&[
         "plugin",

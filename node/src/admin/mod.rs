@@ -19,7 +19,7 @@ use crate::backup::{Backups, Kind};
 use crate::control::ClusterHandle;
 use crate::core::Core;
 use crate::fill::Filler;
-use crate::http::{error, json_response, plugin_response, read_limited, Body, Refused};
+use crate::http::{json_response, plugin_response, read_limited, Body, Refused};
 use crate::mesh::MeshPlane;
 use crate::plugins::Plugins;
 use crate::status::NodeStatus;
@@ -67,16 +67,14 @@ impl Admin {
         {
             let target = target.to_owned();
             let method = req.method().as_str().to_owned();
-            let body = match read_limited(req.into_body(), mhc_origin::plugin::MAX_ADMIN_BODY_BYTES)
-                .await
-            {
-                Ok(body) => body.to_vec(),
-                Err(e) => {
-                    return error(StatusCode::PAYLOAD_TOO_LARGE, &format!("request body: {e}"))
-                }
-            };
             return plugin_response(
-                crate::plugins::admin_route(self.plugins.as_ref(), &method, &target, body).await,
+                crate::plugins::admin_route(
+                    self.plugins.as_ref(),
+                    &method,
+                    &target,
+                    req.into_body(),
+                )
+                .await,
             );
         }
         let path = req.uri().path().to_owned();

@@ -140,14 +140,9 @@ impl Viewer {
             .map(|pq| pq.as_str().trim_start_matches("/admin/plugins/").to_owned())
             .unwrap_or_default();
         let method = req.method().as_str().to_owned();
-        let body = match read_limited(req.into_body(), mhc_origin::plugin::MAX_ADMIN_BODY_BYTES)
-            .await
-        {
-            Ok(body) => body.to_vec(),
-            Err(e) => return error(StatusCode::PAYLOAD_TOO_LARGE, &format!("request body: {e}")),
-        };
         let mut resp = crate::http::plugin_response(
-            crate::plugins::admin_route(self.plugins.as_ref(), &method, &target, body).await,
+            crate::plugins::admin_route(self.plugins.as_ref(), &method, &target, req.into_body())
+                .await,
         );
         resp.headers_mut()
             .insert(header::CACHE_CONTROL, HeaderValue::from_static(CACHE_NONE));

@@ -26,9 +26,17 @@ pub struct AdminRequest {
     pub path: String,
     /// The query parameters, percent-decoded (`+` is a space), in request order.
     pub query: Vec<(String, String)>,
-    /// The request body (JSON for most `POST` routes, CSV for DSP imports).
+    /// The request body (JSON for most `POST` routes, CSV for DSP imports), when it is at
+    /// most [`MAX_ADMIN_BODY_BYTES`].
     pub body: Vec<u8>,
+    /// A larger body (up to [`MAX_SPOOLED_BODY_BYTES`], for file imports such as a DSP's
+    /// sales report) is spooled by the node to this file, and `body` is empty: read it with
+    /// [`AdminRequest::body_reader`].
+    pub spooled: Option<std::path::PathBuf>,
 }
+
+/// Largest request body the node spools to disk for a plugin (a DSP's monthly sales report).
+pub const MAX_SPOOLED_BODY_BYTES: u64 = 8 << 30;
 
 /// A plugin's answer to an [`AdminRequest`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,6 +89,7 @@ impl AdminRequest {
             path: path.into(),
             query: Vec::new(),
             body: Vec::new(),
+            spooled: None,
         }
     }
 
@@ -112,6 +121,7 @@ impl AdminRequest {
             path: path.trim_start_matches('/').to_string(),
             query: pairs,
             body,
+            spooled: None,
         })
     }
 
@@ -184,8 +194,35 @@ impl AdminRequest {
     /// # Errors
     /// [`PluginError::BadRequest`] with serde's message (which names line and column).
     pub fn json_body<T: DeserializeOwned>(&self) -> Result<T, PluginError> {
+        if self.spooled.is_some() {
+            return Err(PluginError::BadRequest(format!(
+                "a JSON body is at most {MAX_ADMIN_BODY_BYTES} bytes"
+            )));
+        }
         serde_json::from_slice(&self.body)
             .map_err(|e| PluginError::BadRequest(format!("request body: {e}")))
+    }
+}
+
+impl AdminRequest {
+    /// The body as a stream, wherever it is: in memory or spooled to a file.
+    ///
+    /// # Errors
+    /// [`PluginError::Other`] (retryable) if the spooled file cannot be opened.
+    pub fn body_reader(&self) -> Result<Box<dyn std::io::BufRead + '_>, PluginError> {
+        match &self.spooled {
+            Some(path) => {
+                let file = std::fs::File::open(path).map_err(|e| PluginError::Other {
+                    message: format!("opening the spooled request body: {e}"),
+                    retryable: true,
+                })?;
+                Ok(Box::new(std::io::BufReader::with_capacity(
+                    256 * 1024,
+                    file,
+                )))
+            }
+            None => Ok(Box::new(self.body.as_slice())),
+        }
     }
 }
 

@@ -106,7 +106,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::report::SignedPlayReport;
 
-pub use admin::{AdminRequest, AdminResponse, MAX_ADMIN_BODY_BYTES};
+pub use admin::{AdminRequest, AdminResponse, MAX_ADMIN_BODY_BYTES, MAX_SPOOLED_BODY_BYTES};
 pub use error::PluginError;
 pub use host::{
     DispatchSummary, PluginFailure, PluginHost, PluginStats, PluginsConfig, PublishOutcome,
