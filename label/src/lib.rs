@@ -16,6 +16,7 @@ pub mod release;
 pub mod sales;
 pub mod sftp;
 pub mod store;
+mod worker;
 
 pub use config::{DspConfig, LabelConfig};
 pub use media::{MediaLibrary, TrackMedia};

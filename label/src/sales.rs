@@ -1,4 +1,4 @@
-//! DSP sales reports back in: a DDEX DSR flat file (Basic Audio Profile, parsed by [`dsr`]) is
+//! DSP sales reports back in: a DDEX DSR flat file (Basic Audio Profile, parsed by [`crate::dsr`]) is
 //! read as a stream, every usage line is matched to a track the label issued (by ISRC), its
 //! share of the summary record's revenue is credited through the royalty plugin (so it lands
 //! in the ledger too), and what the file said is kept for reconciliation.
