@@ -54,6 +54,8 @@ const CIPHERS: &[cipher::Name] = &[
     cipher::AES_192_CTR,
     cipher::AES_128_CTR,
 ];
+/// Most names [`SftpSession::list`] keeps from one folder (a batch folder holds a handful).
+pub const MAX_LIST_NAMES: usize = 100_000;
 /// The SFTP extension that renames over an existing file (plain SFTP v3 rename refuses to).
 const POSIX_RENAME: &str = "posix-rename@openssh.com";
 const LIMITS: &str = "limits@openssh.com";
@@ -665,13 +667,21 @@ impl SftpSession {
             let mut names = Vec::new();
             let result = loop {
                 match self.sftp.readdir(handle.as_str()).await {
-                    Ok(batch) => names.extend(
-                        batch
-                            .files
-                            .into_iter()
-                            .map(|f| f.filename)
-                            .filter(|n| n != "." && n != ".."),
-                    ),
+                    Ok(batch) => {
+                        names.extend(
+                            batch
+                                .files
+                                .into_iter()
+                                .map(|f| f.filename)
+                                .filter(|n| n != "." && n != ".."),
+                        );
+                        // The server decides how many names it sends: bound what we keep.
+                        if names.len() > MAX_LIST_NAMES {
+                            break Err(SftpError::Protocol(format!(
+                                "{dir}: more than {MAX_LIST_NAMES} entries"
+                            )));
+                        }
+                    }
                     Err(RawError::Status(s)) if s.status_code == StatusCode::Eof => break Ok(()),
                     Err(e) => break Err(SftpError::from_sftp(e, dir)),
                 }
