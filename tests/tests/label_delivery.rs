@@ -162,6 +162,36 @@ const NIGHT_EP: &str = r#"{"artist": "ada", "title": "Night EP", "label": "MHC R
     "tracks": [{"content_id": "night-drive", "title": "Night Drive"},
                {"content_id": "day-walk", "title": "Day Walk"}]}"#;
 
+/// `POST releases/{release}/deliver` to `spotify`: what was queued.
+fn deliver_to_spotify(node: &NodeProcess, release: &str) -> serde_json::Value {
+    label_json(
+        node,
+        "POST",
+        &format!("releases/{release}/deliver"),
+        Some(r#"{"dsps": ["spotify"]}"#),
+    )
+}
+
+/// The HEAD of a report from `spotify` to the label for one month.
+fn spotify_head(message_id: &str, start: &str, end: &str) -> mhc_label::dsr::Head {
+    mhc_label::dsr::Head {
+        message_version: "dsrf/1.4/1.2/1.2".into(),
+        profile: "BasicAudioProfile".into(),
+        profile_version: "1.2".into(),
+        message_id: message_id.into(),
+        message_created_date_time: "2027-02-05T10:00:00Z".into(),
+        file_number: 1,
+        number_of_files: 1,
+        usage_start_date: start.into(),
+        usage_end_date: end.into(),
+        sender_party_id: "PADPIDA2015120100H".into(),
+        sender_name: "Spotify".into(),
+        recipient_party_id: Some("PADPIDA2007050901U".into()),
+        recipient_name: Some("MHC Streaming".into()),
+        ..mhc_label::dsr::Head::default()
+    }
+}
+
 fn status_of(node: &NodeProcess, release: &str) -> serde_json::Value {
     label_json(node, "GET", &format!("releases/{release}/status"), None)["dsps"]["spotify"].clone()
 }
@@ -228,12 +258,7 @@ fn a_release_is_delivered_by_the_ddex_choreography_and_acknowledged() {
     fs::write(&preview, &ern).unwrap();
     assert_valid_ern(&preview);
 
-    let queued = label_json(
-        node,
-        "POST",
-        &format!("releases/{id}/deliver"),
-        Some(r#"{"dsps": ["spotify"]}"#),
-    );
+    let queued = deliver_to_spotify(node, &id);
     assert_eq!(queued["dsps"]["spotify"], "insert");
     let status = wait_for_state(node, &id, "delivered", 60);
     let batch = status["batch_id"].as_str().unwrap().to_owned();
@@ -282,12 +307,7 @@ fn a_release_is_delivered_by_the_ddex_choreography_and_acknowledged() {
     }
 
     // Delivering the same release again does nothing.
-    let again = label_json(
-        node,
-        "POST",
-        &format!("releases/{id}/deliver"),
-        Some(r#"{"dsps": ["spotify"]}"#),
-    );
+    let again = deliver_to_spotify(node, &id);
     assert_eq!(again["dsps"]["spotify"], "unchanged");
 
     // The DSP acknowledges the batch.
@@ -312,12 +332,7 @@ fn a_release_is_delivered_by_the_ddex_choreography_and_acknowledged() {
         &node.ingest_as("night-drive", "night-drive", ARTIST, &dir),
         "ingest",
     );
-    let update = label_json(
-        node,
-        "POST",
-        &format!("releases/{id}/deliver"),
-        Some(r#"{"dsps": ["spotify"]}"#),
-    );
+    let update = deliver_to_spotify(node, &id);
     assert_eq!(update["dsps"]["spotify"], "update");
     let updated = wait_for_state(node, &id, "delivered", 60);
     let batch2 = updated["batch_id"].as_str().unwrap().to_owned();
@@ -395,12 +410,7 @@ fn a_wrong_host_key_is_refused_and_nothing_is_uploaded() {
     let node = s.cluster.node(s.origin);
     let release = label_json(node, "POST", "releases", Some(NIGHT_EP));
     let id = release["id"].as_str().unwrap().to_owned();
-    label_json(
-        node,
-        "POST",
-        &format!("releases/{id}/deliver"),
-        Some(r#"{"dsps": ["spotify"]}"#),
-    );
+    deliver_to_spotify(node, &id);
     let status = wait_for_state(node, &id, "failed", 30);
     assert_eq!(status["retry"], false, "{status}");
     assert!(
@@ -421,12 +431,7 @@ fn sshd_killed_mid_upload_fails_the_job_which_completes_once_sshd_is_back() {
     let node = s.cluster.node(s.origin);
     let release = label_json(node, "POST", "releases", Some(NIGHT_EP));
     let id = release["id"].as_str().unwrap().to_owned();
-    label_json(
-        node,
-        "POST",
-        &format!("releases/{id}/deliver"),
-        Some(r#"{"dsps": ["spotify"]}"#),
-    );
+    deliver_to_spotify(node, &id);
     // Kill sshd as soon as a temporary file is growing on the server.
     let drop_dir = s.drop_dir.clone();
     let growing = wait_until(Duration::from_secs(60), || {
@@ -468,24 +473,13 @@ fn sshd_killed_mid_upload_fails_the_job_which_completes_once_sshd_is_back() {
 /// 12.00 EUR over 1,500 streams in FR, and streams of the two delivered tracks (800 and 400)
 /// and of an ISRC the label never issued (300).
 fn sales_report(isrcs: &[String]) -> Vec<u8> {
-    use mhc_label::dsr::{DsrWriter, Head, Resource, Summary, SummaryKind, Usage};
+    use mhc_label::dsr::{DsrWriter, Resource, Summary, SummaryKind, Usage};
     let mut w = DsrWriter::new(Vec::new());
-    w.head(&Head {
-        message_version: "dsrf/1.4/1.2/1.2".into(),
-        profile: "BasicAudioProfile".into(),
-        profile_version: "1.2".into(),
-        message_id: "SPOTIFY-2026-12-1".into(),
-        message_created_date_time: "2027-01-05T10:00:00Z".into(),
-        file_number: 1,
-        number_of_files: 1,
-        usage_start_date: "2026-12-01".into(),
-        usage_end_date: "2026-12-31".into(),
-        sender_party_id: "PADPIDA2015120100H".into(),
-        sender_name: "Spotify".into(),
-        recipient_party_id: Some("PADPIDA2007050901U".into()),
-        recipient_name: Some("MHC Streaming".into()),
-        ..Head::default()
-    })
+    w.head(&spotify_head(
+        "SPOTIFY-2026-12-1",
+        "2026-12-01",
+        "2026-12-31",
+    ))
     .unwrap();
     w.summary(&Summary {
         kind: SummaryKind::Sy0202,
@@ -545,12 +539,7 @@ fn a_sales_report_credits_the_exact_amounts_once_and_reconciles() {
         .iter()
         .map(|t| t["isrc"].as_str().unwrap().to_owned())
         .collect();
-    label_json(
-        node,
-        "POST",
-        &format!("releases/{id}/deliver"),
-        Some(r#"{"dsps": ["spotify"]}"#),
-    );
+    deliver_to_spotify(node, &id);
     wait_for_state(node, &id, "delivered", 60);
     assert_eq!(node.royalty_earned(ARTIST), 0);
 
@@ -590,24 +579,14 @@ fn a_sales_report_credits_the_exact_amounts_once_and_reconciles() {
     // read as a stream: 600,000 lines, 60.00 EUR over 600,000 streams, 2/3 and 1/3.
     let big = s.cluster.path().join("DSR_big.tsv");
     {
-        use mhc_label::dsr::{DsrWriter, Head, Resource, Summary, SummaryKind, Usage};
+        use mhc_label::dsr::{DsrWriter, Resource, Summary, SummaryKind, Usage};
         let out = std::io::BufWriter::new(fs::File::create(&big).unwrap());
         let mut w = DsrWriter::new(out);
-        w.head(&Head {
-            message_version: "dsrf/1.4/1.2/1.2".into(),
-            profile: "BasicAudioProfile".into(),
-            profile_version: "1.2".into(),
-            message_id: "SPOTIFY-2027-01-1".into(),
-            message_created_date_time: "2027-02-05T10:00:00Z".into(),
-            file_number: 1,
-            number_of_files: 1,
-            usage_start_date: "2027-01-01".into(),
-            usage_end_date: "2027-01-31".into(),
-            sender_party_id: "PADPIDA2015120100H".into(),
-            sender_name: "Spotify".into(),
-            recipient_party_id: Some("PADPIDA2007050901U".into()),
-            ..Head::default()
-        })
+        w.head(&spotify_head(
+            "SPOTIFY-2027-01-1",
+            "2027-01-01",
+            "2027-01-31",
+        ))
         .unwrap();
         w.summary(&Summary {
             kind: SummaryKind::Sy0202,
@@ -700,12 +679,7 @@ fn an_origin_killed_mid_delivery_resumes_the_job_when_it_restarts() {
     let origin = s.origin;
     let release = label_json(s.cluster.node(origin), "POST", "releases", Some(NIGHT_EP));
     let id = release["id"].as_str().unwrap().to_owned();
-    label_json(
-        s.cluster.node(origin),
-        "POST",
-        &format!("releases/{id}/deliver"),
-        Some(r#"{"dsps": ["spotify"]}"#),
-    );
+    deliver_to_spotify(s.cluster.node(origin), &id);
     // Crash the origin while a file is on its way.
     let drop_dir = s.drop_dir.clone();
     let growing = wait_until(Duration::from_secs(60), || {
