@@ -11,6 +11,7 @@
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use mhc_chain::Anchoring;
 use mhc_label::{LabelConfig, LabelPlugin, MediaLibrary, TrackMedia};
 use mhc_manifest::{ContentId, MediaKind, SegmentFormat};
 use mhc_origin::ledger::SignedTreeHead;
@@ -58,6 +59,10 @@ pub struct Plugins {
     opening: Mutex<()>,
     /// The label plugin of the open host, for its metrics.
     label_plugin: Arc<RwLock<Weak<LabelPlugin>>>,
+    /// The ledger's anchoring (`[plugins.ledger.anchor]`) while the host is open.
+    anchoring: AnchoringSlot,
+    /// The runtime the anchoring task runs on (the host opens on blocking threads).
+    runtime: tokio::runtime::Handle,
     /// Play reports received, by outcome.
     pub inbox: InboxMetrics,
 }
@@ -148,6 +153,56 @@ impl InboxMetrics {
 
 /// The host as the plugins hold it: open while this origin writes.
 type HostSlot = RwLock<Option<(u64, Arc<PluginHost>)>>;
+
+/// The ledger's anchoring while the host is open.
+type AnchoringSlot = Arc<RwLock<Option<Arc<Anchoring>>>>;
+
+/// `mhc_ledger_anchor_*`, read from the anchoring at every scrape.
+#[derive(Debug)]
+struct AnchorMetrics(AnchoringSlot);
+
+impl Collector for AnchorMetrics {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> std::fmt::Result {
+        let Some(anchoring) = self.0.read().clone() else {
+            return Ok(());
+        };
+        let stats = anchoring.stats();
+        let gauge = |v: u64| ConstGauge::new(i64::try_from(v).unwrap_or(i64::MAX));
+        if let Some(size) = stats.last_anchored_size {
+            let family = encoder.encode_descriptor(
+                "mhc_ledger_anchor_last_size",
+                "Tree size of the latest ledger head anchored on chain and confirmed.",
+                None,
+                MetricType::Gauge,
+            )?;
+            gauge(size).encode(family)?;
+        }
+        if let Some(ms) = stats.last_anchored_ms {
+            let family = encoder.encode_descriptor(
+                "mhc_ledger_anchor_last_timestamp_seconds",
+                "When the latest anchor was seen confirmed (Unix seconds).",
+                None,
+                MetricType::Gauge,
+            )?;
+            gauge(ms / 1000).encode(family)?;
+        }
+        let family = encoder.encode_descriptor(
+            "mhc_ledger_anchors_pending",
+            "Anchors pending or submitted, not yet confirmed.",
+            None,
+            MetricType::Gauge,
+        )?;
+        gauge(stats.pending).encode(family)?;
+        let family = encoder.encode_descriptor(
+            "mhc_ledger_anchor_rpc_errors",
+            "Failed JSON-RPC calls of the anchoring since start.",
+            None,
+            MetricType::Counter,
+        )?;
+        ConstCounter::new(stats.rpc_errors).encode(family)?;
+        Ok(())
+    }
+}
 
 /// `mhc_plugin_events_total{plugin,outcome}`, read from the plugin host at every scrape. It
 /// holds the host weakly: the metrics do not keep a stopped host open.
@@ -247,6 +302,22 @@ impl Plugins {
         if let Some(label) = &label {
             label.validate()?;
         }
+        let anchor = ledger
+            .as_ref()
+            .and_then(|l: &mhc_origin::plugin::LedgerPluginConfig| l.anchor.as_ref());
+        if let Some(anchor) = anchor {
+            // The key is checked now, not first at a promotion hours later.
+            anchor.validate()?;
+            mhc_chain::Account::load(&anchor.key, anchor.chain_id)
+                .map_err(|e| anyhow::anyhow!("[plugins.ledger.anchor] {e}"))?;
+        }
+        let anchoring: AnchoringSlot = Arc::new(RwLock::new(None));
+        if anchor.is_some() {
+            core.metrics
+                .register_collector(AnchorMetrics(Arc::clone(&anchoring)));
+        }
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|e| anyhow::anyhow!("the origin plugins need a tokio runtime: {e}"))?;
         let inbox = InboxMetrics::new(&core.metrics);
         let host: Arc<HostSlot> = Arc::new(RwLock::new(None));
         core.metrics
@@ -263,6 +334,8 @@ impl Plugins {
             host,
             opening: Mutex::new(()),
             label_plugin,
+            anchoring,
+            runtime,
             inbox,
         };
         if let Ok(epoch) = plugins.core.writes.may_write() {
@@ -306,6 +379,13 @@ impl Plugins {
         )
         .map_err(|e| anyhow::anyhow!("starting the origin plugins: {e}"))?;
         tracing::info!(plugins = ?host.plugin_names(), epoch, "origin plugins ready");
+        let anchor = self.config.ledger.as_ref().and_then(|l| l.anchor.clone());
+        if let (Some(config), Some(ledger)) = (anchor, host.ledger()) {
+            let _runtime = self.runtime.enter();
+            let anchoring =
+                Anchoring::start(&core.db, Arc::clone(ledger), config, core.clock.clone())?;
+            *self.anchoring.write() = Some(Arc::new(anchoring));
+        }
         let host = Arc::new(host);
         *self.host.write() = Some((epoch, Arc::clone(&host)));
         Ok(host)
@@ -330,6 +410,8 @@ impl Plugins {
     /// Closes the host: this origin no longer writes (a standby's books change underneath).
     fn close_host(&self) {
         let _opening = self.opening.lock();
+        // The anchoring stops with the host: a standby's log is the primary's to anchor.
+        self.anchoring.write().take();
         if self.host.write().take().is_some() {
             tracing::info!("origin plugins closed: this origin no longer writes");
         }
@@ -555,6 +637,9 @@ impl Plugins {
             Err(err) => return AdminResponse::from_error(&err),
         };
         req.spooled = spooled.as_ref().map(|p| p.to_path_buf());
+        if (name, method, rest) == ("ledger", "POST", "anchors/verify") {
+            return self.verify_anchors().await;
+        }
         let this = Arc::clone(self);
         let name = name.to_owned();
         let reads_only = matches!(method, "GET" | "HEAD");
@@ -585,6 +670,35 @@ impl Plugins {
         })
         .await
         .unwrap_or_else(|e| AdminResponse::error(500, &format!("plugin admin task: {e}")))
+    }
+}
+
+impl Plugins {
+    /// `POST /admin/plugins/ledger/anchors/verify`: every confirmed anchor checked against the
+    /// chain and the log (`ok` false and each failing anchor's `problem` when one fails).
+    async fn verify_anchors(&self) -> AdminResponse {
+        let Some(anchoring) = self.anchoring.read().clone() else {
+            return AdminResponse::error(
+                404,
+                "the ledger is not anchored here ([plugins.ledger.anchor] at the primary origin)",
+            );
+        };
+        let Some(ledger) = self.open_host_now().and_then(|h| h.ledger().cloned()) else {
+            return AdminResponse::error(503, "the ledger is not open here");
+        };
+        let records = match anchoring.records() {
+            Ok(r) => r,
+            Err(e) => return AdminResponse::error(500, &e),
+        };
+        let (rpc, confirmations) = anchoring.rpc();
+        let checks = mhc_chain::verify_records(rpc, confirmations, &records, &ledger).await;
+        let ok = checks.iter().all(|c| c.problem.is_none());
+        AdminResponse::ok(&serde_json::json!({
+            "ok": ok,
+            "address": anchoring.address(),
+            "anchors": checks,
+            "failures": checks.iter().filter(|c| c.problem.is_some()).map(mhc_chain::AnchorCheck::describe).collect::<Vec<_>>(),
+        }))
     }
 }
 

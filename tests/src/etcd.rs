@@ -101,13 +101,7 @@ impl Etcd {
     }
 
     fn signal(&self, sig: &str) {
-        let pid = self.child.as_ref().expect("etcd runs").id();
-        let ok = Command::new("kill")
-            .arg(format!("-{sig}"))
-            .arg(pid.to_string())
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(ok, "kill -{sig} etcd");
+        crate::signal_process(self.child.as_ref().expect("etcd runs").id(), sig);
     }
 
     /// etcd's log.

@@ -739,6 +739,17 @@ impl HttpResponse {
     }
 }
 
+/// Sends `kill -<sig>` to `pid` (STOP freezes a server: it keeps its sockets, answers nothing;
+/// CONT lets it run again).
+pub fn signal_process(pid: u32, sig: &str) {
+    let ok = std::process::Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "kill -{sig} {pid}");
+}
+
 /// Sends one HTTP/1.1 request with `Connection: close` and reads the whole response.
 ///
 /// # Errors
@@ -759,6 +770,26 @@ pub fn http_request(
 pub fn http_post(addr: SocketAddr, path: &str, body: &[u8]) -> std::io::Result<HttpResponse> {
     let len = body.len().to_string();
     http_exchange(addr, "POST", path, &[("Content-Length", &len)], body)
+}
+
+/// `POST path` with `body` and a `Content-Type` (HTTP/1.1, `Connection: close`).
+///
+/// # Errors
+/// As [`http_post`].
+pub fn http_post_typed(
+    addr: SocketAddr,
+    path: &str,
+    content_type: &str,
+    body: &[u8],
+) -> std::io::Result<HttpResponse> {
+    let len = body.len().to_string();
+    http_exchange(
+        addr,
+        "POST",
+        path,
+        &[("Content-Length", &len), ("Content-Type", content_type)],
+        body,
+    )
 }
 
 fn http_exchange(
@@ -907,6 +938,7 @@ pub fn assert_success(out: &Output, what: &str) {
     );
 }
 
+pub mod anvil;
 pub mod etcd;
 pub mod mmdb;
 pub mod sshd;

@@ -14,6 +14,9 @@ pub(super) fn ledger_command(action: LedgerAction) -> anyhow::Result<ExitCode> {
         LedgerAction::Verify {
             export: Some(path),
             public_key,
+            rpc_url,
+            confirmations,
+            anchor_address,
             ..
         } => {
             let bytes =
@@ -35,7 +38,15 @@ pub(super) fn ledger_command(action: LedgerAction) -> anyhow::Result<ExitCode> {
                         report.heads,
                         hex::encode(report.public_key)
                     );
-                    Ok(ExitCode::SUCCESS)
+                    match rpc_url {
+                        Some(url) => verify_export_anchors(
+                            &bytes,
+                            &url,
+                            confirmations,
+                            anchor_address.as_deref(),
+                        ),
+                        None => Ok(ExitCode::SUCCESS),
+                    }
                 }
                 Err(err) => {
                     eprintln!("verification failed: {err}");
@@ -46,14 +57,33 @@ pub(super) fn ledger_command(action: LedgerAction) -> anyhow::Result<ExitCode> {
                 }
             }
         }
-        LedgerAction::Verify { daemon, .. } => {
-            let (status, bytes) = runtime()?.block_on(plugin_call(
-                &daemon.socket()?,
-                "POST",
-                "/admin/plugins/ledger/verify",
-                Vec::new(),
-            ))?;
-            write_out(None, &bytes)?;
+        LedgerAction::Verify {
+            daemon, anchors, ..
+        } => {
+            let socket = daemon.socket()?;
+            let mut ok = verified_at_daemon(&socket, "/admin/plugins/ledger/verify")?;
+            if anchors {
+                ok &= verified_at_daemon(&socket, "/admin/plugins/ledger/anchors/verify")?;
+            }
+            Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        LedgerAction::Anchors { daemon, json } => {
+            let target = if json {
+                "/admin/plugins/ledger/anchors"
+            } else {
+                "/admin/plugins/ledger/anchors?full"
+            };
+            let (status, bytes) =
+                runtime()?.block_on(plugin_call(&daemon.socket()?, "GET", target, Vec::new()))?;
+            if json || !status.is_success() {
+                write_out(None, &bytes)?;
+            } else {
+                print_anchors(&bytes)?;
+            }
             Ok(if status.is_success() {
                 ExitCode::SUCCESS
             } else {
@@ -116,6 +146,84 @@ pub(super) fn ledger_command(action: LedgerAction) -> anyhow::Result<ExitCode> {
             }
         }
     }
+}
+
+/// `POST target` at the daemon, its answer printed; whether it said `"ok": true`.
+fn verified_at_daemon(socket: &Path, target: &str) -> anyhow::Result<bool> {
+    let (status, bytes) = runtime()?.block_on(plugin_call(socket, "POST", target, Vec::new()))?;
+    write_out(None, &bytes)?;
+    Ok(status.is_success()
+        && serde_json::from_slice::<serde_json::Value>(&bytes).is_ok_and(|v| v["ok"] == true))
+}
+
+/// `ledger anchors` for people: one line per anchor transaction.
+fn print_anchors(bytes: &[u8]) -> anyhow::Result<()> {
+    let records: Vec<mhc_origin::ledger::AnchorRecord> =
+        serde_json::from_slice(bytes).context("the daemon's answer")?;
+    if records.is_empty() {
+        println!("no anchors yet");
+    }
+    for r in records {
+        println!(
+            "size {:>8}  {:<9}  root {}  tx {}  block {}{}",
+            r.tree_size,
+            r.state.as_str(),
+            hex::encode(r.root),
+            r.tx_hash.as_deref().unwrap_or("-"),
+            r.block.map_or("-".to_string(), |b| b.to_string()),
+            r.gas_used.map_or(String::new(), |g| format!("  gas {g}")),
+        );
+    }
+    Ok(())
+}
+
+/// `ledger verify --export F --rpc-url URL`: the export's anchors on the chain.
+fn verify_export_anchors(
+    bytes: &[u8],
+    url: &str,
+    confirmations: u64,
+    address: Option<&str>,
+) -> anyhow::Result<ExitCode> {
+    let rpc = mhc_chain::Rpc::new(url).map_err(|e| anyhow::anyhow!("--rpc-url: {e}"))?;
+    let address = address
+        .map(mhc_chain::evm::parse_address)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("--anchor-address: {e}"))?;
+    let checks = match runtime()?.block_on(mhc_chain::verify_export_anchors(
+        bytes,
+        &rpc,
+        confirmations,
+        address,
+    )) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("anchor verification failed: {e}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    if checks.is_empty() {
+        eprintln!("anchor verification failed: the export carries no confirmed anchors");
+        return Ok(ExitCode::FAILURE);
+    }
+    let mut ok = true;
+    for c in &checks {
+        if c.problem.is_some() {
+            ok = false;
+            eprintln!("FAILED {}", c.describe());
+        } else {
+            println!(
+                "ok: anchor of tree size {} (tx {}, block {}) is on chain and the log is consistent with it",
+                c.tree_size,
+                c.tx_hash,
+                c.block.unwrap_or_default()
+            );
+        }
+    }
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 /// Verifies an inclusion proof with nothing but an export: the entry comes from the export,

@@ -243,6 +243,28 @@ pub enum LedgerAction {
         /// With `--export`: the origin's public key (hex) the heads must be signed by.
         #[arg(long)]
         public_key: Option<String>,
+        /// At the daemon: also check every confirmed anchor against the chain and the log.
+        #[arg(long)]
+        anchors: bool,
+        /// With `--export`: check the export's anchors on the chain at this JSON-RPC URL.
+        #[arg(long, requires = "export")]
+        rpc_url: Option<String>,
+        /// With `--rpc-url`: blocks an anchor needs on top of it (its own counted).
+        #[arg(long, default_value_t = 2, requires = "rpc_url")]
+        confirmations: u64,
+        /// With `--rpc-url`: the anchor account (`0x…`) every anchor must be sent by, instead
+        /// of the address the export names.
+        #[arg(long, requires = "rpc_url")]
+        anchor_address: Option<String>,
+    },
+    /// The ledger's anchors on chain: tree size, root, state (pending, submitted, confirmed,
+    /// replaced), transaction and block.
+    Anchors {
+        #[command(flatten)]
+        daemon: DaemonTarget,
+        /// A JSON array of `{tree_size, root, state, tx_hash, block}`.
+        #[arg(long)]
+        json: bool,
     },
     /// Export entries as JSON (verifiable offline) or CSV.
     Export {

@@ -8,6 +8,7 @@ use std::io::{BufWriter, Write};
 use ed25519_dalek::VerifyingKey;
 use serde::{Deserialize, Serialize};
 
+use super::anchor::{AnchorRecord, AnchorState, ExportedAnchor};
 use super::entry::{EntryKind, LedgerEntry, ENTRY_FORMAT_VERSION};
 use super::error::{LedgerError, VerifyError};
 use super::head::{hex_array, SignedTreeHead};
@@ -131,6 +132,35 @@ struct ExportDocument {
     tree_size: u64,
     entries: Vec<ExportedEntry>,
     heads: Vec<SignedTreeHead>,
+    /// Confirmed anchors (absent from exports of a ledger that is not anchored).
+    #[serde(default)]
+    anchors: Vec<ExportedAnchor>,
+}
+
+/// What a verifier of anchors needs from an export (checked first with [`verify_export`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExportAnchors {
+    /// The export's tree size.
+    pub tree_size: u64,
+    /// The export's signed heads.
+    pub heads: Vec<SignedTreeHead>,
+    /// Its anchors.
+    pub anchors: Vec<ExportedAnchor>,
+}
+
+/// Reads the anchors of a JSON export, with the heads they are checked against. Verify the
+/// export itself with [`verify_export`] first: this only parses.
+///
+/// # Errors
+/// [`VerifyError::Malformed`] when the document does not parse.
+pub fn export_anchors(json_bytes: &[u8]) -> Result<ExportAnchors, VerifyError> {
+    let doc: ExportDocument =
+        serde_json::from_slice(json_bytes).map_err(|e| malformed(e.to_string()))?;
+    Ok(ExportAnchors {
+        tree_size: doc.tree_size,
+        heads: doc.heads,
+        anchors: doc.anchors,
+    })
 }
 
 impl Ledger {
@@ -155,6 +185,21 @@ impl Ledger {
     /// [`LedgerError::Io`] when writing fails; [`LedgerError::Db`] or [`LedgerError::Corrupt`]
     /// when the store cannot be read.
     pub fn export_json<W: Write>(&self, scope: ExportScope, out: W) -> Result<u64, LedgerError> {
+        self.export_json_with_anchors(scope, &[], out)
+    }
+
+    /// [`export_json`](Self::export_json), followed by an `"anchors"` array of the confirmed
+    /// anchors among `anchors` that the export's tree covers, each with its consistency proof to
+    /// the export's tree size (one per line, after `"heads"`; absent when there are none).
+    ///
+    /// # Errors
+    /// As [`export_json`](Self::export_json).
+    pub fn export_json_with_anchors<W: Write>(
+        &self,
+        scope: ExportScope,
+        anchors: &[AnchorRecord],
+        out: W,
+    ) -> Result<u64, LedgerError> {
         let mut out = BufWriter::new(out);
         let latest = self.latest_head();
         let tree_size = latest.map_or(0, |h| h.size);
@@ -195,7 +240,34 @@ impl Ledger {
             let sep = if i == 0 { "\n" } else { ",\n" };
             write!(out, "{sep}{}", json(head)?)?;
         }
-        out.write_all(b"\n]}\n")?;
+        out.write_all(b"\n]")?;
+        let mut first = true;
+        for a in anchors {
+            let (Some(tx_hash), Some(block)) = (&a.tx_hash, a.block) else {
+                continue;
+            };
+            if a.state != AnchorState::Confirmed || a.tree_size > tree_size {
+                continue;
+            }
+            let proof = self.consistency_proof(a.tree_size, tree_size)?;
+            let exported = ExportedAnchor {
+                tree_size: a.tree_size,
+                root: a.root,
+                head_digest: a.head_digest,
+                chain_id: a.chain_id,
+                address: a.address.clone(),
+                tx_hash: tx_hash.clone(),
+                block,
+                consistency: proof.iter().map(hex::encode).collect(),
+            };
+            let sep = if first { ",\n\"anchors\":[\n" } else { ",\n" };
+            write!(out, "{sep}{}", json(&exported)?)?;
+            first = false;
+        }
+        if !first {
+            out.write_all(b"\n]")?;
+        }
+        out.write_all(b"}\n")?;
         out.flush()?;
         Ok(written)
     }

@@ -30,6 +30,7 @@
 //! # }
 //! ```
 
+mod anchor;
 mod entry;
 mod error;
 mod export;
@@ -46,6 +47,10 @@ mod crash_tests;
 #[cfg(test)]
 pub(crate) use log::tests::open_when_unlocked;
 
+pub use anchor::{
+    anchor_payload, head_digest, parse_anchor_payload, AnchorRecord, AnchorState, AnchorStore,
+    ExportedAnchor, ANCHORS_TREE, ANCHOR_MAGIC, ANCHOR_PAYLOAD_LEN,
+};
 pub use entry::{
     currency_exponent, format_minor, is_currency_code, EntryError, EntryKind, LedgerEntry,
     NewEntry, ENTRY_FORMAT_VERSION, MAX_ACCOUNT_LEN, MAX_MEMO_LEN, MAX_REFERENCE_LEN,
@@ -53,7 +58,8 @@ pub use entry::{
 };
 pub use error::{LedgerError, VerifyError};
 pub use export::{
-    verify_export, verify_exported_entry, ExportScope, ExportedEntry, EXPORT_FORMAT, EXPORT_VERSION,
+    export_anchors, verify_export, verify_exported_entry, ExportAnchors, ExportScope,
+    ExportedEntry, EXPORT_FORMAT, EXPORT_VERSION,
 };
 pub use head::{SignedTreeHead, STH_SIGNING_TAG};
 pub use log::Ledger;

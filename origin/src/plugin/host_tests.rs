@@ -387,6 +387,7 @@ fn plugins_config_reads_empty_tables_as_defaults() {
         royalty: None,
         ledger: Some(LedgerPluginConfig {
             max_batch_entries: 0,
+            anchor: None,
         }),
     };
     assert!(matches!(

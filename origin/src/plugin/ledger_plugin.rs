@@ -28,7 +28,9 @@
 //!
 //! Admin routes, under `/admin/plugins/ledger/`: `GET status`, `GET head`, `GET heads`,
 //! `GET entry/<index>`, `GET inclusion/<index>?size=N`, `GET consistency?old=A&new=B`,
-//! `GET export?format=json|csv&from_ms=&to_ms=`, `POST verify`.
+//! `GET export?format=json|csv&from_ms=&to_ms=` (JSON exports carry the confirmed anchors),
+//! `GET anchors[?full]` (the anchor transactions: `{tree_size, root, state, tx_hash, block}`, or
+//! whole records), `POST verify`.
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
@@ -41,8 +43,8 @@ use super::admin::{AdminRequest, AdminResponse};
 use super::error::PluginError;
 use super::{CoreEvent, Plugin};
 use crate::ledger::{
-    EntryKind, ExportScope, Ledger, LedgerEntry, NewEntry, SignedTreeHead, MAX_MEMO_LEN,
-    MAX_REFERENCE_LEN, MAX_SOURCE_LEN,
+    AnchorRecord, AnchorStore, EntryKind, ExportScope, Ledger, LedgerEntry, NewEntry,
+    SignedTreeHead, MAX_MEMO_LEN, MAX_REFERENCE_LEN, MAX_SOURCE_LEN,
 };
 use crate::royalty::{Posting, PostingKind, Royalty, MAX_POSTINGS_PAGE};
 
@@ -62,6 +64,81 @@ pub struct LedgerPluginConfig {
     /// amortize the flush; the bound keeps one transaction small.
     #[serde(default = "default_max_batch_entries")]
     pub max_batch_entries: usize,
+    /// `[plugins.ledger.anchor]`: anchor signed tree heads on an EVM chain. Default: none.
+    #[serde(default)]
+    pub anchor: Option<AnchorConfig>,
+}
+
+/// `[plugins.ledger.anchor]`: where and how often the ledger's heads are anchored (the work is
+/// `mhc-chain`'s; this is the table and its checks).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnchorConfig {
+    /// JSON-RPC endpoint, `http://` or `https://`.
+    pub rpc_url: String,
+    /// The chain's id (`eth_chainId` must answer it; signatures are bound to it).
+    pub chain_id: u64,
+    /// File holding the anchor account's secp256k1 private key, hex, mode `0600`.
+    pub key: std::path::PathBuf,
+    /// Seconds between anchors when the log grew, `1..=86400`. Default 300.
+    #[serde(default = "default_anchor_interval_s")]
+    pub interval_s: u64,
+    /// Blocks on top of an anchor's block (its own counted) before it is confirmed,
+    /// `1..=1000`. Default 2.
+    #[serde(default = "default_anchor_confirmations")]
+    pub confirmations: u64,
+}
+
+fn default_anchor_interval_s() -> u64 {
+    300
+}
+
+fn default_anchor_confirmations() -> u64 {
+    2
+}
+
+impl AnchorConfig {
+    /// Checks the table (not the key file, which is read when the anchoring starts).
+    ///
+    /// # Errors
+    /// [`PluginError::Config`] naming the field.
+    pub fn validate(&self) -> Result<(), PluginError> {
+        let fail = |problem: String| PluginError::Config {
+            plugin: format!("{LEDGER_PLUGIN_NAME}.anchor"),
+            problem,
+        };
+        let url = self.rpc_url.as_str();
+        let rest = url
+            .strip_prefix("http://")
+            .or_else(|| url.strip_prefix("https://"))
+            .unwrap_or("");
+        if rest.is_empty() || rest.starts_with('/') || url.chars().any(char::is_whitespace) {
+            return Err(fail(format!(
+                "rpc_url = {url:?}: must be an http:// or https:// URL"
+            )));
+        }
+        if self.chain_id == 0 {
+            return Err(fail(
+                "chain_id = 0: must be the chain's id (1 is Ethereum)".into(),
+            ));
+        }
+        if self.key.as_os_str().is_empty() {
+            return Err(fail("key: must name the anchor account's key file".into()));
+        }
+        if !(1..=86_400).contains(&self.interval_s) {
+            return Err(fail(format!(
+                "interval_s = {}: must be 1..=86400",
+                self.interval_s
+            )));
+        }
+        if !(1..=1000).contains(&self.confirmations) {
+            return Err(fail(format!(
+                "confirmations = {}: must be 1..=1000",
+                self.confirmations
+            )));
+        }
+        Ok(())
+    }
 }
 
 fn default_max_batch_entries() -> usize {
@@ -72,6 +149,7 @@ impl Default for LedgerPluginConfig {
     fn default() -> Self {
         LedgerPluginConfig {
             max_batch_entries: default_max_batch_entries(),
+            anchor: None,
         }
     }
 }
@@ -90,6 +168,9 @@ impl LedgerPluginConfig {
                     self.max_batch_entries
                 ),
             });
+        }
+        if let Some(anchor) = &self.anchor {
+            anchor.validate()?;
         }
         Ok(())
     }
@@ -121,6 +202,8 @@ pub struct LedgerPlugin {
     state: Mutex<State>,
     royalty: Option<Arc<Royalty>>,
     config: LedgerPluginConfig,
+    /// The anchors written by `mhc-chain` (listed, and carried by JSON exports).
+    anchors: AnchorStore,
 }
 
 /// Keeps `s` to at most `max` bytes, cutting at a character boundary.
@@ -270,6 +353,7 @@ impl LedgerPlugin {
             state: Mutex::new(State { ledger, cursor }),
             royalty,
             config,
+            anchors: AnchorStore::open(db)?,
         })
     }
 
@@ -404,6 +488,14 @@ impl LedgerPlugin {
                 None => return Err(PluginError::NotFound("the ledger is empty".into())),
             },
             ("GET", ["heads"]) => AdminResponse::ok(&ledger.heads()?),
+            ("GET", ["anchors"]) => {
+                let all = self.anchors.all()?;
+                if req.param("full").is_some() {
+                    AdminResponse::ok(&all)
+                } else {
+                    AdminResponse::ok(&all.iter().map(AnchorRecord::summary).collect::<Vec<_>>())
+                }
+            }
             ("GET", ["entry", index]) => {
                 let index = index_of(index)?;
                 let entry = ledger.entry(index)?;
@@ -458,7 +550,7 @@ impl LedgerPlugin {
                     ledger.export_csv(scope, &mut out)?;
                     AdminResponse::csv(out)
                 } else {
-                    ledger.export_json(scope, &mut out)?;
+                    ledger.export_json_with_anchors(scope, &self.anchors.all()?, &mut out)?;
                     AdminResponse::bytes("application/json", out)
                 }
             }
@@ -614,6 +706,7 @@ mod tests {
         let r = f.royalty_plugin();
         let config = LedgerPluginConfig {
             max_batch_entries: 2,
+            anchor: None,
         };
         let l = f.ledger_plugin(Some(r.royalty().clone()), config.clone());
         for i in 0..5 {
@@ -702,8 +795,54 @@ mod tests {
         assert!(err.to_string().contains("reset or replaced"), "{err}");
         let bad = LedgerPluginConfig {
             max_batch_entries: 0,
+            anchor: None,
         };
         assert!(bad.validate().is_err());
+        let anchor = AnchorConfig {
+            rpc_url: "http://127.0.0.1:8545".into(),
+            chain_id: 31337,
+            key: "/etc/mhc/anchor.key".into(),
+            interval_s: 300,
+            confirmations: 2,
+        };
+        anchor.validate().unwrap();
+        for (bad, field) in [
+            (
+                AnchorConfig {
+                    rpc_url: "127.0.0.1:8545".into(),
+                    ..anchor.clone()
+                },
+                "rpc_url",
+            ),
+            (
+                AnchorConfig {
+                    chain_id: 0,
+                    ..anchor.clone()
+                },
+                "chain_id",
+            ),
+            (
+                AnchorConfig {
+                    interval_s: 0,
+                    ..anchor.clone()
+                },
+                "interval_s",
+            ),
+            (
+                AnchorConfig {
+                    confirmations: 0,
+                    ..anchor.clone()
+                },
+                "confirmations",
+            ),
+        ] {
+            let config = LedgerPluginConfig {
+                anchor: Some(bad),
+                ..LedgerPluginConfig::default()
+            };
+            let e = config.validate().unwrap_err().to_string();
+            assert!(e.contains(field) && e.contains("ledger.anchor"), "{e}");
+        }
     }
 
     #[test]

@@ -114,7 +114,7 @@ pub use host::{
 };
 pub use inbox::{DeadLetter, CURSORS_TREE, DEAD_LETTERS_TREE, INBOX_INDEX_TREE, INBOX_TREE};
 pub use ledger_plugin::{
-    posting_entry, royalty_cursor_of, LedgerPlugin, LedgerPluginConfig, SyncOutcome,
+    posting_entry, royalty_cursor_of, AnchorConfig, LedgerPlugin, LedgerPluginConfig, SyncOutcome,
     LEDGER_PLUGIN_NAME, ROYALTY_REFERENCE_PREFIX,
 };
 pub use royalty_plugin::{ContentRecord, RoyaltyPlugin, CONTENT_TREE, ROYALTY_PLUGIN_NAME};
