@@ -22,6 +22,7 @@ use alloy::providers::{Provider, RootProvider};
 use alloy::rpc::types::TransactionRequest;
 use alloy::signers::local::PrivateKeySigner;
 use alloy::sol_types::SolCall;
+use alloy::transports::TransportError;
 use thiserror::Error;
 
 /// Longest wait for one JSON-RPC answer.
@@ -62,6 +63,9 @@ pub enum ChainError {
         method: &'static str,
         /// What the transport or the node said.
         message: String,
+        /// `true` when the node answered with a JSON-RPC error (it received the request and
+        /// refused it); `false` when the request may not have reached it.
+        refused: bool,
     },
     /// The node serves another chain than the configuration names.
     #[error(
@@ -93,6 +97,12 @@ impl ChainError {
         }
     }
 
+    /// `true` when the node received the request and answered it with an error (as opposed to
+    /// a timeout or a connection that failed, after which it may or may not have it).
+    pub fn is_refusal(&self) -> bool {
+        matches!(self, ChainError::Rpc { refused: true, .. })
+    }
+
     /// `true` when the node refused a raw transaction because its nonce is already used
     /// (mined, possibly by an earlier broadcast of the same transaction).
     pub fn is_nonce_too_low(&self) -> bool {
@@ -107,14 +117,15 @@ impl ChainError {
 }
 
 /// Runs one RPC call with [`RPC_TIMEOUT`].
-async fn bounded<T, E: fmt::Display>(
+async fn bounded<T>(
     method: &'static str,
-    call: impl std::future::IntoFuture<Output = Result<T, E>>,
+    call: impl std::future::IntoFuture<Output = Result<T, TransportError>>,
 ) -> Result<T, ChainError> {
     match tokio::time::timeout(RPC_TIMEOUT, call.into_future()).await {
         Err(_) => Err(ChainError::Timeout { method }),
         Ok(Err(e)) => Err(ChainError::Rpc {
             method,
+            refused: e.as_error_resp().is_some(),
             message: e.to_string(),
         }),
         Ok(Ok(v)) => Ok(v),
@@ -320,6 +331,7 @@ impl Rpc {
         Erc20::balanceOfCall::abi_decode_returns(&out).map_err(|e| ChainError::Rpc {
             method: "eth_call",
             message: format!("balanceOf answer: {e}"),
+            refused: true,
         })
     }
 }

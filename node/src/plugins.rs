@@ -11,7 +11,7 @@
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use mhc_chain::Anchoring;
+use mhc_chain::{Anchoring, CryptoPayouts, PayoutBooks};
 use mhc_label::{LabelConfig, LabelPlugin, MediaLibrary, TrackMedia};
 use mhc_manifest::{ContentId, MediaKind, SegmentFormat};
 use mhc_origin::ledger::SignedTreeHead;
@@ -61,6 +61,9 @@ pub struct Plugins {
     label_plugin: Arc<RwLock<Weak<LabelPlugin>>>,
     /// The ledger's anchoring (`[plugins.ledger.anchor]`) while the host is open.
     anchoring: AnchoringSlot,
+    /// Crypto payouts on chain (`[plugins.royalty.crypto]`) while the host is open, with the
+    /// books they write to.
+    crypto: RwLock<Option<OnChainPayouts>>,
     /// The runtime the anchoring task runs on (the host opens on blocking threads).
     runtime: tokio::runtime::Handle,
     /// Play reports received, by outcome.
@@ -153,6 +156,9 @@ impl InboxMetrics {
 
 /// The host as the plugins hold it: open while this origin writes.
 type HostSlot = RwLock<Option<(u64, Arc<PluginHost>)>>;
+
+/// Crypto payouts on chain, and the books they write to.
+type OnChainPayouts = (Arc<CryptoPayouts>, Arc<dyn PayoutBooks>);
 
 /// The ledger's anchoring while the host is open.
 type AnchoringSlot = Arc<RwLock<Option<Arc<Anchoring>>>>;
@@ -311,6 +317,13 @@ impl Plugins {
             mhc_chain::Account::load(&anchor.key, anchor.chain_id)
                 .map_err(|e| anyhow::anyhow!("[plugins.ledger.anchor] {e}"))?;
         }
+        if let Some(crypto) = royalty
+            .as_ref()
+            .and_then(|r: &mhc_origin::royalty::RoyaltyConfig| r.crypto.as_ref())
+        {
+            mhc_chain::Account::load(&crypto.key, crypto.chain_id)
+                .map_err(|e| anyhow::anyhow!("[plugins.royalty.crypto] {e}"))?;
+        }
         let anchoring: AnchoringSlot = Arc::new(RwLock::new(None));
         if anchor.is_some() {
             core.metrics
@@ -335,6 +348,7 @@ impl Plugins {
             opening: Mutex::new(()),
             label_plugin,
             anchoring,
+            crypto: RwLock::new(None),
             runtime,
             inbox,
         };
@@ -387,6 +401,29 @@ impl Plugins {
             *self.anchoring.write() = Some(Arc::new(anchoring));
         }
         let host = Arc::new(host);
+        let crypto = self
+            .config
+            .royalty
+            .as_ref()
+            .and_then(|r| r.crypto.clone().map(|c| (c, r.currency.clone())));
+        if let (Some((config, currency)), Some(_)) = (crypto, host.royalty()) {
+            let payouts = Arc::new(
+                CryptoPayouts::open(&core.db, config, &currency)
+                    .map_err(|e| anyhow::anyhow!("{e}"))?,
+            );
+            let books: Arc<dyn PayoutBooks> = Arc::new(Books {
+                core: Arc::clone(core),
+                host: Arc::downgrade(&host),
+                epoch,
+            });
+            *self.crypto.write() = Some((Arc::clone(&payouts), Arc::clone(&books)));
+            // Transfers a crash left in flight are followed to their receipts now.
+            self.runtime.spawn(async move {
+                if let Err(e) = payouts.resume(books).await {
+                    tracing::warn!(error = %e, "resuming crypto payouts");
+                }
+            });
+        }
         *self.host.write() = Some((epoch, Arc::clone(&host)));
         Ok(host)
     }
@@ -410,8 +447,9 @@ impl Plugins {
     /// Closes the host: this origin no longer writes (a standby's books change underneath).
     fn close_host(&self) {
         let _opening = self.opening.lock();
-        // The anchoring stops with the host: a standby's log is the primary's to anchor.
+        // The anchoring and payouts stop with the host: a standby's books are the primary's.
         self.anchoring.write().take();
+        self.crypto.write().take();
         if self.host.write().take().is_some() {
             tracing::info!("origin plugins closed: this origin no longer writes");
         }
@@ -640,6 +678,14 @@ impl Plugins {
         if (name, method, rest) == ("ledger", "POST", "anchors/verify") {
             return self.verify_anchors().await;
         }
+        if (name, method) == ("royalty", "POST")
+            && req.segments().is_ok_and(|s| s == ["payouts", "crypto"])
+        {
+            let crypto = self.crypto.read().clone();
+            if let Some((payouts, books)) = crypto {
+                return Self::pay_on_chain(&payouts, books, &req).await;
+            }
+        }
         let this = Arc::clone(self);
         let name = name.to_owned();
         let reads_only = matches!(method, "GET" | "HEAD");
@@ -673,7 +719,75 @@ impl Plugins {
     }
 }
 
+/// The royalty books as crypto payouts write them: through the write gate (replicated to
+/// standbys, fenced), in the epoch the host was opened for.
+#[derive(Debug)]
+struct Books {
+    core: Arc<Core>,
+    host: Weak<PluginHost>,
+    epoch: u64,
+}
+
+impl Books {
+    fn royalty(&self) -> Result<Arc<mhc_origin::royalty::Royalty>, String> {
+        let host = self.host.upgrade().ok_or("the plugins closed")?;
+        let royalty = host.royalty().ok_or("royalty is not enabled")?;
+        Ok(Arc::clone(royalty.royalty()))
+    }
+}
+
+impl PayoutBooks for Books {
+    fn payees(&self, as_of_ms: u64) -> Result<Vec<mhc_origin::royalty::PayoutItem>, String> {
+        self.royalty()?
+            .payees(mhc_origin::royalty::PayoutMethodKind::Crypto, as_of_ms)
+            .map_err(|e| e.to_string())
+    }
+
+    fn book(
+        &self,
+        payout_id: &str,
+        item: &mhc_origin::royalty::PayoutItem,
+        tx_hash: &str,
+    ) -> Result<(), String> {
+        let writing = self.core.writes.enter().map_err(|e| e.to_string())?;
+        if writing.epoch() != self.epoch {
+            return Err("this origin's term ended; the new primary books it".into());
+        }
+        self.royalty()?
+            .book_external_payout(payout_id, item, tx_hash)
+            .map_err(|e| e.to_string())?;
+        Ok(())
+    }
+}
+
 impl Plugins {
+    /// `POST /admin/plugins/royalty/payouts/crypto[?as_of_ms=]` with `[plugins.royalty.crypto]`:
+    /// the batch executed on chain; `200` when every transfer is paid or failed, `202` while
+    /// some wait for their receipts (ask again with the same `as_of_ms`).
+    async fn pay_on_chain(
+        payouts: &CryptoPayouts,
+        books: Arc<dyn PayoutBooks>,
+        req: &AdminRequest,
+    ) -> AdminResponse {
+        let as_of_ms = match req.param_parsed::<u64>("as_of_ms") {
+            Ok(v) => v.unwrap_or_else(|| mhc_clock::Clock::system().now_ms()),
+            Err(e) => return AdminResponse::from_error(&e),
+        };
+        match payouts.execute(as_of_ms, books).await {
+            Ok(payout) => {
+                let mut answer = AdminResponse::ok(&payout);
+                if !payout.settled() {
+                    answer.status = 202;
+                }
+                answer
+            }
+            Err(e @ mhc_chain::PayoutError::Unsettled(_)) => {
+                AdminResponse::error(409, &e.to_string())
+            }
+            Err(e) => AdminResponse::error(500, &e.to_string()),
+        }
+    }
+
     /// `POST /admin/plugins/ledger/anchors/verify`: every confirmed anchor checked against the
     /// chain and the log (`ok` false and each failing anchor's `problem` when one fails).
     async fn verify_anchors(&self) -> AdminResponse {

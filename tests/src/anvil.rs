@@ -38,8 +38,9 @@ pub struct Anvil {
 
 impl Anvil {
     /// Starts anvil (chain id 31337), mining a block every `block_time_s` seconds (and so
-    /// confirming anchors), and waits until it answers.
-    pub fn start(block_time_s: u64) -> Self {
+    /// confirming anchors), or with `None` only when told ([`Anvil::mine`]), and waits until it
+    /// answers.
+    pub fn start(block_time_s: Option<u64>) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("mhc-anvil-")
             .tempdir()
@@ -49,9 +50,13 @@ impl Anvil {
             .expect("a free loopback port")
             .port();
         let log = std::fs::File::create(dir.path().join("anvil.log")).expect("anvil log");
+        let mining = match block_time_s {
+            Some(s) => vec!["--block-time".to_string(), s.to_string()],
+            None => vec!["--no-mining".to_string()],
+        };
         let child = Command::new(anvil_binary())
             .args(["--host", "127.0.0.1", "--port", &port.to_string()])
-            .args(["--block-time", &block_time_s.to_string()])
+            .args(&mining)
             .args(["--chain-id", "31337"])
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log handle"))
@@ -142,6 +147,39 @@ impl Anvil {
     /// The latest block number.
     pub fn block_number(&self) -> u64 {
         Self::quantity(&self.rpc("eth_blockNumber", serde_json::json!([]))) as u64
+    }
+
+    /// Mines one block now.
+    pub fn mine(&self) {
+        self.rpc("evm_mine", serde_json::json!([]));
+    }
+
+    /// Transactions waiting in anvil's pool.
+    pub fn pending_transactions(&self) -> u64 {
+        Self::quantity(&self.rpc("txpool_status", serde_json::json!([]))["pending"]) as u64
+    }
+
+    /// Deploys a contract from development account `from` (unlocked in anvil): `code` is its
+    /// creation bytecode with the constructor's arguments; answers its address.
+    pub fn deploy(&self, from: usize, code: &[u8]) -> String {
+        let hash = self.rpc(
+            "eth_sendTransaction",
+            serde_json::json!([{
+                "from": self.addresses[from],
+                "data": format!("0x{}", hex::encode(code)),
+                "gas": "0x4c4b40",
+            }]),
+        );
+        let mut receipt = serde_json::Value::Null;
+        assert!(
+            wait_until(Duration::from_secs(20), || {
+                receipt = self.rpc("eth_getTransactionReceipt", serde_json::json!([hash]));
+                !receipt.is_null()
+            }),
+            "the deployment was not mined"
+        );
+        assert_eq!(receipt["status"], "0x1", "deployment failed: {receipt}");
+        receipt["contractAddress"].as_str().unwrap().to_string()
     }
 
     /// Freezes anvil (SIGSTOP): it keeps its socket, answers nothing.

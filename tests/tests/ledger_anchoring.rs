@@ -98,7 +98,7 @@ fn watch(edge: &NodeProcess, id: &str, viewer: usize, segments: usize) {
 
 #[test]
 fn heads_are_anchored_verified_and_survive_an_outage() {
-    let anvil = Anvil::start(1);
+    let anvil = Anvil::start(Some(1));
     let mut c = Cluster::new();
     let extra = origin_toml(&c, &anvil);
     let o = c.start_with(

@@ -383,7 +383,7 @@ mod tests {
             tax_country: "NZ".into(),
             payout_method: PayoutMethod::Crypto {
                 network: "ethereum".into(),
-                address: "0xabc".into(),
+                address: "0x52908400098527886e0f7030069857d2e4169ee7".into(),
             },
         }
     }
@@ -545,7 +545,12 @@ mod tests {
             (file.status, file.content_type.as_str()),
             (200, "application/json")
         );
-        assert!(file.text().contains("0xabc"), "{}", file.text());
+        assert!(
+            file.text()
+                .contains("0x52908400098527886e0f7030069857d2e4169ee7"),
+            "{}",
+            file.text()
+        );
         let batch = p
             .admin(&req.clone().with_query("format", "json"))
             .unwrap()

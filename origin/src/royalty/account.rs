@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::config::check_country;
 use super::error::{check_id, check_text, invalid, MAX_ARTIST_ID_BYTES};
+use super::wallet::{check_evm_address, EVM_NETWORKS};
 use super::RoyaltyError;
 
 /// An artist's account: the payee of credits booked under `artist_id`.
@@ -149,6 +150,9 @@ impl PayoutMethod {
                         "payout_method.address",
                         "must be 1..=128 of letters, digits and ':', '.', '_', '-'",
                     ));
+                }
+                if EVM_NETWORKS.contains(&network.as_str()) {
+                    check_evm_address(address).map_err(|p| invalid("payout_method.address", p))?;
                 }
             }
         }
@@ -339,7 +343,31 @@ mod tests {
                 },
                 "payout_method.address",
             ),
+            // One letter's case changed: EIP-55 catches the typo.
+            (
+                PayoutMethod::Crypto {
+                    network: "ethereum".into(),
+                    address: "0x52908400098527886E0F7030069857D2E4169eE7".into(),
+                },
+                "payout_method.address",
+            ),
+            (
+                PayoutMethod::Crypto {
+                    network: "polygon".into(),
+                    address: "0x5290840009852788".into(),
+                },
+                "payout_method.address",
+            ),
         ];
+        // EIP-55's own examples, and the same digits in lowercase (no checksum to check).
+        for address in [
+            "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed",
+            "0xfB6916095ca1df60bB79Ce92cE3Ea74c37c5d359",
+            "0xdbF03B407c01E7cD3CBea99509d93f8DDDC8C6FB",
+            "0x5aaeb6053f3e94c9b9a09f33669435e7ef1beaed",
+        ] {
+            check_evm_address(address).unwrap();
+        }
         for (method, expected) in cases {
             assert_eq!(field(account(method).validate().unwrap_err()), expected);
         }

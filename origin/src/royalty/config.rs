@@ -149,6 +149,106 @@ pub struct RoyaltyConfig {
     /// Tax withholding by the artist's tax country.
     #[serde(default)]
     pub withholding: WithholdingConfig,
+    /// `[plugins.royalty.crypto]`: crypto payouts executed on an EVM chain. Default: none (a
+    /// crypto payout batch is a JSON file for the operator to execute).
+    #[serde(default)]
+    pub crypto: Option<CryptoPayoutConfig>,
+}
+
+/// `[plugins.royalty.crypto]`: `POST payouts/crypto` executes the batch on an EVM chain, one
+/// transfer per artist wallet (the work is `mhc-chain`'s; this is the table and its checks).
+///
+/// There is no exchange rate: one unit of `asset` is worth one unit of `currency` (a
+/// stablecoin of that currency), and only balances in `currency` are paid on chain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CryptoPayoutConfig {
+    /// JSON-RPC endpoint, `http://` or `https://`.
+    pub rpc_url: String,
+    /// The chain's id.
+    pub chain_id: u64,
+    /// File holding the paying account's secp256k1 private key, hex, mode `0600`.
+    pub key: std::path::PathBuf,
+    /// `"native"` (the chain's coin) or an ERC-20 contract address. Default `"native"`.
+    #[serde(default = "default_asset")]
+    pub asset: String,
+    /// Decimals of the asset (18 for ether and most tokens, 6 for USDC), `0..=36`, at least the
+    /// currency's minor-unit exponent. Default 18.
+    #[serde(default = "default_decimals")]
+    pub decimals: u32,
+    /// The ISO 4217 currency one unit of the asset is worth. Default: the plugin's `currency`.
+    #[serde(default)]
+    pub currency: Option<String>,
+}
+
+fn default_asset() -> String {
+    "native".to_string()
+}
+
+fn default_decimals() -> u32 {
+    18
+}
+
+impl CryptoPayoutConfig {
+    /// The currency balances must be in to be paid on chain.
+    pub fn currency_or<'a>(&'a self, plugin_currency: &'a str) -> &'a str {
+        self.currency.as_deref().unwrap_or(plugin_currency)
+    }
+
+    /// Checks the table (not the key file, read when payouts start).
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] naming `crypto.<field>`.
+    pub fn validate(&self, plugin_currency: &str) -> Result<(), ConfigError> {
+        let url = self.rpc_url.as_str();
+        let rest = url
+            .strip_prefix("http://")
+            .or_else(|| url.strip_prefix("https://"))
+            .unwrap_or("");
+        if rest.is_empty() || rest.starts_with('/') || url.chars().any(char::is_whitespace) {
+            return Err(invalid(
+                "crypto.rpc_url",
+                format!("{url:?} is not an http:// or https:// URL"),
+            ));
+        }
+        if self.chain_id == 0 {
+            return Err(invalid(
+                "crypto.chain_id",
+                "must be the chain's id (1 is Ethereum)",
+            ));
+        }
+        if self.key.as_os_str().is_empty() {
+            return Err(invalid(
+                "crypto.key",
+                "must name the paying account's key file",
+            ));
+        }
+        if self.asset != "native" {
+            super::wallet::check_evm_address(&self.asset).map_err(|p| {
+                invalid(
+                    "crypto.asset",
+                    format!("\"native\" or an ERC-20 contract: {p}"),
+                )
+            })?;
+        }
+        let currency = self.currency_or(plugin_currency);
+        let Some(exponent) = crate::ledger::currency_exponent(currency) else {
+            return Err(invalid(
+                "crypto.currency",
+                format!("{currency:?} is not an ISO 4217 currency"),
+            ));
+        };
+        if self.decimals > 36 || self.decimals < exponent {
+            return Err(invalid(
+                "crypto.decimals",
+                format!(
+                    "{} must be {exponent}..=36 (at least {currency}'s minor-unit exponent)",
+                    self.decimals
+                ),
+            ));
+        }
+        Ok(())
+    }
 }
 
 fn default_currency() -> String {
@@ -177,6 +277,7 @@ impl Default for RoyaltyConfig {
             minimum_payout_minor: default_minimum_payout_minor(),
             minimum_payout_minor_by_currency: BTreeMap::new(),
             withholding: WithholdingConfig::default(),
+            crypto: None,
         }
     }
 }
@@ -236,6 +337,9 @@ impl RoyaltyConfig {
         }
         check_bps("withholding.eu_bps", w.eu_bps)?;
         check_bps("withholding.default_bps", w.default_bps)?;
+        if let Some(crypto) = &self.crypto {
+            crypto.validate(&self.currency)?;
+        }
         Ok(())
     }
 

@@ -42,13 +42,14 @@ mod statement;
 mod store;
 #[cfg(test)]
 mod testutil;
+mod wallet;
 
 pub use crate::utc::{format_utc, MAX_TIME_MS};
 pub use account::{ArtistAccount, PayoutMethod, PayoutMethodKind};
 pub use calendar::{Month, MonthError};
 pub use config::{
-    ConfigError, RateConfig, RoyaltyConfig, WithholdingConfig, ANY_COUNTRY, BPS_WHOLE, EU_MEMBERS,
-    MAX_RATE_MICRO,
+    ConfigError, CryptoPayoutConfig, RateConfig, RoyaltyConfig, WithholdingConfig, ANY_COUNTRY,
+    BPS_WHOLE, EU_MEMBERS, MAX_RATE_MICRO,
 };
 pub use csv::{CsvError, MAX_LINE_BYTES};
 pub use dsp::{DspImport, DspLine, DspStatement, UsageRevenue, DSP_COLUMNS, MAX_DSP_ROWS};
@@ -68,3 +69,4 @@ pub use statement::{
     CurrencyStatement, RevenueBreakdown, RevenueQuery, RevenueRow, Statement, StatementLine,
     STATEMENT_CSV_HEADER,
 };
+pub use wallet::{check_evm_address, EVM_NETWORKS};

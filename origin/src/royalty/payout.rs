@@ -129,6 +129,67 @@ impl Royalty {
         Ok(batch)
     }
 
+    /// Who a payout of `method` as of `as_of_ms` would pay, and how much (as
+    /// [`create_payout_batch`](Self::create_payout_batch) selects them); nothing is booked. For
+    /// payouts executed outside the books first (on chain), each then booked with
+    /// [`book_external_payout`](Self::book_external_payout).
+    ///
+    /// # Errors
+    /// [`RoyaltyError::Storage`], [`RoyaltyError::Corrupt`].
+    pub fn payees(
+        &self,
+        method: PayoutMethodKind,
+        as_of_ms: u64,
+    ) -> Result<Vec<PayoutItem>, RoyaltyError> {
+        let _guard = self.lock();
+        self.select_payees(method, as_of_ms)
+    }
+
+    /// Books one payout that was made outside the books (an on-chain transfer whose receipt
+    /// was checked), with `reference` (its transaction hash) as the posting's reference, so
+    /// the ledger entry names it. Idempotent per (`payout_id`, artist, currency): `None` when
+    /// it was booked before.
+    ///
+    /// # Errors
+    /// [`RoyaltyError::Money`]; [`RoyaltyError::Storage`], [`RoyaltyError::Corrupt`].
+    pub fn book_external_payout(
+        &self,
+        payout_id: &str,
+        item: &PayoutItem,
+        reference: &str,
+    ) -> Result<Option<Posting>, RoyaltyError> {
+        let key = format!(
+            "external/{payout_id}/{}/{}",
+            item.artist_id, item.amount.currency
+        );
+        let _guard = self.lock();
+        if self
+            .store()
+            .get::<Posting>(TreeId::Payouts, key.as_bytes())?
+            .is_some()
+        {
+            return Ok(None);
+        }
+        let method = item.method.kind();
+        let mut booking = self.begin(reference)?;
+        booking.payout(
+            &item.artist_id,
+            item.amount.currency,
+            item.amount.minor,
+            &format!("payout:{method}"),
+            &format!("payout {payout_id}"),
+        )?;
+        let mut posting = booking.postings()[0].clone();
+        booking
+            .staging()
+            .put(TreeId::Payouts, key.into_bytes(), &posting)?;
+        // The seq is assigned when the booking commits.
+        if let Some(committed) = booking.finish(None)?.into_iter().next() {
+            posting = committed;
+        }
+        Ok(Some(posting))
+    }
+
     /// A batch made earlier, by id.
     ///
     /// # Errors
