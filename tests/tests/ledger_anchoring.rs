@@ -359,3 +359,120 @@ fn rewrite(export: &[u8], key_file: &Path) -> Vec<u8> {
     rewritten.insert_str(end, anchors);
     rewritten.into_bytes()
 }
+
+/// An anchor that the chain does not mine is replaced, after a while, by the same transaction
+/// at higher fees with the same nonce; only one of them is ever mined and confirmed.
+#[test]
+fn a_stuck_anchor_is_replaced_by_a_fee_bump_of_the_same_nonce() {
+    // No blocks until the test mines them: the anchor waits in the pool.
+    let anvil = Anvil::start(None);
+    let mut c = Cluster::new();
+    let extra = origin_toml(&c, &anvil);
+    let o = c.start_with("origin", NodeOptions::new("origin").extra(&extra));
+    let data_dir = c.node(o).data_dir.to_str().unwrap().to_owned();
+    let body = c.path().join("tip.json");
+    std::fs::write(
+        &body,
+        r#"{"reference":"t1","artist_id":"a","amount":{"minor":100,"currency":"EUR"},"from":""}"#,
+    )
+    .unwrap();
+    let account = c.path().join("account.json");
+    std::fs::write(
+        &account,
+        r#"{"artist_id":"a","name":"A","tax_country":"SE","payout_method":{"stripe":{"account_id":"acct_1"}}}"#,
+    )
+    .unwrap();
+    for (target, file) in [("accounts", &account), ("tips", &body)] {
+        assert_success(
+            &c.node(o).cli(&[
+                "plugin",
+                "--data-dir",
+                &data_dir,
+                "royalty",
+                "POST",
+                target,
+                "--body",
+                file.to_str().unwrap(),
+            ]),
+            target,
+        );
+    }
+    let states = |node: &NodeProcess| -> Vec<String> {
+        anchors(node)
+            .iter()
+            .map(|a| a["state"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert!(
+        wait_until(Duration::from_secs(20), || states(c.node(o))
+            == ["submitted"]),
+        "{:?}\n{}",
+        anchors(c.node(o)),
+        c.node(o).log_tail()
+    );
+    // Stuck for longer than the bump delay (30 s at least).
+    assert!(
+        wait_until(Duration::from_secs(60), || states(c.node(o))
+            .contains(&"replaced".to_string())),
+        "no fee bump: {:?}",
+        anchors(c.node(o))
+    );
+    assert!(wait_until(Duration::from_secs(10), || anvil
+        .pending_transactions()
+        == 1));
+    for _ in 0..3 {
+        anvil.mine();
+    }
+    assert!(
+        wait_until(Duration::from_secs(15), || states(c.node(o))
+            .contains(&"confirmed".to_string())),
+        "{:?}",
+        anchors(c.node(o))
+    );
+    let all = anchors(c.node(o));
+    let confirmed: Vec<_> = all.iter().filter(|a| a["state"] == "confirmed").collect();
+    assert_eq!(confirmed.len(), 1, "{all:?}");
+    assert!(all
+        .iter()
+        .all(|a| a["tree_size"] == confirmed[0]["tree_size"]));
+    // The mined one is the bump: the chain's copy has the higher fee the records say.
+    let out = c.node(o).cli(&[
+        "plugin",
+        "--data-dir",
+        &data_dir,
+        "ledger",
+        "GET",
+        "anchors?full",
+    ]);
+    assert_success(&out, "anchors?full");
+    let full: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let fee_of = |state: &str| {
+        full.iter()
+            .filter(|a| a["state"] == state)
+            .map(|a| a["max_fee_per_gas"].as_u64().unwrap())
+            .max()
+            .unwrap()
+    };
+    assert!(fee_of("confirmed") > fee_of("replaced"), "{full:?}");
+    assert!(
+        full.iter().all(|a| a["nonce"] == full[0]["nonce"]),
+        "{full:?}"
+    );
+    let tx = anvil.rpc(
+        "eth_getTransactionByHash",
+        serde_json::json!([confirmed[0]["tx_hash"]]),
+    );
+    assert_eq!(
+        Anvil::quantity(&tx["maxFeePerGas"]),
+        u128::from(fee_of("confirmed"))
+    );
+    let nonce = Anvil::quantity(&anvil.rpc(
+        "eth_getTransactionCount",
+        serde_json::json!([anvil.addresses[0], "latest"]),
+    ));
+    assert_eq!(nonce, 1, "one transaction mined for the anchor");
+    assert_success(
+        &cli(c.node(o), &["ledger", "verify", "--anchors"]),
+        "ledger verify --anchors",
+    );
+}
