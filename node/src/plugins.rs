@@ -70,6 +70,50 @@ pub struct Plugins {
     pub inbox: InboxMetrics,
 }
 
+/// The `[plugins.*]` tables of `config`, parsed and checked: every field of the royalty, ledger
+/// and label tables, and the key files of `[plugins.ledger.anchor]` and `[plugins.royalty.crypto]`
+/// (read now, not first at a promotion hours later). `mhc-node check-config` runs it too.
+///
+/// # Errors
+/// The first problem, naming its table and field.
+pub fn plugin_tables(
+    config: &mhc_config::Config,
+) -> anyhow::Result<(PluginsConfig, Option<LabelConfig>)> {
+    fn table<T: serde::de::DeserializeOwned>(
+        name: &str,
+        t: Option<&toml::Table>,
+    ) -> anyhow::Result<Option<T>> {
+        t.cloned()
+            .map(|t| toml::Value::Table(t).try_into())
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("[plugins.{name}]: {e}"))
+    }
+    let royalty: Option<mhc_origin::royalty::RoyaltyConfig> =
+        table("royalty", config.plugins.royalty.as_ref())?;
+    let ledger: Option<mhc_origin::plugin::LedgerPluginConfig> =
+        table("ledger", config.plugins.ledger.as_ref())?;
+    let label: Option<LabelConfig> = table("label", config.plugins.label.as_ref())?;
+    if let Some(royalty) = &royalty {
+        // Its errors name the field in full (`plugins.royalty.<field>`).
+        royalty.validate()?;
+        if let Some(crypto) = &royalty.crypto {
+            mhc_chain::Account::load(&crypto.key, crypto.chain_id)
+                .map_err(|e| anyhow::anyhow!("[plugins.royalty.crypto] {e}"))?;
+        }
+    }
+    if let Some(ledger) = &ledger {
+        ledger.validate()?;
+        if let Some(anchor) = &ledger.anchor {
+            mhc_chain::Account::load(&anchor.key, anchor.chain_id)
+                .map_err(|e| anyhow::anyhow!("[plugins.ledger.anchor] {e}"))?;
+        }
+    }
+    if let Some(label) = &label {
+        label.validate()?;
+    }
+    Ok((PluginsConfig { royalty, ledger }, label))
+}
+
 /// Answers `/admin/plugins/<name>/<target>`: the plugin's admin route at an origin, `404`
 /// elsewhere.
 ///
@@ -283,47 +327,8 @@ impl Plugins {
     /// # Errors
     /// A plugin table does not fit its plugin's settings (named), or the stores cannot be opened.
     pub fn open(core: Arc<Core>) -> anyhow::Result<Self> {
-        let config = &core.config;
-        let royalty = config
-            .plugins
-            .royalty
-            .clone()
-            .map(|t| toml::Value::Table(t).try_into())
-            .transpose()
-            .map_err(|e| anyhow::anyhow!("[plugins.royalty]: {e}"))?;
-        let ledger = config
-            .plugins
-            .ledger
-            .clone()
-            .map(|t| toml::Value::Table(t).try_into())
-            .transpose()
-            .map_err(|e| anyhow::anyhow!("[plugins.ledger]: {e}"))?;
-        let label: Option<LabelConfig> = config
-            .plugins
-            .label
-            .clone()
-            .map(|t| toml::Value::Table(t).try_into())
-            .transpose()
-            .map_err(|e| anyhow::anyhow!("[plugins.label]: {e}"))?;
-        if let Some(label) = &label {
-            label.validate()?;
-        }
-        let anchor = ledger
-            .as_ref()
-            .and_then(|l: &mhc_origin::plugin::LedgerPluginConfig| l.anchor.as_ref());
-        if let Some(anchor) = anchor {
-            // The key is checked now, not first at a promotion hours later.
-            anchor.validate()?;
-            mhc_chain::Account::load(&anchor.key, anchor.chain_id)
-                .map_err(|e| anyhow::anyhow!("[plugins.ledger.anchor] {e}"))?;
-        }
-        if let Some(crypto) = royalty
-            .as_ref()
-            .and_then(|r: &mhc_origin::royalty::RoyaltyConfig| r.crypto.as_ref())
-        {
-            mhc_chain::Account::load(&crypto.key, crypto.chain_id)
-                .map_err(|e| anyhow::anyhow!("[plugins.royalty.crypto] {e}"))?;
-        }
+        let (PluginsConfig { royalty, ledger }, label) = plugin_tables(&core.config)?;
+        let anchor = ledger.as_ref().and_then(|l| l.anchor.as_ref());
         let anchoring: AnchoringSlot = Arc::new(RwLock::new(None));
         if anchor.is_some() {
             core.metrics

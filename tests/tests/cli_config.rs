@@ -33,6 +33,19 @@ fn check_config_names_the_file_and_the_field() {
             "`geo.trusted_proxies[0]`",
         ),
         ("role = \"edge\"\ndata_dir = \"/x\"\n[plugins.royalty]\n", "`plugins.royalty`"),
+        // The origin's plugin tables are checked too, to the field.
+        (
+            "role = \"origin\"\ndata_dir = \"/x\"\n[plugins.ledger.anchor]\nrpc_url = \"localhost:8545\"\nchain_id = 1\nkey = \"/k\"\n",
+            "rpc_url",
+        ),
+        (
+            "role = \"origin\"\ndata_dir = \"/x\"\n[plugins.ledger.anchor]\nrpc_url = \"http://127.0.0.1:8545\"\nchain_id = 1\nkey = \"/nonexistent/anchor.key\"\n",
+            "/nonexistent/anchor.key",
+        ),
+        (
+            "role = \"origin\"\ndata_dir = \"/x\"\n[plugins.royalty.crypto]\nrpc_url = \"http://127.0.0.1:8545\"\nchain_id = 1\nkey = \"/k\"\nasset = \"0x52908400098527886E0F7030069857D2E4169eE7\"\n",
+            "plugins.royalty.crypto.asset",
+        ),
     ];
     for (i, (text, field)) in cases.iter().enumerate() {
         let path = dir.path().join(format!("bad-{i}.toml"));

@@ -425,6 +425,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Demo { http_port } => runtime()?.block_on(demo::run(http_port))?,
         Command::CheckConfig { file } => {
             let config = mhc_config::load(&file)?;
+            if config.role == mhc_config::Role::Origin {
+                crate::plugins::plugin_tables(&config)
+                    .map_err(|e| anyhow::anyhow!("{}: {e:#}", file.display()))?;
+            }
             println!(
                 "{}: ok (role {}, data_dir {})",
                 file.display(),
