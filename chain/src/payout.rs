@@ -28,8 +28,9 @@ use tracing::{info, warn};
 
 use crate::evm::{erc20_transfer_input, parse_address, Account, ChainError, Rpc, Unsigned};
 
-/// The sled tree of [`CryptoPayout`] records, by payout id.
-pub const PAYOUTS_TREE: &str = "royalty_crypto_payouts";
+/// The sled tree of [`CryptoPayout`] records, by payout id. Under `royalty/`: a primary's
+/// standbys replicate it with the books, so a new primary resumes what the old one signed.
+pub const PAYOUTS_TREE: &str = "royalty/crypto_payouts";
 
 /// How long one request waits for receipts before answering with what is still in flight.
 const SETTLE_WAIT: Duration = Duration::from_secs(30);
@@ -48,6 +49,14 @@ pub trait PayoutBooks: Send + Sync + std::fmt::Debug + 'static {
     /// # Errors
     /// The books cannot be written (the transfer is booked on a later attempt).
     fn book(&self, payout_id: &str, item: &PayoutItem, tx_hash: &str) -> Result<(), String>;
+
+    /// Writes `value` at `key` of [`PAYOUTS_TREE`] durably, and where the origin has
+    /// standbys, held by them too, before it returns: a transfer is recorded this way before
+    /// it is broadcast.
+    ///
+    /// # Errors
+    /// The write failed, or this origin may not write.
+    fn record(&self, key: &[u8], value: &[u8]) -> Result<(), String>;
 }
 
 /// Where one transfer stands.
@@ -202,13 +211,17 @@ impl CryptoPayouts {
             .map_err(|e| PayoutError::Store(format!("payout {id}: {e}")))
     }
 
-    fn save(&self, payout: &CryptoPayout) -> Result<(), PayoutError> {
+    async fn save(
+        &self,
+        payout: &CryptoPayout,
+        books: &Arc<dyn PayoutBooks>,
+    ) -> Result<(), PayoutError> {
         let bytes = serde_json::to_vec(payout).map_err(|e| PayoutError::Store(e.to_string()))?;
-        self.tree
-            .insert(payout.id.as_bytes(), bytes)
-            .and_then(|_| self.tree.flush())
-            .map_err(|e| PayoutError::Store(e.to_string()))?;
-        Ok(())
+        let (books, key) = (Arc::clone(books), payout.id.clone());
+        tokio::task::spawn_blocking(move || books.record(key.as_bytes(), &bytes))
+            .await
+            .map_err(|e| PayoutError::Store(e.to_string()))?
+            .map_err(PayoutError::Store)
     }
 
     /// Every payout recorded.
@@ -340,7 +353,7 @@ impl CryptoPayouts {
             from: self.address(),
             transfers,
         };
-        self.save(&payout)?;
+        self.save(&payout, books).await?;
         info!(
             payout = payout.id,
             transfers = payout.transfers.len(),
@@ -366,7 +379,7 @@ impl CryptoPayouts {
             if payout.transfers[i].state != TransferState::Planned {
                 continue;
             }
-            match self.sign_and_send(payout, i).await? {
+            match self.sign_and_send(payout, i, books).await? {
                 Sent::Yes => {}
                 Sent::Later => break,
             }
@@ -389,6 +402,7 @@ impl CryptoPayouts {
         &self,
         payout: &mut CryptoPayout,
         i: usize,
+        books: &Arc<dyn PayoutBooks>,
     ) -> Result<Sent, PayoutError> {
         let me = self.account.address();
         let t = &payout.transfers[i];
@@ -431,7 +445,7 @@ impl CryptoPayouts {
                 t.state = TransferState::Failed;
                 t.error = Some(format!("the chain refuses the transfer: {e}"));
                 warn!(payout = payout.id, artist = t.item.artist_id, error = %e, "crypto transfer refused");
-                self.save(payout)?;
+                self.save(payout, books).await?;
                 return Ok(Sent::Yes);
             }
             Err(e) => return Ok(self.chain_away(&e)),
@@ -457,7 +471,7 @@ impl CryptoPayouts {
             t.state = TransferState::Signed;
         }
         // Recorded before it leaves: a crash from here on re-broadcasts these very bytes.
-        self.save(payout)?;
+        self.save(payout, books).await?;
         info!(
             payout = payout.id,
             artist = payout.transfers[i].item.artist_id,
@@ -474,7 +488,7 @@ impl CryptoPayouts {
                 t.state = TransferState::Failed;
                 t.error = Some(format!("the chain refused the transaction: {e}"));
                 warn!(payout = payout.id, artist = t.item.artist_id, error = %e, "crypto transfer refused");
-                self.save(payout)?;
+                self.save(payout, books).await?;
                 Ok(Sent::Yes)
             }
             // May or may not have reached the node: followed (and re-broadcast) as signed.
@@ -525,7 +539,7 @@ impl CryptoPayouts {
                 artist = t.item.artist_id,
                 "crypto transfer reverted"
             );
-            self.save(payout)?;
+            self.save(payout, books).await?;
             return Ok(true);
         }
         let (id, item, tx) = (
@@ -533,8 +547,8 @@ impl CryptoPayouts {
             payout.transfers[i].item.clone(),
             format!("{hash:#x}"),
         );
-        let books = Arc::clone(books);
-        tokio::task::spawn_blocking(move || books.book(&id, &item, &tx))
+        let booking = Arc::clone(books);
+        tokio::task::spawn_blocking(move || booking.book(&id, &item, &tx))
             .await
             .map_err(|e| PayoutError::Books(e.to_string()))?
             .map_err(PayoutError::Books)?;
@@ -547,7 +561,7 @@ impl CryptoPayouts {
             block = receipt.block,
             "crypto transfer paid and booked"
         );
-        self.save(payout)?;
+        self.save(payout, books).await?;
         Ok(true)
     }
 }

@@ -763,6 +763,28 @@ impl PayoutBooks for Books {
             .map_err(|e| e.to_string())?;
         Ok(())
     }
+
+    fn record(&self, key: &[u8], value: &[u8]) -> Result<(), String> {
+        {
+            let writing = self.core.writes.enter().map_err(|e| e.to_string())?;
+            if writing.epoch() != self.epoch {
+                return Err("this origin's term ended".into());
+            }
+            let tree = self
+                .core
+                .db
+                .open_tree(mhc_chain::payout::PAYOUTS_TREE)
+                .map_err(|e| e.to_string())?;
+            tree.insert(key, value).map_err(|e| e.to_string())?;
+            tree.flush().map_err(|e| e.to_string())?;
+            if !writing.still_held(&self.core.writes) {
+                return Err("this origin's lease lapsed while recording".into());
+            }
+        }
+        // Held by the standbys too before anything is broadcast (called on a blocking thread).
+        tokio::runtime::Handle::current().block_on(self.core.writes.replicated(SYNC_TIMEOUT));
+        Ok(())
+    }
 }
 
 impl Plugins {

@@ -29,8 +29,9 @@ pub const ANCHOR_MAGIC: &[u8; 4] = b"MHC1";
 /// Length of an anchor's input: magic, size, root, head digest.
 pub const ANCHOR_PAYLOAD_LEN: usize = 4 + 8 + 32 + 32;
 
-/// The sled tree of [`AnchorRecord`]s, by id (u64 big-endian).
-pub const ANCHORS_TREE: &str = "ledger_anchors";
+/// The sled tree of [`AnchorRecord`]s, by id (u64 big-endian). Under `ledger/`: standbys
+/// replicate it with the log, so a new primary knows what was anchored.
+pub const ANCHORS_TREE: &str = "ledger/anchors";
 
 /// BLAKE3 of a signed tree head's fixed encoding (see the module documentation).
 pub fn head_digest(head: &SignedTreeHead) -> [u8; 32] {
