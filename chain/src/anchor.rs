@@ -63,9 +63,63 @@ pub struct Anchoring {
     task: JoinHandle<()>,
 }
 
+/// What the task keeps of the records in memory, so that a step reads only the records that
+/// can still change (the store grows by one record per interval for as long as the origin
+/// runs).
+#[derive(Debug, Clone, Copy, Default)]
+struct Memory {
+    /// Records before this id are final: confirmed, or replaced with their nonce settled.
+    open_from: u64,
+    /// The largest confirmed tree size, and when it was confirmed.
+    anchored: Option<(u64, Option<u64>)>,
+    /// When the latest record was made.
+    last_made: Option<u64>,
+    /// Records pending or submitted.
+    pending: u64,
+}
+
+impl Memory {
+    /// Takes `records` (written or read) into account.
+    fn see(&mut self, records: &[&AnchorRecord]) {
+        for r in records {
+            self.last_made = self.last_made.max(Some(r.created_ms));
+            if r.state == AnchorState::Confirmed
+                && self.anchored.is_none_or(|(size, _)| r.tree_size > size)
+            {
+                self.anchored = Some((r.tree_size, r.confirmed_ms));
+            }
+        }
+    }
+
+    /// Recomputes `open_from` and `pending` from the records from `open_from` on.
+    fn settle(&mut self, open: &[AnchorRecord], next_id: u64) {
+        let live_nonces: Vec<u64> = open
+            .iter()
+            .filter(|r| r.state == AnchorState::Submitted)
+            .filter_map(|r| r.nonce)
+            .collect();
+        let still_open = |r: &&AnchorRecord| match r.state {
+            AnchorState::Pending | AnchorState::Submitted => true,
+            AnchorState::Replaced => r.nonce.is_some_and(|n| live_nonces.contains(&n)),
+            AnchorState::Confirmed => false,
+        };
+        self.open_from = open
+            .iter()
+            .filter(still_open)
+            .map(|r| r.id)
+            .min()
+            .unwrap_or(next_id);
+        self.pending = open
+            .iter()
+            .filter(|r| matches!(r.state, AnchorState::Pending | AnchorState::Submitted))
+            .count() as u64;
+    }
+}
+
 #[derive(Debug)]
 struct Inner {
     store: AnchorStore,
+    memory: Mutex<Memory>,
     ledger: Arc<LedgerPlugin>,
     rpc: Rpc,
     account: Account,
@@ -101,6 +155,14 @@ impl Anchoring {
         let account = Account::load(&config.key, config.chain_id)?;
         let rpc = Rpc::new(&config.rpc_url)?;
         let store = AnchorStore::open(db).map_err(|e| StartError::Store(e.to_string()))?;
+        // The one full read: from here on a step reads the records that can still change.
+        let all = store.all().map_err(|e| StartError::Store(e.to_string()))?;
+        let mut memory = Memory::default();
+        memory.see(&all.iter().collect::<Vec<_>>());
+        let next_id = store
+            .next_id()
+            .map_err(|e| StartError::Store(e.to_string()))?;
+        memory.settle(&all, next_id);
         let address = account.address().to_checksum(None);
         info!(
             address,
@@ -111,6 +173,7 @@ impl Anchoring {
         );
         let inner = Arc::new(Inner {
             store,
+            memory: Mutex::new(memory),
             ledger,
             rpc,
             account,
@@ -138,25 +201,15 @@ impl Anchoring {
         self.inner.store.all().map_err(|e| e.to_string())
     }
 
-    /// The figures the metrics show.
+    /// The figures the metrics show (from memory: a scrape reads no records).
     pub fn stats(&self) -> AnchorStats {
-        let mut stats = AnchorStats {
+        let memory = *self.inner.memory();
+        AnchorStats {
+            last_anchored_size: memory.anchored.map(|(size, _)| size),
+            last_anchored_ms: memory.anchored.and_then(|(_, ms)| ms),
+            pending: memory.pending,
             rpc_errors: self.inner.rpc_errors.load(Ordering::Relaxed),
-            ..AnchorStats::default()
-        };
-        for r in self.inner.store.all().unwrap_or_default() {
-            match r.state {
-                AnchorState::Pending | AnchorState::Submitted => stats.pending += 1,
-                AnchorState::Confirmed => {
-                    if stats.last_anchored_size < Some(r.tree_size) {
-                        stats.last_anchored_size = Some(r.tree_size);
-                        stats.last_anchored_ms = r.confirmed_ms;
-                    }
-                }
-                AnchorState::Replaced => {}
-            }
         }
-        stats
     }
 
     /// The RPC endpoint and the confirmations required, for verification.
@@ -208,10 +261,16 @@ impl Inner {
         }
     }
 
+    fn memory(&self) -> std::sync::MutexGuard<'_, Memory> {
+        self.memory.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     fn put(&self, records: &[&AnchorRecord]) -> Result<(), String> {
         self.store
             .put(records)
-            .map_err(|e| format!("writing anchor records: {e}"))
+            .map_err(|e| format!("writing anchor records: {e}"))?;
+        self.memory().see(records);
+        Ok(())
     }
 
     async fn latest_head(&self) -> Option<SignedTreeHead> {
@@ -223,7 +282,18 @@ impl Inner {
     }
 
     async fn step(&self) -> Result<(), String> {
-        let records = self.store.all().map_err(|e| e.to_string())?;
+        let result = self.step_on_open_records().await;
+        // What can still change after this step, for the next one and the metrics.
+        let open_from = self.memory().open_from;
+        let open = self.store.from_id(open_from).map_err(|e| e.to_string())?;
+        let next_id = self.store.next_id().map_err(|e| e.to_string())?;
+        self.memory().settle(&open, next_id);
+        result
+    }
+
+    async fn step_on_open_records(&self) -> Result<(), String> {
+        let open_from = self.memory().open_from;
+        let records = self.store.from_id(open_from).map_err(|e| e.to_string())?;
         let in_flight: Vec<&AnchorRecord> = records
             .iter()
             .filter(|r| r.state == AnchorState::Submitted)
@@ -252,12 +322,12 @@ impl Inner {
             }
             return self.submit(pending).await;
         }
-        let anchored = records
-            .iter()
-            .filter(|r| r.state == AnchorState::Confirmed)
-            .map(|r| r.tree_size)
-            .max();
-        let last_made = records.iter().map(|r| r.created_ms).max();
+        let Memory {
+            anchored,
+            last_made,
+            ..
+        } = *self.memory();
+        let anchored = anchored.map(|(size, _)| size);
         let now = self.clock.now_ms();
         let interval_ms = self.config.interval_s.saturating_mul(1000);
         let due = last_made.is_none_or(|t| now.saturating_sub(t) >= interval_ms);
@@ -499,5 +569,50 @@ impl Inner {
             "ledger anchoring: anchor not mined in time; replacing it with higher fees"
         );
         self.sign_record_send(&mut bumped, &tx, Some(&old)).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use mhc_origin::ledger::SignedTreeHead;
+
+    use super::*;
+
+    fn record(id: u64, size: u64, state: AnchorState, nonce: Option<u64>) -> AnchorRecord {
+        let key = ed25519_dalek::SigningKey::from_bytes(&[1; 32]);
+        let head = SignedTreeHead::sign(size, [size as u8; 32], 1, &key);
+        let mut r = AnchorRecord::pending(id, &head, 1, "0x00".into(), 100 + id);
+        r.state = state;
+        r.nonce = nonce;
+        if state == AnchorState::Confirmed {
+            r.confirmed_ms = Some(1000 + id);
+        }
+        r
+    }
+
+    #[test]
+    fn memory_keeps_only_what_can_still_change_open() {
+        let records = vec![
+            record(0, 1, AnchorState::Confirmed, Some(0)),
+            record(1, 4, AnchorState::Replaced, Some(1)),
+            record(2, 4, AnchorState::Submitted, Some(1)),
+            record(3, 9, AnchorState::Replaced, Some(7)),
+        ];
+        let mut m = Memory::default();
+        m.see(&records.iter().collect::<Vec<_>>());
+        m.settle(&records, 4);
+        // The replaced attempt at the live nonce may still be mined: open from it.
+        assert_eq!(m.open_from, 1);
+        assert_eq!(m.pending, 1);
+        assert_eq!(m.anchored, Some((1, Some(1000))));
+        assert_eq!(m.last_made, Some(103));
+        // Once the bump is confirmed, everything up to it is final.
+        let mut settled = records.clone();
+        settled[2].state = AnchorState::Confirmed;
+        settled[2].confirmed_ms = Some(2000);
+        m.see(&[&settled[2]]);
+        m.settle(&settled[1..], 4);
+        assert_eq!((m.open_from, m.pending), (4, 0));
+        assert_eq!(m.anchored, Some((4, Some(2000))));
     }
 }

@@ -241,6 +241,22 @@ impl AnchorStore {
             .collect()
     }
 
+    /// The records from id `first` on, oldest first.
+    ///
+    /// # Errors
+    /// As [`all`](Self::all).
+    pub fn from_id(&self, first: u64) -> Result<Vec<AnchorRecord>, LedgerError> {
+        self.tree
+            .range(first.to_be_bytes()..)
+            .values()
+            .map(|v| {
+                let v = v?;
+                serde_json::from_slice(&v)
+                    .map_err(|e| LedgerError::Corrupt(format!("anchor record: {e}")))
+            })
+            .collect()
+    }
+
     /// The id the next new record gets.
     ///
     /// # Errors
