@@ -37,6 +37,9 @@ use tracing::{debug, info, warn};
 
 use crate::evm::{Account, ChainError, Rpc, Unsigned};
 
+/// Fee bumps stop once an anchor's fee cap reaches this multiple of its first attempt's.
+pub const MAX_BUMP_FACTOR: u128 = 8;
+
 /// How long an unmined anchor waits before its fee is bumped: three intervals, at least 30 s
 /// (a few blocks anywhere) and at most 10 minutes.
 pub fn stuck_after(interval_s: u64) -> Duration {
@@ -116,9 +119,13 @@ impl Memory {
     }
 }
 
-#[derive(Debug)]
+/// Whether this origin may write now (holds its lease): a fenced or demoted primary neither
+/// signs, broadcasts nor records anchors.
+pub type MayWrite = Arc<dyn Fn() -> bool + Send + Sync>;
+
 struct Inner {
     store: AnchorStore,
+    may_write: MayWrite,
     memory: Mutex<Memory>,
     ledger: Arc<LedgerPlugin>,
     rpc: Rpc,
@@ -131,6 +138,15 @@ struct Inner {
     chain_down: AtomicBool,
     /// The record last broadcast and when, so that re-broadcasts are spaced out.
     last_broadcast: Mutex<Option<(u64, Instant)>>,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inner")
+            .field("address", &self.address)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Drop for Anchoring {
@@ -151,6 +167,7 @@ impl Anchoring {
         ledger: Arc<LedgerPlugin>,
         config: AnchorConfig,
         clock: Clock,
+        may_write: MayWrite,
     ) -> Result<Self, StartError> {
         let account = Account::load(&config.key, config.chain_id)?;
         let rpc = Rpc::new(&config.rpc_url)?;
@@ -173,6 +190,7 @@ impl Anchoring {
         );
         let inner = Arc::new(Inner {
             store,
+            may_write,
             memory: Mutex::new(memory),
             ledger,
             rpc,
@@ -292,6 +310,9 @@ impl Inner {
     }
 
     async fn step_on_open_records(&self) -> Result<(), String> {
+        if !(self.may_write)() {
+            return Ok(());
+        }
         let open_from = self.memory().open_from;
         let records = self.store.from_id(open_from).map_err(|e| e.to_string())?;
         let in_flight: Vec<&AnchorRecord> = records
@@ -457,9 +478,21 @@ impl Inner {
                 // Reorganised away meanwhile: it is back in the pool or will be re-broadcast.
                 return Ok(());
             }
-            let depth = tip.saturating_sub(receipt.block) + 1;
-            if depth < self.config.confirmations {
+            let depth = tip.saturating_sub(receipt.block).saturating_add(1);
+            if tip < receipt.block || depth < self.config.confirmations {
                 return Ok(());
+            }
+            if !receipt.success {
+                // Mined but failed (out of gas): it anchors nothing; the head is anchored anew.
+                warn!(
+                    nonce,
+                    block = receipt.block,
+                    "ledger anchoring: the anchor failed on chain; anchoring again"
+                );
+                for r in &mut group {
+                    r.state = AnchorState::Replaced;
+                }
+                return self.put(&group.iter().collect::<Vec<_>>());
             }
             for (j, r) in group.iter_mut().enumerate() {
                 if j == i {
@@ -506,7 +539,13 @@ impl Inner {
             }
             return Ok(());
         }
-        if since >= stuck {
+        // Bumps compound; past this cap the anchor waits rather than bid up without bound.
+        let first_fee = group.iter().filter_map(|r| r.max_fee_per_gas).min();
+        let capped = match (first_fee, latest.max_fee_per_gas) {
+            (Some(first), Some(now)) => now >= first.saturating_mul(MAX_BUMP_FACTOR),
+            _ => false,
+        };
+        if since >= stuck && !capped {
             return self.bump(latest).await;
         }
         let due = {

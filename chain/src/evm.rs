@@ -331,7 +331,7 @@ impl Rpc {
         Erc20::balanceOfCall::abi_decode_returns(&out).map_err(|e| ChainError::Rpc {
             method: "eth_call",
             message: format!("balanceOf answer: {e}"),
-            refused: true,
+            refused: false,
         })
     }
 }

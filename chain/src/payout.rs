@@ -50,9 +50,10 @@ pub trait PayoutBooks: Send + Sync + std::fmt::Debug + 'static {
     /// The books cannot be written (the transfer is booked on a later attempt).
     fn book(&self, payout_id: &str, item: &PayoutItem, tx_hash: &str) -> Result<(), String>;
 
-    /// Writes `value` at `key` of [`PAYOUTS_TREE`] durably, and where the origin has
-    /// standbys, held by them too, before it returns: a transfer is recorded this way before
-    /// it is broadcast.
+    /// Writes `value` at `key` of [`PAYOUTS_TREE`] durably, and where the origin has synced
+    /// standbys, waits until they hold it too (bounded: a standby that does not answer in time
+    /// is detached, as for every acknowledged write): a transfer is recorded this way before it
+    /// is broadcast.
     ///
     /// # Errors
     /// The write failed, or this origin may not write.
@@ -370,6 +371,7 @@ impl CryptoPayouts {
         books: &Arc<dyn PayoutBooks>,
     ) -> Result<(), PayoutError> {
         let deadline = Instant::now() + SETTLE_WAIT;
+        self.recheck_planned(payout, books).await?;
         // Signed in order, one nonce after the other; stop at the first that cannot be sent
         // (the chain is away): the rest stay planned.
         for i in 0..payout.transfers.len() {
@@ -396,6 +398,53 @@ impl CryptoPayouts {
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
+    }
+
+    /// Transfers still planned (the chain was away when the payout was made) are checked
+    /// against the books as they are now: a balance paid meanwhile by another method, or a
+    /// wallet changed, fails the transfer rather than pay money that is no longer pending.
+    async fn recheck_planned(
+        &self,
+        payout: &mut CryptoPayout,
+        books: &Arc<dyn PayoutBooks>,
+    ) -> Result<(), PayoutError> {
+        if !payout
+            .transfers
+            .iter()
+            .any(|t| t.state == TransferState::Planned)
+        {
+            return Ok(());
+        }
+        let now = {
+            let (books, as_of) = (Arc::clone(books), payout.as_of_ms);
+            tokio::task::spawn_blocking(move || books.payees(as_of))
+                .await
+                .map_err(|e| PayoutError::Books(e.to_string()))?
+                .map_err(PayoutError::Books)?
+        };
+        let mut changed = false;
+        for t in &mut payout.transfers {
+            if t.state != TransferState::Planned {
+                continue;
+            }
+            let still = now.iter().any(|p| {
+                p.artist_id == t.item.artist_id
+                    && p.amount.currency == t.item.amount.currency
+                    && p.amount.minor >= t.item.amount.minor
+                    && p.method == t.item.method
+            });
+            if !still {
+                t.state = TransferState::Failed;
+                t.error = Some(
+                    "the balance or the payout method changed since the payout was planned".into(),
+                );
+                changed = true;
+            }
+        }
+        if changed {
+            self.save(payout, books).await?;
+        }
+        Ok(())
     }
 
     async fn sign_and_send(
@@ -458,7 +507,7 @@ impl CryptoPayouts {
                 input,
                 nonce,
                 // A token's transfer may cost a little more than estimated when state changed.
-                gas_limit: gas + gas / 5,
+                gas_limit: gas.saturating_add(gas / 5),
                 max_fee_per_gas: max_fee,
                 max_priority_fee_per_gas: tip,
             })
@@ -482,8 +531,10 @@ impl CryptoPayouts {
         match self.rpc.send_raw(&signed.raw).await {
             Ok(_) => Ok(Sent::Yes),
             Err(e) if e.is_already_known() || e.is_nonce_too_low() => Ok(Sent::Yes),
-            Err(e) if e.is_refusal() => {
-                // Received and refused: not in any pool, never to be mined.
+            Err(e) if e.is_refusal() && !self.maybe_pooled(nonce).await => {
+                // Refused, and the account's nonce did not move past it: not in the pool, never
+                // to be mined (a node that answers an error yet forwards the transaction would
+                // have moved the nonce, and the transfer stays signed and followed).
                 let t = &mut payout.transfers[i];
                 t.state = TransferState::Failed;
                 t.error = Some(format!("the chain refused the transaction: {e}"));
@@ -494,6 +545,15 @@ impl CryptoPayouts {
             // May or may not have reached the node: followed (and re-broadcast) as signed.
             Err(e) => Ok(self.chain_away(&e)),
         }
+    }
+
+    /// Whether a transaction with `nonce` may be pooled or mined: the account's pending nonce
+    /// is past it (or the chain cannot say).
+    async fn maybe_pooled(&self, nonce: u64) -> bool {
+        self.rpc
+            .pending_nonce(self.account.address())
+            .await
+            .map_or(true, |pending| pending > nonce)
     }
 
     fn chain_away(&self, e: &ChainError) -> Sent {
@@ -529,6 +589,21 @@ impl CryptoPayouts {
             Ok(Some(r)) => r,
             Ok(None) | Err(_) => return Ok(false),
         };
+        // Only a receipt in the canonical chain, under enough blocks, settles a transfer: a
+        // reorganisation could otherwise drop what was booked (or revert it when re-mined).
+        let (Ok(tip), Ok(canonical)) = (
+            self.rpc.block_number().await,
+            self.rpc.block_hash(receipt.block).await,
+        ) else {
+            return Ok(false);
+        };
+        let depth = tip.saturating_sub(receipt.block).saturating_add(1);
+        if canonical != Some(receipt.block_hash)
+            || tip < receipt.block
+            || depth < self.config.confirmations
+        {
+            return Ok(false);
+        }
         if !receipt.success {
             let t = &mut payout.transfers[i];
             t.state = TransferState::Failed;

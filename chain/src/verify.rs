@@ -76,7 +76,7 @@ async fn on_chain(
         return Err((at, format!("block {block} is not on the canonical chain")));
     }
     let tip = rpc.block_number().await.map_err(rpc_err)?;
-    let depth = tip.saturating_sub(block) + 1;
+    let depth = tip.saturating_sub(block).saturating_add(1);
     if tip < block || depth < confirmations {
         return Err((
             at,
@@ -240,6 +240,25 @@ pub async fn verify_export_anchors(
             doc.tree_size
         ));
     };
+    // Without a pinned account, the export's own must be one and the same for every anchor: an
+    // anchor from another account proves nothing about this log (pin it with the account the
+    // origin publishes, to also catch a log re-anchored from a fresh account).
+    if address.is_none() {
+        let mut accounts: Vec<String> = doc
+            .anchors
+            .iter()
+            .map(|a| a.address.to_lowercase())
+            .collect();
+        accounts.sort();
+        accounts.dedup();
+        if accounts.len() > 1 {
+            return Err(format!(
+                "the export's anchors name {} different accounts ({}): pin the origin's anchor account",
+                accounts.len(),
+                accounts.join(", ")
+            ));
+        }
+    }
     let mut chain_checked = None;
     let mut out = Vec::new();
     for a in &doc.anchors {

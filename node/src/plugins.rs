@@ -401,8 +401,17 @@ impl Plugins {
         let anchor = self.config.ledger.as_ref().and_then(|l| l.anchor.clone());
         if let (Some(config), Some(ledger)) = (anchor, host.ledger()) {
             let _runtime = self.runtime.enter();
-            let anchoring =
-                Anchoring::start(&core.db, Arc::clone(ledger), config, core.clock.clone())?;
+            let may_write: mhc_chain::anchor::MayWrite = {
+                let core = Arc::clone(core);
+                Arc::new(move || core.writes.may_write().is_ok_and(|e| e == epoch))
+            };
+            let anchoring = Anchoring::start(
+                &core.db,
+                Arc::clone(ledger),
+                config,
+                core.clock.clone(),
+                may_write,
+            )?;
             *self.anchoring.write() = Some(Arc::new(anchoring));
         }
         let host = Arc::new(host);
@@ -833,7 +842,8 @@ impl Plugins {
         };
         let (rpc, confirmations) = anchoring.rpc();
         let checks = mhc_chain::verify_records(rpc, confirmations, &records, &ledger).await;
-        let ok = checks.iter().all(|c| c.problem.is_none());
+        // Asked to check anchors, none confirmed is not a pass.
+        let ok = !checks.is_empty() && checks.iter().all(|c| c.problem.is_none());
         AdminResponse::ok(&serde_json::json!({
             "ok": ok,
             "address": anchoring.address(),

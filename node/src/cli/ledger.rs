@@ -205,6 +205,17 @@ fn verify_export_anchors(
         eprintln!("anchor verification failed: the export carries no confirmed anchors");
         return Ok(ExitCode::FAILURE);
     }
+    if let Ok(doc) = mhc_origin::ledger::export_anchors(bytes) {
+        if let Some(a) = doc.anchors.first() {
+            println!(
+                "anchor account {} on chain {}; the largest anchored tree size is {} of {}",
+                address.map_or(a.address.clone(), |p| p.to_checksum(None)),
+                a.chain_id,
+                doc.anchors.iter().map(|a| a.tree_size).max().unwrap_or(0),
+                doc.tree_size
+            );
+        }
+    }
     let mut ok = true;
     for c in &checks {
         if c.problem.is_some() {

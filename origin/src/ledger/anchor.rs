@@ -78,8 +78,9 @@ pub enum AnchorState {
     Submitted,
     /// Mined, with at least `confirmations` blocks on top.
     Confirmed,
-    /// Another transaction with the same nonce was mined instead (a fee bump, or the bump
-    /// this one replaced); it can never be mined.
+    /// Superseded: a fee bump with the same nonce was sent in its place (until one of the two
+    /// is mined either may be, and the mined one ends `confirmed`), or another transaction
+    /// used its nonce, or it failed on chain. It anchors nothing.
     Replaced,
 }
 

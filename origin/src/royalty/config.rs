@@ -179,6 +179,14 @@ pub struct CryptoPayoutConfig {
     /// The ISO 4217 currency one unit of the asset is worth. Default: the plugin's `currency`.
     #[serde(default)]
     pub currency: Option<String>,
+    /// Blocks on top of a transfer's block (its own counted) before it is booked as paid,
+    /// `1..=1000`. Default 2.
+    #[serde(default = "default_payout_confirmations")]
+    pub confirmations: u64,
+}
+
+fn default_payout_confirmations() -> u64 {
+    2
 }
 
 fn default_asset() -> String {
