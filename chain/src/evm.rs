@@ -31,6 +31,7 @@ pub const RPC_TIMEOUT: Duration = Duration::from_secs(10);
 alloy::sol! {
     /// The two ERC-20 functions a payout needs.
     interface Erc20 {
+        event Transfer(address indexed from, address indexed to, uint256 value);
         function transfer(address to, uint256 amount) external returns (bool);
         function balanceOf(address owner) external view returns (uint256);
     }
@@ -133,7 +134,7 @@ async fn bounded<T>(
 }
 
 /// A mined transaction's receipt, as far as the origin cares.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Receipt {
     /// The block it is in.
     pub block: u64,
@@ -143,6 +144,8 @@ pub struct Receipt {
     pub success: bool,
     /// Gas it used.
     pub gas_used: u64,
+    /// The ERC-20 `Transfer` events it logged: `(token, from, to, amount)`.
+    pub token_transfers: Vec<(Address, Address, Address, U256)>,
 }
 
 /// A transaction as the chain reports it.
@@ -290,11 +293,32 @@ impl Rpc {
         )
         .await?;
         Ok(receipt.and_then(|r| {
+            use alloy::sol_types::SolEvent;
+            let token_transfers = r
+                .logs()
+                .iter()
+                .filter_map(|log| {
+                    let topics = log.topics();
+                    let data = &log.data().data;
+                    (topics.len() == 3
+                        && topics[0] == Erc20::Transfer::SIGNATURE_HASH
+                        && data.len() == 32)
+                        .then(|| {
+                            (
+                                log.address(),
+                                Address::from_word(topics[1]),
+                                Address::from_word(topics[2]),
+                                U256::from_be_slice(data),
+                            )
+                        })
+                })
+                .collect();
             Some(Receipt {
                 block: r.block_number()?,
                 block_hash: r.block_hash()?,
                 success: r.status(),
                 gas_used: r.gas_used(),
+                token_transfers,
             })
         }))
     }

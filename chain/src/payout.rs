@@ -617,6 +617,36 @@ impl CryptoPayouts {
             self.save(payout, books).await?;
             return Ok(true);
         }
+        if let Some(token) = self.token {
+            // A token's own word that it moved the amount: some tokens answer `false` instead
+            // of reverting, and then nothing was paid.
+            let me = self.account.address();
+            let t = &payout.transfers[i];
+            let to = t.to.as_deref().and_then(|a| parse_address(a).ok());
+            let amount: Option<U256> = t.token_amount.parse().ok();
+            let moved = receipt
+                .token_transfers
+                .iter()
+                .any(|(tok, from, dest, value)| {
+                    *tok == token && *from == me && Some(*dest) == to && Some(*value) == amount
+                });
+            if !moved {
+                let t = &mut payout.transfers[i];
+                t.state = TransferState::Failed;
+                t.block = Some(receipt.block);
+                t.error = Some(format!(
+                    "the token logged no Transfer of {} to the wallet in block {}: nothing booked, look at the transaction",
+                    t.token_amount, receipt.block
+                ));
+                warn!(
+                    payout = payout.id,
+                    artist = t.item.artist_id,
+                    "crypto transfer without a Transfer event"
+                );
+                self.save(payout, books).await?;
+                return Ok(true);
+            }
+        }
         let (id, item, tx) = (
             payout.id.clone(),
             payout.transfers[i].item.clone(),
