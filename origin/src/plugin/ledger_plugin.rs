@@ -108,11 +108,7 @@ impl AnchorConfig {
             problem,
         };
         let url = self.rpc_url.as_str();
-        let rest = url
-            .strip_prefix("http://")
-            .or_else(|| url.strip_prefix("https://"))
-            .unwrap_or("");
-        if rest.is_empty() || rest.starts_with('/') || url.chars().any(char::is_whitespace) {
+        if !crate::royalty::is_http_url(url) {
             return Err(fail(format!(
                 "rpc_url = {url:?}: must be an http:// or https:// URL"
             )));

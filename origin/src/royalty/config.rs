@@ -193,6 +193,16 @@ fn default_asset() -> String {
     "native".to_string()
 }
 
+/// Whether `url` is an `http://` or `https://` URL with a host: the JSON-RPC endpoints of
+/// `[plugins.royalty.crypto]` and `[plugins.ledger.anchor]`.
+pub(crate) fn is_http_url(url: &str) -> bool {
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+        .unwrap_or("");
+    !rest.is_empty() && !rest.starts_with('/') && !url.chars().any(char::is_whitespace)
+}
+
 fn default_decimals() -> u32 {
     18
 }
@@ -209,11 +219,7 @@ impl CryptoPayoutConfig {
     /// [`ConfigError::Invalid`] naming `crypto.<field>`.
     pub fn validate(&self, plugin_currency: &str) -> Result<(), ConfigError> {
         let url = self.rpc_url.as_str();
-        let rest = url
-            .strip_prefix("http://")
-            .or_else(|| url.strip_prefix("https://"))
-            .unwrap_or("");
-        if rest.is_empty() || rest.starts_with('/') || url.chars().any(char::is_whitespace) {
+        if !is_http_url(url) {
             return Err(invalid(
                 "crypto.rpc_url",
                 format!("{url:?} is not an http:// or https:// URL"),

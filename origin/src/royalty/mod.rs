@@ -47,6 +47,7 @@ mod wallet;
 pub use crate::utc::{format_utc, MAX_TIME_MS};
 pub use account::{ArtistAccount, PayoutMethod, PayoutMethodKind};
 pub use calendar::{Month, MonthError};
+pub(crate) use config::is_http_url;
 pub use config::{
     ConfigError, CryptoPayoutConfig, RateConfig, RoyaltyConfig, WithholdingConfig, ANY_COUNTRY,
     BPS_WHOLE, EU_MEMBERS, MAX_RATE_MICRO,
