@@ -178,6 +178,8 @@ impl Node {
         let config = &core.config;
 
         let geo = SharedGeo::new();
+        core.metrics
+            .register_collector(crate::geo::GeoCacheMetrics::new(&geo));
         if let Some(path) = &config.geo.database {
             // A missing or corrupt database is not fatal: routing falls back to the node's own
             // region and says why, and the reloader picks the file up once it is fixed.

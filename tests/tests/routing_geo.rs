@@ -248,6 +248,11 @@ fn clients_go_to_the_nearest_node_and_fail_over() {
             .metric("mhc_http_requests_total{route=\"play\",status=\"302\"}")
             >= Some(5.0)
     );
+    // Five prefixes walked once each; the explanation for 8.8.8.8 came from the prefix cache
+    // (and said exactly what the walk said, above).
+    let tyo = s.node("tyo");
+    assert!(tyo.metric("mhc_geo_cache_lookups_total{result=\"miss\"}") >= Some(5.0));
+    assert!(tyo.metric("mhc_geo_cache_lookups_total{result=\"hit\"}") >= Some(1.0));
 
     // Master playlist at the origin (which holds the manifest): the best three for the client,
     // best first, as redundant streams with the manifest's attributes.

@@ -5,10 +5,15 @@ use std::fs;
 use std::io;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use maxminddb::{MaxMindDbError, Reader};
 use serde::Serialize;
 
+use super::cache::{
+    covers_prefix, prefix_key, Cached, CachedRecord, GeoCacheStats, PrefixCache, Span,
+    DEFAULT_SLOTS,
+};
 use super::record::RawRecord;
 use super::{GeoError, GeoInfo, GeoRef};
 
@@ -17,10 +22,15 @@ use super::{GeoError, GeoInfo, GeoRef};
 /// Files are read whole (`Reader::from_source`): the `mmap` feature of maxminddb is not enabled
 /// here, and a copy in memory is also what lets a reload replace the files on disk while
 /// requests still use the old ones.
+///
+/// Answers are remembered per client prefix (/24, /48) in a bounded cache of this database,
+/// only where the database gives the whole prefix one answer, so a cached lookup answers
+/// exactly what a walk of the files would (`geo/cache.rs`); a reload starts a new, empty one.
 #[derive(Debug)]
 pub struct GeoDb {
     path: PathBuf,
     files: Vec<GeoFile>,
+    cache: PrefixCache,
     /// File indices to try for an IPv4 address: IPv4-only files first, then IPv6 ones (which
     /// hold IPv4 at `::/96`, or nothing there as DB-IP's IPv6 file).
     order_v4: Vec<usize>,
@@ -32,7 +42,19 @@ pub struct GeoDb {
 #[derive(Debug)]
 struct GeoFile {
     info: GeoFileInfo,
-    reader: Reader<Vec<u8>>,
+    reader: Reader<FileBytes>,
+    /// The bytes the reader reads, kept to turn a cached [`Span`] back into the `&str` it was.
+    bytes: FileBytes,
+}
+
+/// A file's bytes, shared by its reader and the cache's view of it.
+#[derive(Debug, Clone)]
+struct FileBytes(Arc<Vec<u8>>);
+
+impl AsRef<[u8]> for FileBytes {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
 }
 
 /// One file of a loaded database, as reported by [`GeoDb::files`] and the status.
@@ -66,6 +88,15 @@ impl GeoDb {
     /// # Ok::<(), mhc_node::GeoError>(())
     /// ```
     pub fn open(path: impl AsRef<Path>) -> Result<Self, GeoError> {
+        Self::open_with_cache(path, DEFAULT_SLOTS)
+    }
+
+    /// [`GeoDb::open`] with a prefix cache of `slots` slots (rounded up to a power of two); 0
+    /// turns the cache off (the routing benchmark's baseline).
+    ///
+    /// # Errors
+    /// As [`GeoDb::open`].
+    pub fn open_with_cache(path: impl AsRef<Path>, slots: usize) -> Result<Self, GeoError> {
         let path = path.as_ref();
         let paths = database_files(path).map_err(|e| io_error(path, e))?;
         if paths.is_empty() {
@@ -90,6 +121,7 @@ impl GeoDb {
         Ok(Self {
             path: path.to_owned(),
             files,
+            cache: PrefixCache::new(slots),
             order_v4,
             order_v6,
         })
@@ -118,11 +150,47 @@ impl GeoDb {
     }
 
     /// [`GeoDb::lookup`] without allocating: the strings are borrowed from the database.
+    /// Answered from the prefix cache when the client's prefix was looked up before.
     ///
     /// # Errors
     /// As [`GeoDb::lookup`].
     pub fn lookup_ref(&self, ip: IpAddr) -> Result<Option<GeoRef<'_>>, GeoError> {
         let ip = ip.to_canonical();
+        let key = prefix_key(ip);
+        if let Some(cached) = self.cache.get(key) {
+            if let Some(answer) = self.cached_answer(cached) {
+                return Ok(answer);
+            }
+        }
+        let walked = self.walk(ip)?;
+        if walked.whole_prefix {
+            let cached = match walked.found {
+                None => Some(Cached::NoRecord),
+                Some((file, geo)) => self.cache_entry(file, geo).map(Cached::Record),
+            };
+            if let Some(cached) = cached {
+                self.cache.put(key, cached);
+            }
+        }
+        Ok(walked.found.map(|(_, geo)| geo))
+    }
+
+    /// [`GeoDb::lookup_ref`] without the prefix cache: a walk of the files every time.
+    ///
+    /// # Errors
+    /// As [`GeoDb::lookup`].
+    pub fn lookup_uncached(&self, ip: IpAddr) -> Result<Option<GeoRef<'_>>, GeoError> {
+        Ok(self.walk(ip.to_canonical())?.found.map(|(_, geo)| geo))
+    }
+
+    /// The prefix cache's size, hits and misses since this database was loaded.
+    pub fn cache_stats(&self) -> GeoCacheStats {
+        self.cache.stats()
+    }
+
+    /// Looks the canonical `ip` up in the files that can answer it, in order, and says whether
+    /// every network that decided the answer covers `ip`'s whole cache prefix.
+    fn walk(&self, ip: IpAddr) -> Result<Walked<'_>, GeoError> {
         let order = if ip.is_ipv4() {
             &self.order_v4
         } else {
@@ -134,17 +202,77 @@ impl GeoDb {
                 files: self.file_list(),
             });
         }
+        let mut whole_prefix = true;
         for &i in order {
             let file = &self.files[i];
             let hit = file.reader.lookup(ip).map_err(|e| file.error(ip, e))?;
+            // A network the reader cannot name is treated as narrower than the prefix.
+            whole_prefix &= hit
+                .network()
+                .is_ok_and(|net| covers_prefix(ip, net.is_ipv4(), net.prefix()));
             let record = hit
                 .decode::<RawRecord<'_>>()
                 .map_err(|e| file.error(ip, e))?;
             if let Some(geo) = record.and_then(RawRecord::into_geo) {
-                return Ok(Some(geo));
+                return Ok(Walked {
+                    found: Some((i, geo)),
+                    whole_prefix,
+                });
             }
         }
-        Ok(None)
+        Ok(Walked {
+            found: None,
+            whole_prefix,
+        })
+    }
+
+    /// `geo` (found in file `file`) with its strings as positions in that file's bytes; `None`
+    /// if a string does not lie in them (then the answer is not cached).
+    fn cache_entry(&self, file: usize, geo: GeoRef<'_>) -> Option<CachedRecord> {
+        let bytes: &[u8] = self.files[file].bytes.as_ref();
+        let base = bytes.as_ptr() as usize;
+        let span = |s: Option<&str>| -> Option<Option<Span>> {
+            let Some(s) = s else {
+                return Some(None);
+            };
+            let start = (s.as_ptr() as usize).checked_sub(base)?;
+            (start + s.len() <= bytes.len()).then_some(())?;
+            Some(Some(Span {
+                start: u32::try_from(start).ok()?,
+                len: u32::try_from(s.len()).ok()?,
+            }))
+        };
+        Some(CachedRecord {
+            file: u16::try_from(file).ok()?,
+            country: span(geo.country)?,
+            continent: span(geo.continent)?,
+            location: geo.location,
+            city: span(geo.city)?,
+        })
+    }
+
+    /// The answer a cache entry stands for; `None` (walk instead) if a span no longer reads
+    /// as text, which only a bug could cause.
+    fn cached_answer(&self, cached: Cached) -> Option<Option<GeoRef<'_>>> {
+        let record = match cached {
+            Cached::NoRecord => return Some(None),
+            Cached::Record(r) => r,
+        };
+        let bytes: &[u8] = self.files.get(usize::from(record.file))?.bytes.as_ref();
+        let text = |span: Option<Span>| -> Option<Option<&str>> {
+            let Some(span) = span else {
+                return Some(None);
+            };
+            let start = span.start as usize;
+            let raw = bytes.get(start..start.checked_add(span.len as usize)?)?;
+            std::str::from_utf8(raw).ok().map(Some)
+        };
+        Some(Some(GeoRef {
+            country: text(record.country)?,
+            continent: text(record.continent)?,
+            location: record.location,
+            city: text(record.city)?,
+        }))
     }
 
     fn file_list(&self) -> String {
@@ -162,11 +290,19 @@ impl GeoDb {
     }
 }
 
+/// What [`GeoDb::walk`] found: the file and record, if any, and whether the answer holds for the
+/// whole cache prefix of the address.
+struct Walked<'a> {
+    found: Option<(usize, GeoRef<'a>)>,
+    whole_prefix: bool,
+}
+
 impl GeoFile {
     fn open(path: PathBuf) -> Result<Self, GeoError> {
         let bytes = fs::read(&path).map_err(|e| io_error(&path, e))?;
         let size_bytes = bytes.len() as u64;
-        let reader = Reader::from_source(bytes).map_err(|source| GeoError::Corrupt {
+        let bytes = FileBytes(Arc::new(bytes));
+        let reader = Reader::from_source(bytes.clone()).map_err(|source| GeoError::Corrupt {
             path: path.clone(),
             source,
         })?;
@@ -178,7 +314,11 @@ impl GeoFile {
             size_bytes,
             path,
         };
-        Ok(Self { info, reader })
+        Ok(Self {
+            info,
+            reader,
+            bytes,
+        })
     }
 
     fn error(&self, ip: IpAddr, err: MaxMindDbError) -> GeoError {
@@ -434,6 +574,69 @@ mod tests {
         assert!(matches!(err, GeoError::Decoding { .. }), "{err:?}");
         let msg = err.to_string();
         assert!(msg.contains("odd.mmdb") && msg.contains("7.7.7.7"), "{msg}");
+    }
+
+    #[test]
+    fn the_prefix_cache_answers_what_a_walk_answers() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("city.mmdb");
+        // 81.2.69.0/24 is GB except its upper /25, FR: that /24 must never be cached.
+        write(&path, &geoip2_city_db(1));
+        let db = GeoDb::open(&path).expect("opens");
+        for _ in 0..3 {
+            assert_eq!(country(&db, "81.2.69.1").as_deref(), Some("GB"));
+            assert_eq!(country(&db, "81.2.69.142").as_deref(), Some("FR"));
+        }
+        assert_eq!(db.cache_stats().hits, 0, "a split /24 is walked every time");
+        for _ in 0..3 {
+            assert_eq!(country(&db, "8.8.8.8").as_deref(), Some("US"));
+            assert_eq!(country(&db, "8.8.8.200").as_deref(), Some("US"));
+        }
+        assert_eq!(db.cache_stats().hits, 5, "8.8.8.0/24 is one answer");
+
+        // Networks of every length from /8 to /32, and addresses clustered in few /24s and /48s
+        // as clients are: cached and walked answers agree address by address.
+        let mut rng = fastrand::Rng::with_seed(7);
+        let mut w = MmdbWriter::new("mixed", 6);
+        let mut nets = Vec::new();
+        for i in 0..400u32 {
+            let len = rng.u8(8..=32);
+            let addr = std::net::Ipv4Addr::from(rng.u32(0x0100_0000..0x0400_0000));
+            let net = ipnet::Ipv4Net::new(addr, len).expect("prefix").trunc();
+            nets.push(net);
+            let lat = -60.0 + f64::from(i % 120);
+            w.insert(net.into(), dbip_flat("DE", lat, 13.4, &format!("c{i}")));
+        }
+        for i in 0..100u32 {
+            let len = rng.u8(16..=64);
+            let addr = std::net::Ipv6Addr::from((0x2001_0db0_u128 << 96) | rng.u128(..1 << 100));
+            let net = ipnet::Ipv6Net::new(addr, len).expect("prefix").trunc();
+            w.insert(net.into(), dbip_flat("FR", 45.0, f64::from(i), "v6"));
+        }
+        let path = dir.path().join("mixed.mmdb");
+        write(&path, &w);
+        let db = GeoDb::open_with_cache(&path, 64).expect("opens");
+        for _ in 0..20_000 {
+            let ip = if rng.u8(..4) == 0 {
+                IpAddr::from(std::net::Ipv6Addr::from(
+                    (0x2001_0db0_u128 << 96)
+                        | (u128::from(rng.u8(..16)) << 96)
+                        | rng.u128(..1 << 90),
+                ))
+            } else {
+                let net = nets[rng.usize(..16)];
+                let base = u32::from(net.network()) & !0xff;
+                IpAddr::from(std::net::Ipv4Addr::from(base + rng.u32(..512)))
+            };
+            assert_eq!(
+                db.lookup_ref(ip).expect("cached"),
+                db.lookup_uncached(ip).expect("walked"),
+                "{ip}"
+            );
+        }
+        let stats = db.cache_stats();
+        assert!(stats.hits > 10_000, "{stats:?}");
+        assert_eq!(stats.slots, 64);
     }
 
     /// Lookup + decode rate on a database with many records, printed for information

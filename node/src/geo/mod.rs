@@ -16,6 +16,7 @@
 //! Loopback and private addresses have no record; neither has an address with a record that
 //! holds none of the four fields (`Ok(None)` in both cases).
 
+mod cache;
 mod db;
 mod record;
 mod reload;
@@ -25,8 +26,9 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
+pub use cache::GeoCacheStats;
 pub use db::{GeoDb, GeoFileInfo};
-pub use reload::{GeoStatus, SharedGeo, DEFAULT_RELOAD_INTERVAL};
+pub use reload::{GeoCacheMetrics, GeoStatus, SharedGeo, DEFAULT_RELOAD_INTERVAL};
 
 // The test-database writer lives in the tests crate; the node cannot depend on that crate
 // (it depends on the node's binary), so its unit tests compile the same file here.

@@ -6,10 +6,14 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::MetricType;
 use serde::Serialize;
 
 use super::db::database_files;
-use super::{GeoDb, GeoError, GeoFileInfo, GeoInfo};
+use super::{GeoCacheStats, GeoDb, GeoError, GeoFileInfo, GeoInfo};
 use parking_lot::{Mutex, RwLock};
 
 /// How often [`SharedGeo::spawn_reloader`] looks at the files by default. Databases change
@@ -103,6 +107,8 @@ pub struct GeoStatus {
     pub last_error: Option<String>,
     /// When that load failed, Unix seconds.
     pub last_error_at_unix_s: Option<u64>,
+    /// The prefix cache of the database in use: slots, hits and misses since it was loaded.
+    pub cache: Option<GeoCacheStats>,
 }
 
 impl SharedGeo {
@@ -198,8 +204,9 @@ impl SharedGeo {
 
     /// Which files are loaded, their build epochs and types, and the last reload error.
     pub fn status(&self) -> GeoStatus {
-        let files = self
-            .current()
+        let db = self.current();
+        let files = db
+            .as_ref()
             .map(|db| db.files().cloned().collect())
             .unwrap_or_default();
         let state = self.state();
@@ -210,6 +217,7 @@ impl SharedGeo {
             loads: state.loads,
             last_error: state.last_error.as_ref().map(|(_, e)| e.clone()),
             last_error_at_unix_s: state.last_error.as_ref().map(|(t, _)| unix_s(*t)),
+            cache: db.map(|db| db.cache_stats()),
         }
     }
 
@@ -260,6 +268,39 @@ impl SharedGeo {
     }
 }
 
+/// `mhc_geo_cache_lookups_total{result="hit|miss"}`, read from the database in use at every
+/// scrape (a reload starts them again from zero, as a new database starts with an empty cache).
+/// It holds the handle weakly, so it keeps neither the database nor the reloader alive.
+#[derive(Debug)]
+pub struct GeoCacheMetrics(Weak<Inner>);
+
+impl GeoCacheMetrics {
+    /// The metrics of `geo`'s database in use.
+    pub fn new(geo: &SharedGeo) -> Self {
+        Self(Arc::downgrade(&geo.inner))
+    }
+}
+
+impl Collector for GeoCacheMetrics {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> std::fmt::Result {
+        let Some(db) = self.0.upgrade().and_then(|inner| inner.db.read().clone()) else {
+            return Ok(());
+        };
+        let stats = db.cache_stats();
+        let mut family = encoder.encode_descriptor(
+            "mhc_geo_cache_lookups",
+            "Geo lookups of routing decisions answered from the per-prefix cache (hit) or by a \
+             walk of the database (miss), since the database in use was loaded",
+            None,
+            MetricType::Counter,
+        )?;
+        for (result, n) in [("hit", stats.hits), ("miss", stats.misses)] {
+            ConstCounter::new(n).encode(family.encode_family(&[("result", result)])?)?;
+        }
+        Ok(())
+    }
+}
+
 fn unix_s(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
@@ -305,13 +346,25 @@ mod tests {
         assert!(geo.reload_if_changed(&path).expect("loads A"));
         assert!(!geo.reload_if_changed(&path).expect("unchanged"));
         assert_eq!(country(&geo, "81.2.69.1").as_deref(), Some("GB"));
+        // Answers A's prefix cache now holds: none for 1.1.1.0/24, Wichita for 8.8.8.0/24.
+        let city = |geo: &SharedGeo, addr: &str| {
+            geo.lookup(ip(addr)).expect("lookup").and_then(|g| g.city)
+        };
+        for _ in 0..2 {
+            assert_eq!(country(&geo, "1.1.1.1"), None);
+            assert_eq!(city(&geo, "8.8.8.8").as_deref(), Some("Wichita"));
+        }
+        assert_eq!(geo.status().cache.expect("cache").hits, 2);
         let held_a = geo.current().expect("A loaded");
 
         // B: the DB-IP IPv4 file, where 1.1.1.1 has a record and 81.2.69.1 has none.
         write(&path, &dbip_ipv4_db());
         set_mtime(&path, 1_000_001);
         assert!(geo.reload_if_changed(&path).expect("loads B"));
+        // A reload starts from an empty cache: nothing A answered survives.
+        assert_eq!(geo.status().cache.expect("cache").hits, 0);
         assert_eq!(country(&geo, "1.1.1.1").as_deref(), Some("AU"));
+        assert_eq!(city(&geo, "8.8.8.8").as_deref(), Some("Mountain View"));
         assert_eq!(country(&geo, "81.2.69.1"), None);
         // A request that started on A still answers from A.
         let a_answer = held_a.lookup(ip("81.2.69.1")).expect("lookup");
@@ -431,6 +484,7 @@ mod tests {
                 loads: 0,
                 last_error: None,
                 last_error_at_unix_s: None,
+                cache: None,
             }
         );
         let dir = tempfile::tempdir().expect("tempdir");
