@@ -30,7 +30,7 @@ use std::time::Instant;
 
 use ipnet::IpNet;
 
-use crate::control::membership::Member;
+use crate::control::membership::{ContentKey, Member};
 use crate::role::Mode;
 pub use client::{resolve_client, AddrSource, ClientAddr};
 pub use locate::{locate, ClientGeo, GeoAvailability};
@@ -87,10 +87,11 @@ where
     out.clear();
     let self_id = this.peer_id;
     out.push(this);
+    let content = ContentKey::new(content_id);
     out.extend(
         members
             .filter(|m| &m.peer_id != self_id)
-            .map(|m| Candidate::member(m, content_id, now)),
+            .map(|m| Candidate::member(m, &content, now)),
     );
     let held_anywhere = out.iter().any(|c| c.holds);
     let (basis, outcome) = rank(

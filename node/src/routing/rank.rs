@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use libp2p::PeerId;
 
-use crate::control::membership::{Member, MemberState};
+use crate::control::membership::{ContentKey, Member, MemberState};
 use crate::control::messages::{Load, WireRole};
 use crate::role::{role_of, Mode, NotServing, RolePolicy};
 
@@ -135,7 +135,7 @@ impl<'a> Candidate<'a> {
     }
 
     /// A member of the membership table, for content `content_id`, as of `now`.
-    pub fn member(m: &'a Member, content_id: &str, now: Instant) -> Self {
+    pub fn member(m: &'a Member, content: &ContentKey<'_>, now: Instant) -> Self {
         let hb = &m.heartbeat;
         Self {
             peer_id: &m.peer_id,
@@ -147,7 +147,7 @@ impl<'a> Candidate<'a> {
             state: m.state,
             load: hb.load,
             silent_for: now.saturating_duration_since(m.last_seen),
-            holds: hb.contents.iter().any(|c| c.id == content_id),
+            holds: m.holds(content),
             receiver: hb.downlink,
             distance_km: None,
             exclusion: None,

@@ -19,10 +19,12 @@
 //!   the cache and without it (its baseline: distinct prefixes also walk more of the database,
 //!   so they are slower than the mix for reasons of their own).
 //!
-//! Usage: `cargo run --release -p mhc-tests --bin routing-bench -- [SECONDS] [MEMBERS] [DECISIONS]`
-//! (with DECISIONS, exactly that many after the warm-up, however long they take: run it twice
-//! under `valgrind --tool=massif` or `heaptrack` with two counts to see that the allocation count
-//! does not grow with the number of decisions).
+//! Usage: `cargo run --release -p mhc-tests --bin routing-bench -- [SECONDS] [MEMBERS] [DECISIONS]
+//! [WORKLOAD]` (with DECISIONS, exactly that many after the warm-up, however long they take: run
+//! it twice under `valgrind --tool=massif` or `heaptrack` with two counts to see that the
+//! allocation count does not grow with the number of decisions; WORKLOAD, one of `mix-cached`,
+//! `mix-uncached`, `worst-cached`, `worst-uncached`, runs only that one, so `valgrind
+//! --tool=callgrind --cache-sim=yes` counts instructions and simulated cache misses of one).
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -181,6 +183,8 @@ fn membership(rng: &mut Rng, members: usize, now: Instant) -> Membership {
 
 /// One workload: a database (cached or not) and the `X-Forwarded-For` headers of its clients.
 struct Workload<'a> {
+    /// What WORKLOAD selects: `mix-cached`, `mix-uncached`, `worst-cached`, `worst-uncached`.
+    id: &'a str,
     name: &'a str,
     db: &'a GeoDb,
     headers: Vec<String>,
@@ -190,7 +194,11 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let seconds: f64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(2.0);
     let members: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(100);
-    let fixed: Option<usize> = args.next().and_then(|a| a.parse().ok());
+    let fixed: Option<usize> = args
+        .next()
+        .and_then(|a| a.parse().ok())
+        .filter(|&n: &usize| n > 0);
+    let only: Option<String> = args.next();
     let mut rng = Rng::with_seed(0x9E37_79B9_7F4A_7C15);
     let tmp = tempfile::tempdir().expect("temporary folder");
     let path = geo_database(&mut rng, &tmp);
@@ -212,21 +220,25 @@ fn main() {
         .collect();
     let workloads = [
         Workload {
+            id: "mix-cached",
             name: "realistic mix (4,096 clients in 256 /24s), prefix cache",
             db: &cached,
             headers: mix.clone(),
         },
         Workload {
+            id: "mix-uncached",
             name: "realistic mix, no cache (baseline)",
             db: &uncached,
             headers: mix,
         },
         Workload {
+            id: "worst-cached",
             name: "worst case (every decision a new /24), prefix cache",
             db: &cached,
             headers: distinct.clone(),
         },
         Workload {
+            id: "worst-uncached",
             name: "worst case, no cache (baseline)",
             db: &uncached,
             headers: distinct,
@@ -246,7 +258,10 @@ fn main() {
     let target = 100_000.0;
     let mut rates = Vec::new();
     for workload in &workloads {
-        println!("{}:", workload.name);
+        if only.as_ref().is_some_and(|o| workload.id != o) {
+            continue;
+        }
+        println!("{} [{}]:", workload.name, workload.id);
         let settings = Settings {
             geo: GeoAvailability::Loaded(workload.db),
             trusted_proxies: &trusted,
@@ -318,7 +333,7 @@ fn main() {
                 (after.hits - before.hits) as f64 / lookups as f64
             };
             let rate = n as f64 / took.as_secs_f64();
-            rates.push((workload.name, what, rate));
+            rates.push((workload.id, what, rate));
             println!(
                 "  {what}: {n} decisions in {:.2} s on one thread = {:.0} decisions/s ({:.2} µs \
                  each; cache hits {:.1}%; geo {}, fallback {}, no_candidate {}); target ≥ \
@@ -335,18 +350,21 @@ fn main() {
         }
     }
     // The cache against the baseline, same machine, same run.
+    if only.is_some() {
+        return;
+    }
     for (what, _) in [("/play (best node)", ()), ("master playlist (best 3)", ())] {
-        let of = |name_prefix: &str| {
+        let of = |workload_id: &str| {
             rates
                 .iter()
-                .find(|(n, w, _)| n.starts_with(name_prefix) && *w == what)
+                .find(|(id, w, _)| *id == workload_id && *w == what)
                 .map_or(f64::NAN, |r| r.2)
         };
         println!(
             "{what}: realistic mix {:.2}x its uncached baseline; worst case {:.2}x its uncached \
              baseline",
-            of("realistic mix (4,096") / of("realistic mix, no cache"),
-            of("worst case (every") / of("worst case, no cache"),
+            of("mix-cached") / of("mix-uncached"),
+            of("worst-cached") / of("worst-uncached"),
         );
     }
 }
