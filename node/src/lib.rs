@@ -63,7 +63,7 @@ pub use control::membership::{Member, MemberState, Membership, MembershipConfig}
 pub use core::emergency::{Action, Command, Rejected, SignedCommand};
 pub use core::store::{AlignedBlob, DiskTier, S3Fifo};
 pub use geo::{
-    GeoCacheStats, GeoDb, GeoError, GeoInfo, GeoStatus, SharedGeo,
+    GeoCacheStats, GeoDb, GeoError, GeoInfo, GeoStatus, SharedGeo, UnitVector,
     DEFAULT_RELOAD_INTERVAL as DEFAULT_GEO_RELOAD_INTERVAL,
 };
 pub use node::{sd_notify, Node, RUNTIME_FILE};

@@ -12,6 +12,7 @@ use libp2p::PeerId;
 use serde::{Deserialize, Serialize};
 
 use super::messages::Heartbeat;
+use crate::geo::UnitVector;
 
 /// Liveness of a member.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -68,6 +69,8 @@ pub struct Member {
     pub reason: String,
     /// The heartbeat's content ids by hash, rebuilt with every accepted heartbeat.
     held: HeldIndex,
+    /// The heartbeat's location on the unit sphere, for routing's distances.
+    position: Option<UnitVector>,
 }
 
 /// A content id with its [`content_hash`], computed once per routing decision and looked up in
@@ -135,12 +138,20 @@ impl Member {
         Self {
             peer_id,
             held: HeldIndex::of(&heartbeat),
+            position: heartbeat.location.map(UnitVector::from_lat_lon),
             heartbeat,
             state,
             state_since: now,
             last_seen: now,
             reason,
         }
+    }
+
+    /// The latest heartbeat's location as a point on the unit sphere (computed when the
+    /// heartbeat arrived; `None` without a location; out-of-range values are the caller's to
+    /// refuse).
+    pub fn position(&self) -> Option<UnitVector> {
+        self.position
     }
 
     /// Whether the latest heartbeat lists `content`.
@@ -249,6 +260,9 @@ impl Membership {
                 _ => {}
             }
             m.held = HeldIndex::of(&hb);
+            if hb.location != m.heartbeat.location {
+                m.position = hb.location.map(UnitVector::from_lat_lon);
+            }
             m.heartbeat = hb;
             m.last_seen = now;
             return outcome;

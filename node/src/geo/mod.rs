@@ -79,6 +79,30 @@ impl From<GeoRef<'_>> for GeoInfo {
     }
 }
 
+/// A place as a point on the unit sphere: its trigonometry done once (when a member's heartbeat
+/// arrives, say), so a distance from it costs a square root and an arcsine, not the four
+/// transcendental calls of the haversine formula.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct UnitVector([f64; 3]);
+
+impl UnitVector {
+    /// The point at `(lat, lon)` degrees.
+    pub fn from_lat_lon((lat, lon): (f64, f64)) -> Self {
+        let (lat, lon) = (lat.to_radians(), lon.to_radians());
+        let (sin_lat, cos_lat) = lat.sin_cos();
+        let (sin_lon, cos_lon) = lon.sin_cos();
+        Self([cos_lat * cos_lon, cos_lat * sin_lon, sin_lat])
+    }
+
+    /// The straight-line distance to `other` through the sphere (0 to 2); the great-circle
+    /// angle between them is `2 asin(chord / 2)`.
+    pub fn chord(&self, other: &Self) -> f64 {
+        let [x, y, z] = self.0;
+        let [a, b, c] = other.0;
+        ((x - a).powi(2) + (y - b).powi(2) + (z - c).powi(2)).sqrt()
+    }
+}
+
 /// Why a geo database could not be opened or could not answer.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

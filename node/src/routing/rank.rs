@@ -8,6 +8,7 @@ use libp2p::PeerId;
 
 use crate::control::membership::{ContentKey, Member, MemberState};
 use crate::control::messages::{Load, WireRole};
+use crate::geo::UnitVector;
 use crate::role::{role_of, Mode, NotServing, RolePolicy};
 
 pub use mhc_transport::gossip::cert::{haversine_km, EARTH_RADIUS_KM};
@@ -82,6 +83,8 @@ pub struct Candidate<'a> {
     pub distance_km: Option<f64>,
     /// Why it may not serve (set by [`rank`]); `None` means eligible.
     pub exclusion: Option<Exclusion>,
+    /// `location` on the unit sphere, for the distance.
+    pub(super) unit: Option<UnitVector>,
     pub(super) band: u32,
     pub(super) key: Key,
 }
@@ -116,6 +119,7 @@ impl<'a> Candidate<'a> {
             role,
             region,
             location: valid_location(location),
+            unit: valid_location(location).map(UnitVector::from_lat_lon),
             http,
             state: MemberState::Alive,
             load,
@@ -137,12 +141,15 @@ impl<'a> Candidate<'a> {
     /// A member of the membership table, for content `content_id`, as of `now`.
     pub fn member(m: &'a Member, content: &ContentKey<'_>, now: Instant) -> Self {
         let hb = &m.heartbeat;
+        let location = valid_location(hb.location);
         Self {
             peer_id: &m.peer_id,
             is_self: false,
             role: hb.role,
             region: &hb.region,
-            location: valid_location(hb.location),
+            location,
+            // Computed when the heartbeat arrived: no trigonometry per member per decision.
+            unit: location.and(m.position()),
             http: &hb.addrs.http,
             state: m.state,
             load: hb.load,
@@ -157,8 +164,8 @@ impl<'a> Candidate<'a> {
     }
 
     /// Sets the distance from `client` and the sort key.
-    fn set_key(&mut self, client: Option<&Point>, basis: &Basis<'_>) {
-        self.distance_km = client.zip(self.location).map(|(a, b)| a.km_to(b));
+    fn set_key(&mut self, client: Option<&UnitVector>, basis: &Basis<'_>) {
+        self.distance_km = client.zip(self.unit).map(|(a, b)| km_between(a, &b));
         self.band = self
             .distance_km
             .map_or(u32::MAX, |d| (d / DISTANCE_BAND_KM) as u32);
@@ -376,7 +383,7 @@ pub fn rank<'a>(
     } else {
         Basis::Region { home }
     };
-    let client = client.map(Point::new);
+    let client = client.map(UnitVector::from_lat_lon);
     let mut eligible = 0;
     for c in candidates.iter_mut() {
         c.exclusion = c.exclusion_in(mode);
@@ -443,33 +450,11 @@ fn compare(a: &Candidate<'_>, b: &Candidate<'_>) -> Ordering {
     a.key.cmp(&b.key).then_with(|| a.peer_id.cmp(b.peer_id))
 }
 
-/// A client location with its trigonometry done once per decision, not once per candidate.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct Point {
-    lat_rad: f64,
-    cos_lat: f64,
-    lon: f64,
-}
-
-impl Point {
-    pub(super) fn new((lat, lon): (f64, f64)) -> Self {
-        let lat_rad = lat.to_radians();
-        Self {
-            lat_rad,
-            cos_lat: lat_rad.cos(),
-            lon,
-        }
-    }
-
-    /// [`haversine_km`] from this point, with this point's trigonometry done once.
-    pub(super) fn km_to(&self, (lat, lon): (f64, f64)) -> f64 {
-        let lat2 = lat.to_radians();
-        let dlat = lat2 - self.lat_rad;
-        let dlon = (lon - self.lon).to_radians();
-        let h = (dlat / 2.0).sin().powi(2) + self.cos_lat * lat2.cos() * (dlon / 2.0).sin().powi(2);
-        // Rounding can push h a hair above 1 for antipodal points.
-        2.0 * EARTH_RADIUS_KM * h.sqrt().min(1.0).asin()
-    }
+/// The great-circle distance between two points, km ([`haversine_km`]'s answer, from points
+/// whose trigonometry was done once: one square root and one arcsine).
+pub(super) fn km_between(a: &UnitVector, b: &UnitVector) -> f64 {
+    // Rounding can push the half-chord a hair above 1 for antipodal points.
+    2.0 * EARTH_RADIUS_KM * (a.chord(b) / 2.0).min(1.0).asin()
 }
 
 /// A distance as an answer shows it: km to one decimal.

@@ -5,10 +5,11 @@ use std::time::Duration;
 
 use libp2p::PeerId;
 
-use super::rank::{Key, Point, EARTH_RADIUS_KM};
+use super::rank::{km_between, Key, EARTH_RADIUS_KM};
 use super::*;
 use crate::control::membership::MemberState;
 use crate::control::messages::{HeldContent, Load, WireRole};
+use crate::geo::UnitVector;
 
 fn ip(s: &str) -> IpAddr {
     s.parse().expect("address literal")
@@ -30,9 +31,37 @@ fn the_per_decision_distance_agrees_with_haversine() {
         let a = (rng.f64() * 180.0 - 90.0, rng.f64() * 360.0 - 180.0);
         let b = (rng.f64() * 180.0 - 90.0, rng.f64() * 360.0 - 180.0);
         assert!(
-            (Point::new(a).km_to(b) - haversine_km(a, b)).abs() < 1e-6,
+            (km_between(&UnitVector::from_lat_lon(a), &UnitVector::from_lat_lon(b))
+                - haversine_km(a, b))
+            .abs()
+                < 1e-6,
             "{a:?} {b:?}"
         );
+    }
+}
+
+#[test]
+fn the_per_decision_distance_holds_at_the_extremes() {
+    let pi = std::f64::consts::PI;
+    let km = |a, b| km_between(&UnitVector::from_lat_lon(a), &UnitVector::from_lat_lon(b));
+    for (a, b, want) in [
+        ((0.0, 0.0), (0.0, 180.0), pi * EARTH_RADIUS_KM),
+        ((90.0, 0.0), (-90.0, 0.0), pi * EARTH_RADIUS_KM),
+        ((45.0, 10.0), (-45.0, -170.0), pi * EARTH_RADIUS_KM),
+        ((10.0, 20.0), (10.0, 20.0), 0.0),
+        (
+            (0.0, 179.0),
+            (0.0, -179.0),
+            2.0 * pi * EARTH_RADIUS_KM / 180.0,
+        ),
+        // About 11 m apart: no cancellation to speak of at the bands' scale.
+        (
+            (48.0, 2.0),
+            (48.0001, 2.0),
+            1e-4_f64.to_radians() * EARTH_RADIUS_KM,
+        ),
+    ] {
+        assert!((km(a, b) - want).abs() < 1e-6, "{a:?} {b:?}: {}", km(a, b));
     }
 }
 
@@ -222,6 +251,7 @@ fn candidates<'a>(ids: &'a [PeerId], specs: &[Spec]) -> Vec<Candidate<'a>> {
             role: s.role,
             region: s.region,
             location: s.loc,
+            unit: s.loc.map(UnitVector::from_lat_lon),
             http: s.http,
             state: s.state,
             load: Load {
