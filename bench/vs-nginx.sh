@@ -155,7 +155,8 @@ if [ "${HTTPS:-1}" = 1 ]; then
   done
   start_nginx https 1
   if [ "$ktls" = 1 ]; then
-    echo "HTTPS: the kernel offers kTLS; nginx has ssl_conf_command Options KTLS"
+    echo "HTTPS: the kernel offers kTLS; nginx asks for it (ssl_conf_command Options KTLS)," \
+      "which takes effect where its OpenSSL was built with kTLS"
   else
     echo "HTTPS: this kernel has no TLS ULP (tcp_available_ulp: $(cat /proc/sys/net/ipv4/tcp_available_ulp 2>/dev/null)):" \
       "both servers encrypt in user space"
@@ -168,7 +169,7 @@ awk '{rps[$1] = $2; p99[$1] = $4; cpu[$1] = $7}
     split("http https", kinds, " ")
     for (k = 1; k <= 2; k++) {
       m = "mhc-" kinds[k]; n = "nginx-" kinds[k]
-      if (!(m in rps) || rps[n] == 0) continue
+      if (!(m in rps) || rps[n] == 0 || p99[n] == 0 || cpu[n] == 0) continue
       printf "%s mhc/nginx: req/s %.2fx (goal >= 1.0), p99 %.2fx (goal <= 1.0), CPU s per GB %.2fx (goal <= 1.0)\n",
         toupper(kinds[k]), rps[m] / rps[n], p99[m] / p99[n], cpu[m] / cpu[n]
     }
