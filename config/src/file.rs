@@ -375,8 +375,9 @@ impl Default for ReportsSection {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default, expecting = "a [backup] table")]
 pub struct BackupSection {
-    /// The restic repository: a directory (created on the first backup). `""` = no backups.
-    /// Default `""`.
+    /// The restic repository (created on the first backup): a directory, or
+    /// `s3:http(s)://host[:port]/bucket[/prefix]` with the credentials in the environment.
+    /// `""` = no backups. Default `""`.
     pub repository: String,
     /// A file whose first line is the repository's password (restic's `--password-file`).
     /// Required with `repository`. Default `""`.

@@ -161,8 +161,11 @@
 //! max_outbox_batches = 100000
 //!
 //! [backup]
-//! # Origin only: hourly, daily and weekly snapshots in a restic repository (a directory,
-//! # created on the first backup); "" = no backups. `restic` lists, checks and restores them.
+//! # Origin only: hourly, daily and weekly snapshots in a restic repository, created on the
+//! # first backup: a directory, or an S3 bucket as restic names it,
+//! # "s3:http(s)://host[:port]/bucket[/prefix]", with AWS_ACCESS_KEY_ID and
+//! # AWS_SECRET_ACCESS_KEY (and AWS_DEFAULT_REGION) in the daemon's environment.
+//! # "" = no backups. `restic` lists, checks and restores them.
 //! repository = ""
 //! # A file whose first line is the repository password (required with repository).
 //! password_file = ""
@@ -205,8 +208,8 @@ pub use file::{
 };
 pub use runtime::{
     Backup, BackupRetention, BackupTarget, Cache, Cluster, Config, Geo, GeoPoint, Ha, HttpLimits,
-    Listen, Parent, ParseRoleError, Plugins, QuicCaps, Reports, Role, Satellite, TlsFiles, Trust,
-    Upstream,
+    Listen, Parent, ParseRoleError, Plugins, QuicCaps, Reports, Role, S3Location, Satellite,
+    TlsFiles, Trust, Upstream,
 };
 
 /// Reads and validates the config file at `path`.
@@ -397,8 +400,11 @@ report_interval_s = 30
 max_outbox_batches = 100000
 
 [backup]
-# Origin only: hourly, daily and weekly snapshots in a restic repository (a directory,
-# created on the first backup); "" = no backups. `restic` lists, checks and restores them.
+# Origin only: hourly, daily and weekly snapshots in a restic repository, created on the
+# first backup: a directory, or an S3 bucket as restic names it,
+# "s3:http(s)://host[:port]/bucket[/prefix]", with AWS_ACCESS_KEY_ID and
+# AWS_SECRET_ACCESS_KEY (and AWS_DEFAULT_REGION) in the daemon's environment.
+# "" = no backups. `restic` lists, checks and restores them.
 repository = ""
 # A file whose first line is the repository password (required with repository).
 password_file = ""
@@ -802,13 +808,42 @@ header_read_timeout_ms = 1
             &format!("{origin}[backup]\nrepository = \"/r\"\npassword_file = \"/p\"\ndaily_keep_days = 0\n"),
             "backup.daily_keep_days",
         );
-        let s3 = field_err_in(
-            &format!(
-                "{origin}[backup]\nrepository = \"s3:http://h:9000/b\"\npassword_file = \"/p\"\n"
-            ),
-            "backup.repository",
+        let s3 = |location: &str| {
+            parse(&format!(
+                "{origin}[backup]\nrepository = \"{location}\"\npassword_file = \"/p\"\n"
+            ))
+            .map(|c| c.backup.repository)
+        };
+        let at = |endpoint: &str, bucket: &str, prefix: &str| {
+            Some(BackupTarget::S3(S3Location {
+                endpoint: endpoint.into(),
+                bucket: bucket.into(),
+                prefix: prefix.into(),
+            }))
+        };
+        assert_eq!(
+            s3("s3:http://127.0.0.1:7480/mhc-backups/origin/a/").unwrap(),
+            at("http://127.0.0.1:7480", "mhc-backups", "origin/a")
         );
-        assert!(s3.contains("\"s3\" repositories"), "{s3}");
+        assert_eq!(
+            s3("s3:s3.eu-west-1.amazonaws.com/bucket").unwrap(),
+            at("https://s3.eu-west-1.amazonaws.com", "bucket", "")
+        );
+        assert_eq!(
+            s3("s3:https://h/b.c-d/x").unwrap().unwrap().to_string(),
+            "s3:https://h/b.c-d/x"
+        );
+        for bad in [
+            "s3:http://h:9000/B",
+            "s3:http://h:9000/",
+            "s3:ftp://h/bucket",
+            "s3:http:///bucket",
+            "s3:http://h/bucket/../x",
+            "sftp:host:/srv/restic",
+        ] {
+            let err = s3(bad).unwrap_err().to_string();
+            assert!(err.contains("backup.repository"), "{bad}: {err}");
+        }
         field_err(
             "[backup]\nrepository = \"/r\"\npassword_file = \"/p\"\n",
             "backup.repository",

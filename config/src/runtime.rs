@@ -332,6 +332,42 @@ impl Default for Backup {
 pub enum BackupTarget {
     /// A directory on a local (or mounted) file system.
     Local(PathBuf),
+    /// A bucket of an S3-compatible object store, as restic names it
+    /// (`s3:http://host:port/bucket/prefix`); the credentials come from the environment.
+    S3(S3Location),
+}
+
+/// Where in an S3-compatible object store a repository lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S3Location {
+    /// The service's base URL, with its scheme (`https://` when the location gave none, as
+    /// restic assumes): `http://127.0.0.1:7480`, `https://s3.eu-west-1.amazonaws.com`.
+    pub endpoint: String,
+    /// The bucket (created on the first backup when missing).
+    pub bucket: String,
+    /// The folder inside the bucket, without leading or trailing `/`; `""` for its root.
+    pub prefix: String,
+}
+
+impl S3Location {
+    /// Restic's spelling of it (`s3:` and the URL), what `restic -r` takes.
+    pub fn restic_location(&self) -> String {
+        let mut s = format!("s3:{}/{}", self.endpoint, self.bucket);
+        if !self.prefix.is_empty() {
+            s.push('/');
+            s.push_str(&self.prefix);
+        }
+        s
+    }
+}
+
+impl std::fmt::Display for BackupTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BackupTarget::Local(path) => write!(f, "{}", path.display()),
+            BackupTarget::S3(s3) => f.write_str(&s3.restic_location()),
+        }
+    }
 }
 
 /// How long snapshots of each kind are kept.

@@ -12,7 +12,8 @@ use crate::file::{
 };
 use crate::runtime::{
     Backup, BackupRetention, BackupTarget, Cache, Cluster, Config, Geo, GeoPoint, Ha, HttpLimits,
-    Listen, Parent, Plugins, QuicCaps, Reports, Role, Satellite, TlsFiles, Trust, Upstream,
+    Listen, Parent, Plugins, QuicCaps, Reports, Role, S3Location, Satellite, TlsFiles, Trust,
+    Upstream,
 };
 
 const MIB: u64 = 1 << 20;
@@ -645,17 +646,7 @@ fn backup(cx: &Ctx<'_>, b: BackupSection, role: Role) -> Result<Backup> {
             ),
         ));
     }
-    if let Some((scheme, _)) = repository.split_once(':') {
-        if !scheme.is_empty() && !scheme.contains('/') {
-            return Err(cx.err(
-                "backup.repository",
-                format!(
-                    "{scheme:?} repositories are not supported by this build; give a directory \
-                     (a local or mounted file system)"
-                ),
-            ));
-        }
-    }
+    let target = backup_target(cx, repository)?;
     if b.password_file.as_os_str().is_empty() {
         return Err(cx.err(
             "backup.password_file",
@@ -663,11 +654,80 @@ fn backup(cx: &Ctx<'_>, b: BackupSection, role: Role) -> Result<Backup> {
         ));
     }
     Ok(Backup {
-        repository: Some(BackupTarget::Local(PathBuf::from(repository))),
+        repository: Some(target),
         password_file: b.password_file,
         schedule: b.schedule,
         keep,
     })
+}
+
+/// A repository location as restic spells it: a directory, or `s3:` and the service's URL,
+/// bucket and folder (`s3:http://host:port/bucket/prefix`; no scheme means `https://`).
+fn backup_target(cx: &Ctx<'_>, repository: &str) -> Result<BackupTarget> {
+    const FIELD: &str = "backup.repository";
+    let Some((scheme, rest)) = repository.split_once(':') else {
+        return Ok(BackupTarget::Local(PathBuf::from(repository)));
+    };
+    if scheme.is_empty() || scheme.contains('/') {
+        return Ok(BackupTarget::Local(PathBuf::from(repository)));
+    }
+    if scheme != "s3" {
+        return Err(cx.err(
+            FIELD,
+            format!(
+                "{scheme:?} repositories are not supported; give a directory (a local or \
+                 mounted file system) or s3:http(s)://host[:port]/bucket[/prefix]"
+            ),
+        ));
+    }
+    let (endpoint_scheme, rest) = match rest.split_once("://") {
+        Some((s @ ("http" | "https"), rest)) => (s, rest),
+        Some((other, _)) => {
+            return Err(cx.err(
+                FIELD,
+                format!("s3 over {other:?}: the service is reached over http or https"),
+            ))
+        }
+        None => ("https", rest),
+    };
+    let mut parts = rest.splitn(3, '/');
+    let host = parts.next().unwrap_or_default();
+    let bucket = parts.next().unwrap_or_default();
+    let prefix = parts.next().unwrap_or_default().trim_matches('/');
+    if host.is_empty() || host.contains(['@', '?', '#', ' ']) {
+        return Err(cx.err(
+            FIELD,
+            format!("{host:?} is not a host[:port] (s3:http(s)://host[:port]/bucket[/prefix]; credentials come from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)"),
+        ));
+    }
+    // S3's bucket naming rules: 3 to 63 lowercase letters, digits, dots and hyphens, starting
+    // and ending with a letter or digit.
+    let bucket_ok = (3..=63).contains(&bucket.len())
+        && bucket
+            .bytes()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'.' || c == b'-')
+        && bucket.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && bucket.ends_with(|c: char| c.is_ascii_alphanumeric());
+    if !bucket_ok {
+        return Err(cx.err(
+            FIELD,
+            format!(
+                "bucket {bucket:?}: 3 to 63 lowercase letters, digits, '.' and '-' \
+                 (s3:http(s)://host[:port]/bucket[/prefix])"
+            ),
+        ));
+    }
+    if prefix.split('/').any(|p| p == "." || p == "..") || prefix.contains(['?', '#', '\\']) {
+        return Err(cx.err(
+            FIELD,
+            format!("folder {prefix:?} inside the bucket: no '.', '..', '?', '#' or '\\'"),
+        ));
+    }
+    Ok(BackupTarget::S3(S3Location {
+        endpoint: format!("{endpoint_scheme}://{host}"),
+        bucket: bucket.to_owned(),
+        prefix: prefix.to_owned(),
+    }))
 }
 
 fn publisher_key(cx: &Ctx<'_>, o: OriginSection, role: Role) -> Result<Option<PathBuf>> {

@@ -56,7 +56,7 @@ mod viewer;
 
 pub use backup::{
     image::ImageManifest, restore_snapshot, verify_snapshot, Kind as BackupKind,
-    Repo as BackupRepo, SnapshotInfo, Verified,
+    Repo as BackupRepo, S3Credentials, SnapshotInfo, Verified,
 };
 pub use cli::{print_status, wait_for_signal, write_sample, Cli, SAMPLE_ID};
 pub use control::membership::{Member, MemberState, Membership, MembershipConfig};

@@ -1,7 +1,6 @@
 //! A real etcd server (Debian's `etcd-server`, which `.ci/run` installs) for one test, on
 //! free loopback ports with its data in a temporary folder; killed and removed on drop.
 
-use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -17,14 +16,6 @@ pub struct Etcd {
     client_port: u16,
 }
 
-/// A loopback port that was free a moment ago.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free loopback port")
-        .port()
-}
-
 impl Etcd {
     /// Starts a one-member etcd and waits until it is healthy.
     pub fn start() -> Self {
@@ -38,7 +29,7 @@ impl Etcd {
             .prefix("mhc-etcd-")
             .tempdir()
             .expect("etcd folder");
-        let (client_port, peer_port) = (free_port(), free_port());
+        let (client_port, peer_port) = (crate::free_port(), crate::free_port());
         let url = format!("http://127.0.0.1:{client_port}");
         let listen = match ip {
             Some(ip) => format!("{url},http://{ip}:{client_port}"),

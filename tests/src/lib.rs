@@ -60,6 +60,15 @@ pub fn installed_program(name: &str, package: &str) -> PathBuf {
     })
 }
 
+/// A loopback port that was free a moment ago, for a server that must be told its port
+/// (etcd, sshd, Ceph): it may be taken again before the server binds it, a small window.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free loopback port")
+        .port()
+}
+
 /// The sample rendition shipped with the project (fMP4, 4 segments).
 pub fn sample_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../node/sample")
@@ -109,6 +118,8 @@ pub struct NodeOptions {
     /// The viewer plane over TLS with this PEM chain and key (`listen.https` on a free
     /// loopback port), if any.
     pub https: Option<(PathBuf, PathBuf)>,
+    /// Environment variables of the node's process and of the CLI run against it.
+    pub env: Vec<(String, String)>,
 }
 
 impl NodeOptions {
@@ -127,7 +138,14 @@ impl NodeOptions {
             location: None,
             enroll: true,
             https: None,
+            env: Vec::new(),
         }
+    }
+
+    /// Sets `name` to `value` in the node's environment (and its CLI's).
+    pub fn env(mut self, name: &str, value: &str) -> Self {
+        self.env.push((name.to_owned(), value.to_owned()));
+        self
     }
 
     /// Starts the node without a certificate: no member admits it.
@@ -408,6 +426,7 @@ impl NodeProcess {
             .arg("--config")
             .arg(&self.config_path)
             .env("RUST_LOG", "info")
+            .envs(self.options.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log handle"))
             .stderr(log)
@@ -572,6 +591,7 @@ impl NodeProcess {
     pub fn cli(&self, args: &[&str]) -> Output {
         Command::new(node_binary())
             .args(args)
+            .envs(self.options.env.iter().map(|(k, v)| (k, v)))
             .output()
             .expect("running mhc-node CLI")
     }
@@ -939,6 +959,7 @@ pub fn assert_success(out: &Output, what: &str) {
 }
 
 pub mod anvil;
+pub mod ceph;
 pub mod etcd;
 pub mod mmdb;
 pub mod sshd;

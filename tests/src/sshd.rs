@@ -6,7 +6,7 @@
 //! tests give absolute paths into [`Sshd::root`] and read the results straight from disk.
 
 use std::fs;
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -96,7 +96,7 @@ impl Sshd {
         };
         // Another process may take the port between our probe and sshd's bind: retry.
         for _ in 0..3 {
-            sshd.port = free_port();
+            sshd.port = crate::free_port();
             if sshd.spawn() {
                 return sshd;
             }
@@ -263,14 +263,6 @@ fn current_user() -> String {
         .expect("utf-8 user name")
         .trim()
         .to_owned()
-}
-
-/// A loopback port that was free a moment ago.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free loopback port")
-        .port()
 }
 
 /// Every process below `pid` (children, grandchildren, ...), from `/proc/<pid>/stat`.

@@ -3,7 +3,8 @@
 //! A backup exports the origin's state at one point in time into an image folder
 //! ([`image`]: sled trees exported while the write gate is paused, the blobs the catalog
 //! names, the node key, a description), snapshots that folder into the repository with
-//! `rustic_core` ([`repo`]; unchanged blobs cost nothing the second time), then forgets and
+//! `rustic_core` ([`repo`], in a directory or an S3 bucket: [`s3`]; unchanged blobs cost
+//! nothing the second time), then forgets and
 //! prunes what no kind's window keeps. A daily backup is verified right after it is taken
 //! ([`verify`]): the snapshot's packs are read back, the image restored into a scratch folder
 //! and every signature, hash, ledger head and balance recomputed.
@@ -14,6 +15,7 @@
 
 pub mod image;
 pub mod repo;
+pub mod s3;
 pub mod verify;
 
 use std::collections::HashMap;
@@ -35,6 +37,7 @@ use tokio::sync::watch;
 use crate::core::Core;
 use crate::plugins::Plugins;
 pub use repo::{Kind, Repo, SnapshotInfo};
+pub use s3::S3Credentials;
 pub use verify::Verified;
 
 /// How often the scheduler looks whether a kind is due.
@@ -136,7 +139,8 @@ impl Backups {
     /// The service, when `[backup] repository` is set (origins only).
     ///
     /// # Errors
-    /// The password file cannot be read: a node told to back up refuses to start without it.
+    /// The password file cannot be read, or the repository is an S3 bucket and its credentials
+    /// are not in the environment: a node told to back up refuses to start without them.
     pub fn new(
         core: Arc<Core>,
         plugins: Option<Arc<Plugins>>,
@@ -145,6 +149,9 @@ impl Backups {
             return Ok(None);
         }
         repo::read_password(&core.config.backup.password_file)?;
+        if let Some(mhc_config::BackupTarget::S3(_)) = &core.config.backup.repository {
+            S3Credentials::from_env()?;
+        }
         let metrics = BackupMetrics::register(&core);
         Ok(Some(Arc::new(Self {
             core,

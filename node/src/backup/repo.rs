@@ -1,5 +1,6 @@
 //! The restic repository, through `rustic_core`: snapshots of the image folder, listing,
-//! retention, `check --read-data` of one snapshot, and restore.
+//! retention, `check --read-data` of one snapshot, and restore. The repository is a directory
+//! or an S3 bucket ([`super::s3`]).
 //!
 //! Every snapshot holds one folder, `/mhc-backup` (the image), has the label `mhc` and the tags
 //! `mhc` and its kinds (`hourly`, `daily`, `weekly`, or `manual`), so that `restic snapshots
@@ -18,11 +19,12 @@ use rustic_core::repofile::SnapshotFile;
 use rustic_core::{
     BackupOptions, CheckOptions, ConfigOptions, Credentials, KeyOptions, LocalDestination,
     LsOptions, OpenStatus, ParentOptions, PathList, PruneOptions, Repository, RepositoryBackends,
-    RepositoryOptions, RestoreOptions, SnapshotOptions,
+    RepositoryOptions, RestoreOptions, SnapshotOptions, WriteBackend,
 };
 use serde::Serialize;
 
 use super::image::IMAGE_DIR;
+use super::s3::{S3Backend, S3Credentials};
 
 /// The label and first tag of every snapshot of ours.
 const LABEL: &str = "mhc";
@@ -152,40 +154,62 @@ pub fn read_password(path: &Path) -> anyhow::Result<String> {
 
 impl Repo {
     /// Opens the repository of `settings`; creates it first when `create` and none is there.
+    /// An S3 repository is reached with the credentials in the environment.
     ///
     /// # Errors
     /// Backups are off, the password file cannot be read, the password is wrong, there is no
-    /// repository (and `create` is false).
+    /// repository (and `create` is false), an S3 repository's credentials are not set.
     pub fn open(settings: &Backup, create: bool) -> anyhow::Result<Self> {
-        let Some(BackupTarget::Local(path)) = &settings.repository else {
+        Self::open_with(settings, create, S3Credentials::from_env)
+    }
+
+    /// [`Repo::open`], an S3 repository reached with the credentials `s3` gives.
+    ///
+    /// # Errors
+    /// As [`Repo::open`].
+    pub fn open_with(
+        settings: &Backup,
+        create: bool,
+        s3: impl FnOnce() -> anyhow::Result<S3Credentials>,
+    ) -> anyhow::Result<Self> {
+        let Some(target) = &settings.repository else {
             bail!("backups are off: set backup.repository");
         };
         let password = read_password(&settings.password_file)?;
-        let location = path
-            .to_str()
-            .with_context(|| format!("backup.repository {}: not UTF-8", path.display()))?;
-        let backend =
-            LocalBackend::new(location, Vec::<(String, String)>::new()).map_err(rustic)?;
-        let backends = RepositoryBackends::new(Arc::new(backend), None);
-        // No local cache: the repository is on a local disk already, and the daemon keeps
-        // nothing under the operator's home.
+        let backend: Arc<dyn WriteBackend> = match target {
+            BackupTarget::Local(path) => {
+                let location = path
+                    .to_str()
+                    .with_context(|| format!("backup.repository {}: not UTF-8", path.display()))?;
+                Arc::new(
+                    LocalBackend::new(location, Vec::<(String, String)>::new()).map_err(rustic)?,
+                )
+            }
+            BackupTarget::S3(location) => Arc::new(S3Backend::new(location, s3()?)?),
+        };
+        let backends = RepositoryBackends::new(backend, None);
+        // No local cache: the daemon keeps nothing under the operator's home, and what a
+        // backup reads back (the index, the parent snapshot's trees) is small.
         let options = RepositoryOptions::default().no_cache(true);
         let repo = Repository::new(&options, &backends).map_err(rustic)?;
         let credentials = Credentials::password(&password);
-        let initialised = repo.config_id().map_err(rustic)?.is_some();
+        let initialised = repo
+            .config_id()
+            .map_err(|e| anyhow!("reading the backup repository {target}: {e}"))?
+            .is_some();
         let repo = if initialised {
             repo.open(&credentials)
-                .map_err(|e| anyhow!("opening the backup repository {}: {e}", path.display()))?
+                .map_err(|e| anyhow!("opening the backup repository {target}: {e}"))?
         } else if create {
-            tracing::info!(repository = %path.display(), "creating the backup repository");
+            tracing::info!(repository = %target, "creating the backup repository");
             repo.init(
                 &credentials,
                 &KeyOptions::default(),
                 &ConfigOptions::default(),
             )
-            .map_err(|e| anyhow!("creating the backup repository {}: {e}", path.display()))?
+            .map_err(|e| anyhow!("creating the backup repository {target}: {e}"))?
         } else {
-            bail!("{}: no backup repository there yet", path.display());
+            bail!("{target}: no backup repository there yet");
         };
         Ok(Repo {
             repo,
