@@ -314,6 +314,7 @@ impl Node {
                 mesh: Arc::clone(&mesh),
                 plugins: plugins.clone(),
                 status: status.clone(),
+                bad_segments: Default::default(),
             });
             let plain = std::iter::once((listener, Security::Plain));
             let secure = https.map(|(listener, tls)| {

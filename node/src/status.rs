@@ -122,7 +122,7 @@ impl NodeStatus {
             "self": self.self_description(),
             "mode": self.core.mode().as_str(),
             "emergency": self.core.emergency.state().to_json(),
-            "members": self.cluster.members_json(),
+            "members": self.cluster.members_json(|peer| crate::status::certificate_json(&self.core, peer)),
             "contents": contents,
         })
     }
@@ -144,4 +144,16 @@ impl NodeStatus {
             mode_since_ms: core.emergency.state().since_ms,
         }
     }
+}
+
+/// What this node knows of `peer`'s certificate: the one it was admitted on, while valid.
+pub fn certificate_json(core: &Core, peer: &libp2p::PeerId) -> Option<serde_json::Value> {
+    let key = crate::core::identity::peer_key(peer)?;
+    let cert = core.admission.admitted(&key)?;
+    let c = &cert.certificate;
+    Some(json!({
+        "serial": c.serial,
+        "not_after_ms": c.not_after_ms,
+        "operator": hex::encode(c.operator),
+    }))
 }

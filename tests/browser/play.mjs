@@ -24,11 +24,10 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { chromium } from 'playwright-core';
+import { launchChromium } from './chromium.mjs';
 import { blake3 } from '@noble/hashes/blake3.js';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
-const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 
 function log(...a) {
   process.stderr.write(`[play] ${a.join(' ')}\n`);
@@ -316,24 +315,10 @@ async function verifySegment(page) {
 
 async function main() {
   userDataDir = mkdtempSync(join(tmpdir(), 'mhc-play-'));
-  context = await chromium.launchPersistentContext(userDataDir, {
-    executablePath: CHROMIUM,
-    headless: true,
-    args: [
-      '--no-sandbox',
-      '--disable-gpu',
-      '--disable-quic',
-      '--no-first-run',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-      '--autoplay-policy=no-user-gesture-required',
-      ...(process.env.MHC_TLS_SPKI
-        ? [`--ignore-certificate-errors-spki-list=${process.env.MHC_TLS_SPKI}`]
-        : []),
-    ],
-    timeout: 30000,
-  });
+  context = await launchChromium(
+    userDataDir,
+    process.env.MHC_TLS_SPKI ? [`--ignore-certificate-errors-spki-list=${process.env.MHC_TLS_SPKI}`] : [],
+  );
   const page = context.pages()[0] || (await context.newPage());
   page.on('console', (m) => {
     if (m.type() === 'error' || m.type() === 'warning') log(`console.${m.type()}: ${m.text()}`);

@@ -904,6 +904,54 @@ pub fn write_synthetic_rendition(dir: &Path, n: usize, seg_len: usize, seed: u8)
     fs::write(dir.join("index.m3u8"), playlist).expect("playlist file");
 }
 
+/// Opens `url` in headless Chromium (`tests/browser/page.mjs`) until `condition` holds (a
+/// JavaScript expression over the page's `watch` = `window.mhcWatch` and its visible `text`),
+/// at most `timeout_s`; `env` can make the script lie to the page like a proxy would
+/// (`MHC_TAMPER_PATH`, `MHC_RESIGN_MANIFEST`). Returns whether the condition held and what the
+/// script printed (the page's state, text, console errors, failed responses, CSP violations).
+/// With `screenshot`, the page is kept as a PNG there.
+pub fn open_page(
+    url: &str,
+    condition: &str,
+    timeout_s: u32,
+    screenshot: Option<&Path>,
+    env: &[(&str, &str)],
+) -> (bool, serde_json::Value) {
+    let browser_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("browser");
+    assert!(
+        browser_dir.join("node_modules/playwright-core").is_dir(),
+        "run `npm ci` in tests/browser (and apt-get install chromium) first; scripts/install-test-deps does both"
+    );
+    let mut cmd = Command::new("timeout");
+    cmd.arg((timeout_s + 30).to_string())
+        .arg("node")
+        .arg(browser_dir.join("page.mjs"))
+        .args([url, condition, &timeout_s.to_string()]);
+    if let Some(path) = screenshot {
+        cmd.arg(path);
+    }
+    cmd.envs(env.iter().copied());
+    let out = cmd
+        .output()
+        .expect("node is installed (apt-get install nodejs npm; scripts/install-test-deps does)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
+        panic!(
+            "page.mjs printed no result ({e}): {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.success(), v)
+}
+
+/// Where tests keep what a person may want to look at afterwards (screenshots):
+/// `target/test-artifacts/`.
+pub fn artifacts_dir() -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-artifacts");
+    fs::create_dir_all(&dir).expect("test artifacts folder");
+    dir
+}
+
 /// Plays `playlist` with hls.js in headless Chromium (`tests/browser/play.mjs`) for 3 s of
 /// media and checks, from inside the page, one segment's BLAKE3 and Merkle proof; panics with
 /// the page's errors if either fails. `trusted_spki`: the base64 SHA-256 of the one TLS key the

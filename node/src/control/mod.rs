@@ -36,6 +36,8 @@ const CLUSTER_TREE: &str = "cluster";
 const SNAPSHOT_KEY: &[u8] = b"membership";
 /// Most content announcements remembered (oldest forgotten first).
 const MAX_KNOWN_CONTENTS: usize = 10_000;
+/// Contents of one member `/v1/cluster` lists (its heartbeat may name more).
+pub const MAX_HELD_SHOWN: usize = 64;
 /// How long dead members stay listed for the operator.
 const DEAD_RETENTION: Duration = Duration::from_secs(15 * 60);
 /// Most members tracked.
@@ -357,8 +359,13 @@ impl ClusterHandle {
         out
     }
 
-    /// The members as `/v1/cluster` shows them.
-    pub fn members_json(&self) -> Vec<serde_json::Value> {
+    /// The members as `/v1/cluster` shows them (each with at most [`MAX_HELD_SHOWN`] of the
+    /// contents its heartbeat says it holds); `certificate` says what is known of a
+    /// member's certificate (shown as its `certificate`).
+    pub fn members_json(
+        &self,
+        certificate: impl Fn(&PeerId) -> Option<serde_json::Value>,
+    ) -> Vec<serde_json::Value> {
         let now = Instant::now();
         let membership = self.membership();
         // Each peer id is printed once: base58 is slow, and `sort_by_key` printed two per
@@ -373,7 +380,9 @@ impl ClusterHandle {
             .into_iter()
             .map(|(peer_id, m)| {
                 let hb = &m.heartbeat;
+                let certificate = certificate(&m.peer_id);
                 json!({
+                    "certificate": certificate,
                     "peer_id": peer_id,
                     "role": hb.role.as_str(),
                     "region": hb.region,
@@ -398,6 +407,9 @@ impl ClusterHandle {
                         "cache_fill_permille": hb.load.cache_fill_permille,
                     },
                     "contents": hb.contents_total,
+                    "held": hb.contents.iter().take(MAX_HELD_SHOWN)
+                        .map(|h| json!({"id": h.id, "version": h.version}))
+                        .collect::<Vec<_>>(),
                     "writes": (hb.role == WireRole::Origin).then(|| json!({
                         "accepts": hb.writes.accepts,
                         "epoch": hb.writes.epoch,

@@ -148,6 +148,7 @@ pub struct Metrics {
     fill_failures: Family<ReasonLabel, Counter>,
     fill_duration: Histogram,
     emergency_commands: Family<OutcomeLabel, Counter>,
+    bad_segment_reports: Family<OutcomeLabel, Counter>,
     revocations: Family<OutcomeLabel, Counter>,
     revoked_nodes: Gauge,
     /// Mesh data plane (iroh-blobs) counters.
@@ -342,6 +343,7 @@ impl Metrics {
             fill_failures: Family::default(),
             fill_duration: Histogram::new(LATENCY_BUCKETS_S),
             emergency_commands: Family::default(),
+            bad_segment_reports: Family::default(),
             revocations: Family::default(),
             revoked_nodes: Gauge::default(),
             mesh: MeshMetrics::default(),
@@ -497,6 +499,11 @@ impl Metrics {
             m.emergency_commands.clone(),
         );
         r.register(
+            "mhc_bad_segment_reports",
+            "Reports from watch pages of segments that did not verify, by outcome",
+            m.bad_segment_reports.clone(),
+        );
+        r.register(
             "mhc_revocations",
             "Node revocations received, by outcome (applied, known, or why refused)",
             m.revocations.clone(),
@@ -634,6 +641,13 @@ impl Metrics {
     /// Counts an emergency command by outcome (`applied` or the rejection reason).
     pub fn record_emergency(&self, outcome: &'static str) {
         self.emergency_commands
+            .get_or_create(&OutcomeLabel { outcome })
+            .inc();
+    }
+
+    /// Counts a bad-segment report by outcome (`accepted`, `malformed`, `too_large`).
+    pub fn record_bad_segment_report(&self, outcome: &'static str) {
+        self.bad_segment_reports
             .get_or_create(&OutcomeLabel { outcome })
             .inc();
     }

@@ -13,6 +13,7 @@
 mod content;
 mod ops;
 mod route;
+mod web;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -36,6 +37,7 @@ use crate::plugins::Plugins;
 use crate::reports::Reports;
 use crate::status::NodeStatus;
 use content::{manifest, playlist};
+pub use web::BadSegmentReports;
 
 /// Longest request path looked at; anything longer is malformed.
 const MAX_PATH_LEN: usize = 512;
@@ -60,6 +62,8 @@ pub struct Viewer {
     pub plugins: Option<Arc<Plugins>>,
     /// This node as operators see it.
     pub status: NodeStatus,
+    /// What watch pages reported lately.
+    pub bad_segments: BadSegmentReports,
 }
 
 impl Viewer {
@@ -71,16 +75,19 @@ impl Viewer {
     {
         let started = Instant::now();
         let is_head = req.method() == Method::HEAD;
-        let (route, mut resp) =
-            if req.method() == Method::POST && req.uri().path() == "/v1/emergency" {
-                ("emergency", self.emergency_command(req).await)
-            } else if req.method() == Method::POST && req.uri().path() == "/v1/revocations" {
-                ("revocation", self.revocation(req).await)
-            } else if req.uri().path().starts_with("/admin/plugins/") {
-                ("admin", self.plugin_admin(req, remote).await)
-            } else {
-                self.route(&req, remote).await
-            };
+        let (route, mut resp) = if req.method() == Method::POST
+            && req.uri().path() == "/v1/emergency"
+        {
+            ("emergency", self.emergency_command(req).await)
+        } else if req.method() == Method::POST && req.uri().path() == "/v1/revocations" {
+            ("revocation", self.revocation(req).await)
+        } else if req.method() == Method::POST && req.uri().path() == "/v1/reports/bad-segment" {
+            ("bad_segment_report", self.bad_segment_report(req).await)
+        } else if req.uri().path().starts_with("/admin/plugins/") {
+            ("admin", self.plugin_admin(req, remote).await)
+        } else {
+            self.route(&req, remote).await
+        };
         add_cors(resp.headers_mut());
         let body_len = content_length(&resp);
         if is_head {
@@ -176,7 +183,13 @@ impl Viewer {
                 (route, resp)
             }
             ["play", id] => ("play", self.play(id, req.headers(), remote)),
-            ["v1", "route", id] => ("route", self.route_answer(id, req.headers(), remote)),
+            ["v1", "route", id] => (
+                "route",
+                self.route_answer(id, req.headers(), remote, query.client),
+            ),
+            ["watch", id] => ("watch", self.watch_page(id)),
+            ["ui"] => ("ui", self.ui_page()),
+            ["assets", name] => ("asset", self.asset(name, req.uri().query(), req.headers())),
             _ => (
                 "not_found",
                 error(StatusCode::NOT_FOUND, "no such resource"),
@@ -203,6 +216,8 @@ pub(super) struct Query {
     version: Option<Result<u64, ()>>,
     /// `format=json` on the manifest.
     json: bool,
+    /// `client=IP` on `/v1/route`: explain the route for that viewer address instead.
+    client: Option<std::net::IpAddr>,
 }
 
 impl Query {
@@ -214,6 +229,7 @@ impl Query {
                     q.version = Some(v.parse::<u64>().ok().filter(|v| *v > 0).ok_or(()))
                 }
                 Some(("format", "json")) => q.json = true,
+                Some(("client", ip)) => q.client = ip.parse().ok(),
                 _ => {}
             }
         }

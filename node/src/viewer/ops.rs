@@ -177,7 +177,7 @@ impl Viewer {
             "self": self.status.self_description(),
             "mode": self.core.mode().as_str(),
             "counts": { "alive": alive + 1, "suspect": suspect, "dead": dead },
-            "members": self.cluster.members_json(),
+            "members": self.cluster.members_json(|peer| crate::status::certificate_json(&self.core, peer)),
             "announced": self.cluster.known_contents().iter().take(50)
                 .map(|k| json!({
                     "id": k.id,
@@ -188,6 +188,7 @@ impl Viewer {
                     "received_at_ms": k.received_at_ms,
                 }))
                 .collect::<Vec<_>>(),
+            "bad_segment_reports": self.bad_segment_reports(),
             "gossip_peers": self.cluster.peer_scores().iter()
                 .map(|(p, s)| json!({"peer_id": p.to_string(), "score": s}))
                 .collect::<Vec<_>>(),

@@ -37,15 +37,29 @@ impl Viewer {
     /// and where it came from, its location and the source of that, and every candidate with its
     /// distance, load, state and why it was or was not chosen. `503` (same body, `Retry-After`)
     /// when no node can serve the content now.
+    ///
+    /// With `client` (`?client=IP`), the route is explained for a viewer at that address (the
+    /// operator's "where would a viewer from X go"); nothing else changes.
     pub(super) fn route_answer(
         &self,
         id: &str,
         headers: &HeaderMap,
         remote: SocketAddr,
+        client: Option<std::net::IpAddr>,
     ) -> Response<Body> {
         let id = match ContentId::new(id) {
             Ok(id) => id,
             Err(e) => return malformed_id(&e),
+        };
+        let asked;
+        let (headers, remote) = match client {
+            Some(ip) => {
+                let mut h = headers.clone();
+                h.remove("x-forwarded-for");
+                asked = h;
+                (&asked, SocketAddr::new(ip, 0))
+            }
+            None => (headers, remote),
         };
         self.routed(&id, headers, remote, Depth::All, |route| {
             if route.chosen().is_none() {
