@@ -23,3 +23,18 @@ export function launchChromium(profileDir, extraArgs = []) {
     ],
   });
 }
+
+// Debian's Firefox ESR, headless, driven over WebDriver BiDi by puppeteer-core (playwright-core
+// drives only its own patched Firefox builds). Autoplay allowed. The page object answers the
+// calls page.mjs makes (goto, evaluate, screenshot, on console/pageerror/response).
+export async function launchFirefox() {
+  const { default: puppeteer } = await import('puppeteer-core');
+  const browser = await puppeteer.launch({
+    browser: 'firefox',
+    executablePath: process.env.FIREFOX || '/usr/bin/firefox-esr',
+    headless: true,
+    timeout: 30000,
+    extraPrefsFirefox: { 'media.autoplay.default': 0, 'media.autoplay.blocking_policy': 0 },
+  });
+  return { browser, page: await browser.newPage() };
+}

@@ -12,6 +12,8 @@
 // the page's visible text, the console errors, every response that was not 2xx/3xx, and the
 // Content-Security-Policy violations Chromium reported.
 //
+// MHC_BROWSER=firefox opens the page in Debian's Firefox ESR instead (no lying there).
+//
 // Two ways to lie to the page, as a proxy between it and the nodes would:
 //   MHC_TAMPER_PATH=/v1/content/x/seg/3.   one byte flipped in the middle of the first answer
 //       to a URL whose path starts so, from whichever node is asked first (printed as
@@ -19,7 +21,7 @@
 //   MHC_RESIGN_MANIFEST=1   every signed manifest re-signed by a fresh key (its publisher field
 //       set to that key): a well-formed manifest from a publisher nobody trusts.
 
-import { launchChromium } from './chromium.mjs';
+import { launchChromium, launchFirefox } from './chromium.mjs';
 import { generateKeyPairSync, sign } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -37,9 +39,17 @@ const profile = mkdtempSync(join(tmpdir(), 'mhc-page-'));
 const result = { ok: false, watch: null, text: '', console: [], failedResponses: [], cspViolations: [] };
 let context;
 try {
-  context = await launchChromium(profile);
-  const page = context.pages()[0] || (await context.newPage());
-  await lie(page);
+  let page;
+  if (process.env.MHC_BROWSER === 'firefox') {
+    if (process.env.MHC_TAMPER_PATH || process.env.MHC_RESIGN_MANIFEST) throw new Error('lying needs Chromium');
+    const firefox = await launchFirefox();
+    context = firefox.browser;
+    page = firefox.page;
+  } else {
+    context = await launchChromium(profile);
+    page = context.pages()[0] || (await context.newPage());
+    await lie(page);
+  }
   page.on('console', (m) => {
     if (m.type() === 'error' || m.type() === 'warning') result.console.push(m.text());
     if (/Content Security Policy|Content-Security-Policy/.test(m.text())) result.cspViolations.push(m.text());

@@ -1,5 +1,5 @@
-//! The pages a person opens, in a real browser (headless Chromium via playwright-core,
-//! `tests/browser/page.mjs`), on real processes: `/watch/{id}` plays a content through an edge
+//! The pages a person opens, in real browsers (headless Chromium via playwright-core, and
+//! Debian's Firefox ESR via puppeteer-core; `tests/browser/page.mjs`), on real processes: `/watch/{id}` plays a content through an edge
 //! and verifies every segment against the publisher's signature; one byte flipped in a segment
 //! by a proxy in front of one node is caught, fetched again from another node, and reported
 //! to the node that served the page; a manifest signed by a key the page does not trust is
@@ -94,25 +94,38 @@ fn the_watch_page_verifies_every_segment_survives_a_lying_node_and_refuses_an_un
         "brotli shrinks the bundle"
     );
 
-    // A full play, every segment verified, from the nodes the master playlist lists.
-    let shot = artifacts_dir().join("watch-verified.png");
-    let (ok, seen) = open_page(
-        &url,
-        "watch && (watch.error || watch.currentTime > 7)",
-        60,
-        Some(&shot),
-        &[],
-    );
-    let w = &seen["watch"];
-    assert!(ok && w["error"].is_null(), "the page did not play: {seen}");
-    assert_eq!(w["verified"], SAMPLE_SEGMENTS + 1, "{seen}");
-    assert_eq!(w["failed"], 0, "{seen}");
-    assert!(
-        seen["text"].as_str().unwrap().contains("verified"),
-        "{seen}"
-    );
-    assert_eq!(seen["cspViolations"], serde_json::json!([]), "{seen}");
-    assert_eq!(seen["failedResponses"], serde_json::json!([]), "{seen}");
+    // A full play, every segment verified, from the nodes the master playlist lists: in
+    // Chromium, and in Firefox (Debian's ESR, over WebDriver BiDi).
+    for (browser, env) in [
+        ("chromium", &[][..]),
+        ("firefox", &[("MHC_BROWSER", "firefox")][..]),
+    ] {
+        let (ok, seen) = open_page(
+            &url,
+            "watch && (watch.error || watch.currentTime > 7)",
+            60,
+            Some(&artifacts_dir().join(format!("watch-verified-{browser}.png"))),
+            env,
+        );
+        let w = &seen["watch"];
+        assert!(ok && w["error"].is_null(), "{browser} did not play: {seen}");
+        assert_eq!(w["verified"], SAMPLE_SEGMENTS + 1, "{browser}: {seen}");
+        assert_eq!(w["failed"], 0, "{browser}: {seen}");
+        assert!(
+            seen["text"].as_str().unwrap().contains("verified"),
+            "{seen}"
+        );
+        assert_eq!(
+            seen["cspViolations"],
+            serde_json::json!([]),
+            "{browser}: {seen}"
+        );
+        assert_eq!(
+            seen["failedResponses"],
+            serde_json::json!([]),
+            "{browser}: {seen}"
+        );
+    }
 
     // A proxy in front of the first node asked for segment 3 flips one of its bytes: the page
     // names it, takes segment 3 from another node, plays on without a stall longer than one
