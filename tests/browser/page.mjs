@@ -12,7 +12,8 @@
 // the page's visible text, the console errors, every response that was not 2xx/3xx, and the
 // Content-Security-Policy violations Chromium reported.
 //
-// MHC_BROWSER=firefox opens the page in Debian's Firefox ESR instead (no lying there).
+// MHC_BROWSER=firefox opens the page in Debian's Firefox ESR instead, MHC_BROWSER=webkit in
+// WebKitGTK's MiniBrowser (Safari's engine); no lying there.
 //
 // Two ways to lie to the page, as a proxy between it and the nodes would:
 //   MHC_TAMPER_PATH=/v1/content/x/seg/3.   one byte flipped in the middle of the first answer
@@ -21,7 +22,7 @@
 //   MHC_RESIGN_MANIFEST=1   every signed manifest re-signed by a fresh key (its publisher field
 //       set to that key): a well-formed manifest from a publisher nobody trusts.
 
-import { launchChromium, launchFirefox } from './chromium.mjs';
+import { launchChromium, launchFirefox, launchWebKit } from './chromium.mjs';
 import { generateKeyPairSync, sign } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -40,11 +41,12 @@ const result = { ok: false, watch: null, text: '', console: [], failedResponses:
 let context;
 try {
   let page;
-  if (process.env.MHC_BROWSER === 'firefox') {
+  const other = { firefox: launchFirefox, webkit: launchWebKit }[process.env.MHC_BROWSER];
+  if (other) {
     if (process.env.MHC_TAMPER_PATH || process.env.MHC_RESIGN_MANIFEST) throw new Error('lying needs Chromium');
-    const firefox = await launchFirefox();
-    context = firefox.browser;
-    page = firefox.page;
+    const launched = await other();
+    context = launched.browser;
+    page = launched.page;
   } else {
     context = await launchChromium(profile);
     page = context.pages()[0] || (await context.newPage());

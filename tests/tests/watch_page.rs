@@ -1,5 +1,6 @@
-//! The pages a person opens, in real browsers (headless Chromium via playwright-core, and
-//! Debian's Firefox ESR via puppeteer-core; `tests/browser/page.mjs`), on real processes: `/watch/{id}` plays a content through an edge
+//! The pages a person opens, in real browsers (headless Chromium via playwright-core, Debian's
+//! Firefox ESR via puppeteer-core, WebKitGTK via WebDriver; `tests/browser/page.mjs`), on real
+//! processes: `/watch/{id}` plays a content through an edge
 //! and verifies every segment against the publisher's signature; one byte flipped in a segment
 //! by a proxy in front of one node is caught, fetched again from another node, and reported
 //! to the node that served the page; a manifest signed by a key the page does not trust is
@@ -95,10 +96,12 @@ fn the_watch_page_verifies_every_segment_survives_a_lying_node_and_refuses_an_un
     );
 
     // A full play, every segment verified, from the nodes the master playlist lists: in
-    // Chromium, and in Firefox (Debian's ESR, over WebDriver BiDi).
+    // Chromium, in Firefox (Debian's ESR, over WebDriver BiDi) and in WebKit (WebKitGTK's
+    // MiniBrowser over WebDriver: Safari's engine).
     for (browser, env) in [
         ("chromium", &[][..]),
         ("firefox", &[("MHC_BROWSER", "firefox")][..]),
+        ("webkit", &[("MHC_BROWSER", "webkit")][..]),
     ] {
         let (ok, seen) = open_page(
             &url,
