@@ -839,6 +839,9 @@ header_read_timeout_ms = 1
             "s3:ftp://h/bucket",
             "s3:http:///bucket",
             "s3:http://h/bucket/../x",
+            "s3:http://h/bucket/a//b",
+            "s3:http://h:99999/bucket",
+            "s3:http://k:s@h/bucket",
             "sftp:host:/srv/restic",
         ] {
             let err = s3(bad).unwrap_err().to_string();

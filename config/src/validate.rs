@@ -694,10 +694,22 @@ fn backup_target(cx: &Ctx<'_>, repository: &str) -> Result<BackupTarget> {
     let host = parts.next().unwrap_or_default();
     let bucket = parts.next().unwrap_or_default();
     let prefix = parts.next().unwrap_or_default().trim_matches('/');
-    if host.is_empty() || host.contains(['@', '?', '#', ' ']) {
+    // host, host:port, [IPv6] or [IPv6]:port; a port is 1..=65535.
+    let port = match host.strip_prefix('[') {
+        Some(v6) => match v6.split_once(']') {
+            Some((_, "")) => Ok(None),
+            Some((_, after)) => after.strip_prefix(':').map(Some).ok_or(()),
+            None => Err(()),
+        },
+        None => Ok(host.split_once(':').map(|(_, p)| p)),
+    };
+    let port_ok = port.is_ok_and(|p| p.is_none_or(|p| p.parse::<u16>().is_ok_and(|p| p > 0)));
+    if host.is_empty() || host.contains(['@', '?', '#', ' ']) || !port_ok {
         return Err(cx.err(
             FIELD,
-            format!("{host:?} is not a host[:port] (s3:http(s)://host[:port]/bucket[/prefix]; credentials come from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)"),
+            // The host is not echoed: it may hold credentials (`key:secret@host`).
+            "expected a host[:port] (s3:http(s)://host[:port]/bucket[/prefix]; credentials \
+             come from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, not the location)",
         ));
     }
     // S3's bucket naming rules: 3 to 63 lowercase letters, digits, dots and hyphens, starting
@@ -717,10 +729,16 @@ fn backup_target(cx: &Ctx<'_>, repository: &str) -> Result<BackupTarget> {
             ),
         ));
     }
-    if prefix.split('/').any(|p| p == "." || p == "..") || prefix.contains(['?', '#', '\\']) {
+    if prefix
+        .split('/')
+        .any(|p| p == "." || p == ".." || (p.is_empty() && !prefix.is_empty()))
+        || prefix.contains(['?', '#', '\\'])
+    {
         return Err(cx.err(
             FIELD,
-            format!("folder {prefix:?} inside the bucket: no '.', '..', '?', '#' or '\\'"),
+            format!(
+                "folder {prefix:?} inside the bucket: no '.', '..', empty parts, '?', '#' or '\\'"
+            ),
         ));
     }
     Ok(BackupTarget::S3(S3Location {

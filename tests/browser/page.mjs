@@ -21,6 +21,8 @@
 //       "tamperedOrigin"); every other node's answer passes untouched.
 //   MHC_RESIGN_MANIFEST=1   every signed manifest re-signed by a fresh key (its publisher field
 //       set to that key): a well-formed manifest from a publisher nobody trusts.
+//   MHC_SWAP_PLAYLIST=1   in every media playlist, the URIs of the second and third segments
+//       swapped: verified segments in the wrong order.
 
 import { launchChromium, launchFirefox, launchWebKit } from './chromium.mjs';
 import { generateKeyPairSync, sign } from 'node:crypto';
@@ -43,7 +45,7 @@ try {
   let page;
   const other = { firefox: launchFirefox, webkit: launchWebKit }[process.env.MHC_BROWSER];
   if (other) {
-    if (process.env.MHC_TAMPER_PATH || process.env.MHC_RESIGN_MANIFEST) throw new Error('lying needs Chromium');
+    if (process.env.MHC_TAMPER_PATH || process.env.MHC_RESIGN_MANIFEST || process.env.MHC_SWAP_PLAYLIST) throw new Error('lying needs Chromium');
     const launched = await other();
     context = launched.browser;
     page = launched.page;
@@ -104,6 +106,22 @@ async function lie(page) {
         body[body.length >> 1] ^= 0x01;
         result.tampered = (result.tampered || 0) + 1;
         return route.fulfill({ response, body });
+      },
+    );
+  }
+  if (process.env.MHC_SWAP_PLAYLIST === '1') {
+    await page.route(
+      (u) => u.pathname.endsWith('/index.m3u8'),
+      async (route) => {
+        const response = await route.fetch();
+        const lines = (await response.text()).split('\n');
+        const uris = lines.map((l, i) => [l, i]).filter(([l]) => l.includes('/seg/') || /^seg\//.test(l));
+        if (uris.length >= 3) {
+          const [a, b] = [uris[1][1], uris[2][1]];
+          [lines[a], lines[b]] = [lines[b], lines[a]];
+          result.swapped = (result.swapped || 0) + 1;
+        }
+        return route.fulfill({ response, body: lines.join('\n') });
       },
     );
   }

@@ -188,12 +188,36 @@ fn the_watch_page_verifies_every_segment_survives_a_lying_node_and_refuses_an_un
     assert_eq!(w["verified"], 0);
     assert_eq!(w["playing"], false);
 
-    // Reports are bounded and checked: a malformed one is refused and counted.
-    let bad = mhc_tests::http_post(edge.addr(), "/v1/reports/bad-segment", b"{\"x\":1}").unwrap();
-    assert_eq!(bad.status, 400);
-    let big = vec![b'a'; 4096];
-    let big = mhc_tests::http_post(edge.addr(), "/v1/reports/bad-segment", &big).unwrap();
-    assert_eq!(big.status, 413);
+    // Verified segments in the wrong order (a playlist with two swapped): refused, said why.
+    let (ok, seen) = open_page(
+        &url,
+        "watch && watch.error",
+        30,
+        None,
+        &[("MHC_SWAP_PLAYLIST", "1")],
+    );
+    assert!(ok && seen["swapped"].as_u64() >= Some(1), "{seen}");
+    let error = seen["watch"]["error"].as_str().unwrap();
+    assert!(
+        error.contains("does not match the signed manifest"),
+        "{error}"
+    );
+
+    // Reports are bounded and checked: only JSON (a page of another site cannot send that
+    // without a preflight), well-formed, at most 2 KiB; the reporter's address is kept.
+    let post = |content_type: &str, body: &[u8]| {
+        mhc_tests::http_post_typed(edge.addr(), "/v1/reports/bad-segment", content_type, body)
+            .unwrap()
+            .status
+    };
+    assert_eq!(post("text/plain", b"{}"), 415);
+    assert_eq!(post("application/json", b"{\"x\":1}"), 400);
+    assert_eq!(post("application/json", &[b'a'; 4096]), 413);
+    assert_eq!(reports[0]["reporter"], "127.0.0.1", "{reports}");
+    // The routing explainer takes only an address.
+    assert_eq!(edge.get("/v1/route/sample?client=nonsense").status, 400);
+    let asked = edge.get("/v1/route/sample?client=203.0.113.9").json();
+    assert_eq!(asked["client"]["address"], "203.0.113.9", "{asked}");
 }
 
 #[test]

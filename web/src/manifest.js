@@ -133,7 +133,8 @@ export function verifySignedManifest(bytes, trustedPublishers) {
   message.set(body, DOMAIN_TAG.length);
   let ok = false;
   try {
-    ok = ed.verify(signature, message, manifest.publisher);
+    // Strict RFC 8032 verification, as the node's (ed25519-dalek's verify_strict).
+    ok = ed.verify(signature, message, manifest.publisher, { zip215: false });
   } catch (e) {
     throw new ManifestError(`the signature cannot be checked: ${e.message}`);
   }

@@ -35,6 +35,8 @@ const state = {
 window.mhcWatch = state;
 
 const $ = (id) => document.getElementById(id);
+// How long a node may take to send a fragment again after another node's copy failed.
+const REFETCH_TIMEOUT_MS = 10000;
 const started = performance.now();
 
 function render() {
@@ -108,15 +110,31 @@ async function main() {
   };
   if (params.get('bench') === '1') state.bench = benchBlake3(blake3);
 
+  // The signed manifest of a version (null: the latest), fetched from the page's node once.
+  const manifests = new Map();
+  const fetchManifest = async (version) => {
+    const url = version === null ? config.manifest : `${config.manifest}?v=${version}`;
+    const resp = await fetch(url, { cache: 'no-store' });
+    if (!resp.ok) throw new ManifestError(`its manifest could not be fetched (HTTP ${resp.status})`);
+    const m = verifySignedManifest(new Uint8Array(await resp.arrayBuffer()), config.publishers);
+    if (m.contentId !== config.content) throw new ManifestError(`the manifest is for ${m.contentId}`);
+    if (version !== null && m.version !== version) throw new ManifestError(`asked for version ${version}, got ${m.version}`);
+    manifests.set(m.version, m);
+    return m;
+  };
   let manifest;
   try {
-    const resp = await fetch(config.manifest, { cache: 'no-store' });
-    if (!resp.ok) return fail(`This content cannot be played: its manifest could not be fetched (HTTP ${resp.status}).`);
-    manifest = verifySignedManifest(new Uint8Array(await resp.arrayBuffer()), config.publishers);
+    manifest = await fetchManifest(null);
   } catch (e) {
     const why = e instanceof ManifestError ? e.message : `the manifest could not be read (${e.message})`;
     return fail(`This content cannot be played: ${why}.`);
   }
+  // A fragment of another version (one published while the page plays, or the one a node
+  // still serves) is checked against that version's signed manifest.
+  const manifestFor = async (version) => {
+    if (version === null || version === manifest.version) return manifest;
+    return manifests.get(version) ?? (await fetchManifest(version));
+  };
   document.title = `${manifest.title} — mhc`;
   $('title').textContent = manifest.title;
 
@@ -126,20 +144,17 @@ async function main() {
   if (nodes.length === 0) return fail('No node can play this content now.');
   const bad = new Set();
 
-  // Why `data` is not entry `e` of the signed manifest, or null.
-  const problem = (e, data, details) => {
+  // Why `data` is not entry `e` of the signed manifest `m`, or null.
+  const problem = (m, e, data, details) => {
     if (e === null) return 'it is not a segment of this content';
-    if (e.version !== null && e.version !== manifest.version) {
-      return `it is version ${e.version}, the signed manifest is version ${manifest.version}`;
-    }
-    const want = e.kind === 'init' ? manifest.hls.init?.hash : manifest.segments[e.index]?.hash;
+    const want = e.kind === 'init' ? m.hls.init?.hash : m.segments[e.index]?.hash;
     if (!want) return 'the signed manifest has no such segment';
     const got = blake3(new Uint8Array(data));
     if (!equalBytes(got, want)) return `its BLAKE3 ${toHex(got).slice(0, 16)}… is not the signed ${toHex(want).slice(0, 16)}…`;
     const proof = header(details, 'x-mhc-merkle-proof');
     if (e.kind === 'segment' && proof !== null) {
       const index = header(details, 'x-mhc-segment-index') ?? '';
-      const p = proofProblem(blake3, got, e.index, manifest.segments.length, proof, index, manifest.merkleRoot);
+      const p = proofProblem(blake3, got, e.index, m.segments.length, proof, index, m.merkleRoot);
       if (p) return p;
     }
     return null;
@@ -148,7 +163,7 @@ async function main() {
   const report = (e, node, why) => {
     const body = JSON.stringify({
       content: config.content,
-      version: manifest.version,
+      version: e && e.version !== null ? e.version : manifest.version,
       segment: e ? e.index : null,
       node,
       reason: why,
@@ -161,21 +176,24 @@ async function main() {
     }).catch(() => {});
   };
 
-  // The same fragment from the other nodes, in order, until one verifies.
-  const refetch = async (url, e) => {
+  // The same fragment from the other nodes, in order, until one verifies; each may take
+  // REFETCH_TIMEOUT_MS and no more bytes than the signed size; `signal` ends it (the loader
+  // was aborted).
+  const refetch = async (m, url, e, signal) => {
+    const size = e.kind === 'init' ? m.hls.init.size : m.segments[e.index].size;
     for (const node of nodes) {
-      if (bad.has(node)) continue;
+      if (bad.has(node) || signal.aborted) continue;
       const u = new URL(url);
       const alt = node + u.pathname + u.search;
       try {
-        const resp = await fetch(alt);
-        if (!resp.ok) continue;
+        const resp = await fetch(alt, { signal: AbortSignal.any([signal, AbortSignal.timeout(REFETCH_TIMEOUT_MS)]) });
+        if (!resp.ok || Number(resp.headers.get('content-length') ?? 0) > size) continue;
         const data = await resp.arrayBuffer();
-        const why = problem(e, data, resp);
+        const why = problem(m, e, data, resp);
         if (why === null) return { data, node };
         noteFailure(e, node, why);
       } catch {
-        // That node is unreachable; try the next.
+        // That node is unreachable, slow, or the load was aborted; try the next.
       }
     }
     return null;
@@ -204,6 +222,7 @@ async function main() {
       }
       const onSuccess = callbacks.onSuccess;
       const self = this;
+      this.aborter = new AbortController();
       const wrapped = {
         ...callbacks,
         onSuccess(response, stats, ctx, details) {
@@ -212,15 +231,38 @@ async function main() {
             return onSuccess(response, stats, ctx, details);
           }
           const e = entryOf(ctx.url, config.content);
-          const why = problem(e, response.data, details);
-          if (why === null) {
-            state.verified++;
-            state.node = new URL(ctx.url).origin;
-            render();
-            return onSuccess(response, stats, ctx, details);
-          }
-          noteFailure(e, new URL(ctx.url).origin, why);
-          refetch(ctx.url, e).then((found) => {
+          const origin = new URL(ctx.url).origin;
+          (async () => {
+            let m;
+            try {
+              m = await manifestFor(e === null ? null : e.version);
+            } catch (err) {
+              if (!self.gone) callbacks.onError({ code: 0, text: `version ${e.version}: ${err.message}` }, ctx, details, stats);
+              return;
+            }
+            if (self.gone) return;
+            // Its place in the playlist must be the signed one: a playlist cannot reorder,
+            // repeat or retime verified segments.
+            const frag = ctx.frag;
+            if (e !== null && e.kind === 'segment' && frag && typeof frag.sn === 'number') {
+              const signed = m.segments[e.index];
+              if (frag.sn !== e.index || (signed && Math.abs(frag.duration * 1000 - signed.durationMs) > 2)) {
+                fail(`The playlist from ${origin} does not match the signed manifest: it places segment ${e.index} at ${frag.sn}.`);
+                noteFailure(e, origin, `its playlist places segment ${e.index} at position ${frag.sn}`);
+                callbacks.onError({ code: 0, text: 'playlist does not match the signed manifest' }, ctx, details, stats);
+                return;
+              }
+            }
+            const why = problem(m, e, response.data, details);
+            if (why === null) {
+              state.verified++;
+              state.node = origin;
+              render();
+              onSuccess(response, stats, ctx, details);
+              return;
+            }
+            noteFailure(e, origin, why);
+            const found = e === null ? null : await refetch(m, ctx.url, e, self.aborter.signal);
             if (self.gone) return;
             if (found === null) {
               callbacks.onError({ code: 0, text: `no node sent a verifiable copy: ${why}` }, ctx, details, stats);
@@ -231,17 +273,19 @@ async function main() {
             state.node = found.node;
             render();
             onSuccess({ ...response, data: found.data }, stats, ctx, details);
-          });
+          })();
         },
       };
       super.load(context, loaderConfig, wrapped);
     }
     abort() {
       this.gone = true;
+      this.aborter?.abort();
       super.abort();
     }
     destroy() {
       this.gone = true;
+      this.aborter?.abort();
       super.destroy();
     }
   }
@@ -263,6 +307,24 @@ async function main() {
     state.currentTime = video.currentTime;
   });
   const hls = new Hls({ fLoader: VerifyingLoader, enableWorker: false });
+  // A media playlist must list every signed segment, in order (checked per fragment too).
+  hls.on(Hls.Events.LEVEL_LOADED, async (_event, data) => {
+    if (!verifying) return;
+    const frags = data.details.fragments;
+    const first = frags.length ? entryOf(frags[0].url, config.content) : null;
+    let m;
+    try {
+      m = await manifestFor(first ? first.version : null);
+    } catch (err) {
+      return fail(`This content cannot be played: ${err.message}.`);
+    }
+    if (data.details.live === false && frags.length !== m.segments.length) {
+      const origin = frags.length ? new URL(frags[0].url).origin : 'a node';
+      noteFailure(null, origin, `its playlist lists ${frags.length} segments, the signed manifest ${m.segments.length}`);
+      fail(`The playlist from ${origin} does not match the signed manifest (${frags.length} segments, not ${m.segments.length}).`);
+      hls.stopLoad();
+    }
+  });
   hls.on(Hls.Events.ERROR, (_event, data) => {
     if (data.fatal) fail(`Playback stopped: ${data.details}${data.error ? ` (${data.error.message})` : ''}.`);
   });

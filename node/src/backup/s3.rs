@@ -75,12 +75,20 @@ impl S3Credentials {
 /// Why one S3 request failed.
 #[derive(Debug, thiserror::Error)]
 enum S3Error {
+    /// Without its URL: a presigned URL carries a signature valid for an hour (and a session
+    /// token), which must not reach a log.
     #[error("{0}")]
-    Http(#[from] reqwest::Error),
+    Http(reqwest::Error),
     #[error("HTTP {status}: {}", body.trim_start())]
     Status { status: StatusCode, body: String },
     #[error("{0}")]
     Answer(String),
+}
+
+impl From<reqwest::Error> for S3Error {
+    fn from(e: reqwest::Error) -> Self {
+        S3Error::Http(e.without_url())
+    }
 }
 
 impl S3Error {
@@ -270,7 +278,8 @@ impl S3Backend {
             found.extend(
                 page.contents
                     .into_iter()
-                    .map(|c| (c.key, c.size.unwrap_or(0))),
+                    // An entry without a size cannot be a repository file rustic may read.
+                    .filter_map(|c| Some((c.key, c.size?))),
             );
             match page.next_continuation_token {
                 Some(next) if !next.is_empty() => token = Some(next),
@@ -368,11 +377,19 @@ impl WriteBackend for S3Backend {
         let action = CreateBucket::new(&self.bucket, &self.credentials);
         let body = action.body();
         let url = action.sign(SIGNATURE_TTL);
-        self.send(&[StatusCode::OK], || {
+        match self.send(&[StatusCode::OK], || {
             self.client.put(url.clone()).body(body.clone())
-        })
-        .map_err(|e| backend_error("creating bucket", &name, e))?;
-        Ok(())
+        }) {
+            Ok(_) => Ok(()),
+            // A retry of a creation whose answer was lost.
+            Err(S3Error::Status { status, body })
+                if status == StatusCode::CONFLICT
+                    && body.starts_with("BucketAlreadyOwnedByYou") =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(backend_error("creating bucket", &name, e)),
+        }
     }
 
     fn write_bytes(

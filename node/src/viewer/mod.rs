@@ -82,7 +82,10 @@ impl Viewer {
         } else if req.method() == Method::POST && req.uri().path() == "/v1/revocations" {
             ("revocation", self.revocation(req).await)
         } else if req.method() == Method::POST && req.uri().path() == "/v1/reports/bad-segment" {
-            ("bad_segment_report", self.bad_segment_report(req).await)
+            (
+                "bad_segment_report",
+                self.bad_segment_report(req, remote).await,
+            )
         } else if req.uri().path().starts_with("/admin/plugins/") {
             ("admin", self.plugin_admin(req, remote).await)
         } else {
@@ -183,9 +186,13 @@ impl Viewer {
                 (route, resp)
             }
             ["play", id] => ("play", self.play(id, req.headers(), remote)),
+            ["v1", "route", _] if matches!(query.client, Some(Err(()))) => (
+                "route",
+                error(StatusCode::BAD_REQUEST, "client= is not an IP address"),
+            ),
             ["v1", "route", id] => (
                 "route",
-                self.route_answer(id, req.headers(), remote, query.client),
+                self.route_answer(id, req.headers(), remote, query.client.and_then(Result::ok)),
             ),
             ["watch", id] => ("watch", self.watch_page(id)),
             ["ui"] => ("ui", self.ui_page()),
@@ -216,8 +223,9 @@ pub(super) struct Query {
     version: Option<Result<u64, ()>>,
     /// `format=json` on the manifest.
     json: bool,
-    /// `client=IP` on `/v1/route`: explain the route for that viewer address instead.
-    client: Option<std::net::IpAddr>,
+    /// `client=IP` on `/v1/route`: explain the route for that viewer address instead (`Err`:
+    /// not an address).
+    client: Option<Result<std::net::IpAddr, ()>>,
 }
 
 impl Query {
@@ -229,7 +237,7 @@ impl Query {
                     q.version = Some(v.parse::<u64>().ok().filter(|v| *v > 0).ok_or(()))
                 }
                 Some(("format", "json")) => q.json = true,
-                Some(("client", ip)) => q.client = ip.parse().ok(),
+                Some(("client", ip)) => q.client = Some(ip.parse().map_err(|_| ())),
                 _ => {}
             }
         }

@@ -128,9 +128,9 @@ fn page(html: String, csp: &str) -> Response<Body> {
     );
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    if let Ok(v) = HeaderValue::from_str(csp) {
-        h.insert(header::CONTENT_SECURITY_POLICY, v);
-    }
+    // Fails closed: a policy that cannot be sent becomes one that allows nothing.
+    let csp = HeaderValue::from_str(csp).unwrap_or(HeaderValue::from_static("default-src 'none'"));
+    h.insert(header::CONTENT_SECURITY_POLICY, csp);
     h.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
@@ -330,12 +330,31 @@ impl Viewer {
     /// `POST /v1/reports/bad-segment`: a watch page saw bytes from `node` that did not verify.
     /// Counted, logged and kept (the newest few) for `/ui`; the sender is not trusted, so
     /// nothing else follows from it.
-    pub(super) async fn bad_segment_report<B>(&self, req: Request<B>) -> Response<Body>
+    /// Only `application/json` is taken: a page of another site cannot send that without a
+    /// CORS preflight, which only GET, HEAD and OPTIONS pass.
+    pub(super) async fn bad_segment_report<B>(
+        &self,
+        req: Request<B>,
+        remote: std::net::SocketAddr,
+    ) -> Response<Body>
     where
         B: hyper::body::Body<Data = Bytes> + Send,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let metrics = &self.core.metrics;
+        let json = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"));
+        if !json {
+            metrics.record_bad_segment_report("malformed");
+            return error(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "a report is application/json",
+            );
+        }
         let body = match read_limited(req.into_body(), MAX_REPORT_BYTES).await {
             Ok(body) => body,
             Err(e) => {
@@ -357,11 +376,13 @@ impl Viewer {
             "segment": report.segment,
             "node": clip(&report.node),
             "reason": clip(&report.reason),
+            "reporter": remote.ip().to_string(),
             "received_at_ms": self.core.clock.now_ms(),
         });
         tracing::warn!(
             content = %entry["content"], segment = ?report.segment, node = %entry["node"],
-            reason = %entry["reason"], "a viewer reports a segment that did not verify"
+            reason = %entry["reason"], reporter = %remote.ip(),
+            "a viewer reports a segment that did not verify"
         );
         let mut kept = self.bad_segments.0.lock();
         if kept.len() == KEPT_REPORTS {
