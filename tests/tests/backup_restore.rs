@@ -136,6 +136,20 @@ fn backup(node: &NodeProcess, args: &[&str]) -> Output {
     cli(node, &all)
 }
 
+/// `backup restore --snapshot SNAPSHOT --to DIR` with `node`'s configuration.
+fn restore_into(node: &NodeProcess, snapshot: &str, dir: &Path) -> Output {
+    backup(
+        node,
+        &[
+            "restore",
+            "--snapshot",
+            snapshot,
+            "--to",
+            dir.to_str().unwrap(),
+        ],
+    )
+}
+
 fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
@@ -301,16 +315,7 @@ fn a_backup_passes_restic_check_restores_to_a_serving_origin_and_a_damaged_pack_
     let segment = c.node(o).get("/v1/content/song-b/seg/3.ts").body;
     c.node_mut(o).stop();
     let restored_dir = c.path().join("restored");
-    let restore = backup(
-        c.node(o),
-        &[
-            "restore",
-            "--snapshot",
-            &first_id,
-            "--to",
-            restored_dir.to_str().unwrap(),
-        ],
-    );
+    let restore = restore_into(c.node(o), &first_id, &restored_dir);
     assert_success(&restore, "backup restore");
     assert!(
         stdout(&restore).contains("verified"),
@@ -554,16 +559,7 @@ fn backups_in_an_s3_bucket_are_read_by_restic_restored_pruned_and_rot_in_the_sto
     let segment = c.node(o).get("/v1/content/song-a/seg/5.ts").body;
     c.node_mut(o).stop();
     let restored_dir = c.path().join("restored");
-    let restore = backup(
-        c.node(o),
-        &[
-            "restore",
-            "--snapshot",
-            "latest",
-            "--to",
-            restored_dir.to_str().unwrap(),
-        ],
-    );
+    let restore = restore_into(c.node(o), "latest", &restored_dir);
     assert_success(&restore, "backup restore from S3");
     let r = c.start_with(
         "restored",

@@ -191,7 +191,10 @@ impl Viewer {
         let Some((i, asset)) = ASSETS.iter().enumerate().find(|(_, a)| a.name == name) else {
             return error(StatusCode::NOT_FOUND, "no such asset");
         };
-        let current = query.is_some_and(|q| q.split('&').any(|p| p == format!("v={}", DIGESTS[i])));
+        let current = query.is_some_and(|q| {
+            q.split('&')
+                .any(|p| p.strip_prefix("v=") == Some(DIGESTS[i].as_str()))
+        });
         let (body, encoding) = match accepted_encoding(headers) {
             Some("br") => (asset.brotli, Some("br")),
             Some(_) => (asset.gzip, Some("gzip")),
