@@ -174,4 +174,7 @@ awk '{rps[$1] = $2; p99[$1] = $4; cpu[$1] = $7}
         toupper(kinds[k]), rps[m] / rps[n], p99[m] / p99[n], cpu[m] / cpu[n]
     }
   }' "$work/results"
+metric() { curl -sf "http://$serve_http/metrics" | awk -v m="$1" '$1 == m {print $2}'; }
+echo "mhc-node body bytes sent: $(metric mhc_http_response_body_bytes_total)," \
+  "of which from verified files by sendfile: $(metric mhc_http_file_body_bytes_total)"
 echo "mhc-node peak RSS: $(awk '/VmHWM/ {print $2, $3}' /proc/$serve_pid/status)"

@@ -8,8 +8,44 @@ use http_body_util::Full;
 use mhc_transport::headers::CACHE_NONE;
 use serde_json::json;
 
-/// Response body of the viewer and admin planes: everything is served from memory.
+/// Response body of the viewer and admin planes: bytes in memory, or (for a connection whose
+/// writer can send files, see [`SendsFiles`]) empty with a [`FileBody`] in the response's
+/// extensions.
 pub type Body = Full<Bytes>;
+
+/// Marks a request (in its extensions) whose connection's writer sends a [`FileBody`] with
+/// `sendfile`: plain HTTP/1.1, where hyper does not own the socket. Handlers answer other
+/// requests with bytes.
+#[derive(Debug, Clone, Copy)]
+pub struct SendsFiles;
+
+/// A response body that is part of a file, sent by the kernel from the page cache to the
+/// socket (in the response's extensions; the `Body` itself is empty). Only for requests
+/// marked [`SendsFiles`]; `Content-Length` is `len`.
+#[derive(Debug, Clone)]
+pub struct FileBody {
+    /// The file (shared only because extensions must be `Clone`).
+    pub file: std::sync::Arc<std::fs::File>,
+    /// Where the body starts in the file.
+    pub offset: u64,
+    /// How many bytes it has.
+    pub len: u64,
+}
+
+/// A response whose body is `body`, part of a file, for a request marked [`SendsFiles`].
+pub fn file_response(
+    status: StatusCode,
+    content_type: &'static str,
+    body: FileBody,
+    cache: &'static str,
+) -> Response<Body> {
+    let len = body.len;
+    let mut resp = full(status, content_type, Bytes::new(), cache);
+    resp.headers_mut()
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    resp.extensions_mut().insert(body);
+    resp
+}
 
 /// A response with a body, its type, length and `Cache-Control`.
 pub fn full(

@@ -128,6 +128,7 @@ pub struct Metrics {
     registry: RwLock<Registry>,
     requests: Family<RequestLabels, Counter>,
     response_bytes: Counter,
+    file_body_bytes: Counter,
     request_duration: Histogram,
     connections_open: Gauge,
     connections: Counter,
@@ -324,6 +325,7 @@ impl Metrics {
             registry: RwLock::new(Registry::default()),
             requests: Family::default(),
             response_bytes: Counter::default(),
+            file_body_bytes: Counter::default(),
             request_duration: Histogram::new(LATENCY_BUCKETS_S),
             connections_open: Gauge::default(),
             connections: Counter::default(),
@@ -373,6 +375,11 @@ impl Metrics {
             "mhc_http_response_body_bytes",
             "Body bytes sent to viewers",
             m.response_bytes.clone(),
+        );
+        r.register(
+            "mhc_http_file_body_bytes",
+            "Of those, bytes the kernel sent from verified blob files (sendfile), copied by no one",
+            m.file_body_bytes.clone(),
         );
         r.register(
             "mhc_http_request_duration_seconds",
@@ -665,6 +672,11 @@ impl Metrics {
             .inc();
         self.response_bytes.inc_by(body_bytes);
         self.request_duration.observe(took.as_secs_f64());
+    }
+
+    /// Counts body bytes sent from a file by the kernel.
+    pub fn record_file_body(&self, bytes: u64) {
+        self.file_body_bytes.inc_by(bytes);
     }
 
     /// A viewer connection opened.

@@ -22,9 +22,9 @@ use serde_json::json;
 
 use super::{Query, Viewer};
 use crate::core::catalog::{Published, SegmentHeaders};
-use crate::core::store::StoreError;
+use crate::core::store::{Sendable, StoreError};
 use crate::fill::{FillError, Part};
-use crate::http::{content_length, error, full, json_response, Body};
+use crate::http::{content_length, error, file_response, full, json_response, Body, FileBody};
 use mhc_transport::ErrorOrigin;
 
 /// Longest a viewer waits for a due check of a manifest this node already holds. A parent
@@ -116,13 +116,25 @@ impl Viewer {
         found.ok_or_else(|| Refusal::Status(StatusCode::NOT_FOUND, format!("unknown content {id}")))
     }
 
-    pub(super) async fn init_segment(&self, p: &Arc<Published>, req: &HeaderMap) -> Response<Body> {
+    pub(super) async fn init_segment(
+        &self,
+        p: &Arc<Published>,
+        req: &HeaderMap,
+        sends_files: bool,
+    ) -> Response<Body> {
         let (Some(init), Some(headers)) = (&p.manifest().hls.init, p.init_headers()) else {
             return error(StatusCode::NOT_FOUND, "this rendition has no init segment");
         };
         let _ = init;
-        self.blob_response(p, Part::Init, headers, CONTENT_TYPE_INIT_MP4, req)
-            .await
+        self.blob_response(
+            p,
+            Part::Init,
+            headers,
+            CONTENT_TYPE_INIT_MP4,
+            req,
+            sends_files,
+        )
+        .await
     }
 
     pub(super) async fn segment(
@@ -130,6 +142,7 @@ impl Viewer {
         p: &Arc<Published>,
         file: &str,
         req: &HeaderMap,
+        sends_files: bool,
         viewer: Option<crate::reports::Viewer>,
     ) -> Response<Body> {
         let Some((index, ext)) = file.split_once('.') else {
@@ -163,7 +176,14 @@ impl Viewer {
         };
         let headers = p.segment_headers(index);
         let resp = self
-            .blob_response(p, Part::Segment(index), headers, format.content_type(), req)
+            .blob_response(
+                p,
+                Part::Segment(index),
+                headers,
+                format.content_type(),
+                req,
+                sends_files,
+            )
             .await;
         if resp.status().is_success() {
             self.filler.prefetch(p, index);
@@ -184,7 +204,9 @@ impl Viewer {
         resp
     }
 
-    /// A segment or init segment: conditional request, store read, range.
+    /// A segment or init segment: conditional request, store read, range. With `sends_files`
+    /// (the connection's writer sends files, [`crate::http::SendsFiles`]) a verified blob
+    /// file is answered as a [`FileBody`].
     pub(super) async fn blob_response(
         &self,
         p: &Arc<Published>,
@@ -192,6 +214,7 @@ impl Viewer {
         h: &SegmentHeaders,
         content_type: &'static str,
         req: &HeaderMap,
+        sends_files: bool,
     ) -> Response<Body> {
         if not_modified(req, &h.etag) {
             return not_modified_response(&h.etag, CACHE_IMMUTABLE);
@@ -201,8 +224,13 @@ impl Viewer {
             Part::Segment(i) => p.manifest().segments.get(i).map(|s| s.hash),
         }
         .expect("callers checked the part exists");
-        let bytes = match self.core.store.get(&hash).await {
-            Ok(bytes) => bytes,
+        let found = if sends_files {
+            self.core.store.get_sendable(&hash).await
+        } else {
+            self.core.store.get(&hash).await.map(Sendable::Bytes)
+        };
+        let body = match found {
+            Ok(body) => body,
             // An origin holds what it publishes: a blob it cannot read is lost, not missing.
             Err(err @ StoreError::Corrupt(_)) if !self.core.policy().fills_from_parents() => {
                 return error(StatusCode::INTERNAL_SERVER_ERROR, &err.to_string())
@@ -213,7 +241,7 @@ impl Viewer {
             }
             // Not here (or found corrupt and moved aside): fill it, verified, from a parent.
             Err(_) => match self.filler.segment(p, part, None).await {
-                Ok(bytes) => bytes,
+                Ok(bytes) => Sendable::Bytes(bytes),
                 Err(FillError::NotFound(reason)) => {
                     return error(
                         StatusCode::NOT_FOUND,
@@ -223,7 +251,10 @@ impl Viewer {
                 Err(e) => return fill_failure(&e, &e.to_string()),
             },
         };
-        let len = bytes.len() as u64;
+        let len = match &body {
+            Sendable::File { len, .. } => *len,
+            Sendable::Bytes(bytes) => bytes.len() as u64,
+        };
         let range = match req.get(header::RANGE).and_then(|v| v.to_str().ok()) {
             None => RangeOutcome::Full,
             Some(range) => {
@@ -240,16 +271,28 @@ impl Viewer {
                 }
             }
         };
+        let body_of = |status, r: std::ops::Range<u64>| match &body {
+            Sendable::File { file, .. } => file_response(
+                status,
+                content_type,
+                FileBody {
+                    file: Arc::clone(file),
+                    offset: r.start,
+                    len: r.end - r.start,
+                },
+                CACHE_IMMUTABLE,
+            ),
+            Sendable::Bytes(bytes) => full(
+                status,
+                content_type,
+                bytes.slice(r.start as usize..r.end as usize),
+                CACHE_IMMUTABLE,
+            ),
+        };
         let mut resp = match range {
-            RangeOutcome::Full => full(StatusCode::OK, content_type, bytes, CACHE_IMMUTABLE),
+            RangeOutcome::Full => body_of(StatusCode::OK, 0..len),
             RangeOutcome::Partial(r) => {
-                let part = bytes.slice(r.start as usize..r.end as usize);
-                let mut resp = full(
-                    StatusCode::PARTIAL_CONTENT,
-                    content_type,
-                    part,
-                    CACHE_IMMUTABLE,
-                );
+                let mut resp = body_of(StatusCode::PARTIAL_CONTENT, r.start..r.end);
                 resp.headers_mut().insert(
                     header::CONTENT_RANGE,
                     HeaderValue::from_str(&content_range(&r, len)).expect("digits"),

@@ -31,7 +31,7 @@ use crate::control::ClusterHandle;
 use crate::core::Core;
 use crate::fill::Filler;
 use crate::geo::SharedGeo;
-use crate::http::{content_length, error, text, Body};
+use crate::http::{content_length, error, text, Body, FileBody, SendsFiles};
 use crate::mesh::MeshPlane;
 use crate::plugins::Plugins;
 use crate::reports::Reports;
@@ -96,6 +96,7 @@ impl Viewer {
         if is_head {
             // Same headers as GET, no body (RFC 9110 §9.3.2).
             *resp.body_mut() = Full::new(Bytes::new());
+            resp.extensions_mut().remove::<FileBody>();
         }
         let sent = if is_head { 0 } else { body_len };
         self.core
@@ -127,6 +128,8 @@ impl Viewer {
             );
         }
         let query = Query::parse(req.uri().query());
+        // HEAD answers carry no body: nothing to open a file for.
+        let sends_files = method == Method::GET && req.extensions().get::<SendsFiles>().is_some();
         let parts: Vec<&str> = path[1..].split('/').collect();
         match parts.as_slice() {
             ["healthz"] => ("healthz", text(StatusCode::OK, "ok\n", CACHE_NONE)),
@@ -168,7 +171,10 @@ impl Viewer {
                             .record(published.manifest().content_id.as_str());
                         playlist(&published, req.headers(), &query)
                     }
-                    ["init.mp4"] => self.init_segment(&published, req.headers()).await,
+                    ["init.mp4"] => {
+                        self.init_segment(&published, req.headers(), sends_files)
+                            .await
+                    }
                     ["seg", file] => {
                         // Only bodies served count towards play reports, not HEAD probes.
                         let viewer = (method == Method::GET).then(|| {
@@ -179,7 +185,8 @@ impl Viewer {
                                 remote,
                             )
                         });
-                        self.segment(&published, file, req.headers(), viewer).await
+                        self.segment(&published, file, req.headers(), sends_files, viewer)
+                            .await
                     }
                     _ => unreachable!("content_route accepted only these shapes"),
                 };

@@ -20,6 +20,7 @@ use mhc_origin::ImportedBlob;
 
 use super::aligned::AlignedBlob;
 use super::s3fifo::S3Fifo;
+use super::verified::{FileStamp, Verification, VerifiedFiles};
 
 /// Buffer of the copy loop. 1 MiB: large enough that hashing and copying run at memory speed,
 /// small enough that many concurrent imports stay cheap.
@@ -37,6 +38,24 @@ pub struct DiskTier {
     /// `None` at an origin, whose blobs are the published content itself: a full store refuses
     /// new bytes instead of dropping published ones.
     evictable: Option<Mutex<S3Fifo<Hash32>>>,
+    /// Files hashed and found good since they were last written (see [`super::verified`]).
+    verified: VerifiedFiles,
+}
+
+/// A blob file opened to be sent as it is, or why it may not be.
+#[derive(Debug)]
+pub enum Opened {
+    /// The file hashed to its name since it was last written: send these `len` bytes.
+    Verified {
+        /// The open file.
+        file: File,
+        /// Its length.
+        len: u64,
+    },
+    /// Hashed once, but written since or too long ago: hash it again first.
+    Stale,
+    /// Not hashed by this process yet (or not on disk).
+    Unverified,
 }
 
 /// Whether an import found the blob already present.
@@ -90,6 +109,7 @@ impl DiskTier {
             capacity_bytes,
             used_bytes: AtomicU64::new(used),
             evictable: evictable.then(|| Mutex::new(S3Fifo::new(capacity_bytes))),
+            verified: VerifiedFiles::default(),
         };
         if let Some(policy) = &tier.evictable {
             // Oldest first, so after a restart the most recently written blobs are kept.
@@ -364,16 +384,63 @@ impl DiskTier {
         Ok(())
     }
 
-    /// Reads a whole blob, or `None` if absent. The caller verifies the hash.
+    /// Reads a whole blob, or `None` if absent, with the stamp its file had when opened. The
+    /// caller verifies the hash, then [`Self::record_verified`] the stamp.
     ///
     /// # Errors
     /// I/O errors other than absence.
-    pub fn read(&self, hash: &Hash32) -> io::Result<Option<Vec<u8>>> {
+    pub fn read(&self, hash: &Hash32) -> io::Result<Option<(Vec<u8>, FileStamp)>> {
         self.touch(hash);
-        match fs::read(self.path_of(hash)) {
-            Ok(bytes) => Ok(Some(bytes)),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e),
+        let mut file = match File::open(self.path_of(hash)) {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        // Stamped before the read: a write during it moves the change time past the stamp.
+        let stamp = FileStamp::of(&file.metadata()?);
+        let mut bytes = Vec::with_capacity(usize::try_from(stamp.len()).unwrap_or(0));
+        file.read_to_end(&mut bytes)?;
+        Ok(Some((bytes, stamp)))
+    }
+
+    /// Records that the blob's file, as `stamp` describes it, hashed to its name.
+    pub fn record_verified(&self, hash: Hash32, stamp: FileStamp) {
+        self.verified.record(hash, stamp);
+    }
+
+    /// Whether the blob's file was verified by this process (it may have gone stale since).
+    pub fn was_verified(&self, hash: &Hash32) -> bool {
+        self.verified.contains(hash)
+    }
+
+    /// Opens a blob's file to send it as it is, if it was hashed since it was last written.
+    /// Counts as a read for eviction when it may be sent.
+    pub fn open_verified(&self, hash: &Hash32) -> Opened {
+        if !self.verified.contains(hash) {
+            return Opened::Unverified;
+        }
+        let opened = File::open(self.path_of(hash)).and_then(|file| {
+            let meta = file.metadata()?;
+            Ok((file, meta))
+        });
+        let Ok((file, meta)) = opened else {
+            // Gone (evicted, quarantined) or unreadable: the ordinary read path says which.
+            self.verified.forget(hash);
+            return Opened::Unverified;
+        };
+        match self.verified.check(hash, &FileStamp::of(&meta)) {
+            Verification::Current => {
+                self.touch(hash);
+                Opened::Verified {
+                    file,
+                    len: meta.len(),
+                }
+            }
+            Verification::Stale => {
+                self.verified.forget(hash);
+                Opened::Stale
+            }
+            Verification::Unknown => Opened::Unverified,
         }
     }
 
@@ -385,6 +452,7 @@ impl DiskTier {
     }
 
     fn forget(&self, hash: &Hash32) {
+        self.verified.forget(hash);
         if let Some(policy) = &self.evictable {
             policy.lock().remove(hash);
         }
@@ -392,6 +460,7 @@ impl DiskTier {
 
     /// Deletes an evicted blob's file.
     fn delete_file(&self, hash: &Hash32) {
+        self.verified.forget(hash);
         let path = self.path_of(hash);
         if let Ok(meta) = fs::metadata(&path) {
             if fs::remove_file(&path).is_ok() {
@@ -534,7 +603,7 @@ mod tests {
         drop(store);
         let store = DiskTier::open(&dir.path().join("blobs"), 1000, false).unwrap();
         assert_eq!(store.used_bytes(), 600);
-        assert_eq!(store.read(&blob.hash).unwrap().unwrap(), vec![1u8; 600]);
+        assert_eq!(store.read(&blob.hash).unwrap().unwrap().0, vec![1u8; 600]);
     }
 
     #[test]
@@ -557,7 +626,7 @@ mod tests {
                 store.put_verified_aligned(&hash, &blob).unwrap(),
                 Imported::New
             );
-            assert_eq!(store.read(&hash).unwrap().unwrap(), blob.as_slice());
+            assert_eq!(store.read(&hash).unwrap().unwrap().0, blob.as_slice());
             assert_eq!(
                 store.put_verified_aligned(&hash, &blob).unwrap(),
                 Imported::Existing

@@ -10,6 +10,7 @@ mod aligned;
 mod disk;
 mod ram;
 mod s3fifo;
+mod verified;
 
 use std::collections::HashMap;
 use std::io;
@@ -22,7 +23,7 @@ use mhc_manifest::Hash32;
 use parking_lot::Mutex;
 
 pub use aligned::AlignedBlob;
-pub use disk::{blob_file, DiskTier, Imported};
+pub use disk::{blob_file, DiskTier, Imported, Opened};
 pub use ram::RamTier;
 pub use s3fifo::S3Fifo;
 
@@ -58,6 +59,21 @@ pub enum StoreError {
     },
 }
 
+/// A verified blob as it is best sent: its file, for a writer that can send files with no
+/// copy through user space, or its bytes.
+#[derive(Debug)]
+pub enum Sendable {
+    /// The blob's file, hashed since it was last written.
+    File {
+        /// The open file.
+        file: Arc<std::fs::File>,
+        /// Its length (the blob's).
+        len: u64,
+    },
+    /// The blob's bytes (RAM tier, or just read and hashed).
+    Bytes(Bytes),
+}
+
 /// A disk read every concurrent reader of one blob awaits.
 type SharedRead = Shared<BoxFuture<'static, Result<Bytes, StoreError>>>;
 
@@ -70,6 +86,9 @@ pub struct Store {
     /// Disk reads in flight by blob: a cold segment that many viewers ask for at once is read
     /// and hashed once, into one buffer they all share, not once (and one copy) per viewer.
     reading: Mutex<HashMap<Hash32, SharedRead>>,
+    /// Blobs served from RAM whose files are being hashed in the background, so the next
+    /// request can send the file (one check per blob at a time).
+    checking: Mutex<std::collections::HashSet<Hash32>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -102,6 +121,7 @@ impl Store {
             behind,
             metrics,
             reading: Mutex::new(HashMap::new()),
+            checking: Mutex::new(std::collections::HashSet::new()),
         })
     }
 
@@ -137,6 +157,61 @@ impl Store {
             }
             (result, _) => result,
         }
+    }
+
+    /// A verified blob for a writer that can send files: the blob's file when it was hashed
+    /// since it was last written (and recently: see [`verified`]), else its bytes as
+    /// [`Self::get`] gives them. A file written since its check is hashed again now, and
+    /// quarantined if it fails; a blob served from RAM whose file was never checked has it
+    /// checked in the background, so later requests send the file.
+    ///
+    /// # Errors
+    /// As [`Self::get`].
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: a cancelled read leaves the store unchanged (a check it started finishes).
+    pub async fn get_sendable(self: &Arc<Self>, hash: &Hash32) -> Result<Sendable, StoreError> {
+        let hash = *hash;
+        // Inline, not in a blocking task: an open and an fstat of a file whose path the kernel
+        // has cached cost microseconds, less than the hand-over to another thread.
+        match self.disk.open_verified(&hash) {
+            Opened::Verified { file, len } => {
+                self.metrics.store_hit();
+                Ok(Sendable::File {
+                    file: Arc::new(file),
+                    len,
+                })
+            }
+            Opened::Stale => {
+                // Written since it was hashed (or hashed long ago): the bytes in RAM may be
+                // good, but the file is what is in question; hash it again before anything.
+                self.ram.remove(&hash);
+                self.metrics.store_miss();
+                self.read_shared(hash).await.map(Sendable::Bytes)
+            }
+            Opened::Unverified => {
+                let bytes = self.get(&hash).await?;
+                if !self.disk.was_verified(&hash) {
+                    self.check_in_background(hash);
+                }
+                Ok(Sendable::Bytes(bytes))
+            }
+        }
+    }
+
+    /// Hashes a blob's file in a blocking task, so it is stamped as verified (or quarantined);
+    /// at most one check per blob at a time.
+    fn check_in_background(self: &Arc<Self>, hash: Hash32) {
+        if !self.checking.lock().insert(hash) {
+            return;
+        }
+        let this = Arc::clone(self);
+        tokio::task::spawn_blocking(move || {
+            if this.disk.contains(&hash) {
+                let _ = this.load_from_disk(&hash);
+            }
+            this.checking.lock().remove(&hash);
+        });
     }
 
     /// The disk read of `hash` that is in flight, or a new one; it runs in a blocking task
@@ -191,8 +266,8 @@ impl Store {
     }
 
     fn load_from_disk(&self, hash: &Hash32) -> Result<Bytes, StoreError> {
-        let bytes = match self.disk.read(hash) {
-            Ok(Some(bytes)) => bytes,
+        let (bytes, stamp) = match self.disk.read(hash) {
+            Ok(Some(read)) => read,
             Ok(None) => return Err(StoreError::Missing(*hash)),
             Err(source) => {
                 return Err(StoreError::Io {
@@ -212,6 +287,7 @@ impl Store {
             self.ram.remove(hash);
             return Err(StoreError::Corrupt(*hash));
         }
+        self.disk.record_verified(*hash, stamp);
         let bytes = Bytes::from(bytes);
         self.ram.insert(*hash, bytes.clone());
         Ok(bytes)

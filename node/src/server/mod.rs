@@ -6,7 +6,8 @@
 //! The protocol (HTTP/1.1 or HTTP/2 with prior knowledge) is read from the first bytes here,
 //! under the header deadline, rather than by hyper-util's auto builder, which waits for them
 //! with no timer: a socket that sends nothing, or half the HTTP/2 preface, would otherwise hold a
-//! connection permit for ever.
+//! connection permit for ever. Plain HTTP/1.1 is served by [`h1`], our own loop, which sends
+//! segment bodies from their files with `sendfile`; HTTP/2 and TLS by hyper.
 //!
 //! A handler that panics answers `500` and the node goes on: the panic is caught per request,
 //! logged, and shared state stays usable (its locks are `parking_lot`'s, which do not poison).
@@ -36,6 +37,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream, UnixListener};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, Sleep};
+
+mod h1;
 
 use crate::core::metrics::Metrics;
 use crate::http::{error, Body};
@@ -69,7 +72,8 @@ fn admin_builder() -> auto::Builder<TokioExecutor> {
 /// arrives and is armed only if the handler reads the body (a `GET` costs no timer).
 #[derive(Debug)]
 pub struct ViewerBody {
-    inner: Incoming,
+    /// `None` for a request without a body (read by [`h1`], not hyper).
+    inner: Option<Incoming>,
     deadline: Instant,
     timer: Option<Pin<Box<Sleep>>>,
 }
@@ -77,7 +81,16 @@ pub struct ViewerBody {
 impl ViewerBody {
     fn new(inner: Incoming, timeout: Duration) -> Self {
         Self {
-            inner,
+            inner: Some(inner),
+            deadline: Instant::now() + timeout,
+            timer: None,
+        }
+    }
+
+    /// The body of a request that has none.
+    fn empty(timeout: Duration) -> Self {
+        Self {
+            inner: None,
             deadline: Instant::now() + timeout,
             timer: None,
         }
@@ -92,6 +105,9 @@ impl HttpBody for ViewerBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        if self.inner.is_none() {
+            return Poll::Ready(None);
+        }
         let deadline = self.deadline;
         let timer = self
             .timer
@@ -99,17 +115,20 @@ impl HttpBody for ViewerBody {
         if timer.as_mut().poll(cx).is_ready() {
             return Poll::Ready(Some(Err("the request body did not arrive in time".into())));
         }
-        Pin::new(&mut self.inner)
+        let inner = self.inner.as_mut().expect("checked above");
+        Pin::new(inner)
             .poll_frame(cx)
             .map_err(|e| Box::new(e) as Self::Error)
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.inner.as_ref().is_none_or(Incoming::is_end_stream)
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        self.inner
+            .as_ref()
+            .map_or_else(|| SizeHint::with_exact(0), Incoming::size_hint)
     }
 }
 
@@ -544,12 +563,18 @@ impl Conn<'_> {
                 return;
             }
         };
-        let io = TokioIo::new(Rewound {
-            prefix,
-            at: 0,
-            inner: stream,
-        });
-        self.serve(io, protocol, false, handler).await;
+        match protocol {
+            // Our own loop, which can send files (and hands hyper what it does not take).
+            Protocol::Http1 => h1::serve(self, stream, prefix, handler).await,
+            Protocol::Http2 => {
+                let io = TokioIo::new(Rewound {
+                    prefix,
+                    at: 0,
+                    inner: stream,
+                });
+                self.serve(io, protocol, false, handler).await;
+            }
+        }
     }
 
     /// TLS: the handshake must end within the header deadline; the protocol is ALPN's.
