@@ -186,7 +186,7 @@ async fn floor(total: u64, streams: u64) {
                 for i in (s..hashes.len()).step_by(streams as usize) {
                     let (source, hash) = (Arc::clone(&source), hashes[i]);
                     let bytes = tokio::task::spawn_blocking(move || {
-                        let bytes = source.read(&hash).unwrap().unwrap();
+                        let bytes = source.read(&hash).unwrap().unwrap().0;
                         assert_eq!(blake3::hash(&bytes).as_bytes(), &hash);
                         bytes
                     })

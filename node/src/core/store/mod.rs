@@ -4,7 +4,8 @@
 //!
 //! Bytes enter only with a checked hash ([`DiskTier::import`] hashes while it copies;
 //! [`DiskTier::put_verified`] checks first) and leave only after being hashed again on their way
-//! into RAM, so bit-rot or tampering on disk is never served.
+//! into RAM, or as a file whose stamp shows it unchanged since it was last hashed (see
+//! [`verified`]), so bit-rot or tampering on disk is never served.
 
 mod aligned;
 mod disk;
@@ -26,6 +27,7 @@ pub use aligned::AlignedBlob;
 pub use disk::{blob_file, DiskTier, Imported, Opened};
 pub use ram::RamTier;
 pub use s3fifo::S3Fifo;
+pub use verified::FileStamp;
 
 use super::metrics::Metrics;
 

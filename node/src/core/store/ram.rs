@@ -1,8 +1,9 @@
 //! The RAM tier: verified blobs as shared [`Bytes`], bounded by `cache.memory_mb`.
 //!
 //! A hit hands out a reference-counted clone, so a thousand viewers of one hot segment share one
-//! copy and no request copies bytes (hyper has no sendfile; this is how a hyper server keeps up
-//! with nginx). Eviction is S3-FIFO ([`super::S3Fifo`]): a hit costs one counter, and a scan
+//! copy and no request copies bytes in user space: what QUIC fills, HTTP/2 and TLS viewers are
+//! served from (plain HTTP/1.1 viewers get verified files by `sendfile` instead, see
+//! [`super::Store::get_sendable`]). Eviction is S3-FIFO ([`super::S3Fifo`]): a hit costs one counter, and a scan
 //! through cold content cannot flush the hot segments.
 
 use parking_lot::Mutex;
