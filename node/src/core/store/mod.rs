@@ -27,7 +27,6 @@ pub use aligned::AlignedBlob;
 pub use disk::{blob_file, DiskTier, Imported, Opened};
 pub use ram::RamTier;
 pub use s3fifo::S3Fifo;
-pub use verified::FileStamp;
 
 use super::metrics::Metrics;
 
