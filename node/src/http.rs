@@ -30,6 +30,9 @@ pub struct FileBody {
     pub offset: u64,
     /// How many bytes it has.
     pub len: u64,
+    /// The file's stamp when it was opened (which matched its verified one): the writer
+    /// checks it again before the last bytes leave.
+    pub stamp: crate::core::store::FileStamp,
 }
 
 /// A response whose body is `body`, part of a file, for a request marked [`SendsFiles`].

@@ -445,8 +445,10 @@ impl Metrics {
         r.register(
             "mhc_http_connections_closed",
             "Viewer connections the node closed or refused: first_bytes_timeout (nothing, or \
-             half a preface, within http.header_read_timeout_ms), idle \
-             (http.idle_timeout_ms), per_client (http.max_connections_per_client)",
+             half a preface, within http.header_read_timeout_ms), header_timeout (a request \
+             head begun but not finished within it), idle (http.idle_timeout_ms), send_stalled \
+             (a response the client stopped reading for http.idle_timeout_ms), per_client \
+             (http.max_connections_per_client), tls_handshake",
             m.http_closed.clone(),
         );
         r.register(
@@ -874,6 +876,7 @@ mod tests {
                 "mhc_uptime_seconds",
                 "mhc_http_requests_total",
                 "mhc_http_response_body_bytes_total",
+                "mhc_http_file_body_bytes_total",
                 "mhc_http_request_duration_seconds",
                 "mhc_http_connections_open",
                 "mhc_http_connections_total",

@@ -6,7 +6,8 @@
 //! body — keep-alive and pipelined, under the same deadlines as hyper's connections (the head
 //! within [`HttpLimits::header_read_timeout`] of its first byte, the next request within
 //! [`HttpLimits::idle_timeout`]) and one more hyper lacks: a response the client stops reading
-//! for `idle_timeout` closes the connection. The first request it does not take (a body, an
+//! for `idle_timeout` closes the connection (one read slowly but steadily is not cut, as with
+//! hyper). The first request it does not take (a body, an
 //! `Upgrade`, `Expect`, HTTP/1.0) hands the connection, with every byte read and not yet
 //! answered, to hyper for the rest of its life, so nothing is parsed here that hyper does better.
 //!
@@ -41,7 +42,11 @@ const SENDFILE_CHUNK: usize = 1 << 30;
 /// What to do with a request head.
 enum Take {
     /// Answer it here; the head is this many bytes long.
-    Here { head_len: usize, keep_alive: bool },
+    Here {
+        req: Box<Request<ViewerBody>>,
+        head_len: usize,
+        keep_alive: bool,
+    },
     /// Hand the connection to hyper, from this request on.
     HandOff,
     /// Answer this error and close.
@@ -61,7 +66,6 @@ pub(super) async fn serve<F, Fut>(
     let mut buf = BytesMut::from(&prefix[..]);
     let mut shutdown = conn.shutdown.clone();
     let limits = conn.limits;
-    let mut first = true;
     loop {
         // The next request: within the idle deadline (unless bytes of it are here already),
         // then its whole head within the header deadline.
@@ -79,54 +83,44 @@ pub(super) async fn serve<F, Fut>(
             }
         }
         let head_deadline = tokio::time::Instant::now() + limits.header_read_timeout;
+        // A head ends with an empty line: parse only when a line feed has come since the last
+        // try, so a client trickling bytes costs a scan of each byte once, not once per byte.
+        let mut scanned: usize = 0;
         let take = loop {
-            match judge(&buf) {
-                Some(take) => break take,
-                None if buf.len() >= MAX_HEAD_BYTES => {
-                    break Take::Refuse(
-                        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-                        "request head too large",
-                    )
+            let fresh = &buf[scanned.saturating_sub(3)..];
+            scanned = buf.len();
+            if fresh.contains(&b'\n') {
+                if let Some(take) = judge(&buf, limits.body_read_timeout) {
+                    break take;
                 }
-                None => {}
+            }
+            if buf.len() >= MAX_HEAD_BYTES {
+                break Take::Refuse(
+                    StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                    "request head too large",
+                );
             }
             match tokio::time::timeout_at(head_deadline, stream.read_buf(&mut buf)).await {
                 Ok(Ok(0)) | Ok(Err(_)) => return,
                 Ok(Ok(_)) => {}
                 Err(_) => {
-                    conn.metrics.record_http_closed(if first {
-                        "first_bytes_timeout"
-                    } else {
-                        "header_timeout"
-                    });
+                    conn.metrics.record_http_closed("header_timeout");
                     return;
                 }
             }
         };
-        first = false;
-        let (head_len, keep_alive) = match take {
+        let (req, head_len, keep_alive) = match take {
             Take::Here {
+                req,
                 head_len,
                 keep_alive,
-            } => (head_len, keep_alive),
+            } => (*req, head_len, keep_alive),
             Take::HandOff => {
-                let io = TokioIo::new(Rewound {
-                    prefix: buf.to_vec(),
-                    at: 0,
-                    inner: stream,
-                });
+                let io = TokioIo::new(Rewound::new(buf.to_vec(), stream));
                 return conn.serve(io, Protocol::Http1, false, handler).await;
             }
             Take::Refuse(status, why) => {
                 let resp = crate::http::error(status, why);
-                let _ = write_response(&conn, &mut stream, resp, false, false).await;
-                return;
-            }
-        };
-        let req = match request(&buf[..head_len], limits.body_read_timeout) {
-            Ok(req) => req,
-            Err(why) => {
-                let resp = crate::http::error(StatusCode::BAD_REQUEST, why);
                 let _ = write_response(&conn, &mut stream, resp, false, false).await;
                 return;
             }
@@ -147,12 +141,12 @@ pub(super) async fn serve<F, Fut>(
     }
 }
 
-/// Whether a complete request head is in `buf`, and what to do with it; `None` while it is
-/// not complete yet.
-fn judge(buf: &[u8]) -> Option<Take> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut headers);
-    let head_len = match req.parse(buf) {
+/// Whether a complete request head is in `buf`, and what to do with it (for a request
+/// answered here, the request itself, with no body); `None` while it is not complete yet.
+fn judge(buf: &[u8], body_timeout: Duration) -> Option<Take> {
+    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut parsed = httparse::Request::new(&mut fields);
+    let head_len = match parsed.parse(buf) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => return None,
         Err(httparse::Error::TooManyHeaders) => {
@@ -168,11 +162,19 @@ fn judge(buf: &[u8]) -> Option<Take> {
             ))
         }
     };
-    if req.version != Some(1) || !matches!(req.method, Some("GET" | "HEAD" | "OPTIONS")) {
+    let method = match parsed.method {
+        Some("GET") => Method::GET,
+        Some("HEAD") => Method::HEAD,
+        Some("OPTIONS") => Method::OPTIONS,
+        _ => return Some(Take::HandOff),
+    };
+    if parsed.version != Some(1) {
         return Some(Take::HandOff);
     }
+    let refuse = |why| Some(Take::Refuse(StatusCode::BAD_REQUEST, why));
     let mut keep_alive = true;
-    for h in req.headers.iter() {
+    let mut headers = HeaderMap::with_capacity(parsed.headers.len());
+    for h in parsed.headers.iter() {
         let name = h.name;
         let has_body = (name.eq_ignore_ascii_case("content-length") && h.value != b"0")
             || name.eq_ignore_ascii_case("transfer-encoding");
@@ -186,45 +188,33 @@ fn judge(buf: &[u8]) -> Option<Take> {
         {
             keep_alive = false;
         }
-    }
-    Some(Take::Here {
-        head_len,
-        keep_alive,
-    })
-}
-
-/// The request a complete head (as [`judge`] took it) describes, with no body.
-fn request(head: &[u8], body_timeout: Duration) -> Result<Request<ViewerBody>, &'static str> {
-    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut parsed = httparse::Request::new(&mut fields);
-    parsed
-        .parse(head)
-        .map_err(|_| "malformed HTTP/1.1 request")?;
-    let method = Method::from_bytes(parsed.method.unwrap_or_default().as_bytes())
-        .map_err(|_| "malformed method")?;
-    let uri: http::Uri = parsed
-        .path
-        .unwrap_or_default()
-        .parse()
-        .map_err(|_| "malformed request target")?;
-    let mut headers = HeaderMap::with_capacity(parsed.headers.len());
-    for h in parsed.headers.iter() {
-        let name =
-            HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| "malformed header name")?;
-        let value = HeaderValue::from_bytes(h.value).map_err(|_| "malformed header value")?;
+        let Ok(name) = HeaderName::from_bytes(name.as_bytes()) else {
+            return refuse("malformed header name");
+        };
+        let Ok(value) = HeaderValue::from_bytes(h.value) else {
+            return refuse("malformed header value");
+        };
         headers.append(name, value);
     }
+    let Ok(uri) = parsed.path.unwrap_or_default().parse::<http::Uri>() else {
+        return refuse("malformed request target");
+    };
     let mut req = Request::new(ViewerBody::empty(body_timeout));
     *req.method_mut() = method;
     *req.uri_mut() = uri;
     *req.version_mut() = Version::HTTP_11;
     *req.headers_mut() = headers;
     req.extensions_mut().insert(SendsFiles);
-    Ok(req)
+    Some(Take::Here {
+        req: Box::new(req),
+        head_len,
+        keep_alive,
+    })
 }
 
 /// Writes `resp`: its head, then its body (none for `HEAD`, `204` and `304`) from memory or,
-/// for a [`FileBody`], by `sendfile`.
+/// for a [`FileBody`], by `sendfile`. The `Content-Length` sent is the body's own, whatever
+/// the handler wrote (a `HEAD` answer keeps the handler's: it names the body not sent).
 async fn write_response(
     conn: &Conn<'_>,
     stream: &mut TcpStream,
@@ -234,25 +224,35 @@ async fn write_response(
 ) -> io::Result<()> {
     let file = resp.extensions_mut().remove::<FileBody>();
     let status = resp.status();
-    let bodiless = is_head
-        || status.is_informational()
+    let no_body_allowed = status.is_informational()
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED;
     let bytes = match file {
         Some(_) => Bytes::new(),
-        None => collect(resp.body_mut()).await,
+        None => match resp.body_mut().collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(never) => match never {},
+        },
     };
-    let body_len = file.as_ref().map_or(bytes.len() as u64, |f| f.len);
-    let head = head(&resp, body_len, bodiless, keep_alive);
+    let length = if no_body_allowed {
+        Length::None
+    } else if is_head {
+        Length::Handler
+    } else {
+        Length::Is(file.as_ref().map_or(bytes.len() as u64, |f| f.len))
+    };
+    let head = head(&resp, length, keep_alive);
     let stall = conn.limits.idle_timeout;
     match file {
-        Some(file) if !bodiless => {
+        Some(file) if !is_head && !no_body_allowed && file.len > 0 => {
             send_all(stream, &head, true, stall, conn).await?;
             send_file(stream, &file, stall, conn).await?;
             conn.metrics.record_file_body(file.len);
             Ok(())
         }
-        _ if bodiless || bytes.is_empty() => send_all(stream, &head, false, stall, conn).await,
+        _ if is_head || no_body_allowed || bytes.is_empty() => {
+            send_all(stream, &head, false, stall, conn).await
+        }
         _ => {
             send_all(stream, &head, true, stall, conn).await?;
             send_all(stream, &bytes, false, stall, conn).await
@@ -260,24 +260,20 @@ async fn write_response(
     }
 }
 
-/// A response body's bytes (the plane's bodies are one buffer, which is passed on, not copied).
-async fn collect(body: &mut Body) -> Bytes {
-    let mut chunks = Vec::new();
-    while let Some(Ok(frame)) = body.frame().await {
-        if let Ok(data) = frame.into_data() {
-            chunks.push(data);
-        }
-    }
-    match chunks.len() {
-        0 => Bytes::new(),
-        1 => chunks.pop().expect("one chunk"),
-        _ => Bytes::from(chunks.concat()),
-    }
+/// What a response head says of its body's length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Length {
+    /// `Content-Length` of this many bytes.
+    Is(u64),
+    /// The handler's `Content-Length`, if any (a `HEAD` answer).
+    Handler,
+    /// No `Content-Length` (`1xx`, `204`, `304`).
+    None,
 }
 
-/// The status line and header fields of `resp`, with `Content-Length` (unless the status has
-/// no body), `Date` and, when the connection ends after it, `Connection: close`.
-fn head(resp: &Response<Body>, body_len: u64, bodiless: bool, keep_alive: bool) -> Vec<u8> {
+/// The status line and header fields of `resp`, with `Content-Length` as `length` says,
+/// `Date` and, when the connection ends after it, `Connection: close`.
+fn head(resp: &Response<Body>, length: Length, keep_alive: bool) -> Vec<u8> {
     let status = resp.status();
     let mut out = Vec::with_capacity(512);
     out.extend_from_slice(b"HTTP/1.1 ");
@@ -286,7 +282,10 @@ fn head(resp: &Response<Body>, body_len: u64, bodiless: bool, keep_alive: bool) 
     out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
     out.extend_from_slice(b"\r\n");
     for (name, value) in resp.headers() {
-        if name == header::CONNECTION || name == header::TRANSFER_ENCODING {
+        let ours = name == header::CONNECTION
+            || name == header::TRANSFER_ENCODING
+            || (name == header::CONTENT_LENGTH && length != Length::Handler);
+        if ours {
             continue;
         }
         out.extend_from_slice(name.as_str().as_bytes());
@@ -294,9 +293,8 @@ fn head(resp: &Response<Body>, body_len: u64, bodiless: bool, keep_alive: bool) 
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
-    // A bodiless answer (HEAD, 204, 304) keeps the length its handler named, if any.
-    if !(bodiless || resp.headers().contains_key(header::CONTENT_LENGTH)) {
-        out.extend_from_slice(format!("content-length: {body_len}\r\n").as_bytes());
+    if let Length::Is(len) = length {
+        out.extend_from_slice(format!("content-length: {len}\r\n").as_bytes());
     }
     if !resp.headers().contains_key(header::DATE) {
         out.extend_from_slice(b"date: ");
@@ -352,20 +350,27 @@ async fn send_all(
     Ok(())
 }
 
-/// Sends `body` from its file with `sendfile`: the kernel hands the page cache's pages to the
-/// socket. A file that ends early (cut after it was opened) ends the connection: the head
-/// announced a length that can no longer be kept.
+/// How much of a file body's end is read into memory and sent after a last look at the
+/// file: one page.
+const TAIL_BYTES: u64 = 4096;
+
+/// Sends `body` from its file: all but its last page with `sendfile` (the kernel hands the
+/// page cache's pages to the socket), then the last page read into memory, after the file's
+/// stamp was checked once more. A file written since it was verified changes its stamp, so the
+/// response is cut short of its announced length and the client sees it fail rather than end
+/// with bytes that were not verified; a file cut shorter ends the connection the same way.
 async fn send_file(
     stream: &mut TcpStream,
     body: &FileBody,
     stall: Duration,
     conn: &Conn<'_>,
 ) -> io::Result<()> {
-    let mut offset = body.offset;
     let end = body.offset + body.len;
-    while offset < end {
+    let tail_at = end - body.len.min(TAIL_BYTES);
+    let mut offset = body.offset;
+    while offset < tail_at {
         writable(stream, stall, conn).await?;
-        let want = usize::try_from(end - offset)
+        let want = usize::try_from(tail_at - offset)
             .unwrap_or(usize::MAX)
             .min(SENDFILE_CHUNK);
         let sent = stream.try_io(Interest::WRITABLE, || {
@@ -384,17 +389,28 @@ async fn send_file(
             Err(e) => return Err(e),
         }
     }
-    Ok(())
+    let mut tail = vec![0u8; usize::try_from(end - tail_at).expect("at most a page")];
+    std::os::unix::fs::FileExt::read_exact_at(&*body.file, &mut tail, tail_at)?;
+    let now = crate::core::store::FileStamp::of(&body.file.metadata()?);
+    if now != body.stamp {
+        tracing::error!(remote = %conn.remote, "a blob file changed while it was sent; the response is cut short and the file will be hashed again");
+        return Err(io::Error::other("the blob file changed while it was sent"));
+    }
+    send_all(stream, &tail, false, stall, conn).await
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn judged(raw: &[u8]) -> Option<Take> {
+        judge(raw, Duration::from_secs(1))
+    }
+
     #[test]
     fn requests_with_bodies_or_other_versions_go_to_hyper_and_players_requests_stay() {
-        let here = |raw: &[u8]| matches!(judge(raw), Some(Take::Here { .. }));
-        let handed = |raw: &[u8]| matches!(judge(raw), Some(Take::HandOff));
+        let here = |raw: &[u8]| matches!(judged(raw), Some(Take::Here { .. }));
+        let handed = |raw: &[u8]| matches!(judged(raw), Some(Take::HandOff));
         assert!(here(
             b"GET /v1/content/a/seg/0.m4s HTTP/1.1\r\nHost: x\r\n\r\n"
         ));
@@ -407,51 +423,71 @@ mod tests {
             b"GET / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
         ));
         assert!(handed(b"GET / HTTP/1.1\r\nContent-Length: 5\r\n\r\n"));
+        assert!(handed(
+            b"GET / HTTP/1.1\r\nContent-Length: 0\r\nContent-Length: 5\r\n\r\n"
+        ));
         assert!(handed(b"GET / HTTP/1.0\r\n\r\n"));
         assert!(handed(
             b"GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
         ));
         assert!(handed(b"GET / HTTP/1.1\r\nExpect: 100-continue\r\n\r\n"));
         assert!(
-            judge(b"GET / HTTP/1.1\r\nHost: x\r\n").is_none(),
+            judged(b"GET / HTTP/1.1\r\nHost: x\r\n").is_none(),
             "incomplete"
         );
+        let Some(Take::Here {
+            req,
+            head_len,
+            keep_alive,
+        }) = judged(b"GET /a?b=1 HTTP/1.1\r\nHost: x\r\nConnection: keep-alive, close\r\n\r\nGET")
+        else {
+            panic!("taken here");
+        };
+        assert!(!keep_alive);
+        assert_eq!(
+            head_len, 63,
+            "the next request's bytes are not part of this head"
+        );
+        assert_eq!(req.uri().path(), "/a");
+        assert_eq!(req.uri().query(), Some("b=1"));
+        assert_eq!(req.headers()["host"], "x");
+        assert!(req.extensions().get::<SendsFiles>().is_some());
         assert!(matches!(
-            judge(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: keep-alive, close\r\n\r\n"),
-            Some(Take::Here {
-                keep_alive: false,
-                ..
-            })
-        ));
-        assert!(matches!(
-            judge(b"G\x01T / HTTP/1.1\r\n\r\n"),
+            judged(b"G\x01T / HTTP/1.1\r\n\r\n"),
             Some(Take::Refuse(StatusCode::BAD_REQUEST, _))
         ));
         let many: String = (0..=MAX_HEADERS).map(|i| format!("X-{i}: y\r\n")).collect();
         assert!(matches!(
-            judge(format!("GET / HTTP/1.1\r\n{many}\r\n").as_bytes()),
+            judged(format!("GET / HTTP/1.1\r\n{many}\r\n").as_bytes()),
             Some(Take::Refuse(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, _))
         ));
     }
 
     #[test]
-    fn a_head_names_its_length_date_and_close_and_a_304_has_no_length() {
-        let resp = crate::http::full(
+    fn a_head_names_the_bodys_own_length_date_and_close_and_a_304_has_no_length() {
+        let mut resp = crate::http::full(
             StatusCode::OK,
             "text/plain",
             Bytes::from_static(b"hello"),
             "no-store",
         );
-        let text = String::from_utf8(head(&resp, 5, false, false)).unwrap();
+        // A handler's wrong length is not repeated: the body's own is sent.
+        resp.headers_mut()
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(99));
+        let text = String::from_utf8(head(&resp, Length::Is(5), false)).unwrap();
         assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
         assert!(text.contains("content-length: 5\r\n"), "{text}");
+        assert!(!text.contains("99"), "{text}");
         assert!(text.contains("\r\ndate: "), "{text}");
         assert!(text.contains("connection: close\r\n"), "{text}");
         assert!(text.ends_with("\r\n\r\n"));
+        // HEAD: the handler's length names the body not sent.
+        let text = String::from_utf8(head(&resp, Length::Handler, true)).unwrap();
+        assert!(text.contains("content-length: 99\r\n"), "{text}");
 
         let mut resp = Response::new(Body::new(Bytes::new()));
         *resp.status_mut() = StatusCode::NOT_MODIFIED;
-        let text = String::from_utf8(head(&resp, 0, true, true)).unwrap();
+        let text = String::from_utf8(head(&resp, Length::None, true)).unwrap();
         assert!(text.starts_with("HTTP/1.1 304 Not Modified\r\n"), "{text}");
         assert!(!text.contains("content-length"), "{text}");
         assert!(!text.contains("connection"), "{text}");

@@ -41,7 +41,7 @@ use tokio::time::{Instant, Sleep};
 mod h1;
 
 use crate::core::metrics::Metrics;
-use crate::http::{error, Body};
+use crate::http::{error, Body, FileBody};
 use crate::tls::ViewerTls;
 
 /// How long in-flight requests get to finish at shutdown.
@@ -326,6 +326,16 @@ struct Rewound {
     inner: TcpStream,
 }
 
+impl Rewound {
+    fn new(prefix: Vec<u8>, inner: TcpStream) -> Self {
+        Self {
+            prefix,
+            at: 0,
+            inner,
+        }
+    }
+}
+
 impl AsyncRead for Rewound {
     fn poll_read(
         mut self: Pin<&mut Self>,
@@ -567,11 +577,7 @@ impl Conn<'_> {
             // Our own loop, which can send files (and hands hyper what it does not take).
             Protocol::Http1 => h1::serve(self, stream, prefix, handler).await,
             Protocol::Http2 => {
-                let io = TokioIo::new(Rewound {
-                    prefix,
-                    at: 0,
-                    inner: stream,
-                });
+                let io = TokioIo::new(Rewound::new(prefix, stream));
                 self.serve(io, protocol, false, handler).await;
             }
         }
@@ -633,7 +639,16 @@ impl Conn<'_> {
                 }
                 let answer = guarded(handler(req, remote));
                 async move {
-                    let resp = answer.await.map(|inner| TrackedBody {
+                    let mut resp = answer.await;
+                    if resp.extensions_mut().remove::<FileBody>().is_some() {
+                        // Only requests marked `SendsFiles` (h1's) may be answered with a file.
+                        tracing::error!("a file body reached hyper; answered 500");
+                        resp = error(
+                            http::StatusCode::INTERNAL_SERVER_ERROR,
+                            "internal error (logged at the node)",
+                        );
+                    }
+                    let resp = resp.map(|inner| TrackedBody {
                         inner,
                         _in_flight: in_flight,
                     });

@@ -252,7 +252,7 @@ impl Viewer {
             },
         };
         let len = match &body {
-            Sendable::File { len, .. } => *len,
+            Sendable::File { stamp, .. } => stamp.len(),
             Sendable::Bytes(bytes) => bytes.len() as u64,
         };
         let range = match req.get(header::RANGE).and_then(|v| v.to_str().ok()) {
@@ -272,13 +272,14 @@ impl Viewer {
             }
         };
         let body_of = |status, r: std::ops::Range<u64>| match &body {
-            Sendable::File { file, .. } => file_response(
+            Sendable::File { file, stamp } => file_response(
                 status,
                 content_type,
                 FileBody {
                     file: Arc::clone(file),
                     offset: r.start,
                     len: r.end - r.start,
+                    stamp: *stamp,
                 },
                 CACHE_IMMUTABLE,
             ),

@@ -49,8 +49,8 @@ pub enum Opened {
     Verified {
         /// The open file.
         file: File,
-        /// Its length.
-        len: u64,
+        /// Its stamp now, which matched the verified one.
+        stamp: FileStamp,
     },
     /// Hashed once, but written since or too long ago: hash it again first.
     Stale,
@@ -403,9 +403,14 @@ impl DiskTier {
         Ok(Some((bytes, stamp)))
     }
 
-    /// Records that the blob's file, as `stamp` describes it, hashed to its name.
+    /// Records that the blob's file, as `stamp` describes it, hashed to its name, if the file
+    /// under the blob's name is still that file in that state (it may have been evicted,
+    /// quarantined or replaced while it was hashed).
     pub fn record_verified(&self, hash: Hash32, stamp: FileStamp) {
-        self.verified.record(hash, stamp);
+        let current = fs::metadata(self.path_of(&hash)).map(|meta| FileStamp::of(&meta));
+        if current.is_ok_and(|current| current == stamp) {
+            self.verified.record(hash, stamp);
+        }
     }
 
     /// Whether the blob's file was verified by this process (it may have gone stale since).
@@ -428,13 +433,11 @@ impl DiskTier {
             self.verified.forget(hash);
             return Opened::Unverified;
         };
-        match self.verified.check(hash, &FileStamp::of(&meta)) {
+        let stamp = FileStamp::of(&meta);
+        match self.verified.check(hash, &stamp) {
             Verification::Current => {
                 self.touch(hash);
-                Opened::Verified {
-                    file,
-                    len: meta.len(),
-                }
+                Opened::Verified { file, stamp }
             }
             Verification::Stale => {
                 self.verified.forget(hash);

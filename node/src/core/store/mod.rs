@@ -27,6 +27,7 @@ pub use aligned::AlignedBlob;
 pub use disk::{blob_file, DiskTier, Imported, Opened};
 pub use ram::RamTier;
 pub use s3fifo::S3Fifo;
+pub use verified::FileStamp;
 
 use super::metrics::Metrics;
 
@@ -68,12 +69,16 @@ pub enum Sendable {
     File {
         /// The open file.
         file: Arc<std::fs::File>,
-        /// Its length (the blob's).
-        len: u64,
+        /// Its stamp when opened, which matched the verified one; its length is the blob's.
+        stamp: FileStamp,
     },
     /// The blob's bytes (RAM tier, or just read and hashed).
     Bytes(Bytes),
 }
+
+/// Most blob files hashed in the background at once (each holds one blob in memory while it
+/// is hashed).
+const MAX_BACKGROUND_CHECKS: usize = 2;
 
 /// A disk read every concurrent reader of one blob awaits.
 type SharedRead = Shared<BoxFuture<'static, Result<Bytes, StoreError>>>;
@@ -176,11 +181,11 @@ impl Store {
         // Inline, not in a blocking task: an open and an fstat of a file whose path the kernel
         // has cached cost microseconds, less than the hand-over to another thread.
         match self.disk.open_verified(&hash) {
-            Opened::Verified { file, len } => {
+            Opened::Verified { file, stamp } => {
                 self.metrics.store_hit();
                 Ok(Sendable::File {
                     file: Arc::new(file),
-                    len,
+                    stamp,
                 })
             }
             Opened::Stale => {
@@ -200,19 +205,51 @@ impl Store {
         }
     }
 
-    /// Hashes a blob's file in a blocking task, so it is stamped as verified (or quarantined);
-    /// at most one check per blob at a time.
+    /// Hashes a blob's file in a blocking task, so it is stamped as verified (or quarantined):
+    /// one check per blob at a time, at most [`MAX_BACKGROUND_CHECKS`] at once (a request
+    /// that finds them busy leaves its blob for a later one), none for a blob with no file.
     fn check_in_background(self: &Arc<Self>, hash: Hash32) {
-        if !self.checking.lock().insert(hash) {
+        {
+            let mut checking = self.checking.lock();
+            if checking.len() >= MAX_BACKGROUND_CHECKS || !checking.insert(hash) {
+                return;
+            }
+        }
+        if !self.disk.contains(&hash) {
+            self.checking.lock().remove(&hash);
             return;
         }
         let this = Arc::clone(self);
         tokio::task::spawn_blocking(move || {
-            if this.disk.contains(&hash) {
-                let _ = this.load_from_disk(&hash);
-            }
+            this.check_file(&hash);
             this.checking.lock().remove(&hash);
         });
+    }
+
+    /// Reads and hashes a blob's file: stamped as verified if it matches, quarantined (and
+    /// dropped from RAM) if not. The RAM tier is left as it is otherwise.
+    fn check_file(&self, hash: &Hash32) {
+        let Ok(Some((bytes, stamp))) = self.disk.read(hash) else {
+            return;
+        };
+        if blake3::hash(&bytes).as_bytes() == hash {
+            self.disk.record_verified(*hash, stamp);
+        } else {
+            self.report_corrupt(hash);
+        }
+    }
+
+    /// A blob file that does not hash to its name: counted, logged, moved aside, dropped from
+    /// RAM, never served.
+    fn report_corrupt(&self, hash: &Hash32) {
+        self.metrics.store_corrupt();
+        tracing::error!(
+            blob = %hex::encode(hash),
+            path = %self.disk.blob_path(hash).display(),
+            "blob on disk does not match its hash; quarantined, not served"
+        );
+        self.disk.quarantine(hash);
+        self.ram.remove(hash);
     }
 
     /// The disk read of `hash` that is in flight, or a new one; it runs in a blocking task
@@ -278,14 +315,7 @@ impl Store {
             }
         };
         if blake3::hash(&bytes).as_bytes() != hash {
-            self.metrics.store_corrupt();
-            tracing::error!(
-                blob = %hex::encode(hash),
-                path = %self.disk.blob_path(hash).display(),
-                "blob on disk does not match its hash; quarantined, not served"
-            );
-            self.disk.quarantine(hash);
-            self.ram.remove(hash);
+            self.report_corrupt(hash);
             return Err(StoreError::Corrupt(*hash));
         }
         self.disk.record_verified(*hash, stamp);

@@ -5,8 +5,17 @@
 //! the file is opened for the read that hashes it. Any write to the file afterwards moves its
 //! change time, which no user can set back, so a file whose stamp still matches holds the bytes
 //! that were hashed. Media rot that no write explains is caught by the re-check every stamp
-//! gets after [`RECHECK_AFTER`]: the file is read and hashed again like a first read, and
-//! quarantined if it fails.
+//! gets after about [`RECHECK_AFTER`] (spread over ±25% by the blob's hash, so blobs verified
+//! together are not all hashed again at once): the file is read and hashed again like a first
+//! read, and quarantined if it fails.
+//!
+//! What a stamp cannot see: a write through a shared memory mapping to a page already dirty
+//! (no new fault, so no new change time), or a write on a kernel with coarse timestamps in the
+//! same tick as the last change; pages sent by `sendfile` and still queued in a socket are
+//! references to the page cache, so a write landing then reaches the client. Only the node
+//! writes under `blobs/`, and never in place (a new file is written and renamed), so these
+//! need someone else writing into the node's files; bit rot on the medium is caught at the
+//! re-check.
 
 use std::collections::HashMap;
 use std::fs::Metadata;
@@ -47,6 +56,11 @@ impl FileStamp {
     }
 }
 
+/// How long blob `hash`'s verification holds: [`RECHECK_AFTER`] ± 25%, by its first byte.
+fn recheck_after(hash: &Hash32) -> Duration {
+    RECHECK_AFTER.mul_f64(0.75 + f64::from(hash[0]) / 510.0)
+}
+
 /// What [`VerifiedFiles::check`] found for a blob.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verification {
@@ -79,7 +93,7 @@ impl VerifiedFiles {
     pub fn check(&self, hash: &Hash32, now: &FileStamp) -> Verification {
         match self.stamps.lock().get(hash) {
             None => Verification::Unknown,
-            Some((stamp, at)) if stamp == now && at.elapsed() < RECHECK_AFTER => {
+            Some((stamp, at)) if stamp == now && at.elapsed() < recheck_after(hash) => {
                 Verification::Current
             }
             Some(_) => Verification::Stale,
