@@ -99,13 +99,20 @@ fn flip_in_place(path: &Path, at: u64) {
     f.write_all(&[byte[0] ^ 0x40]).unwrap();
 }
 
+/// An origin (with `extra` config) that published `segments` synthetic segments as `song`;
+/// the rendition's folder.
+fn origin_with_song(c: &mut Cluster, extra: &str, segments: usize) -> (usize, PathBuf) {
+    let o = c.start("origin", "origin", extra);
+    let dir = c.path().join("r1");
+    write_synthetic_rendition(&dir, segments, SEGMENT_BYTES, 9);
+    assert_success(&c.node(o).ingest("song", &dir), "ingest");
+    (o, dir)
+}
+
 #[test]
 fn verified_files_are_sent_by_the_kernel_ranged_pipelined_and_tampering_is_still_caught() {
     let mut c = Cluster::new();
-    let o = c.start("origin", "origin", "[cache]\nmemory_mb = 16\n");
-    let dir = c.path().join("r1");
-    write_synthetic_rendition(&dir, 3, SEGMENT_BYTES, 9);
-    assert_success(&c.node(o).ingest("song", &dir), "ingest");
+    let (o, dir) = origin_with_song(&mut c, "[cache]\nmemory_mb = 16\n", 3);
     let node = c.node(o);
     let manifest = SignedManifest::decode(&node.get("/v1/content/song/manifest").body).unwrap();
     let seg = |i: usize| fs::read(dir.join(format!("seg_{i:03}.ts"))).unwrap();
@@ -211,10 +218,7 @@ fn verified_files_are_sent_by_the_kernel_ranged_pipelined_and_tampering_is_still
 #[test]
 fn an_edge_sends_filled_segments_from_their_files_once_it_has_hashed_them() {
     let mut c = Cluster::new();
-    let o = c.start("origin", "origin", "");
-    let dir = c.path().join("r1");
-    write_synthetic_rendition(&dir, 2, SEGMENT_BYTES, 5);
-    assert_success(&c.node(o).ingest("song", &dir), "ingest");
+    let (o, dir) = origin_with_song(&mut c, "", 2);
     let parent = c.node(o).as_parent();
     let e = c.start_with(
         "edge",

@@ -337,17 +337,28 @@ async fn send_all(
         rustix::net::SendFlags::NOSIGNAL
     };
     while !bytes.is_empty() {
-        writable(stream, stall, conn).await?;
-        let sent = stream.try_io(Interest::WRITABLE, || {
-            rustix::net::send(&*stream, bytes, flags).map_err(io::Error::from)
-        });
-        match sent {
-            Ok(n) => bytes = &bytes[n..],
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(e) => return Err(e),
-        }
+        let sent =
+            when_writable(stream, stall, conn, |s| rustix::net::send(s, bytes, flags)).await?;
+        bytes = &bytes[sent..];
     }
     Ok(())
+}
+
+/// Runs a non-blocking write `op` on the socket once it takes bytes (waiting at most `stall`
+/// each time it does not), until `op` does not answer `EAGAIN`: how many bytes it wrote.
+async fn when_writable(
+    stream: &TcpStream,
+    stall: Duration,
+    conn: &Conn<'_>,
+    mut op: impl FnMut(&TcpStream) -> rustix::io::Result<usize>,
+) -> io::Result<usize> {
+    loop {
+        writable(stream, stall, conn).await?;
+        match stream.try_io(Interest::WRITABLE, || op(stream).map_err(io::Error::from)) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            written => return written,
+        }
+    }
 }
 
 /// How much of a file body's end is read into memory and sent after a last look at the
@@ -369,24 +380,18 @@ async fn send_file(
     let tail_at = end - body.len.min(TAIL_BYTES);
     let mut offset = body.offset;
     while offset < tail_at {
-        writable(stream, stall, conn).await?;
         let want = usize::try_from(tail_at - offset)
             .unwrap_or(usize::MAX)
             .min(SENDFILE_CHUNK);
-        let sent = stream.try_io(Interest::WRITABLE, || {
-            rustix::fs::sendfile(&*stream, &*body.file, Some(&mut offset), want)
-                .map_err(io::Error::from)
-        });
-        match sent {
-            Ok(0) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "the blob file is shorter than when it was opened",
-                ))
-            }
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(e) => return Err(e),
+        let sent = when_writable(stream, stall, conn, |s| {
+            rustix::fs::sendfile(s, &*body.file, Some(&mut offset), want)
+        })
+        .await?;
+        if sent == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the blob file is shorter than when it was opened",
+            ));
         }
     }
     let mut tail = vec![0u8; usize::try_from(end - tail_at).expect("at most a page")];
