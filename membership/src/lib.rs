@@ -5,13 +5,17 @@
 //!
 //! - [`MemberId`]: what a member is known by: its node key, the address its probes go to, and
 //!   a generation that a restarted (or wrongly declared down) member raises to rejoin.
+//! - [`Agent`]: one member, sans-I/O: foca with Lifeguard's suspicion ([`suspicion`]) on top.
 //! - [`swim_config`]: the protocol's timing for a cluster of a given size.
 //! - [`sim`]: many members in one process on a simulated clock and network (loss, delay,
 //!   partitions), for tests and `swim-sim` figures.
 
+mod agent;
 mod config;
 mod identity;
 pub mod sim;
+pub mod suspicion;
 
-pub use config::swim_config;
+pub use agent::{Agent, AgentTimer, BadBroadcast, Error};
+pub use config::{swim_config, Timing, PROBE_PERIOD, PROBE_RTT};
 pub use identity::MemberId;

@@ -14,13 +14,11 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use bytes::Bytes;
-use foca::{AccumulatingRuntime, Foca, Member, NoCustomBroadcast, OwnedNotification, Timer};
+use foca::OwnedNotification;
 use rand::rngs::SmallRng;
 use rand::{RngExt, SeedableRng};
 
-use crate::MemberId;
-
-type Swim = Foca<MemberId, foca::PostcardCodec, SmallRng, NoCustomBroadcast>;
+use crate::{Agent, AgentTimer, MemberId};
 
 /// How the simulated network treats packets.
 #[derive(Debug, Clone, Copy)]
@@ -67,12 +65,12 @@ pub struct Sent {
 }
 
 enum Event {
-    Timer { node: usize, timer: Timer<MemberId> },
+    Timer { node: usize, timer: AgentTimer },
     Deliver { to: usize, data: Bytes },
 }
 
 struct Node {
-    swim: Swim,
+    swim: Agent,
     running: bool,
     sent: Sent,
 }
@@ -90,7 +88,6 @@ pub struct Sim {
     /// Each member's side of a partition (`None`: no partition); packets cross no side.
     sides: Option<Vec<u8>>,
     observations: Vec<Observation>,
-    runtime: AccumulatingRuntime<MemberId>,
 }
 
 /// Member `index`'s identity: its key and address encode the index.
@@ -116,17 +113,11 @@ impl Sim {
         let mut sim = Self::new(members, network, seed);
         let everyone: Vec<MemberId> = (0..members).map(member_id).collect();
         for node in 0..members {
-            let others = everyone
-                .iter()
-                .filter(|id| index_of(id) != node)
-                .cloned()
-                .map(Member::alive);
-            let mut runtime = std::mem::take(&mut sim.runtime);
+            let others = everyone.iter().filter(|id| index_of(id) != node).cloned();
             sim.nodes[node]
                 .swim
-                .apply_many(others, false, &mut runtime)
+                .add_members(others, Duration::ZERO)
                 .expect("applying the roster");
-            sim.runtime = runtime;
             sim.drain(node);
         }
         sim
@@ -138,12 +129,10 @@ impl Sim {
         let mut sim = Self::new(members, network, seed);
         for node in 1..members {
             sim.now = stagger * node as u32;
-            let mut runtime = std::mem::take(&mut sim.runtime);
             sim.nodes[node]
                 .swim
-                .announce(member_id(0), &mut runtime)
+                .announce(member_id(0), sim.now)
                 .expect("announce");
-            sim.runtime = runtime;
             sim.drain(node);
         }
         sim.now = Duration::ZERO;
@@ -154,11 +143,10 @@ impl Sim {
         let config = crate::swim_config(members);
         let nodes = (0..members)
             .map(|i| Node {
-                swim: Foca::new(
+                swim: Agent::new(
                     member_id(i),
-                    config.clone(),
-                    SmallRng::seed_from_u64(seed ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)),
-                    foca::PostcardCodec,
+                    &config,
+                    seed ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
                 ),
                 running: true,
                 sent: Sent::default(),
@@ -174,7 +162,6 @@ impl Sim {
             rng: SmallRng::seed_from_u64(seed),
             sides: None,
             observations: Vec::new(),
-            runtime: AccumulatingRuntime::new(),
         }
     }
 
@@ -202,7 +189,7 @@ impl Sim {
     /// Takes what member `node`'s last call produced: packets onto the network, timers onto
     /// the clock, conclusions into the record.
     fn drain(&mut self, node: usize) {
-        while let Some((to, data)) = self.runtime.to_send() {
+        while let Some((to, data)) = self.nodes[node].swim.to_send() {
             let sent = &mut self.nodes[node].sent;
             sent.messages += 1;
             sent.bytes += data.len() as u64;
@@ -219,10 +206,10 @@ impl Sim {
             let delay = self.network.delay_min + span.mul_f64(self.rng.random::<f64>());
             self.schedule(self.now + delay, Event::Deliver { to, data });
         }
-        while let Some((after, timer)) = self.runtime.to_schedule() {
+        while let Some((after, timer)) = self.nodes[node].swim.to_schedule() {
             self.schedule(self.now + after, Event::Timer { node, timer });
         }
-        while let Some(notification) = self.runtime.to_notify() {
+        while let Some(notification) = self.nodes[node].swim.to_notify() {
             let (subject, up) = match notification {
                 OwnedNotification::MemberUp(id) => (index_of(&id), true),
                 OwnedNotification::MemberDown(id) => (index_of(&id), false),
@@ -256,14 +243,13 @@ impl Sim {
             if !self.nodes[node].running {
                 continue;
             }
-            let mut runtime = std::mem::take(&mut self.runtime);
             let swim = &mut self.nodes[node].swim;
+            let now = self.now;
             // A member that refuses a packet or a timer (malformed, not for it) goes on.
             let _ = match event {
-                Event::Timer { timer, .. } => swim.handle_timer(timer, &mut runtime),
-                Event::Deliver { data, .. } => swim.handle_data(&data, &mut runtime),
+                Event::Timer { timer, .. } => swim.handle_timer(timer, now),
+                Event::Deliver { data, .. } => swim.handle_data(&data, now),
             };
-            self.runtime = runtime;
             self.drain(node);
         }
         self.now = until;
@@ -292,7 +278,7 @@ impl Sim {
 
     /// How many members `node` holds active (itself excluded).
     pub fn active_seen_by(&self, node: usize) -> usize {
-        self.nodes[node].swim.iter_members().count()
+        self.nodes[node].swim.members().count()
     }
 
     /// Whether member `node` is running.
@@ -412,6 +398,26 @@ mod tests {
         sim.run_for(Duration::from_secs(120));
         assert_eq!(sim.running_declared_down(Duration::ZERO), vec![]);
         assert!((0..50).all(|n| sim.active_seen_by(n) == 49));
+    }
+
+    #[test]
+    fn killed_members_are_known_down_everywhere_within_three_seconds() {
+        // The goal, in simulated time: 20 kills in turn in a 50-member cluster.
+        let mut sim = Sim::converged(50, Network::lan(), 5);
+        sim.run_for(Duration::from_secs(5));
+        for k in 0..20 {
+            sim.run_for(Duration::from_millis(137 * k as u64 % 1000));
+            let at = sim.now();
+            sim.kill(k * 2);
+            sim.run_for(Duration::from_secs(8));
+            let known = sim.known_down_everywhere(k * 2, at).expect("known down");
+            assert!(
+                known - at <= Duration::from_secs(3),
+                "kill {k}: {:?}",
+                known - at
+            );
+        }
+        assert_eq!(sim.running_declared_down(Duration::ZERO), vec![]);
     }
 
     #[test]
