@@ -51,6 +51,7 @@ http = "127.0.0.1:0"
 quic = "127.0.0.1:0"
 p2p = "/ip4/127.0.0.1/tcp/0"
 iroh = "127.0.0.1:0"
+swim = "127.0.0.1:0"
 [origin]
 publisher_key = "$work/publisher.key"
 [ha]

@@ -61,6 +61,7 @@ http = "127.0.0.1:0"
 quic = "127.0.0.1:0"
 p2p = "/ip4/127.0.0.1/tcp/0"
 iroh = "127.0.0.1:0"
+swim = "127.0.0.1:0"
 [cache]
 memory_mb = $memory_mb
 disk_gb = $disk_gb
@@ -93,6 +94,7 @@ http = "127.0.0.1:0"
 quic = "127.0.0.1:0"
 p2p = "/ip4/127.0.0.1/tcp/0"
 iroh = "127.0.0.1:0"
+swim = "127.0.0.1:0"
 [trust]
 publishers = ["$key"]
 operators = ["$operator"]

@@ -107,6 +107,8 @@ pub struct ListenSection {
     pub p2p: String,
     /// Mesh data plane (iroh, UDP). Default `"0.0.0.0:4434"`.
     pub iroh: String,
+    /// Membership and failure detection (SWIM, UDP). Default `"0.0.0.0:4435"`.
+    pub swim: String,
     /// Viewer plane over TLS (HTTPS, HTTP/1.1 and HTTP/2 by ALPN); needs `http.tls_cert` and
     /// `http.tls_key`. Default `""`: none.
     pub https: String,
@@ -119,6 +121,7 @@ impl Default for ListenSection {
             quic: "0.0.0.0:4433".to_owned(),
             p2p: "/ip4/0.0.0.0/tcp/4001".to_owned(),
             iroh: "0.0.0.0:4434".to_owned(),
+            swim: "0.0.0.0:4435".to_owned(),
             https: String::new(),
         }
     }
@@ -455,6 +458,7 @@ mod tests {
         assert_eq!(l.quic, "0.0.0.0:4433");
         assert_eq!(l.p2p, "/ip4/0.0.0.0/tcp/4001");
         assert_eq!(l.iroh, "0.0.0.0:4434");
+        assert_eq!(l.swim, "0.0.0.0:4435");
 
         let c = ClusterSection::default();
         assert!(c.bootstrap.is_empty());

@@ -48,6 +48,8 @@
 //! p2p = "/ip4/0.0.0.0/tcp/4001"
 //! # Mesh data plane: iroh over UDP (must not share a port with `quic`).
 //! iroh = "0.0.0.0:4434"
+//! # Membership and failure detection: SWIM over UDP (its own port).
+//! swim = "0.0.0.0:4435"
 //! # Viewer plane over TLS (HTTPS; HTTP/1.1 and HTTP/2); needs http.tls_cert and tls_key.
 //! # "" = none. Example: https = "0.0.0.0:8443"
 //! https = ""
@@ -291,6 +293,8 @@ quic = "0.0.0.0:4433"
 p2p = "/ip4/0.0.0.0/tcp/4001"
 # Mesh data plane: iroh over UDP (must not share a port with `quic`).
 iroh = "0.0.0.0:4434"
+# Membership and failure detection: SWIM over UDP (its own port).
+swim = "0.0.0.0:4435"
 # Viewer plane over TLS (HTTPS; HTTP/1.1 and HTTP/2); needs http.tls_cert and tls_key.
 # "" = none. Example: https = "0.0.0.0:8443"
 https = ""
@@ -479,6 +483,7 @@ mod tests {
         assert_eq!(c.listen.quic, "0.0.0.0:4433".parse::<SocketAddr>().unwrap());
         assert_eq!(c.listen.p2p, "/ip4/0.0.0.0/tcp/4001");
         assert_eq!(c.listen.iroh, "0.0.0.0:4434".parse::<SocketAddr>().unwrap());
+        assert_eq!(c.listen.swim, "0.0.0.0:4435".parse::<SocketAddr>().unwrap());
         assert!(c.cluster.bootstrap.is_empty());
         assert_eq!(c.cluster.heartbeat_interval, Duration::from_millis(1000));
         assert_eq!(c.cluster.suspect_after_missed, 3);
@@ -882,6 +887,8 @@ header_read_timeout_ms = 1
         field_err("[listen]\np2p = \"ip4/0.0.0.0/tcp/4001\"\n", "listen.p2p");
         field_err("[listen]\np2p = \"/\"\n", "listen.p2p");
         field_err("[listen]\niroh = \"0.0.0.0:4433\"\n", "listen.iroh");
+        field_err("[listen]\nswim = \"0.0.0.0:4434\"\n", "listen.swim");
+        field_err("[listen]\nswim = \"nowhere\"\n", "listen.swim");
         // Same TCP/UDP port number on different protocols is fine; port 0 never collides.
         parse(&format!(
             "{}[listen]\nhttp = \"0.0.0.0:4433\"\nquic = \"0.0.0.0:0\"\niroh = \"0.0.0.0:0\"\n",

@@ -141,6 +141,8 @@ pub struct Listen {
     pub p2p: String,
     /// Mesh data plane, UDP (iroh).
     pub iroh: SocketAddr,
+    /// Membership and failure detection, UDP (SWIM).
+    pub swim: SocketAddr,
     /// Viewer plane over TLS, if configured (then [`HttpLimits::tls`] is set).
     pub https: Option<SocketAddr>,
 }

@@ -146,6 +146,7 @@ fn listen(cx: &Ctx<'_>, l: ListenSection) -> Result<Listen> {
         ));
     }
     let iroh = socket_addr(cx, "listen.iroh", &l.iroh)?;
+    let swim = socket_addr(cx, "listen.swim", &l.swim)?;
     let https = if l.https.is_empty() {
         None
     } else {
@@ -166,11 +167,22 @@ fn listen(cx: &Ctx<'_>, l: ListenSection) -> Result<Listen> {
             ),
         ));
     }
+    for (name, other) in [("listen.quic", quic), ("listen.iroh", iroh)] {
+        if udp_overlap(swim, other) {
+            return Err(cx.err(
+                "listen.swim",
+                format!(
+                    "{swim} collides with {name} ({other}); both are UDP and need distinct ports"
+                ),
+            ));
+        }
+    }
     Ok(Listen {
         http,
         quic,
         p2p: l.p2p,
         iroh,
+        swim,
         https,
     })
 }

@@ -121,6 +121,14 @@ impl BroadcastHandler<MemberId> for Broadcasts {
     }
 }
 
+/// The sender and the addressee a packet names in its header, read without applying it: the
+/// node checks them against who signed the datagram and who received it.
+pub fn addressed(packet: &[u8]) -> Option<(MemberId, MemberId)> {
+    use foca::Codec;
+    let header = foca::PostcardCodec.decode_header(packet).ok()?;
+    Some((header.src, header.dst))
+}
+
 type Swim = Foca<MemberId, foca::PostcardCodec, SmallRng, Broadcasts>;
 
 /// One member of the protocol.
@@ -162,6 +170,17 @@ impl Agent {
     /// The suspicion timing in force.
     pub fn suspicion_timing(&self) -> SuspicionTiming {
         self.shared.lock().suspicions.timing()
+    }
+
+    /// Changes the timing (for a cluster that grew or shrank); suspicions already running
+    /// keep the timeouts they had.
+    ///
+    /// # Errors
+    /// foca refuses the settings.
+    pub fn retime(&mut self, timing: &Timing) -> Result<(), Error> {
+        self.swim.set_config(timing.swim.clone())?;
+        self.shared.lock().suspicions.set_timing(timing.suspicion);
+        Ok(())
     }
 
     /// This member's identity (its generation rises when it rejoins).
@@ -328,6 +347,8 @@ mod tests {
         b.announce(member_id(0), Duration::ZERO).unwrap();
         let (to, packet) = b.to_send().expect("announce sent");
         assert_eq!(to, member_id(0));
+        assert_eq!(addressed(&packet), Some((member_id(1), member_id(0))));
+        assert_eq!(addressed(b"garbage"), None);
         a.handle_data(&packet, Duration::from_millis(1)).unwrap();
         assert_eq!(a.members().cloned().collect::<Vec<_>>(), vec![member_id(1)]);
     }

@@ -14,7 +14,7 @@ pub struct MemberId {
     /// Where its membership messages are sent.
     pub addr: SocketAddr,
     /// Raised on every restart and rejoin.
-    pub generation: u32,
+    pub generation: u64,
 }
 
 impl foca::Identity for MemberId {

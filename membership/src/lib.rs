@@ -16,6 +16,7 @@ mod identity;
 pub mod sim;
 pub mod suspicion;
 
-pub use agent::{Agent, AgentTimer, BadBroadcast, Error};
+pub use agent::{addressed, Agent, AgentTimer, BadBroadcast, Error};
 pub use config::{swim_config, Timing, PROBE_PERIOD, PROBE_RTT};
+pub use foca::OwnedNotification;
 pub use identity::MemberId;

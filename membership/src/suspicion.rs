@@ -48,7 +48,7 @@ pub struct Suspect {
     /// Its key.
     pub key: [u8; 32],
     /// Its generation.
-    pub generation: u32,
+    pub generation: u64,
     /// Its incarnation when suspected.
     pub incarnation: u16,
 }
@@ -149,6 +149,11 @@ impl Suspicions {
     /// The timing in force.
     pub fn timing(&self) -> SuspicionTiming {
         self.timing
+    }
+
+    /// Changes the timing of suspicions from now on.
+    pub fn set_timing(&mut self, timing: SuspicionTiming) {
+        self.timing = timing;
     }
 
     /// This member's own probe of `member` failed at `now` and foca asked for the timer that

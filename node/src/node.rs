@@ -266,10 +266,13 @@ impl Node {
             }
             _ => None,
         };
+        let swim_socket = std::net::UdpSocket::bind(config.listen.swim)
+            .with_context(|| format!("binding listen.swim {}", config.listen.swim))?;
         let addrs = BoundAddrs {
             http: listener.local_addr()?,
             quic: quic_server.local_addr(),
             iroh: mesh.local_addr(),
+            swim: swim_socket.local_addr()?,
             https: https.as_ref().map(|(l, _)| l.local_addr()).transpose()?,
         };
         let admin_socket = data_dir.join(ADMIN_SOCKET);
@@ -285,6 +288,7 @@ impl Node {
                 mesh: Arc::clone(&mesh),
             }),
             addrs,
+            swim_socket,
             shutdown: shutdown_rx.clone(),
         })?;
 
@@ -601,6 +605,7 @@ fn write_runtime_file(
         "incarnation": core.incarnation,
         "quic": addrs.quic.to_string(),
         "iroh": addrs.iroh.to_string(),
+        "swim": addrs.swim.to_string(),
         "p2p": p2p_addrs,
         "admin_socket": admin_socket,
     });

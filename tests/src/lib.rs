@@ -281,6 +281,24 @@ impl Cluster {
     pub fn node_mut(&mut self, i: usize) -> &mut NodeProcess {
         &mut self.nodes[i]
     }
+
+    /// Whether every node but `skip` sees exactly `alive` other members alive.
+    pub fn all_see_alive(&self, skip: Option<usize>, alive: usize) -> bool {
+        self.nodes
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| Some(*i) != skip)
+            .all(|(_, n)| n.alive_members() == alive)
+    }
+
+    /// Whether every node but `skip` lists `peer` in `state` (`alive`, `suspect`, `dead`).
+    pub fn all_list(&self, skip: usize, peer: &str, state: &str) -> bool {
+        self.nodes
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != skip)
+            .all(|(_, n)| n.member_state(peer).as_deref() == Some(state))
+    }
 }
 
 impl Default for Cluster {
@@ -365,6 +383,7 @@ impl NodeProcess {
              quic = \"{ip}:0\"\n\
              p2p = \"/ip4/{ip}/tcp/0\"\n\
              iroh = \"{ip}:0\"\n\
+             swim = \"{ip}:0\"\n\
              {}\
              [cluster]\n\
              heartbeat_interval_ms = {}\n\

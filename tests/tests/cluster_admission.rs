@@ -149,7 +149,7 @@ fn a_node_refuses_to_start_with_an_expired_certificate_or_another_role() {
         format!(
             "role = \"mesh\"\ndata_dir = {data_dir:?}\nregion = \"eu\"\n[listen]\n\
              http = \"127.0.0.1:0\"\nquic = \"127.0.0.1:0\"\np2p = \"/ip4/127.0.0.1/tcp/0\"\n\
-             iroh = \"127.0.0.1:0\"\n[trust]\noperators = [\"{operator_hex}\"]\n"
+             iroh = \"127.0.0.1:0\"\nswim = \"127.0.0.1:0\"\n[trust]\noperators = [\"{operator_hex}\"]\n"
         ),
     )
     .unwrap();

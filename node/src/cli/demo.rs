@@ -68,6 +68,7 @@ fn node_config(
          quic = \"127.0.0.1:0\"\n\
          p2p = \"/ip4/127.0.0.1/tcp/0\"\n\
          iroh = \"127.0.0.1:0\"\n\
+         swim = \"127.0.0.1:0\"\n\
          [cluster]\n\
          bootstrap = [{}]\n\
          [trust]\n\

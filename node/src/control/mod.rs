@@ -1,5 +1,6 @@
 //! The control plane: libp2p gossip of signed heartbeats, content announcements and operator
-//! commands, the membership table with failure detection, and the operator's view of both.
+//! commands, the membership table with failure detection (heartbeat silence, and SWIM probes
+//! among admitted members: [`swim`]), and the operator's view of both.
 //!
 //! [`ClusterHandle`] is what the rest of the node sees of it (members, announcements, peers'
 //! scores, publishing); [`ControlPlane`] is the thread that owns the libp2p swarm and keeps
@@ -8,6 +9,7 @@
 
 pub mod membership;
 mod swarm;
+mod swim;
 
 pub use mhc_transport::gossip::{envelope, messages};
 
@@ -98,6 +100,8 @@ pub struct BoundAddrs {
     pub quic: SocketAddr,
     /// Mesh plane (iroh).
     pub iroh: SocketAddr,
+    /// Membership and failure detection (SWIM).
+    pub swim: SocketAddr,
     /// Viewer plane over TLS, if configured.
     pub https: Option<SocketAddr>,
 }
@@ -400,6 +404,7 @@ impl ClusterHandle {
                         "quic": hb.addrs.quic,
                         "iroh": hb.addrs.iroh,
                         "p2p": hb.addrs.p2p,
+                        "swim": hb.addrs.swim,
                     },
                     "load": {
                         "connections_open": hb.load.connections,
@@ -418,6 +423,16 @@ impl ClusterHandle {
             })
             .collect()
     }
+}
+
+/// Wraps a payload in the node-key-signed envelope, for `topic` (gossip and SWIM alike).
+fn seal(state: &Core, topic: &str, payload: &[u8]) -> Vec<u8> {
+    envelope::seal(
+        state.identity.signing_key(),
+        topic,
+        state.clock.now_ms(),
+        payload,
+    )
 }
 
 fn command_reason(cmd: &SignedCommand) -> &str {
@@ -518,6 +533,7 @@ pub(crate) mod fixtures {
                 quic: "10.0.0.1:4433".into(),
                 iroh: "10.0.0.1:4434".into(),
                 p2p: vec!["/ip4/10.0.0.1/tcp/4001".into()],
+                swim: "10.0.0.1:4435".into(),
             },
             mode: Mode::Normal,
             load: Load {

@@ -28,7 +28,7 @@ use super::messages::{
     MAX_HEARTBEAT_REPLICATING, MAX_MESSAGE_BYTES, MAX_P2P_ADDRS,
 };
 use super::{
-    Advertise, BoundAddrs, ClusterCommand, ClusterCommands, ClusterHandle, ClusterShared,
+    seal, Advertise, BoundAddrs, ClusterCommand, ClusterCommands, ClusterHandle, ClusterShared,
     KnownContent,
 };
 use crate::core::Core;
@@ -316,6 +316,8 @@ pub struct Wiring {
     pub advertise: Arc<dyn Advertise>,
     /// Where the other planes listen.
     pub addrs: BoundAddrs,
+    /// The membership socket, bound at `addrs.swim`.
+    pub swim_socket: std::net::UdpSocket,
     /// Turns true at shutdown.
     pub shutdown: watch::Receiver<bool>,
 }
@@ -426,6 +428,7 @@ async fn run(wiring: Wiring, mut swarm: Swarm<Behaviour>, mut listen_addrs: Vec<
         commands: ClusterCommands(mut commands),
         advertise,
         addrs,
+        swim_socket,
         mut shutdown,
     } = wiring;
     let state = &*core;
@@ -448,6 +451,15 @@ async fn run(wiring: Wiring, mut swarm: Swarm<Behaviour>, mut listen_addrs: Vec<
             None => tracing::warn!(%addr, "cluster.bootstrap entry is not a /p2p/ multiaddr"),
         }
     }
+
+    let advertised_swim = advertised_addr(addrs.swim, advertised_ip(&listen_addrs));
+    let mut swim = match super::swim::Swim::new(state, swim_socket, advertised_swim) {
+        Ok(s) => s,
+        Err(err) => {
+            tracing::error!(error = %err, "membership socket unusable; control plane stopped");
+            return;
+        }
+    };
 
     let mut heartbeat_tick = tokio::time::interval(interval);
     heartbeat_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -498,7 +510,9 @@ async fn run(wiring: Wiring, mut swarm: Swarm<Behaviour>, mut listen_addrs: Vec<
                     publish_revocations(&mut swarm, state, &revocations, state.admission.revocations());
                 }
             }
+            () = swim.turn(state, shared) => {}
             _ = sweep_tick.tick() => {
+                swim.sync(state, shared);
                 let changes = shared.membership.lock().sweep(Instant::now());
                 if !changes.is_empty() {
                     shared.mark_dirty();
@@ -612,16 +626,6 @@ fn publish_revocations(
     }
 }
 
-/// Wraps a payload in the node-key-signed envelope.
-fn seal(state: &Core, topic: &str, payload: &[u8]) -> Vec<u8> {
-    super::envelope::seal(
-        state.identity.signing_key(),
-        topic,
-        state.clock.now_ms(),
-        payload,
-    )
-}
-
 /// Validates one gossip message and applies it; the verdict goes back to gossipsub (which
 /// relays accepted messages and penalises the senders of rejected ones).
 fn admit_message(
@@ -644,6 +648,12 @@ fn admit_message(
             return MessageAcceptance::Reject;
         }
     };
+    // This node's own message, back through a relay: a restarted node can be offered a
+    // heartbeat of its previous run (gossip keeps the last few), which would list it as a
+    // member of its own cluster. Everything it published it applied already.
+    if signer == state.identity.peer_id() {
+        return MessageAcceptance::Ignore;
+    }
     let reject = |reason: &'static str| {
         metrics.record_gossip_rejected(reason);
         tracing::debug!(peer = %signer, topic, reason, "gossip message rejected");
@@ -907,19 +917,8 @@ fn build_heartbeat(
         .take(MAX_P2P_ADDRS)
         .map(ToString::to_string)
         .collect();
-    let advertised_ip = listen_addrs.iter().find_map(|a| {
-        a.iter().find_map(|p| match p {
-            Protocol::Ip4(ip) if !ip.is_unspecified() => Some(std::net::IpAddr::V4(ip)),
-            Protocol::Ip6(ip) if !ip.is_unspecified() => Some(std::net::IpAddr::V6(ip)),
-            _ => None,
-        })
-    });
-    let advertise = |addr: std::net::SocketAddr| -> String {
-        match (addr.ip().is_unspecified(), advertised_ip) {
-            (true, Some(ip)) => std::net::SocketAddr::new(ip, addr.port()).to_string(),
-            _ => addr.to_string(),
-        }
-    };
+    let ip = advertised_ip(listen_addrs);
+    let advertise = |addr: std::net::SocketAddr| advertised_addr(addr, ip).to_string();
     let (contents, contents_total) = advertised.contents(MAX_HEARTBEAT_CONTENTS);
     Heartbeat {
         peer_id: state.identity.peer_id().to_bytes(),
@@ -934,6 +933,7 @@ fn build_heartbeat(
             quic: advertise(bound.quic),
             iroh: advertise(bound.iroh),
             p2p,
+            swim: advertise(bound.swim),
         },
         mode: state.mode(),
         load: Load {
@@ -965,6 +965,29 @@ fn build_heartbeat(
         revoked: state.admission.revoked_digest(),
         revoked_count: state.admission.revoked_count() as u32,
         writes: origin_writes(state),
+    }
+}
+
+/// The first specified IP address the libp2p listener is bound to: what heartbeats give in
+/// place of an unspecified one (`0.0.0.0`).
+fn advertised_ip(listen_addrs: &[Multiaddr]) -> Option<std::net::IpAddr> {
+    listen_addrs.iter().find_map(|a| {
+        a.iter().find_map(|p| match p {
+            Protocol::Ip4(ip) if !ip.is_unspecified() => Some(std::net::IpAddr::V4(ip)),
+            Protocol::Ip6(ip) if !ip.is_unspecified() => Some(std::net::IpAddr::V6(ip)),
+            _ => None,
+        })
+    })
+}
+
+/// `addr` as heartbeats advertise it: an unspecified IP replaced by `ip`.
+fn advertised_addr(
+    addr: std::net::SocketAddr,
+    ip: Option<std::net::IpAddr>,
+) -> std::net::SocketAddr {
+    match (addr.ip().is_unspecified(), ip) {
+        (true, Some(ip)) => std::net::SocketAddr::new(ip, addr.port()),
+        _ => addr,
     }
 }
 

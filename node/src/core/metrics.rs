@@ -63,6 +63,12 @@ struct RequestLabels {
     status: u16,
 }
 
+/// Label `direction` (`in` or `out`) of the `mhc_swim_*` families.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct DirectionLabel {
+    direction: &'static str,
+}
+
 /// Labels of `mhc_gossip_messages_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct GossipLabels {
@@ -138,6 +144,9 @@ pub struct Metrics {
     ingests: Family<OutcomeLabel, Counter>,
     gossip: Family<GossipLabels, Counter>,
     gossip_rejected: Family<ReasonLabel, Counter>,
+    swim_packets: Family<DirectionLabel, Counter>,
+    swim_bytes: Family<DirectionLabel, Counter>,
+    swim_dropped: Family<ReasonLabel, Counter>,
     /// Routing decisions by outcome, in the order of [`ROUTING_OUTCOMES`].
     routing_decisions: [Counter; 3],
     quic_responses: Family<QuicLabels, Counter>,
@@ -335,6 +344,9 @@ impl Metrics {
             ingests: Family::default(),
             gossip: Family::default(),
             gossip_rejected: Family::default(),
+            swim_packets: Family::default(),
+            swim_bytes: Family::default(),
+            swim_dropped: Family::default(),
             routing_decisions,
             quic_responses: Family::default(),
             quic_refused: Family::default(),
@@ -501,6 +513,21 @@ impl Metrics {
             "mhc_gossip_rejected",
             "Control-plane messages rejected, by reason",
             m.gossip_rejected.clone(),
+        );
+        r.register(
+            "mhc_swim_packets",
+            "Membership (SWIM) datagrams accepted in or sent out",
+            m.swim_packets.clone(),
+        );
+        r.register(
+            "mhc_swim_bytes",
+            "Bytes of membership (SWIM) datagrams accepted in or sent out, signature included",
+            m.swim_bytes.clone(),
+        );
+        r.register(
+            "mhc_swim_dropped",
+            "Membership (SWIM) datagrams dropped, by reason",
+            m.swim_dropped.clone(),
         );
         r.register(
             "mhc_emergency_commands",
@@ -737,6 +764,21 @@ impl Metrics {
             .inc();
     }
 
+    /// Counts one membership datagram of `bytes` accepted in or sent out (`direction` is `in`
+    /// or `out`).
+    pub fn record_swim(&self, direction: &'static str, bytes: usize) {
+        let labels = DirectionLabel { direction };
+        self.swim_packets.get_or_create(&labels).inc();
+        self.swim_bytes.get_or_create(&labels).inc_by(bytes as u64);
+    }
+
+    /// Counts one membership datagram dropped, by reason.
+    pub fn record_swim_dropped(&self, reason: &'static str) {
+        self.swim_dropped
+            .get_or_create(&ReasonLabel { reason })
+            .inc();
+    }
+
     /// Counts one gossip message rejected, by reason.
     pub fn record_gossip_rejected(&self, reason: &'static str) {
         self.gossip_rejected
@@ -843,6 +885,8 @@ mod tests {
         m.record_routing_decision("geo");
         m.record_gossip("in", "mhc/health/1");
         m.record_gossip_rejected("malformed");
+        m.record_swim("in", 100);
+        m.record_swim_dropped("not_member");
         m.record_emergency("applied");
         m.mesh.sent_bytes.inc_by(7);
         m.broadcast.objects_received[1].inc();
@@ -899,6 +943,9 @@ mod tests {
                 "mhc_cluster_members",
                 "mhc_gossip_messages_total",
                 "mhc_gossip_rejected_total",
+                "mhc_swim_packets_total",
+                "mhc_swim_bytes_total",
+                "mhc_swim_dropped_total",
                 "mhc_emergency_commands_total",
                 "mhc_revoked_nodes",
                 "mhc_mode",

@@ -151,6 +151,7 @@ fn membership(rng: &mut Rng, members: usize, now: Instant) -> Membership {
                 quic: String::new(),
                 iroh: String::new(),
                 p2p: Vec::new(),
+                swim: String::new(),
             },
             mode: Mode::Normal,
             load: Load {

@@ -66,6 +66,8 @@ pub struct PlaneAddrs {
     pub iroh: String,
     /// libp2p multiaddrs (without the `/p2p/` suffix).
     pub p2p: Vec<String>,
+    /// Membership and failure detection (SWIM over UDP), `ip:port`; empty when it has none.
+    pub swim: String,
 }
 
 /// Load figures of a member.
@@ -236,7 +238,11 @@ impl Heartbeat {
         if !text_ok(&self.region) || !text_ok(&self.software) {
             return Err(MessageError::Bounds("region/software"));
         }
-        if !text_ok(&self.addrs.http) || !text_ok(&self.addrs.quic) || !text_ok(&self.addrs.iroh) {
+        if !text_ok(&self.addrs.http)
+            || !text_ok(&self.addrs.quic)
+            || !text_ok(&self.addrs.iroh)
+            || !text_ok(&self.addrs.swim)
+        {
             return Err(MessageError::Bounds("addrs"));
         }
         if self.addrs.p2p.len() > MAX_P2P_ADDRS || !self.addrs.p2p.iter().all(|a| text_ok(a)) {
@@ -286,6 +292,7 @@ mod tests {
                 quic: "10.0.0.1:4433".into(),
                 iroh: "10.0.0.1:4434".into(),
                 p2p: vec!["/ip4/10.0.0.1/tcp/4001".into()],
+                swim: "10.0.0.1:4435".into(),
             },
             mode: Mode::Normal,
             load: Load {
