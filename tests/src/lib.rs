@@ -1029,8 +1029,10 @@ pub mod anvil;
 pub mod ceph;
 pub mod etcd;
 pub mod mmdb;
+pub mod serf;
 pub mod sshd;
 pub mod udp;
+pub mod wire;
 
 /// Creates an operator key `name` in `dir` with `mhc-node operator-keygen`; returns the key
 /// file and its public key hex.
